@@ -1,0 +1,28 @@
+//! ferrocam's wire formats, shared by the device agent and the gateway.
+//!
+//! This crate is pure data: ids with validation, the MQTT topic scheme, the signaling envelope
+//! that travels over MQTT, presence (device status), and the messages a browser exchanges with
+//! the gateway over WebSocket. It performs no I/O, so both sides, and any other implementation,
+//! can test against it directly.
+
+pub mod ids;
+pub mod presence;
+pub mod signal;
+pub mod topics;
+pub mod viewer;
+
+pub use ids::{DeviceId, IdError, InstanceId, SessionId};
+pub use presence::{Capabilities, DeviceStatus, VideoCapability};
+pub use signal::{Envelope, ErrorCode, IceCandidate, Signal};
+
+/// Version of the signaling protocol carried in every envelope. A receiver answers an envelope
+/// with another version with [`ErrorCode::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest MQTT payload either side publishes or accepts on a signaling topic. SDP offers from
+/// browsers are 3–8 KiB; 64 KiB leaves room for many codecs while bounding what a hostile
+/// publisher can make a device parse.
+pub const MAX_SIGNAL_PAYLOAD: usize = 64 * 1024;
+
+/// Largest WebSocket text message the gateway accepts from a browser.
+pub const MAX_VIEWER_MESSAGE: usize = 64 * 1024;

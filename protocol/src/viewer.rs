@@ -1,0 +1,58 @@
+//! Messages between a browser (or any viewer) and the gateway over the WebSocket at `/ws`.
+//!
+//! The gateway mints the session id when it receives an offer and says so with
+//! [`ServerMsg::Session`]; the viewer tags its later candidates with that id.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, SessionId};
+use crate::presence::DeviceStatus;
+use crate::signal::{ErrorCode, IceCandidate};
+
+/// Viewer → gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Start a session with a device by offering SDP.
+    Offer { device: DeviceId, sdp: String },
+    /// One trickled ICE candidate for a session.
+    Candidate {
+        session: SessionId,
+        candidate: IceCandidate,
+    },
+    /// The viewer has gathered all its candidates.
+    EndOfCandidates { session: SessionId },
+    /// The viewer ends a session.
+    HangUp { session: SessionId },
+}
+
+/// Gateway → viewer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// The device list changed (sent on connect and on every change).
+    Devices { devices: Vec<DeviceStatus> },
+    /// The session id minted for the viewer's last offer to `device`.
+    Session {
+        device: DeviceId,
+        session: SessionId,
+    },
+    /// The device's SDP answer.
+    Answer { session: SessionId, sdp: String },
+    /// One of the device's ICE candidates.
+    Candidate {
+        session: SessionId,
+        candidate: IceCandidate,
+    },
+    /// The device has gathered all its candidates.
+    EndOfCandidates { session: SessionId },
+    /// The device ended the session.
+    HangUp { session: SessionId, reason: String },
+    /// Something failed; `session` is absent when the message could not be tied to one.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionId>,
+        code: ErrorCode,
+        message: String,
+    },
+}
