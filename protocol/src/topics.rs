@@ -39,6 +39,14 @@ pub fn parse_device_status(topic: &str) -> Option<DeviceId> {
     DeviceId::parse(id).ok()
 }
 
+/// Recovers the instance id from a gateway reply topic. A device only replies to topics that pass
+/// this check, so a forged `reply_to` cannot make it publish anywhere else.
+pub fn parse_gateway_signal(topic: &str) -> Option<InstanceId> {
+    let rest = topic.strip_prefix(ROOT)?.strip_prefix("/gateways/")?;
+    let id = rest.strip_suffix("/signal")?;
+    InstanceId::parse(id).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +55,15 @@ mod tests {
     fn status_topic_round_trips() {
         let id = DeviceId::parse("cam-1").unwrap();
         assert_eq!(parse_device_status(&device_status(&id)), Some(id));
+    }
+
+    #[test]
+    fn only_gateway_signal_topics_are_valid_reply_topics() {
+        let gw = InstanceId::parse("gw-1").unwrap();
+        assert_eq!(parse_gateway_signal(&gateway_signal(&gw)), Some(gw));
+        assert_eq!(parse_gateway_signal("ferrocam/v1/devices/x/status"), None);
+        assert_eq!(parse_gateway_signal("ferrocam/v1/gateways/#/signal"), None);
+        assert_eq!(parse_gateway_signal("ferrocam/v1/gateways/a/b/signal"), None);
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! The agent: routes signaling envelopes to sessions. It sees envelopes and outbound messages
+//! only; which transport carries them (MQTT today) is the link's business.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ferrocam_protocol::signal::DecodeError;
+use ferrocam_protocol::topics::parse_gateway_signal;
+use ferrocam_protocol::{Envelope, ErrorCode, SessionId, Signal};
+use tokio::sync::mpsc;
+
+use crate::session::{self, Outbound, SessionContext, SessionInput};
+
+/// Inbox depth of one session; excess messages (a candidate flood) are dropped.
+const SESSION_INBOX: usize = 64;
+
+/// Routes inbound envelopes to sessions and starts sessions on offers.
+pub struct Agent {
+    ctx: SessionContext,
+    max_sessions: usize,
+    sessions: Arc<Mutex<HashMap<SessionId, mpsc::Sender<SessionInput>>>>,
+}
+
+impl Agent {
+    pub fn new(ctx: SessionContext, max_sessions: usize) -> Self {
+        Self {
+            ctx,
+            max_sessions,
+            sessions: Arc::default(),
+        }
+    }
+
+    /// Handles one payload from the signaling topic. Garbage is logged and dropped; it never
+    /// takes the agent down.
+    pub fn handle_payload(&self, payload: &[u8]) {
+        let envelope = match Envelope::decode(payload) {
+            Ok(envelope) => envelope,
+            Err(DecodeError::Version(v)) => {
+                tracing::warn!(version = v, "signal with an unsupported protocol version");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, bytes = payload.len(), "dropping malformed signal");
+                return;
+            }
+        };
+        if envelope.device != self.ctx.device {
+            tracing::warn!(device = %envelope.device, "signal addressed to another device");
+            return;
+        }
+        self.handle(envelope);
+    }
+
+    fn handle(&self, envelope: Envelope) {
+        let Envelope {
+            session,
+            reply_to,
+            body,
+            ..
+        } = envelope;
+        let input = match body {
+            Signal::Offer { sdp } => return self.start_session(session, reply_to, sdp),
+            Signal::Candidate { candidate } => SessionInput::Candidate(candidate),
+            Signal::EndOfCandidates => SessionInput::EndOfCandidates,
+            Signal::HangUp { reason } => SessionInput::HangUp(reason),
+            other => {
+                tracing::warn!(%session, message = ?other, "unexpected signal for a device");
+                return;
+            }
+        };
+        let inbox = self.sessions.lock().expect("sessions lock").get(&session).cloned();
+        match inbox {
+            Some(inbox) => {
+                if inbox.try_send(input).is_err() {
+                    tracing::warn!(%session, "session inbox full; message dropped");
+                }
+            }
+            None => tracing::debug!(%session, "signal for an unknown session"),
+        }
+    }
+
+    fn start_session(&self, session: SessionId, reply_to: Option<String>, sdp: String) {
+        // Replies go only to a well-formed gateway topic: a forged reply_to must not turn the
+        // device into a publisher on someone else's topics.
+        let Some(reply_to) = reply_to.filter(|t| parse_gateway_signal(t).is_some()) else {
+            tracing::warn!(%session, "offer without a valid reply topic");
+            return;
+        };
+        let refuse = |code, message: String| {
+            let _ = self.ctx.out.send(Outbound {
+                topic: reply_to.clone(),
+                envelope: Envelope::new(
+                    self.ctx.device.clone(),
+                    session.clone(),
+                    Signal::Error { code, message },
+                ),
+            });
+        };
+
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if sessions.contains_key(&session) {
+            tracing::warn!(%session, "duplicate offer ignored");
+            return;
+        }
+        if sessions.len() >= self.max_sessions {
+            drop(sessions);
+            return refuse(
+                ErrorCode::Internal,
+                format!("the device is at its limit of {} viewers", self.max_sessions),
+            );
+        }
+        let (tx, rx) = mpsc::channel(SESSION_INBOX);
+        sessions.insert(session.clone(), tx);
+        drop(sessions);
+
+        let ctx = self.ctx.clone();
+        let registry = Arc::clone(&self.sessions);
+        tokio::spawn(async move {
+            session::run(ctx, session.clone(), reply_to, sdp, rx).await;
+            registry.lock().expect("sessions lock").remove(&session);
+        });
+    }
+}

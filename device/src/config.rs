@@ -1,0 +1,67 @@
+//! Command-line and environment configuration of the device agent.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use ferrocam_protocol::DeviceId;
+
+/// ferrocam device agent: streams this board's camera to browsers over WebRTC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ferrocam-device", version)]
+pub struct Config {
+    /// This device's id: 1–64 of A-Z a-z 0-9 _ . -
+    #[arg(long, env = "FERROCAM_DEVICE_ID", default_value = "demo")]
+    pub id: DeviceId,
+
+    /// MQTT broker to connect to, `mqtt://host:port`.
+    #[arg(long, env = "FERROCAM_BROKER", default_value = "mqtt://127.0.0.1:1883")]
+    pub broker: String,
+
+    /// Video source: `auto` (first V4L2 camera, else the test pattern), `test`, or a V4L2 device
+    /// path such as `/dev/video0`.
+    #[arg(long, env = "FERROCAM_SOURCE", default_value = "auto")]
+    pub source: String,
+
+    /// H.264 encoder element to use instead of probing (`x264enc`, `openh264enc`, `v4l2h264enc`).
+    #[arg(long, env = "FERROCAM_ENCODER")]
+    pub encoder: Option<String>,
+
+    /// Frame width in pixels.
+    #[arg(long, env = "FERROCAM_WIDTH", default_value_t = 1280)]
+    pub width: u32,
+
+    /// Frame height in pixels.
+    #[arg(long, env = "FERROCAM_HEIGHT", default_value_t = 720)]
+    pub height: u32,
+
+    /// Frames per second.
+    #[arg(long, env = "FERROCAM_FPS", default_value_t = 30)]
+    pub fps: u32,
+
+    /// Target video bitrate in kbit/s.
+    #[arg(long, env = "FERROCAM_BITRATE_KBPS", default_value_t = 2000)]
+    pub bitrate_kbps: u32,
+
+    /// Frames between periodic keyframes (joining viewers get one at once regardless).
+    #[arg(long, env = "FERROCAM_KEYFRAME_INTERVAL", default_value_t = 60)]
+    pub keyframe_interval: u32,
+
+    /// Local UDP addresses ICE binds to (repeatable). `0.0.0.0:0` covers every IPv4 interface
+    /// except loopback; add `127.0.0.1:0` to reach browsers on the same machine.
+    #[arg(
+        long = "ice-udp",
+        env = "FERROCAM_ICE_UDP",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:0,127.0.0.1:0"
+    )]
+    pub ice_udp: Vec<SocketAddr>,
+
+    /// STUN/TURN server URLs for NAT traversal (repeatable), e.g. `stun:stun.example.org:3478`.
+    #[arg(long = "ice-server", env = "FERROCAM_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+
+    /// Seconds a session may take from offer to connected before it is dropped.
+    #[arg(long, env = "FERROCAM_SESSION_TIMEOUT", default_value_t = 30)]
+    pub session_timeout_secs: u64,
+
+}

@@ -1,0 +1,11 @@
+//! Our small face over the `webrtc` crate: answer an offer, trade candidates, send access units.
+//!
+//! Everything that names a `webrtc`/`rtc` type lives in this module, so the crate's API churn
+//! (0.x releases reshape it often) touches one place. Callers see [`Peer`], [`PeerEvent`],
+//! [`RtcSettings`] and [`VideoSender`].
+
+mod peer;
+mod sdp;
+
+pub use peer::{Peer, PeerEvent, RtcSettings, VideoSender};
+pub use sdp::offer_has_h264;
