@@ -8,47 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use ferrocam_protocol::{DeviceStatus, MAX_SIGNAL_PAYLOAD, topics};
+use ferrocam_protocol::{Backoff, BrokerAddr, DeviceStatus, MAX_SIGNAL_PAYLOAD, topics};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
 use crate::agent::Agent;
 use crate::session::Outbound;
 
-/// Where the broker is and who we are.
-#[derive(Debug, Clone)]
-pub struct LinkSettings {
-    pub host: String,
-    pub port: u16,
-    pub client_id: String,
-}
-
-impl LinkSettings {
-    /// Parses `mqtt://host:port` (port defaults to 1883).
-    pub fn from_url(url: &str, client_id: String) -> anyhow::Result<Self> {
-        let Some(rest) = url.strip_prefix("mqtt://") else {
-            bail!("broker URL {url:?} must start with mqtt://");
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse().context("broker port")?),
-            None => (rest, 1883),
-        };
-        if host.is_empty() {
-            bail!("broker URL {url:?} has no host");
-        }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-            client_id,
-        })
-    }
-}
-
 /// Runs the link until `shutdown` flips; then marks the device offline and disconnects.
 pub async fn run(
-    settings: LinkSettings,
+    broker: BrokerAddr,
+    client_id: String,
     online: DeviceStatus,
     agent: Arc<Agent>,
     outbound: mpsc::UnboundedReceiver<Outbound>,
@@ -63,7 +33,7 @@ pub async fn run(
     };
     let offline_payload = serde_json::to_vec(&offline)?;
 
-    let mut options = MqttOptions::new(settings.client_id, settings.host, settings.port);
+    let mut options = MqttOptions::new(client_id, broker.host, broker.port);
     options
         .set_keep_alive(Duration::from_secs(10))
         .set_clean_session(true)
@@ -141,58 +111,5 @@ async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>)
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
         _ = shutdown.changed() => {}
-    }
-}
-
-/// Exponential reconnect backoff with jitter: 250 ms doubling to 8 s, so a restarted broker is
-/// not hit by every device at the same instant.
-#[derive(Debug, Default)]
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let base = Duration::from_millis(250) * 2u32.saturating_pow(self.attempt.min(5));
-        self.attempt += 1;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        // Up to +50 % jitter.
-        base + base.mul_f64(f64::from(nanos % 1000) / 2000.0)
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_broker_urls() {
-        let s = LinkSettings::from_url("mqtt://broker.lan:1884", "c".into()).unwrap();
-        assert_eq!((s.host.as_str(), s.port), ("broker.lan", 1884));
-        let s = LinkSettings::from_url("mqtt://10.0.0.1", "c".into()).unwrap();
-        assert_eq!(s.port, 1883);
-        assert!(LinkSettings::from_url("http://x", "c".into()).is_err());
-        assert!(LinkSettings::from_url("mqtt://:1", "c".into()).is_err());
-    }
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        let mut b = Backoff::default();
-        let first = b.next();
-        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(375));
-        for _ in 0..10 {
-            b.next();
-        }
-        let capped = b.next();
-        assert!(capped >= Duration::from_secs(8) && capped <= Duration::from_secs(12));
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(375));
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use ferrocam_protocol::{Capabilities, DeviceStatus, PROTOCOL_VERSION};
+use ferrocam_protocol::{BrokerAddr, Capabilities, DeviceStatus, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, watch};
 
 use crate::agent::Agent;
@@ -79,11 +79,11 @@ async fn main() -> anyhow::Result<()> {
             video: Some(media.capability().clone()),
         }),
     };
-    let link_settings =
-        link::LinkSettings::from_url(&config.broker, format!("ferrocam-device-{}", config.id))?;
+    let broker = BrokerAddr::parse(&config.broker)?;
+    let client_id = format!("ferrocam-device-{}", config.id);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let link = tokio::spawn(link::run(link_settings, online, agent, out_rx, stop_rx));
+    let link = tokio::spawn(link::run(broker, client_id, online, agent, out_rx, stop_rx));
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

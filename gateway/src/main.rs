@@ -1,1 +1,97 @@
-fn main(){}
+//! `ferrocam-gateway`: serves the web viewer and relays signaling between browsers and devices.
+
+mod broker;
+mod http;
+mod link;
+mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use ferrocam_protocol::{BrokerAddr, InstanceId};
+use rand::RngCore;
+use tokio::sync::mpsc;
+
+use crate::relay::Relay;
+
+/// Log filter unless `RUST_LOG` says otherwise. rumqttd logs every client that drops during
+/// CONNECT (health probes, port scans) at ERROR from its `server::broker` module; that is noise
+/// for an embedded broker, so it is silenced, keeping rumqttd's other warnings.
+const DEFAULT_LOG_FILTER: &str = "info,rumqttd=warn,rumqttd::server::broker=off";
+
+/// ferrocam gateway: web viewer, REST and WebSocket signaling, embedded MQTT broker.
+#[derive(Debug, Parser)]
+#[command(name = "ferrocam-gateway", version)]
+struct Config {
+    /// Address the web viewer and API listen on.
+    #[arg(long, env = "FERROCAM_HTTP", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+
+    /// Address the embedded MQTT broker listens on (ignored with --broker).
+    #[arg(long, env = "FERROCAM_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
+    mqtt_listen: SocketAddr,
+
+    /// Use this external broker (`mqtt://host:port`) instead of the embedded one.
+    #[arg(long, env = "FERROCAM_BROKER")]
+    broker: Option<String>,
+
+    /// This instance's id, naming its reply topic; random when not set. Must be unique among
+    /// gateways sharing a broker.
+    #[arg(long, env = "FERROCAM_INSTANCE")]
+    instance: Option<InstanceId>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        )
+        .init();
+    let config = Config::parse();
+
+    let broker = match &config.broker {
+        Some(url) => BrokerAddr::parse(url)?,
+        None => {
+            broker::start(config.mqtt_listen)?;
+            BrokerAddr {
+                host: config.mqtt_listen.ip().to_string(),
+                port: config.mqtt_listen.port(),
+            }
+        }
+    };
+    let instance = config.instance.clone().unwrap_or_else(random_instance);
+
+    let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+    let relay = Arc::new(Relay::new(instance.clone(), publish_tx));
+    tokio::spawn(link::run(broker, Arc::clone(&relay), publish_rx));
+
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http))?;
+    tracing::info!(%instance, url = %format!("http://{}/", config.http), "gateway ready");
+    axum::serve(listener, http::router(http::AppState { relay }))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+fn random_instance() -> InstanceId {
+    let mut bytes = [0u8; 4];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    InstanceId::parse(&format!("gw-{hex}")).expect("generated ids are valid")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -5,12 +5,16 @@
 //! the gateway over WebSocket. It performs no I/O, so both sides, and any other implementation,
 //! can test against it directly.
 
+pub mod backoff;
+pub mod broker_url;
 pub mod ids;
 pub mod presence;
 pub mod signal;
 pub mod topics;
 pub mod viewer;
 
+pub use backoff::Backoff;
+pub use broker_url::{BrokerAddr, BrokerUrlError};
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
 pub use presence::{Capabilities, DeviceStatus, VideoCapability};
 pub use signal::{Envelope, ErrorCode, IceCandidate, Signal};

@@ -1,0 +1,32 @@
+//! The web viewer: plain HTML, CSS and JavaScript compiled into the binary. No build step, no
+//! CDN, so the page works on a LAN with no internet.
+
+use axum::http::header;
+use axum::response::IntoResponse;
+
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const STYLE_CSS: &str = include_str!("../../web/style.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Assets change with the binary; revalidate so an upgrade is picked up at once.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
+
+pub async fn index() -> impl IntoResponse {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+pub async fn app_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+pub async fn style_css() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", STYLE_CSS)
+}

@@ -1,0 +1,255 @@
+// ferrocam web viewer: lists cameras and plays one over WebRTC.
+//
+// Signaling runs over one WebSocket to the gateway (/ws). The browser is the offerer: it
+// creates a receive-only offer, the gateway relays it to the device over MQTT, and the device
+// answers. ICE candidates trickle both ways, tagged with the session id the gateway minted.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+
+const ferrocam = {
+  ws: null,
+  devices: [],
+  pc: null,
+  device: null,
+  session: null,
+  pendingCandidates: [], // local candidates gathered before the session id arrived
+  lastError: null,
+  watch,
+  hangUp,
+};
+window.ferrocam = ferrocam;
+
+// ── WebSocket ────────────────────────────────────────────────────────────────
+
+function connect() {
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${proto}://${location.host}/ws`);
+  ferrocam.ws = ws;
+  ws.onopen = () => setLinkState('connected', true);
+  ws.onclose = () => {
+    setLinkState('reconnecting…', false);
+    // Sessions die with their socket on the gateway side; the media may outlive it a little.
+    setTimeout(connect, 1000);
+  };
+  ws.onmessage = (event) => {
+    let msg;
+    try { msg = JSON.parse(event.data); } catch { return; }
+    onServerMessage(msg);
+  };
+}
+
+function send(msg) {
+  if (ferrocam.ws && ferrocam.ws.readyState === WebSocket.OPEN) {
+    ferrocam.ws.send(JSON.stringify(msg));
+  }
+}
+
+function onServerMessage(msg) {
+  switch (msg.type) {
+    case 'devices':
+      ferrocam.devices = msg.devices;
+      renderDevices();
+      break;
+    case 'session':
+      if (msg.device !== ferrocam.device || ferrocam.session) return;
+      ferrocam.session = msg.session;
+      for (const candidate of ferrocam.pendingCandidates) sendCandidate(candidate);
+      ferrocam.pendingCandidates = [];
+      break;
+    case 'answer':
+      if (msg.session !== ferrocam.session || !ferrocam.pc) return;
+      ferrocam.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp })
+        .catch((e) => showError(`Could not apply the camera's answer: ${e.message}`));
+      break;
+    case 'candidate':
+      if (msg.session !== ferrocam.session || !ferrocam.pc) return;
+      ferrocam.pc.addIceCandidate(msg.candidate).catch(() => {});
+      break;
+    case 'end_of_candidates':
+      if (msg.session !== ferrocam.session || !ferrocam.pc) return;
+      ferrocam.pc.addIceCandidate(null).catch(() => {});
+      break;
+    case 'hang_up':
+      if (msg.session !== ferrocam.session) return;
+      stopPeer();
+      showError(`The camera ended the stream (${msg.reason}).`);
+      break;
+    case 'error':
+      if (msg.session && msg.session !== ferrocam.session) return;
+      if (!msg.session && !ferrocam.device) return;
+      stopPeer();
+      showError(`${describeError(msg.code)} ${msg.message}`, msg.code);
+      break;
+  }
+}
+
+function describeError(code) {
+  return {
+    no_common_codec: 'This browser did not offer H.264.',
+    unknown_device: 'Unknown or offline camera.',
+    unknown_session: 'The session is gone.',
+    timeout: 'The camera did not respond in time.',
+    bad_request: 'The request was refused.',
+  }[code] || 'Error:';
+}
+
+// ── Watching a camera ────────────────────────────────────────────────────────
+
+// `options.codecs` restricts the offered video codecs (MIME types); used to check how the
+// product reacts to a browser that cannot do H.264.
+async function watch(device, options = {}) {
+  hangUp();
+  clearError();
+  ferrocam.device = device;
+  const pc = new RTCPeerConnection({ iceServers: options.iceServers || [] });
+  ferrocam.pc = pc;
+
+  const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
+  if (options.codecs && transceiver.setCodecPreferences) {
+    const wanted = RTCRtpReceiver.getCapabilities('video').codecs
+      .filter((c) => options.codecs.includes(c.mimeType));
+    transceiver.setCodecPreferences(wanted);
+  }
+  pc.ontrack = (event) => {
+    const video = $('video');
+    video.srcObject = event.streams[0] || new MediaStream([event.track]);
+    $('placeholder').hidden = true;
+  };
+  pc.onicecandidate = (event) => {
+    if (event.candidate) {
+      const c = event.candidate.toJSON();
+      if (ferrocam.session) sendCandidate(c); else ferrocam.pendingCandidates.push(c);
+    } else if (ferrocam.session) {
+      send({ type: 'end_of_candidates', session: ferrocam.session });
+    }
+  };
+  pc.onconnectionstatechange = () => {
+    renderNowWatching();
+    if (pc.connectionState === 'failed') showError('The connection to the camera failed.');
+  };
+
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  send({ type: 'offer', device, sdp: offer.sdp });
+  renderDevices();
+  renderNowWatching();
+  $('hangup').disabled = false;
+  $('fullscreen').disabled = false;
+}
+
+function sendCandidate(candidate) {
+  send({ type: 'candidate', session: ferrocam.session, candidate });
+}
+
+function hangUp() {
+  if (ferrocam.session) send({ type: 'hang_up', session: ferrocam.session });
+  stopPeer();
+  ferrocam.device = null;
+  renderDevices();
+  renderNowWatching();
+}
+
+function stopPeer() {
+  if (ferrocam.pc) ferrocam.pc.close();
+  ferrocam.pc = null;
+  ferrocam.session = null;
+  ferrocam.pendingCandidates = [];
+  $('video').srcObject = null;
+  $('placeholder').hidden = false;
+  $('hangup').disabled = true;
+  $('fullscreen').disabled = true;
+}
+
+// ── Rendering ────────────────────────────────────────────────────────────────
+
+function renderDevices() {
+  const list = $('devices');
+  list.replaceChildren();
+  $('no-devices').hidden = ferrocam.devices.length > 0;
+  for (const d of ferrocam.devices) {
+    const video = d.capabilities && d.capabilities.video;
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'device';
+    button.dataset.device = d.device;
+    button.disabled = !d.online;
+    button.setAttribute('aria-pressed', String(d.device === ferrocam.device));
+    const dot = document.createElement('span');
+    dot.className = `dot${d.online ? ' online' : ''}`;
+    const name = document.createElement('span');
+    name.className = 'name';
+    name.textContent = d.device;
+    const meta = document.createElement('span');
+    meta.className = 'meta';
+    meta.textContent = d.online
+      ? (video ? `${video.width}×${video.height} @ ${video.fps} fps · ${video.encoder}` : 'online')
+      : 'offline';
+    button.append(dot, name, meta);
+    button.onclick = () => watch(d.device).catch((e) => showError(e.message));
+    const item = document.createElement('li');
+    item.append(button);
+    list.append(item);
+  }
+}
+
+function renderNowWatching() {
+  const el = $('now-watching');
+  if (!ferrocam.device) { el.textContent = 'Not watching'; return; }
+  const state = ferrocam.pc ? ferrocam.pc.connectionState : 'closed';
+  el.textContent = `${ferrocam.device} · ${state}`;
+}
+
+function setLinkState(text, ok) {
+  const el = $('link-state');
+  el.textContent = text;
+  el.classList.toggle('ok', ok);
+}
+
+function showError(text, code) {
+  ferrocam.lastError = { code: code || 'client', message: text };
+  const el = $('error');
+  el.textContent = text;
+  el.hidden = false;
+}
+
+function clearError() {
+  ferrocam.lastError = null;
+  $('error').hidden = true;
+}
+
+// ── Stats ────────────────────────────────────────────────────────────────────
+
+let previous = null;
+async function updateStats() {
+  const pc = ferrocam.pc;
+  const dl = $('stats');
+  if (!pc) { dl.replaceChildren(); previous = null; return; }
+  const report = await pc.getStats();
+  let inbound = null;
+  report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s; });
+  if (!inbound) return;
+  const rows = {
+    Resolution: inbound.frameWidth ? `${inbound.frameWidth}×${inbound.frameHeight}` : '–',
+    'Frames/s': inbound.framesPerSecond != null ? inbound.framesPerSecond.toFixed(0) : '–',
+    Bitrate: '–',
+    'Frames decoded': inbound.framesDecoded ?? 0,
+    'Packets lost': inbound.packetsLost ?? 0,
+    Jitter: inbound.jitter != null ? `${(inbound.jitter * 1000).toFixed(1)} ms` : '–',
+  };
+  if (previous && inbound.bytesReceived >= previous.bytes) {
+    const kbps = (8 * (inbound.bytesReceived - previous.bytes)) / (inbound.timestamp - previous.t);
+    rows.Bitrate = `${kbps.toFixed(0)} kbit/s`;
+  }
+  previous = { bytes: inbound.bytesReceived, t: inbound.timestamp };
+  dl.replaceChildren(...Object.entries(rows).flatMap(([k, v]) => {
+    const dt = document.createElement('dt'); dt.textContent = k;
+    const dd = document.createElement('dd'); dd.textContent = v;
+    return [dt, dd];
+  }));
+}
+
+$('hangup').onclick = hangUp;
+$('fullscreen').onclick = () => $('video').requestFullscreen().catch(() => {});
+setInterval(() => { updateStats().catch(() => {}); }, 1000);
+connect();

@@ -1,0 +1,48 @@
+//! Reconnect backoff shared by every broker client (device and gateway).
+
+use std::time::Duration;
+
+/// Exponential reconnect backoff with jitter: 250 ms doubling to 8 s, so a restarted broker is
+/// not hit by every device at the same instant.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    /// The wait before the next attempt.
+    pub fn next(&mut self) -> Duration {
+        let base = Duration::from_millis(250) * 2u32.saturating_pow(self.attempt.min(5));
+        self.attempt += 1;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // Up to +50 % jitter.
+        base + base.mul_f64(f64::from(nanos % 1000) / 2000.0)
+    }
+
+    /// Call after a successful connection.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut b = Backoff::default();
+        let first = b.next();
+        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(375));
+        for _ in 0..10 {
+            b.next();
+        }
+        let capped = b.next();
+        assert!(capped >= Duration::from_secs(8) && capped <= Duration::from_secs(12));
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(375));
+    }
+}
