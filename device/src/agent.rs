@@ -68,7 +68,12 @@ impl Agent {
                 return;
             }
         };
-        let inbox = self.sessions.lock().expect("sessions lock").get(&session).cloned();
+        let inbox = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(&session)
+            .cloned();
         match inbox {
             Some(inbox) => {
                 if inbox.try_send(input).is_err() {
@@ -106,7 +111,10 @@ impl Agent {
             drop(sessions);
             return refuse(
                 ErrorCode::Internal,
-                format!("the device is at its limit of {} viewers", self.max_sessions),
+                format!(
+                    "the device is at its limit of {} viewers",
+                    self.max_sessions
+                ),
             );
         }
         let (tx, rx) = mpsc::channel(SESSION_INBOX);

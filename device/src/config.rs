@@ -57,11 +57,14 @@ pub struct Config {
     pub ice_udp: Vec<SocketAddr>,
 
     /// STUN/TURN server URLs for NAT traversal (repeatable), e.g. `stun:stun.example.org:3478`.
-    #[arg(long = "ice-server", env = "FERROCAM_ICE_SERVERS", value_delimiter = ',')]
+    #[arg(
+        long = "ice-server",
+        env = "FERROCAM_ICE_SERVERS",
+        value_delimiter = ','
+    )]
     pub ice_servers: Vec<String>,
 
     /// Seconds a session may take from offer to connected before it is dropped.
     #[arg(long, env = "FERROCAM_SESSION_TIMEOUT", default_value_t = 30)]
     pub session_timeout_secs: u64,
-
 }

@@ -67,7 +67,7 @@ pub async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?wait, "broker connection lost");
                     sleep_or_shutdown(wait, &mut shutdown).await;
                 }

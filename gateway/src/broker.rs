@@ -14,7 +14,10 @@ use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 pub fn start(listen: SocketAddr) -> anyhow::Result<()> {
     // rumqttd binds inside its own thread and only logs a failure there; probing first turns
     // "port already in use" into an error the operator sees.
-    drop(TcpListener::bind(listen).with_context(|| format!("embedded broker cannot bind {listen}"))?);
+    drop(
+        TcpListener::bind(listen)
+            .with_context(|| format!("embedded broker cannot bind {listen}"))?,
+    );
 
     let server = ServerSettings {
         name: "ferrocam".to_owned(),

@@ -16,7 +16,11 @@ pub async fn run(
     mut outbound: mpsc::UnboundedReceiver<Publish>,
 ) {
     let reply_topic = relay.reply_topic().to_owned();
-    let mut options = MqttOptions::new(format!("ferrocam-gw-{}", relay.instance()), broker.host, broker.port);
+    let mut options = MqttOptions::new(
+        format!("ferrocam-gw-{}", relay.instance()),
+        broker.host,
+        broker.port,
+    );
     options
         .set_keep_alive(Duration::from_secs(10))
         .set_clean_session(true)
@@ -59,7 +63,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                let wait = backoff.next();
+                let wait = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?wait, "broker connection lost");
                 tokio::time::sleep(wait).await;
             }

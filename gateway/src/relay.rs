@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferrocam_protocol::viewer::ServerMsg;
 use ferrocam_protocol::{
-    DeviceId, DeviceStatus, Envelope, ErrorCode, InstanceId, SessionId, Signal,
-    topics,
+    DeviceId, DeviceStatus, Envelope, ErrorCode, InstanceId, SessionId, Signal, topics,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -208,16 +207,40 @@ impl Relay {
         let (msg, ends) = match body {
             Signal::Answer { sdp } => {
                 entry.answered = true;
-                (ServerMsg::Answer { session: session.clone(), sdp }, false)
+                (
+                    ServerMsg::Answer {
+                        session: session.clone(),
+                        sdp,
+                    },
+                    false,
+                )
             }
             Signal::Candidate { candidate } => (
-                ServerMsg::Candidate { session: session.clone(), candidate },
+                ServerMsg::Candidate {
+                    session: session.clone(),
+                    candidate,
+                },
                 false,
             ),
-            Signal::EndOfCandidates => (ServerMsg::EndOfCandidates { session: session.clone() }, false),
-            Signal::HangUp { reason } => (ServerMsg::HangUp { session: session.clone(), reason }, true),
+            Signal::EndOfCandidates => (
+                ServerMsg::EndOfCandidates {
+                    session: session.clone(),
+                },
+                false,
+            ),
+            Signal::HangUp { reason } => (
+                ServerMsg::HangUp {
+                    session: session.clone(),
+                    reason,
+                },
+                true,
+            ),
             Signal::Error { code, message } => (
-                ServerMsg::Error { session: Some(session.clone()), code, message },
+                ServerMsg::Error {
+                    session: Some(session.clone()),
+                    code,
+                    message,
+                },
                 true,
             ),
             Signal::Offer { .. } => {
@@ -246,7 +269,9 @@ impl Relay {
             self.send(Envelope::new(
                 entry.device,
                 session.clone(),
-                Signal::HangUp { reason: "no answer in time".into() },
+                Signal::HangUp {
+                    reason: "no answer in time".into(),
+                },
             ));
         }
     }
@@ -269,7 +294,9 @@ impl Relay {
             self.send(Envelope::new(
                 device,
                 session,
-                Signal::HangUp { reason: "viewer left".into() },
+                Signal::HangUp {
+                    reason: "viewer left".into(),
+                },
             ));
         }
     }
@@ -293,5 +320,180 @@ impl Relay {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("relay state lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrocam_protocol::{IceCandidate, PROTOCOL_VERSION};
+
+    fn relay() -> (Relay, mpsc::UnboundedReceiver<Publish>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Relay::new(InstanceId::parse("gw-test").unwrap(), tx), rx)
+    }
+
+    fn status(device: &str, online: bool, epoch: u64) -> DeviceStatus {
+        DeviceStatus {
+            v: PROTOCOL_VERSION,
+            device: DeviceId::parse(device).unwrap(),
+            online,
+            epoch,
+            version: String::new(),
+            capabilities: None,
+        }
+    }
+
+    fn sid(n: u8) -> SessionId {
+        SessionId::from_random([n; 16])
+    }
+
+    #[test]
+    fn offers_to_unknown_or_offline_devices_are_refused() {
+        let (relay, mut broker) = relay();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        let cam = DeviceId::parse("cam").unwrap();
+        let refused = relay.offer(viewer, &tx, cam.clone(), "v=0".into(), sid(1));
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
+
+        relay.on_status(status("cam", false, 1));
+        let refused = relay.offer(viewer, &tx, cam, "v=0".into(), sid(1));
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
+        assert!(broker.try_recv().is_err(), "nothing may reach the broker");
+    }
+
+    #[test]
+    fn an_offer_goes_to_the_device_with_this_instances_reply_topic() {
+        let (relay, mut broker) = relay();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        relay.on_status(status("cam", true, 1));
+        let viewer = relay.new_viewer();
+        let cam = DeviceId::parse("cam").unwrap();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(1))
+            .unwrap();
+        let sent = broker.try_recv().unwrap();
+        assert_eq!(sent.topic, topics::device_signal(&cam));
+        let envelope = Envelope::decode(&sent.payload).unwrap();
+        assert_eq!(envelope.reply_to.as_deref(), Some(relay.reply_topic()));
+        assert_eq!(envelope.session, sid(1));
+    }
+
+    #[test]
+    fn replies_reach_only_the_owning_viewer_and_others_cannot_use_the_session() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let cam = DeviceId::parse("cam").unwrap();
+        let (owner_tx, mut owner_rx) = mpsc::unbounded_channel();
+        let owner = relay.new_viewer();
+        let intruder = relay.new_viewer();
+        relay
+            .offer(owner, &owner_tx, cam.clone(), "v=0".into(), sid(1))
+            .unwrap();
+        broker.try_recv().unwrap();
+
+        let candidate = Signal::Candidate {
+            candidate: IceCandidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                sdp_mid: None,
+                sdp_mline_index: Some(0),
+            },
+        };
+        let refused = relay.forward(intruder, &sid(1), candidate.clone());
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownSession);
+        assert!(broker.try_recv().is_err());
+        relay.forward(owner, &sid(1), candidate).unwrap();
+        assert!(broker.try_recv().is_ok());
+
+        // A reply claiming to come from another device is dropped.
+        let other = DeviceId::parse("other").unwrap();
+        relay.on_reply(Envelope::new(
+            other,
+            sid(1),
+            Signal::Answer { sdp: "x".into() },
+        ));
+        assert!(owner_rx.try_recv().is_err());
+
+        relay.on_reply(Envelope::new(
+            cam,
+            sid(1),
+            Signal::Answer { sdp: "x".into() },
+        ));
+        assert!(matches!(owner_rx.try_recv(), Ok(ServerMsg::Answer { .. })));
+    }
+
+    #[test]
+    fn device_errors_end_the_session_and_a_departed_viewer_hangs_up() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let cam = DeviceId::parse("cam").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(1))
+            .unwrap();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(2))
+            .unwrap();
+        relay.on_reply(Envelope::new(
+            cam.clone(),
+            sid(1),
+            Signal::Error {
+                code: ErrorCode::NoCommonCodec,
+                message: "no".into(),
+            },
+        ));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ServerMsg::Error {
+                code: ErrorCode::NoCommonCodec,
+                ..
+            })
+        ));
+        assert_eq!(relay.session_count(), 1);
+
+        while broker.try_recv().is_ok() {}
+        relay.viewer_gone(viewer);
+        assert_eq!(relay.session_count(), 0);
+        let hang_up = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert_eq!(hang_up.session, sid(2));
+        assert!(matches!(hang_up.body, Signal::HangUp { .. }));
+    }
+
+    #[test]
+    fn unanswered_sessions_expire_with_a_timeout_error() {
+        let (relay, _broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        let cam = DeviceId::parse("cam").unwrap();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(1))
+            .unwrap();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(2))
+            .unwrap();
+        relay.on_reply(Envelope::new(
+            cam,
+            sid(2),
+            Signal::Answer { sdp: "x".into() },
+        ));
+        rx.try_recv().unwrap();
+
+        relay.expire_unanswered(&sid(1));
+        relay.expire_unanswered(&sid(2));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ServerMsg::Error {
+                code: ErrorCode::Timeout,
+                ..
+            })
+        ));
+        assert!(
+            rx.try_recv().is_err(),
+            "an answered session must not expire"
+        );
+        assert_eq!(relay.session_count(), 1);
     }
 }

@@ -11,7 +11,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// The wait before the next attempt.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = Duration::from_millis(250) * 2u32.saturating_pow(self.attempt.min(5));
         self.attempt += 1;
         let nanos = std::time::SystemTime::now()
@@ -35,14 +35,14 @@ mod tests {
     #[test]
     fn backoff_grows_and_caps() {
         let mut b = Backoff::default();
-        let first = b.next();
+        let first = b.next_delay();
         assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(375));
         for _ in 0..10 {
-            b.next();
+            b.next_delay();
         }
-        let capped = b.next();
+        let capped = b.next_delay();
         assert!(capped >= Duration::from_secs(8) && capped <= Duration::from_secs(12));
         b.reset();
-        assert!(b.next() <= Duration::from_millis(375));
+        assert!(b.next_delay() <= Duration::from_millis(375));
     }
 }

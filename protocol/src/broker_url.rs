@@ -61,9 +61,21 @@ mod tests {
 
     #[test]
     fn refuses_other_schemes_missing_hosts_and_bad_ports() {
-        assert!(matches!(BrokerAddr::parse("http://x"), Err(BrokerUrlError::Scheme(_))));
-        assert!(matches!(BrokerAddr::parse("mqtt://:1"), Err(BrokerUrlError::NoHost(_))));
-        assert!(matches!(BrokerAddr::parse("mqtt://h:0"), Err(BrokerUrlError::Port(_))));
-        assert!(matches!(BrokerAddr::parse("mqtt://h:x"), Err(BrokerUrlError::Port(_))));
+        assert!(matches!(
+            BrokerAddr::parse("http://x"),
+            Err(BrokerUrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            BrokerAddr::parse("mqtt://:1"),
+            Err(BrokerUrlError::NoHost(_))
+        ));
+        assert!(matches!(
+            BrokerAddr::parse("mqtt://h:0"),
+            Err(BrokerUrlError::Port(_))
+        ));
+        assert!(matches!(
+            BrokerAddr::parse("mqtt://h:x"),
+            Err(BrokerUrlError::Port(_))
+        ));
     }
 }

@@ -122,7 +122,17 @@ mod tests {
 
     #[test]
     fn rejects_topic_wildcards_separators_and_controls() {
-        for bad in ["+", "#", "a/b", "a+b", "nul\0", "tab\t", "new\nline", "sp ace", "é"] {
+        for bad in [
+            "+",
+            "#",
+            "a/b",
+            "a+b",
+            "nul\0",
+            "tab\t",
+            "new\nline",
+            "sp ace",
+            "é",
+        ] {
             assert!(
                 matches!(DeviceId::parse(bad), Err(IdError::BadChar(..))),
                 "{bad:?} accepted"

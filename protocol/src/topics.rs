@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(parse_gateway_signal(&gateway_signal(&gw)), Some(gw));
         assert_eq!(parse_gateway_signal("ferrocam/v1/devices/x/status"), None);
         assert_eq!(parse_gateway_signal("ferrocam/v1/gateways/#/signal"), None);
-        assert_eq!(parse_gateway_signal("ferrocam/v1/gateways/a/b/signal"), None);
+        assert_eq!(
+            parse_gateway_signal("ferrocam/v1/gateways/a/b/signal"),
+            None
+        );
     }
 
     #[test]

@@ -42,21 +42,25 @@ impl Browser {
             _ => unreachable!(),
         };
         let url = format!("http://127.0.0.1:{port}");
-        let client = crate::eventually("chromedriver to accept a session", Duration::from_secs(20), || {
-            let capabilities = capabilities.clone();
-            let url = url.clone();
-            async move {
-                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-                match ClientBuilder::new(connector)
-                    .capabilities(capabilities)
-                    .connect(&url)
-                    .await
-                {
-                    Ok(client) => Ok(Some(client)),
-                    Err(e) => Err(anyhow::anyhow!("{e}")),
+        let client = crate::eventually(
+            "chromedriver to accept a session",
+            Duration::from_secs(20),
+            || {
+                let capabilities = capabilities.clone();
+                let url = url.clone();
+                async move {
+                    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                    match ClientBuilder::new(connector)
+                        .capabilities(capabilities)
+                        .connect(&url)
+                        .await
+                    {
+                        Ok(client) => Ok(Some(client)),
+                        Err(e) => Err(anyhow::anyhow!("{e}")),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await?;
         Ok(Self {
             client,

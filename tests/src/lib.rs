@@ -7,10 +7,12 @@
 //! failing test prints the tail of every log.
 
 pub mod browser;
+pub mod mqtt;
 pub mod process;
 pub mod stack;
 
 pub use browser::Browser;
+pub use mqtt::TestMqtt;
 pub use process::{Process, free_port};
 pub use stack::{Stack, StackOptions};
 
@@ -36,7 +38,9 @@ where
         if std::time::Instant::now() > deadline {
             anyhow::bail!(
                 "timed out after {timeout:?} waiting for {what}{}",
-                last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default()
+                last_error
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default()
             );
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

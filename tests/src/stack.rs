@@ -40,9 +40,7 @@ pub struct Stack {
 impl Stack {
     /// Starts both processes and waits until the gateway lists the device as online.
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
-        let log_dir = workspace_root()
-            .join("target/e2e-logs")
-            .join(&options.test);
+        let log_dir = workspace_root().join("target/e2e-logs").join(&options.test);
         let http_port = free_port();
         let mqtt_port = free_port();
 

@@ -11,7 +11,10 @@ use serde_json::Value;
 /// Returns the page's measurements.
 async fn play_from_page(stack: &Stack, browser: &Browser) -> anyhow::Result<Value> {
     browser.client.goto(&stack.url("")).await?;
-    let selector = format!("button.device[data-device='{}']:not([disabled])", stack.device_id);
+    let selector = format!(
+        "button.device[data-device='{}']:not([disabled])",
+        stack.device_id
+    );
     let button = eventually("the device button", Duration::from_secs(15), || async {
         Ok(browser
             .client
@@ -23,22 +26,25 @@ async fn play_from_page(stack: &Stack, browser: &Browser) -> anyhow::Result<Valu
     button.click().await?;
 
     // At least 60 frames decoded at the configured 1280×720.
-    let seen = eventually("60 decoded frames at 1280x720", Duration::from_secs(30), || async {
-        let v = browser
-            .js(
-                "const v = document.getElementById('video');
+    let seen = eventually(
+        "60 decoded frames at 1280x720",
+        Duration::from_secs(30),
+        || async {
+            let v = browser
+                .js("const v = document.getElementById('video');
                  const q = v.getVideoPlaybackQuality();
                  return { width: v.videoWidth, height: v.videoHeight,
                           frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
-                          error: window.ferrocam.lastError };",
-            )
-            .await?;
-        if !v["error"].is_null() {
-            anyhow::bail!("page shows an error: {}", v["error"]);
-        }
-        let ready = v["width"] == 1280 && v["height"] == 720 && v["frames"].as_u64() >= Some(60);
-        Ok(ready.then_some(v))
-    })
+                          error: window.ferrocam.lastError };")
+                .await?;
+            if !v["error"].is_null() {
+                anyhow::bail!("page shows an error: {}", v["error"]);
+            }
+            let ready =
+                v["width"] == 1280 && v["height"] == 720 && v["frames"].as_u64() >= Some(60);
+            Ok(ready.then_some(v))
+        },
+    )
     .await?;
     Ok(seen)
 }
@@ -118,9 +124,6 @@ async fn an_offer_without_h264_gets_a_clear_error_on_the_page() -> anyhow::Resul
     .await?;
     assert_eq!(error["code"], "no_common_codec", "{error}");
     assert_eq!(error["shown"], true, "{error}");
-    assert!(
-        error["text"].as_str().unwrap().contains("H.264"),
-        "{error}"
-    );
+    assert!(error["text"].as_str().unwrap().contains("H.264"), "{error}");
     browser.close().await
 }

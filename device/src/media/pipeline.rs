@@ -41,7 +41,11 @@ impl MediaEngine {
     pub fn start(settings: &VideoSettings) -> anyhow::Result<Self> {
         gst::init().context("GStreamer failed to initialise")?;
         let (encoder, why) = Encoder::select(settings.encoder.as_deref())?;
-        tracing::info!(encoder = encoder.element(), reason = why, "H.264 encoder selected");
+        tracing::info!(
+            encoder = encoder.element(),
+            reason = why,
+            "H.264 encoder selected"
+        );
 
         let description = format!(
             "{source} ! videoconvert ! videoscale ! videorate \

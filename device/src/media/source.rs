@@ -48,7 +48,9 @@ impl Source {
             Source::TestPattern => {
                 let mut s = "videotestsrc is-live=true pattern=smpte".to_owned();
                 if gstreamer::ElementFactory::find("timeoverlay").is_some() {
-                    s.push_str(" ! timeoverlay font-desc=\"Sans 36\" halignment=right valignment=bottom");
+                    s.push_str(
+                        " ! timeoverlay font-desc=\"Sans 36\" halignment=right valignment=bottom",
+                    );
                 }
                 s
             }

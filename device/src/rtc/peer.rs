@@ -132,7 +132,10 @@ impl Peer {
         pc.set_remote_description(offer)
             .await
             .context("applying the offer")?;
-        let answer = pc.create_answer(None).await.context("creating the answer")?;
+        let answer = pc
+            .create_answer(None)
+            .await
+            .context("creating the answer")?;
         pc.set_local_description(answer.clone())
             .await
             .context("applying the answer")?;
@@ -226,7 +229,6 @@ fn h264_codec() -> RTCRtpCodecParameters {
             rtcp_feedback: vec![feedback("ccm", "fir")],
         },
         payload_type: H264_PAYLOAD_TYPE,
-        ..Default::default()
     }
 }
 
@@ -250,13 +252,11 @@ impl PeerConnectionEventHandler for Events {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         match event.candidate.to_json() {
             Ok(init) => {
-                let _ = self
-                    .tx
-                    .send(PeerEvent::LocalCandidate(IceCandidate {
-                        candidate: init.candidate,
-                        sdp_mid: init.sdp_mid,
-                        sdp_mline_index: init.sdp_mline_index,
-                    }));
+                let _ = self.tx.send(PeerEvent::LocalCandidate(IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_mline_index: init.sdp_mline_index,
+                }));
             }
             Err(e) => tracing::warn!(error = %e, "could not serialize a local candidate"),
         }

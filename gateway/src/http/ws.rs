@@ -77,7 +77,10 @@ fn handle(relay: &Arc<Relay>, viewer: ViewerId, tx: &ViewerTx, text: &str) {
             let session = new_session_id();
             match relay.offer(viewer, tx, device.clone(), sdp, session.clone()) {
                 Ok(session) => {
-                    let _ = tx.send(ServerMsg::Session { device, session: session.clone() });
+                    let _ = tx.send(ServerMsg::Session {
+                        device,
+                        session: session.clone(),
+                    });
                     let relay = Arc::clone(relay);
                     tokio::spawn(async move {
                         tokio::time::sleep(ANSWER_TIMEOUT).await;
@@ -100,13 +103,19 @@ fn handle(relay: &Arc<Relay>, viewer: ViewerId, tx: &ViewerTx, text: &str) {
             let r = relay.forward(
                 viewer,
                 &session,
-                Signal::HangUp { reason: "viewer hung up".into() },
+                Signal::HangUp {
+                    reason: "viewer hung up".into(),
+                },
             );
             (Some(session), r)
         }
     };
     if let Err(Refusal { code, message }) = result {
-        let _ = tx.send(ServerMsg::Error { session, code, message });
+        let _ = tx.send(ServerMsg::Error {
+            session,
+            code,
+            message,
+        });
     }
 }
 

@@ -1,0 +1,39 @@
+# ferrocam — the two commands a user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: demo test setup setup-test build release lint unit e2e clean
+
+## demo: install system packages, build, run gateway + embedded broker + a `demo` device
+demo: setup release
+	scripts/demo.sh
+
+## test: formatting, lints, unit tests and end-to-end tests (real processes, real Chromium)
+test: setup-test lint build unit e2e
+
+setup:
+	scripts/setup-system.sh
+
+setup-test:
+	scripts/setup-system.sh test
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --release --locked -p ferrocam-gateway -p ferrocam-device
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked --exclude ferrocam-tests
+
+# End-to-end suites start their own processes and a browser each; one at a time keeps them
+# from competing for the two cores and skewing timing-sensitive paths like ICE.
+e2e: build
+	$(CARGO) test -p ferrocam-tests --locked -- --test-threads=1
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,172 @@
+//! Bad input gets a clear error and takes nothing down: garbage on the device's MQTT topic,
+//! forged reply topics, malformed SDP, unknown devices over REST and WebSocket.
+
+use std::time::Duration;
+
+use ferrocam_protocol::{DeviceId, Envelope, ErrorCode, SessionId, Signal, topics};
+use ferrocam_tests::{Browser, Stack, StackOptions, TestMqtt, eventually};
+
+fn session(n: u8) -> SessionId {
+    SessionId::from_random([n; 16])
+}
+
+#[tokio::test]
+async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions::new("device_survives_garbage")).await?;
+    let device = DeviceId::parse(&stack.device_id)?;
+    let signal = topics::device_signal(&device);
+    let status = topics::device_status(&device);
+    let reply = "ferrocam/v1/gateways/test-probe/signal";
+    let mut mqtt = TestMqtt::connect(stack.mqtt_port, "hostile-test", &[reply, &status]).await?;
+    // The retained online status arrives first.
+    let (_, retained) = mqtt
+        .next(Duration::from_secs(5))
+        .await
+        .expect("retained status");
+    assert!(String::from_utf8_lossy(&retained).contains("\"online\":true"));
+
+    let garbage: Vec<Vec<u8>> = vec![
+        b"\xff\xfe not json at all".to_vec(),
+        b"{}".to_vec(),
+        b"[1,2,3]".to_vec(),
+        vec![b'{'; 100 * 1024], // over the 64 KiB signal limit
+        br#"{"v":99,"session":"s","device":"demo","type":"offer","sdp":"v=0"}"#.to_vec(),
+        br#"{"v":1,"session":"a/#","device":"demo","type":"offer","sdp":"v=0"}"#.to_vec(),
+        br#"{"v":1,"session":"s1","device":"demo","type":"no_such_type"}"#.to_vec(),
+        // A forged reply topic: the device must not publish onto its own status topic.
+        Envelope::new(
+            device.clone(),
+            session(1),
+            Signal::Offer { sdp: "v=0".into() },
+        )
+        .reply_to(status.clone())
+        .encode(),
+        // A candidate for a session that does not exist.
+        Envelope::new(
+            device.clone(),
+            session(2),
+            Signal::HangUp {
+                reason: "nothing".into(),
+            },
+        )
+        .encode(),
+    ];
+    for payload in garbage {
+        mqtt.publish(&signal, payload).await?;
+    }
+
+    // A well-formed envelope with an SDP that is not SDP gets a typed error back.
+    mqtt.publish(
+        &signal,
+        Envelope::new(
+            device.clone(),
+            session(3),
+            Signal::Offer {
+                sdp:
+                    "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\nthis is not sdp"
+                        .into(),
+            },
+        )
+        .reply_to(reply.into())
+        .encode(),
+    )
+    .await?;
+    // And an offer without H.264 gets `no_common_codec`.
+    mqtt.publish(
+        &signal,
+        Envelope::new(
+            device.clone(),
+            session(4),
+            Signal::Offer {
+                sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n".into(),
+            },
+        )
+        .reply_to(reply.into())
+        .encode(),
+    )
+    .await?;
+
+    let mut errors = std::collections::HashMap::new();
+    while errors.len() < 2 {
+        let Some((topic, payload)) = mqtt.next(Duration::from_secs(10)).await else {
+            anyhow::bail!("expected two error replies, got {errors:?}");
+        };
+        assert_ne!(
+            topic, status,
+            "the device published on a forged reply topic"
+        );
+        let envelope = Envelope::decode(&payload)?;
+        if let Signal::Error { code, .. } = envelope.body {
+            errors.insert(envelope.session, code);
+        }
+    }
+    assert_eq!(errors[&session(3)], ErrorCode::BadRequest);
+    assert_eq!(errors[&session(4)], ErrorCode::NoCommonCodec);
+
+    // Still alive and still online.
+    assert!(stack.device.is_running(), "device process died");
+    let body: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))
+        .call()?
+        .body_mut()
+        .read_json()?;
+    assert_eq!(body["online"], true, "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_devices_get_404_over_rest_and_an_error_over_websocket() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::new("unknown_device")).await?;
+
+    let status = |path: &str| match ureq::get(&stack.url(path)).call() {
+        Ok(resp) => resp.status().as_u16(),
+        Err(ureq::Error::StatusCode(code)) => code,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    assert_eq!(status("api/devices/demo"), 200);
+    assert_eq!(status("api/devices/nope"), 404);
+    assert_eq!(status("api/devices/bad%2Bid"), 400);
+    assert_eq!(status("api/devices/bad%23id"), 400);
+
+    let browser = Browser::start(&stack.log_dir).await?;
+    browser.client.goto(&stack.url("")).await?;
+    eventually("the page's WebSocket", Duration::from_secs(15), || async {
+        Ok(browser
+            .js("return window.ferrocam.ws && window.ferrocam.ws.readyState === 1;")
+            .await?
+            .as_bool()
+            .filter(|open| *open))
+    })
+    .await?;
+    browser
+        .js("window.ferrocam.watch('nope'); return null;")
+        .await?;
+    let error = eventually(
+        "an unknown_device error",
+        Duration::from_secs(15),
+        || async {
+            let v = browser.js("return window.ferrocam.lastError;").await?;
+            Ok((!v.is_null()).then_some(v))
+        },
+    )
+    .await?;
+    assert_eq!(error["code"], "unknown_device", "{error}");
+
+    // Malformed WebSocket input gets an error message, and the socket stays usable.
+    let reply = browser
+        .js_async(
+            "const ws = new WebSocket(`ws://${location.host}/ws`);
+             const seen = [];
+             ws.onmessage = (e) => {
+               const m = JSON.parse(e.data);
+               if (m.type === 'error') seen.push(m.code);
+               if (seen.length === 2) { ws.close(); done(seen); }
+             };
+             ws.onopen = () => {
+               ws.send('{not json');
+               ws.send(JSON.stringify({ type: 'offer', device: 'a/#', sdp: 'v=0' }));
+             };",
+        )
+        .await?;
+    assert_eq!(reply, serde_json::json!(["bad_request", "bad_request"]));
+    browser.close().await
+}
