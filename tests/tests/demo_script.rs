@@ -1,0 +1,68 @@
+//! `make demo`'s script: starts gateway + device, prints the URL, and stops both on Ctrl-C.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferrocam_tests::eventually;
+use ferrocam_tests::process::{free_port, workspace_root};
+
+#[tokio::test]
+async fn demo_prints_the_url_serves_the_device_and_stops_cleanly_on_ctrl_c() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut demo = Command::new("bash")
+        .arg(root.join("scripts/demo.sh"))
+        .env("FERROCAM_BIN_DIR", root.join("target/debug"))
+        .env("FERROCAM_HTTP", &http)
+        .env("FERROCAM_MQTT_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("FERROCAM_SOURCE", "test")
+        .env("FERROCAM_ICE_UDP", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+
+    let stdout = demo.stdout.take().expect("piped stdout");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let url = format!("http://{http}/");
+    let printed = (0..50).any(|_| {
+        line_rx
+            .recv_timeout(Duration::from_millis(200))
+            .is_ok_and(|line| line.contains(&url))
+    });
+    assert!(printed, "the demo did not print {url}");
+
+    let devices = format!("{url}api/devices/demo");
+    eventually("the demo device online", Duration::from_secs(30), || {
+        let devices = devices.clone();
+        async move {
+            let body: serde_json::Value = ureq::get(&devices).call()?.body_mut().read_json()?;
+            Ok((body["online"] == true).then_some(()))
+        }
+    })
+    .await?;
+
+    // Ctrl-C: the script stops the device and the gateway and exits.
+    Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()?;
+    let exited = eventually("the demo to exit", Duration::from_secs(10), || {
+        let status = demo.try_wait();
+        async move { Ok(status?) }
+    })
+    .await?;
+    assert!(
+        exited.code().is_some(),
+        "demo was killed, not stopped: {exited:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(&http).is_err(),
+        "the gateway is still listening after Ctrl-C"
+    );
+    Ok(())
+}
