@@ -11,7 +11,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use ferrocam_protocol::{BrokerAddr, InstanceId};
-use rand::RngCore;
 use tokio::sync::mpsc;
 
 use crate::relay::Relay;
@@ -81,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
 
 fn random_instance() -> InstanceId {
     let mut bytes = [0u8; 4];
-    rand::rng().fill_bytes(&mut bytes);
+    rand::fill(&mut bytes);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     InstanceId::parse(&format!("gw-{hex}")).expect("generated ids are valid")
 }

@@ -25,7 +25,7 @@ pub fn router(state: AppState) -> Router {
         .route("/style.css", get(assets::style_css))
         .route("/healthz", get(api::healthz))
         .route("/api/devices", get(api::list_devices))
-        .route("/api/devices/{id}", get(api::get_device))
+        .route("/api/devices/:id", get(api::get_device))
         .route("/ws", get(ws::upgrade))
         .with_state(state)
 }

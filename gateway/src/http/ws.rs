@@ -9,7 +9,6 @@ use axum::response::Response;
 use ferrocam_protocol::viewer::{ClientMsg, ServerMsg};
 use ferrocam_protocol::{ErrorCode, MAX_VIEWER_MESSAGE, SessionId, Signal};
 use futures_util::{SinkExt, StreamExt};
-use rand::RngCore;
 use tokio::sync::mpsc;
 
 use super::AppState;
@@ -34,7 +33,7 @@ async fn serve(socket: WebSocket, relay: Arc<Relay>) {
         let outgoing = tokio::select! {
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    handle(&relay, viewer, &tx, text.as_str());
+                    handle(&relay, viewer, &tx, &text);
                     continue;
                 }
                 Some(Ok(Message::Binary(_))) => ServerMsg::Error {
@@ -51,7 +50,7 @@ async fn serve(socket: WebSocket, relay: Arc<Relay>) {
             },
         };
         let text = serde_json::to_string(&outgoing).expect("server messages serialize");
-        if sink.send(Message::Text(text.into())).await.is_err() {
+        if sink.send(Message::Text(text)).await.is_err() {
             break;
         }
     }
@@ -122,6 +121,6 @@ fn handle(relay: &Arc<Relay>, viewer: ViewerId, tx: &ViewerTx, text: &str) {
 /// 128 bits from the OS-seeded CSPRNG: session ids must be unguessable.
 fn new_session_id() -> SessionId {
     let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
+    rand::fill(&mut bytes);
     SessionId::from_random(bytes)
 }
