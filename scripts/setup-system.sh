@@ -15,7 +15,7 @@ build_packages=(
   gstreamer1.0-x          # timeoverlay: the running clock on the test pattern
   gstreamer1.0-tools      # gst-inspect-1.0, handy when a camera misbehaves
 )
-test_packages=(chromium chromium-driver)
+test_packages=(chromium chromium-driver mosquitto gstreamer1.0-libav)
 
 wanted=("${build_packages[@]}")
 if [[ "${1:-}" == "test" ]]; then

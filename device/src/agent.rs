@@ -9,7 +9,7 @@ use ferrocam_protocol::topics::parse_gateway_signal;
 use ferrocam_protocol::{Envelope, ErrorCode, SessionId, Signal};
 use tokio::sync::mpsc;
 
-use crate::session::{self, Outbound, SessionContext, SessionInput};
+use crate::session::{self, Offer, SessionContext, SessionInput};
 
 /// Inbox depth of one session; excess messages (a candidate flood) are dropped.
 const SESSION_INBOX: usize = 64;
@@ -35,13 +35,9 @@ impl Agent {
     pub fn handle_payload(&self, payload: &[u8]) {
         let envelope = match Envelope::decode(payload) {
             Ok(envelope) => envelope,
-            Err(DecodeError::Version(v)) => {
-                tracing::warn!(version = v, "signal with an unsupported protocol version");
-                return;
-            }
             Err(e) => {
-                tracing::warn!(error = %e, bytes = payload.len(), "dropping malformed signal");
-                return;
+                tracing::warn!(error = %e, bytes = payload.len(), "malformed signal");
+                return self.refuse_malformed(payload, &e);
             }
         };
         if envelope.device != self.ctx.device {
@@ -49,6 +45,29 @@ impl Agent {
             return;
         }
         self.handle(envelope);
+    }
+
+    /// Answers a malformed request with a typed error when its header says where to.
+    fn refuse_malformed(&self, payload: &[u8], error: &DecodeError) {
+        let Some((session, device, reply_to)) = Envelope::reply_route(payload) else {
+            return;
+        };
+        if device != self.ctx.device || parse_gateway_signal(&reply_to).is_none() {
+            return;
+        }
+        let code = match error {
+            DecodeError::Version(_) => ErrorCode::UnsupportedVersion,
+            DecodeError::TooLarge(_) => ErrorCode::TooLarge,
+            DecodeError::Malformed(_) => ErrorCode::BadRequest,
+        };
+        self.ctx.say(
+            &reply_to,
+            &session,
+            Signal::Error {
+                code,
+                message: error.to_string(),
+            },
+        );
     }
 
     fn handle(&self, envelope: Envelope) {
@@ -59,7 +78,9 @@ impl Agent {
             ..
         } = envelope;
         let input = match body {
-            Signal::Offer { sdp } => return self.start_session(session, reply_to, sdp),
+            Signal::Offer { sdp, trickle } => {
+                return self.start_session(session, reply_to, sdp, trickle);
+            }
             Signal::Candidate { candidate } => SessionInput::Candidate(candidate),
             Signal::EndOfCandidates => SessionInput::EndOfCandidates,
             Signal::HangUp { reason } => SessionInput::HangUp(reason),
@@ -84,24 +105,19 @@ impl Agent {
         }
     }
 
-    fn start_session(&self, session: SessionId, reply_to: Option<String>, sdp: String) {
+    fn start_session(
+        &self,
+        session: SessionId,
+        reply_to: Option<String>,
+        sdp: String,
+        trickle: bool,
+    ) {
         // Replies go only to a well-formed gateway topic: a forged reply_to must not turn the
         // device into a publisher on someone else's topics.
         let Some(reply_to) = reply_to.filter(|t| parse_gateway_signal(t).is_some()) else {
             tracing::warn!(%session, "offer without a valid reply topic");
             return;
         };
-        let refuse = |code, message: String| {
-            let _ = self.ctx.out.send(Outbound {
-                topic: reply_to.clone(),
-                envelope: Envelope::new(
-                    self.ctx.device.clone(),
-                    session.clone(),
-                    Signal::Error { code, message },
-                ),
-            });
-        };
-
         let mut sessions = self.sessions.lock().expect("sessions lock");
         if sessions.contains_key(&session) {
             tracing::warn!(%session, "duplicate offer ignored");
@@ -109,12 +125,17 @@ impl Agent {
         }
         if sessions.len() >= self.max_sessions {
             drop(sessions);
-            return refuse(
-                ErrorCode::Internal,
-                format!(
-                    "the device is at its limit of {} viewers",
-                    self.max_sessions
-                ),
+            let message = format!(
+                "the device is at its limit of {} viewers",
+                self.max_sessions
+            );
+            return self.ctx.say(
+                &reply_to,
+                &session,
+                Signal::Error {
+                    code: ErrorCode::Busy,
+                    message,
+                },
             );
         }
         let (tx, rx) = mpsc::channel(SESSION_INBOX);
@@ -124,7 +145,13 @@ impl Agent {
         let ctx = self.ctx.clone();
         let registry = Arc::clone(&self.sessions);
         tokio::spawn(async move {
-            session::run(ctx, session.clone(), reply_to, sdp, rx).await;
+            let offer = Offer {
+                session: session.clone(),
+                reply_to,
+                sdp,
+                trickle,
+            };
+            session::run(ctx, offer, rx).await;
             registry.lock().expect("sessions lock").remove(&session);
         });
     }

@@ -64,6 +64,10 @@ pub struct Config {
     )]
     pub ice_servers: Vec<String>,
 
+    /// Most viewers served at once; more are refused with a `busy` error.
+    #[arg(long, env = "FERROCAM_MAX_VIEWERS", default_value_t = 32)]
+    pub max_viewers: usize,
+
     /// Seconds a session may take from offer to connected before it is dropped.
     #[arg(long, env = "FERROCAM_SESSION_TIMEOUT", default_value_t = 30)]
     pub session_timeout_secs: u64,

@@ -21,9 +21,6 @@ use crate::media::{MediaEngine, Source, VideoSettings};
 use crate::rtc::RtcSettings;
 use crate::session::SessionContext;
 
-/// Most viewers one device serves at once.
-const MAX_VIEWERS: usize = 32;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -61,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
             out: out_tx,
             connect_timeout: Duration::from_secs(config.session_timeout_secs),
         },
-        MAX_VIEWERS,
+        config.max_viewers,
     ));
 
     let online = DeviceStatus {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrocam_protocol::{DeviceId, Envelope, ErrorCode, IceCandidate, SessionId, Signal};
+use ferrocam_protocol::{DeviceId, Envelope, ErrorCode, IceCandidate, Party, SessionId, Signal};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::media::MediaEngine;
@@ -30,6 +30,10 @@ pub struct Outbound {
     pub envelope: Envelope,
 }
 
+/// How long a non-trickle (WHEP) answer waits for candidate gathering before it goes out with
+/// what it has. Host candidates take milliseconds; a slow STUN server must not stall the player.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Everything a session needs from the device.
 #[derive(Clone)]
 pub struct SessionContext {
@@ -40,20 +44,39 @@ pub struct SessionContext {
     pub connect_timeout: Duration,
 }
 
-/// Runs one session to its end.
-pub async fn run(
-    ctx: SessionContext,
-    session: SessionId,
-    reply_to: String,
-    offer_sdp: String,
-    mut inbox: mpsc::Receiver<SessionInput>,
-) {
-    let say = |body: Signal| {
-        let _ = ctx.out.send(Outbound {
-            topic: reply_to.clone(),
-            envelope: Envelope::new(ctx.device.clone(), session.clone(), body),
+impl SessionContext {
+    /// Queues `body` for the gateway behind `reply_to`.
+    pub fn say(&self, reply_to: &str, session: &SessionId, body: Signal) {
+        let _ = self.out.send(Outbound {
+            topic: reply_to.to_owned(),
+            envelope: Envelope::new(
+                Party::Device(self.device.clone()),
+                self.device.clone(),
+                session.clone(),
+                body,
+            ),
         });
-    };
+    }
+}
+
+/// What a session starts from.
+pub struct Offer {
+    pub session: SessionId,
+    pub reply_to: String,
+    pub sdp: String,
+    /// Trickle candidates (browsers over WebSocket) or put them all in the answer (WHEP).
+    pub trickle: bool,
+}
+
+/// Runs one session to its end.
+pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<SessionInput>) {
+    let Offer {
+        session,
+        reply_to,
+        sdp: offer_sdp,
+        trickle,
+    } = offer;
+    let say = |body: Signal| ctx.say(&reply_to, &session, body);
 
     if !offer_has_h264(&offer_sdp) {
         say(Signal::Error {
@@ -73,8 +96,16 @@ pub async fn run(
             return;
         }
     };
-    say(Signal::Answer { sdp: answer });
-    tracing::info!(%session, "answered offer");
+    let answered = if trickle {
+        say(Signal::Answer { sdp: answer });
+        tracing::info!(%session, "answered offer");
+        true
+    } else {
+        false
+    };
+    let gather_deadline = tokio::time::sleep(GATHER_TIMEOUT);
+    tokio::pin!(gather_deadline);
+    let mut answered = answered;
 
     let mut remote_candidates = 0usize;
     let mut streaming: Option<tokio::task::JoinHandle<()>> = None;
@@ -99,8 +130,16 @@ pub async fn run(
                 None => break "device shutting down".to_owned(),
             },
             event = events.recv() => match event {
-                Some(PeerEvent::LocalCandidate(candidate)) => say(Signal::Candidate { candidate }),
-                Some(PeerEvent::GatheringComplete) => say(Signal::EndOfCandidates),
+                Some(PeerEvent::LocalCandidate(candidate)) if trickle => say(Signal::Candidate { candidate }),
+                Some(PeerEvent::LocalCandidate(_)) => {}
+                Some(PeerEvent::GatheringComplete) if trickle => say(Signal::EndOfCandidates),
+                Some(PeerEvent::GatheringComplete) => {
+                    if !answered {
+                        answered = true;
+                        say(Signal::Answer { sdp: peer.local_sdp().await.unwrap_or_default() });
+                        tracing::info!(%session, "answered offer with all candidates");
+                    }
+                }
                 Some(PeerEvent::Connected) if streaming.is_none() => {
                     tracing::info!(%session, "viewer connected");
                     match peer.video_sender().await {
@@ -115,6 +154,11 @@ pub async fn run(
                 }
                 None => break "peer events ended".to_owned(),
             },
+            _ = &mut gather_deadline, if !answered => {
+                answered = true;
+                tracing::warn!(%session, "candidate gathering is slow; answering with what there is");
+                say(Signal::Answer { sdp: peer.local_sdp().await.unwrap_or_default() });
+            }
             _ = &mut deadline, if streaming.is_none() => {
                 say(Signal::Error { code: ErrorCode::Timeout, message: "the viewer did not connect in time".into() });
                 break "connect timeout".to_owned();

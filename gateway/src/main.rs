@@ -7,9 +7,11 @@ mod relay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use ferrocam_protocol::viewer::IceServer;
 use ferrocam_protocol::{BrokerAddr, InstanceId};
 use tokio::sync::mpsc;
 
@@ -40,6 +42,18 @@ struct Config {
     /// gateways sharing a broker.
     #[arg(long, env = "FERROCAM_INSTANCE")]
     instance: Option<InstanceId>,
+
+    /// STUN/TURN URLs handed to viewers (repeatable), e.g. `stun:stun.example.org:3478`.
+    #[arg(
+        long = "ice-server",
+        env = "FERROCAM_ICE_SERVERS",
+        value_delimiter = ','
+    )]
+    ice_servers: Vec<String>,
+
+    /// Milliseconds a device has to answer an offer.
+    #[arg(long, env = "FERROCAM_ANSWER_TIMEOUT_MS", default_value_t = 15_000)]
+    answer_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -72,7 +86,19 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http))?;
     tracing::info!(%instance, url = %format!("http://{}/", config.http), "gateway ready");
-    axum::serve(listener, http::router(http::AppState { relay }))
+    let settings = http::HttpSettings {
+        ice_servers: config
+            .ice_servers
+            .iter()
+            .map(|url| IceServer {
+                urls: vec![url.clone()],
+                username: None,
+                credential: None,
+            })
+            .collect(),
+        answer_timeout: Duration::from_millis(config.answer_timeout_ms),
+    };
+    axum::serve(listener, http::router(http::AppState::new(relay, settings)))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

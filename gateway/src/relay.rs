@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferrocam_protocol::viewer::ServerMsg;
 use ferrocam_protocol::{
-    DeviceId, DeviceStatus, Envelope, ErrorCode, InstanceId, SessionId, Signal, topics,
+    DeviceId, DeviceStatus, Envelope, ErrorCode, InstanceId, Party, SessionId, Signal, topics,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -118,13 +118,15 @@ impl Relay {
         }
     }
 
-    /// Starts a session: mints its id and sends the offer to the device.
+    /// Starts session `session` (minted by the caller from a CSPRNG) by sending the offer to
+    /// the device. `trickle: false` asks for an answer that carries all candidates (WHEP).
     pub fn offer(
         &self,
         viewer: ViewerId,
         tx: &ViewerTx,
         device: DeviceId,
         sdp: String,
+        trickle: bool,
         session: SessionId,
     ) -> Result<SessionId, Refusal> {
         let mut state = self.lock();
@@ -154,7 +156,7 @@ impl Relay {
         );
         drop(state);
         self.send(
-            Envelope::new(device, session.clone(), Signal::Offer { sdp })
+            self.envelope(device, session.clone(), Signal::Offer { sdp, trickle })
                 .reply_to(self.reply_topic.clone()),
         );
         Ok(session)
@@ -183,7 +185,7 @@ impl Relay {
             }
             device
         };
-        self.send(Envelope::new(device, session.clone(), body));
+        self.send(self.envelope(device, session.clone(), body));
         Ok(())
     }
 
@@ -266,7 +268,7 @@ impl Relay {
                 message: format!("device {} did not answer", entry.device),
             });
             drop(state);
-            self.send(Envelope::new(
+            self.send(self.envelope(
                 entry.device,
                 session.clone(),
                 Signal::HangUp {
@@ -291,7 +293,7 @@ impl Relay {
                 .collect()
         };
         for (session, device) in gone {
-            self.send(Envelope::new(
+            self.send(self.envelope(
                 device,
                 session,
                 Signal::HangUp {
@@ -304,6 +306,10 @@ impl Relay {
     /// Number of sessions in flight or streaming.
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
+    }
+
+    fn envelope(&self, device: DeviceId, session: SessionId, body: Signal) -> Envelope {
+        Envelope::new(Party::Gateway(self.instance.clone()), device, session, body)
     }
 
     fn send(&self, envelope: Envelope) {
@@ -344,6 +350,10 @@ mod tests {
         }
     }
 
+    fn dev(id: &DeviceId) -> Party {
+        Party::Device(id.clone())
+    }
+
     fn sid(n: u8) -> SessionId {
         SessionId::from_random([n; 16])
     }
@@ -354,11 +364,11 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         let viewer = relay.new_viewer();
         let cam = DeviceId::parse("cam").unwrap();
-        let refused = relay.offer(viewer, &tx, cam.clone(), "v=0".into(), sid(1));
+        let refused = relay.offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(1));
         assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
 
         relay.on_status(status("cam", false, 1));
-        let refused = relay.offer(viewer, &tx, cam, "v=0".into(), sid(1));
+        let refused = relay.offer(viewer, &tx, cam, "v=0".into(), true, sid(1));
         assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
         assert!(broker.try_recv().is_err(), "nothing may reach the broker");
     }
@@ -371,7 +381,7 @@ mod tests {
         let viewer = relay.new_viewer();
         let cam = DeviceId::parse("cam").unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(1))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(1))
             .unwrap();
         let sent = broker.try_recv().unwrap();
         assert_eq!(sent.topic, topics::device_signal(&cam));
@@ -389,7 +399,7 @@ mod tests {
         let owner = relay.new_viewer();
         let intruder = relay.new_viewer();
         relay
-            .offer(owner, &owner_tx, cam.clone(), "v=0".into(), sid(1))
+            .offer(owner, &owner_tx, cam.clone(), "v=0".into(), true, sid(1))
             .unwrap();
         broker.try_recv().unwrap();
 
@@ -409,6 +419,7 @@ mod tests {
         // A reply claiming to come from another device is dropped.
         let other = DeviceId::parse("other").unwrap();
         relay.on_reply(Envelope::new(
+            dev(&other),
             other,
             sid(1),
             Signal::Answer { sdp: "x".into() },
@@ -416,6 +427,7 @@ mod tests {
         assert!(owner_rx.try_recv().is_err());
 
         relay.on_reply(Envelope::new(
+            dev(&cam),
             cam,
             sid(1),
             Signal::Answer { sdp: "x".into() },
@@ -431,12 +443,13 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let viewer = relay.new_viewer();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(1))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(1))
             .unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(2))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(2))
             .unwrap();
         relay.on_reply(Envelope::new(
+            dev(&cam),
             cam.clone(),
             sid(1),
             Signal::Error {
@@ -469,12 +482,13 @@ mod tests {
         let viewer = relay.new_viewer();
         let cam = DeviceId::parse("cam").unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(1))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(1))
             .unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), sid(2))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(2))
             .unwrap();
         relay.on_reply(Envelope::new(
+            dev(&cam),
             cam,
             sid(2),
             Signal::Answer { sdp: "x".into() },

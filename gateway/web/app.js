@@ -9,7 +9,10 @@ const $ = (id) => document.getElementById(id);
 
 const ferrocam = {
   ws: null,
+  iceServers: [],
   devices: [],
+  transport: 'ws', // 'ws' (WebSocket signaling) or 'whep'
+  whep: null, // { url, etag } of the current WHEP session
   pc: null,
   device: null,
   session: null,
@@ -47,6 +50,9 @@ function send(msg) {
 
 function onServerMessage(msg) {
   switch (msg.type) {
+    case 'hello':
+      ferrocam.iceServers = msg.ice_servers;
+      break;
     case 'devices':
       ferrocam.devices = msg.devices;
       renderDevices();
@@ -88,6 +94,9 @@ function describeError(code) {
   return {
     no_common_codec: 'This browser did not offer H.264.',
     unknown_device: 'Unknown or offline camera.',
+    busy: 'The camera is serving as many viewers as it can.',
+    rate_limited: 'Too many requests; wait a moment.',
+    too_large: 'The request was too large.',
     unknown_session: 'The session is gone.',
     timeout: 'The camera did not respond in time.',
     bad_request: 'The request was refused.',
@@ -97,12 +106,14 @@ function describeError(code) {
 // ── Watching a camera ────────────────────────────────────────────────────────
 
 // `options.codecs` restricts the offered video codecs (MIME types); used to check how the
-// product reacts to a browser that cannot do H.264.
+// product reacts to a browser that cannot do H.264. `options.transport` picks WebSocket
+// signaling ('ws') or WHEP ('whep'); the page's selector sets the default.
 async function watch(device, options = {}) {
   hangUp();
   clearError();
   ferrocam.device = device;
-  const pc = new RTCPeerConnection({ iceServers: options.iceServers || [] });
+  const transport = options.transport || ferrocam.transport;
+  const pc = new RTCPeerConnection({ iceServers: ferrocam.iceServers });
   ferrocam.pc = pc;
 
   const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
@@ -116,6 +127,16 @@ async function watch(device, options = {}) {
     video.srcObject = event.streams[0] || new MediaStream([event.track]);
     $('placeholder').hidden = true;
   };
+  pc.onconnectionstatechange = () => {
+    renderNowWatching();
+    if (pc.connectionState === 'failed') showError('The connection to the camera failed.');
+  };
+  $('hangup').disabled = false;
+  $('fullscreen').disabled = false;
+  renderDevices();
+  renderNowWatching();
+  if (transport === 'whep') return watchOverWhep(pc, device);
+
   pc.onicecandidate = (event) => {
     if (event.candidate) {
       const c = event.candidate.toJSON();
@@ -124,18 +145,53 @@ async function watch(device, options = {}) {
       send({ type: 'end_of_candidates', session: ferrocam.session });
     }
   };
-  pc.onconnectionstatechange = () => {
-    renderNowWatching();
-    if (pc.connectionState === 'failed') showError('The connection to the camera failed.');
-  };
 
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
   send({ type: 'offer', device, sdp: offer.sdp });
-  renderDevices();
-  renderNowWatching();
-  $('hangup').disabled = false;
-  $('fullscreen').disabled = false;
+}
+
+// WHEP (draft-ietf-wish-whep): POST the offer, get the answer with the camera's candidates,
+// then trickle our own candidates with PATCH (buffered until the session URL is known).
+async function watchOverWhep(pc, device) {
+  const pending = [];
+  let flush = null;
+  pc.onicecandidate = (event) => {
+    pending.push(event.candidate ? `a=${event.candidate.candidate}` : 'a=end-of-candidates');
+    if (flush) flush();
+  };
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  const response = await fetch(`/whep/${encodeURIComponent(device)}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/sdp' },
+    body: offer.sdp,
+  });
+  if (pc !== ferrocam.pc) return;
+  if (response.status !== 201) {
+    const text = (await response.text()).trim();
+    stopPeer();
+    const code = { 404: 'unknown_device', 406: 'no_common_codec', 409: 'unknown_device', 503: 'busy', 504: 'timeout' }[response.status];
+    showError(`${describeError(code)} ${text} (HTTP ${response.status})`, code || 'whep');
+    return;
+  }
+  const session = { url: new URL(response.headers.get('Location'), location.href).href, etag: response.headers.get('ETag') };
+  ferrocam.whep = session;
+  await pc.setRemoteDescription({ type: 'answer', sdp: await response.text() });
+  const ufrag = /a=ice-ufrag:(.*)/.exec(offer.sdp);
+  const mid = pc.getTransceivers()[0].mid;
+  flush = () => {
+    if (!pending.length || ferrocam.whep !== session) return;
+    const lines = pending.splice(0);
+    const head = ufrag ? [`a=ice-ufrag:${ufrag[1].trim()}`] : [];
+    const body = `${[...head, `a=mid:${mid}`, ...lines].join('\r\n')}\r\n`;
+    fetch(session.url, {
+      method: 'PATCH',
+      headers: { 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': session.etag },
+      body,
+    }).catch(() => {});
+  };
+  flush();
 }
 
 function sendCandidate(candidate) {
@@ -144,6 +200,7 @@ function sendCandidate(candidate) {
 
 function hangUp() {
   if (ferrocam.session) send({ type: 'hang_up', session: ferrocam.session });
+  if (ferrocam.whep) fetch(ferrocam.whep.url, { method: 'DELETE' }).catch(() => {});
   stopPeer();
   ferrocam.device = null;
   renderDevices();
@@ -154,6 +211,7 @@ function stopPeer() {
   if (ferrocam.pc) ferrocam.pc.close();
   ferrocam.pc = null;
   ferrocam.session = null;
+  ferrocam.whep = null;
   ferrocam.pendingCandidates = [];
   $('video').srcObject = null;
   $('placeholder').hidden = false;
@@ -250,6 +308,7 @@ async function updateStats() {
 }
 
 $('hangup').onclick = hangUp;
+$('transport').onchange = (e) => { ferrocam.transport = e.target.value; };
 $('fullscreen').onclick = () => $('video').requestFullscreen().catch(() => {});
 setInterval(() => { updateStats().catch(() => {}); }, 1000);
 connect();

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod broker_url;
 pub mod ids;
 pub mod presence;
+pub mod sdpfrag;
 pub mod signal;
 pub mod topics;
 pub mod viewer;
@@ -17,7 +18,7 @@ pub use backoff::Backoff;
 pub use broker_url::{BrokerAddr, BrokerUrlError};
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
 pub use presence::{Capabilities, DeviceStatus, VideoCapability};
-pub use signal::{Envelope, ErrorCode, IceCandidate, Signal};
+pub use signal::{DecodeError, Envelope, ErrorCode, IceCandidate, Party, Signal};
 
 /// Version of the signaling protocol carried in every envelope. A receiver answers an envelope
 /// with another version with [`ErrorCode::UnsupportedVersion`].

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{DeviceId, SessionId};
+use crate::ids::{DeviceId, InstanceId, SessionId};
 use crate::{MAX_SIGNAL_PAYLOAD, PROTOCOL_VERSION};
 
 /// One signaling message with its routing header.
@@ -18,6 +18,8 @@ pub struct Envelope {
     pub session: SessionId,
     /// The device the session is with.
     pub device: DeviceId,
+    /// Who sent this envelope.
+    pub from: Party,
     /// Topic the receiver sends its replies to (set on gateway → device messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
@@ -26,12 +28,27 @@ pub struct Envelope {
     pub body: Signal,
 }
 
+/// The sender of an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Party {
+    /// A gateway instance (`{"gateway": "gw-1"}`).
+    Gateway(InstanceId),
+    /// A device (`{"device": "garage"}`).
+    Device(DeviceId),
+}
+
 /// The messages of a signaling session, tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Signal {
-    /// The viewer's SDP offer; the device answers it.
-    Offer { sdp: String },
+    /// The viewer's SDP offer; the device answers it. With `trickle: false` the device waits
+    /// until it has gathered its candidates and puts them all in the answer (WHEP players).
+    Offer {
+        sdp: String,
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        trickle: bool,
+    },
     /// The device's SDP answer to an offer.
     Answer { sdp: String },
     /// One trickled ICE candidate from the sender.
@@ -45,7 +62,7 @@ pub enum Signal {
 }
 
 /// An ICE candidate as a browser's `RTCIceCandidateInit` carries it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IceCandidate {
     /// The `candidate:` attribute line.
@@ -78,8 +95,22 @@ pub enum ErrorCode {
     UnknownSession,
     /// The device could not do what was asked (details in the message).
     Internal,
-    /// The device did not answer in time.
+    /// The device did not answer, or the viewer did not connect, in time.
     Timeout,
+    /// The device is serving as many viewers as it is configured for.
+    Busy,
+    /// The message is larger than the protocol allows.
+    TooLarge,
+    /// The sender sent too many requests too quickly.
+    RateLimited,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Why an MQTT payload is not a usable envelope.
@@ -98,11 +129,12 @@ pub enum DecodeError {
 
 impl Envelope {
     /// A new envelope of the current protocol version.
-    pub fn new(device: DeviceId, session: SessionId, body: Signal) -> Self {
+    pub fn new(from: Party, device: DeviceId, session: SessionId, body: Signal) -> Self {
         Self {
             v: PROTOCOL_VERSION,
             session,
             device,
+            from,
             reply_to: None,
             body,
         }
@@ -132,6 +164,23 @@ impl Envelope {
         Ok(serde_json::from_slice(payload)?)
     }
 
+    /// For a payload that is not a valid envelope, the route an error reply can take: the
+    /// session, device and reply topic, if those fields alone parse and are valid. Lets a device
+    /// answer a malformed request with a typed error instead of silence.
+    pub fn reply_route(payload: &[u8]) -> Option<(SessionId, DeviceId, String)> {
+        if payload.len() > MAX_SIGNAL_PAYLOAD {
+            return None;
+        }
+        #[derive(Deserialize)]
+        struct Route {
+            session: SessionId,
+            device: DeviceId,
+            reply_to: String,
+        }
+        let route: Route = serde_json::from_slice(payload).ok()?;
+        Some((route.session, route.device, route.reply_to))
+    }
+
     /// Serializes for publishing.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("envelopes always serialize")
@@ -141,6 +190,10 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gw() -> Party {
+        Party::Gateway(InstanceId::parse("gw-1").unwrap())
+    }
 
     fn ids() -> (DeviceId, SessionId) {
         (
@@ -152,11 +205,20 @@ mod tests {
     #[test]
     fn round_trips_with_a_type_tag() {
         let (d, s) = ids();
-        let env = Envelope::new(d, s, Signal::Offer { sdp: "v=0".into() })
-            .reply_to("ferrocam/v1/gateways/g/signal".into());
+        let env = Envelope::new(
+            gw(),
+            d,
+            s,
+            Signal::Offer {
+                sdp: "v=0".into(),
+                trickle: true,
+            },
+        )
+        .reply_to("ferrocam/v1/gateways/g/signal".into());
         let bytes = env.encode();
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.contains(r#""type":"offer""#), "{text}");
+        assert!(text.contains(r#""from":{"gateway":"gw-1"}"#), "{text}");
         assert_eq!(Envelope::decode(&bytes).unwrap(), env);
     }
 
@@ -171,7 +233,7 @@ mod tests {
             Err(DecodeError::TooLarge(_))
         ));
         let (d, s) = ids();
-        let mut env = Envelope::new(d, s, Signal::EndOfCandidates);
+        let mut env = Envelope::new(gw(), d, s, Signal::EndOfCandidates);
         env.v = 99;
         assert!(matches!(
             Envelope::decode(&env.encode()),
@@ -181,7 +243,152 @@ mod tests {
 
     #[test]
     fn rejects_ids_with_wildcards_inside_envelopes() {
-        let json = r#"{"v":1,"session":"abc","device":"a/#","type":"end_of_candidates"}"#;
+        let json = r#"{"v":1,"session":"abc","device":"a/#","from":{"gateway":"g"},"type":"end_of_candidates"}"#;
         assert!(Envelope::decode(json.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn offers_trickle_unless_told_otherwise() {
+        let json = r#"{"v":1,"session":"s","device":"d","from":{"gateway":"g"},"type":"offer","sdp":"v=0"}"#;
+        let env = Envelope::decode(json.as_bytes()).unwrap();
+        assert_eq!(
+            env.body,
+            Signal::Offer {
+                sdp: "v=0".into(),
+                trickle: true
+            }
+        );
+        let (d, s) = ids();
+        let whep = Envelope::new(
+            gw(),
+            d,
+            s,
+            Signal::Offer {
+                sdp: "v=0".into(),
+                trickle: false,
+            },
+        );
+        assert_eq!(Envelope::decode(&whep.encode()).unwrap(), whep);
+    }
+
+    #[test]
+    fn malformed_requests_still_yield_a_reply_route_when_the_header_parses() {
+        let json = br#"{"v":1,"session":"s1","device":"d","reply_to":"t","type":"warp"}"#;
+        assert!(Envelope::decode(json).is_err());
+        let (s, d, t) = Envelope::reply_route(json).unwrap();
+        assert_eq!((s.as_str(), d.as_str(), t.as_str()), ("s1", "d", "t"));
+        assert!(
+            Envelope::reply_route(br#"{"session":"a/b","device":"d","reply_to":"t"}"#).is_none()
+        );
+        assert!(Envelope::reply_route(b"garbage").is_none());
+    }
+}
+
+/// Fuzz-style checks: whatever arrives on a signaling topic, decoding returns a value or a typed
+/// error and never panics or overflows the stack.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// xorshift64*: deterministic, dependency-free pseudo-random bytes.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        Envelope::new(
+            Party::Device(DeviceId::parse("cam").unwrap()),
+            DeviceId::parse("cam").unwrap(),
+            SessionId::from_random([1; 16]),
+            Signal::Candidate {
+                candidate: IceCandidate {
+                    candidate: "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_mline_index: Some(0),
+                },
+            },
+        )
+        .encode()
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for i in 0..20_000 {
+            let payload = rng.bytes(i % 700);
+            let _ = Envelope::decode(&payload);
+            let _ = Envelope::reply_route(&payload);
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_envelope_is_a_typed_error() {
+        let full = sample();
+        assert!(Envelope::decode(&full).is_ok());
+        for len in 0..full.len() {
+            assert!(
+                matches!(
+                    Envelope::decode(&full[..len]),
+                    Err(DecodeError::Malformed(_))
+                ),
+                "truncation at {len} decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn random_byte_flips_never_panic() {
+        let full = sample();
+        let mut rng = Rng(42);
+        for _ in 0..20_000 {
+            let mut mutated = full.clone();
+            let at = rng.next() as usize % mutated.len();
+            mutated[at] = rng.next() as u8;
+            let _ = Envelope::decode(&mutated);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+        assert!(matches!(
+            Envelope::decode(deep.as_bytes()),
+            Err(DecodeError::TooLarge(_))
+        ));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(
+            Envelope::decode(deep.as_bytes()),
+            Err(DecodeError::Malformed(_))
+        ));
+        let nested_field = format!(
+            r#"{{"v":1,"session":"s","device":"d","from":{{"gateway":"g"}},"type":"hang_up","reason":{}1{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(Envelope::decode(nested_field.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn huge_strings_within_the_limit_are_fine_and_beyond_it_refused_before_parsing() {
+        let sdp = "a".repeat(MAX_SIGNAL_PAYLOAD - 200);
+        let fits = format!(
+            r#"{{"v":1,"session":"s","device":"d","from":{{"gateway":"g"}},"type":"offer","sdp":"{sdp}"}}"#
+        );
+        assert!(Envelope::decode(fits.as_bytes()).is_ok());
+        // Over the limit: refused by size even though the bytes are not JSON at all.
+        let over = vec![0xffu8; MAX_SIGNAL_PAYLOAD + 1];
+        assert!(matches!(
+            Envelope::decode(&over),
+            Err(DecodeError::TooLarge(_))
+        ));
     }
 }

@@ -13,7 +13,7 @@ use crate::signal::{ErrorCode, IceCandidate};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
-    /// Start a session with a device by offering SDP.
+    /// Start a session with a device by offering SDP. At most a few per second per connection.
     Offer { device: DeviceId, sdp: String },
     /// One trickled ICE candidate for a session.
     Candidate {
@@ -26,10 +26,25 @@ pub enum ClientMsg {
     HangUp { session: SessionId },
 }
 
+/// A STUN or TURN server as `RTCPeerConnection`'s `iceServers` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:` / `turn:` / `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// Gateway → viewer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
+    /// First message on every connection: what the viewer needs to build peer connections.
+    Hello { ice_servers: Vec<IceServer> },
     /// The device list changed (sent on connect and on every change).
     Devices { devices: Vec<DeviceStatus> },
     /// The session id minted for the viewer's last offer to `device`.

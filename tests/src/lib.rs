@@ -10,11 +10,13 @@ pub mod browser;
 pub mod mqtt;
 pub mod process;
 pub mod stack;
+pub mod whep;
 
 pub use browser::Browser;
 pub use mqtt::TestMqtt;
 pub use process::{Process, free_port};
-pub use stack::{Stack, StackOptions};
+pub use stack::{BrokerKind, Stack, StackOptions};
+pub use whep::{HttpReply, WhepPlayer};
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with the
 /// description and the last value seen.

@@ -90,6 +90,12 @@ impl Process {
         None
     }
 
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The last `bytes` of the log.
     pub fn log_tail(&self, bytes: u64) -> String {
         let mut text = String::new();

@@ -3,8 +3,14 @@
 
 use std::time::Duration;
 
-use ferrocam_protocol::{DeviceId, Envelope, ErrorCode, SessionId, Signal, topics};
+use ferrocam_protocol::{
+    DeviceId, Envelope, ErrorCode, InstanceId, Party, SessionId, Signal, topics,
+};
 use ferrocam_tests::{Browser, Stack, StackOptions, TestMqtt, eventually};
+
+fn probe() -> Party {
+    Party::Gateway(InstanceId::parse("test-probe").unwrap())
+}
 
 fn session(n: u8) -> SessionId {
     SessionId::from_random([n; 16])
@@ -35,14 +41,19 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         br#"{"v":1,"session":"s1","device":"demo","type":"no_such_type"}"#.to_vec(),
         // A forged reply topic: the device must not publish onto its own status topic.
         Envelope::new(
+            probe(),
             device.clone(),
             session(1),
-            Signal::Offer { sdp: "v=0".into() },
+            Signal::Offer {
+                sdp: "v=0".into(),
+                trickle: true,
+            },
         )
         .reply_to(status.clone())
         .encode(),
         // A candidate for a session that does not exist.
         Envelope::new(
+            probe(),
             device.clone(),
             session(2),
             Signal::HangUp {
@@ -59,12 +70,14 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     mqtt.publish(
         &signal,
         Envelope::new(
+            probe(),
             device.clone(),
             session(3),
             Signal::Offer {
                 sdp:
                     "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\nthis is not sdp"
                         .into(),
+                trickle: true,
             },
         )
         .reply_to(reply.into())
@@ -75,10 +88,12 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     mqtt.publish(
         &signal,
         Envelope::new(
+            probe(),
             device.clone(),
             session(4),
             Signal::Offer {
                 sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n".into(),
+                trickle: true,
             },
         )
         .reply_to(reply.into())
@@ -104,7 +119,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     assert_eq!(errors[&session(4)], ErrorCode::NoCommonCodec);
 
     // Still alive and still online.
-    assert!(stack.device.is_running(), "device process died");
+    assert!(stack.device_running(), "device process died");
     let body: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))
         .call()?
         .body_mut()

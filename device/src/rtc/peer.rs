@@ -152,6 +152,11 @@ impl Peer {
         ))
     }
 
+    /// The current local description, candidates included once gathered.
+    pub async fn local_sdp(&self) -> Option<String> {
+        self.pc.local_description().await.map(|d| d.sdp)
+    }
+
     /// Adds a candidate trickled by the viewer.
     pub async fn add_remote_candidate(&self, candidate: IceCandidate) -> anyhow::Result<()> {
         self.pc

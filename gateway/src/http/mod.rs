@@ -1,20 +1,46 @@
-//! The gateway's HTTP surface: the web viewer, the REST API and WebSocket signaling.
+//! The gateway's HTTP surface: the web viewer, the REST API, WebSocket signaling and WHEP.
 
 mod api;
 mod assets;
+mod rate;
+mod whep;
 mod ws;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use ferrocam_protocol::viewer::IceServer;
+use ferrocam_protocol::{MAX_SIGNAL_PAYLOAD, SessionId};
 
 use crate::relay::Relay;
+
+/// Settings the handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// STUN/TURN servers handed to viewers (WebSocket hello, WHEP `Link` headers).
+    pub ice_servers: Vec<IceServer>,
+    /// How long a device has to answer an offer.
+    pub answer_timeout: Duration,
+}
 
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub relay: Arc<Relay>,
+    pub settings: Arc<HttpSettings>,
+    pub whep: Arc<whep::WhepSessions>,
+}
+
+impl AppState {
+    pub fn new(relay: Arc<Relay>, settings: HttpSettings) -> Self {
+        Self {
+            relay,
+            settings: Arc::new(settings),
+            whep: Arc::default(),
+        }
+    }
 }
 
 /// All routes.
@@ -27,5 +53,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/devices", get(api::list_devices))
         .route("/api/devices/:id", get(api::get_device))
         .route("/ws", get(ws::upgrade))
+        .merge(whep::routes(MAX_SIGNAL_PAYLOAD))
         .with_state(state)
+}
+
+/// 128 bits from the OS-seeded CSPRNG: session ids must be unguessable.
+pub fn new_session_id() -> SessionId {
+    let mut bytes = [0u8; 16];
+    rand::fill(&mut bytes);
+    SessionId::from_random(bytes)
 }

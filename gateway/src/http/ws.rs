@@ -1,46 +1,68 @@
 //! WebSocket signaling for browsers: `/ws` carries [`ClientMsg`] in and [`ServerMsg`] out.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use ferrocam_protocol::viewer::{ClientMsg, ServerMsg};
-use ferrocam_protocol::{ErrorCode, MAX_VIEWER_MESSAGE, SessionId, Signal};
+use ferrocam_protocol::{ErrorCode, MAX_VIEWER_MESSAGE, Signal};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::AppState;
-use crate::relay::{Refusal, Relay, ViewerId, ViewerTx};
+use super::rate::TokenBucket;
+use super::{AppState, new_session_id};
+use crate::relay::{Refusal, ViewerId, ViewerTx};
 
-/// How long a device has to answer an offer before the viewer is told it timed out.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Offers one connection may start: a burst of 5, then one every 2 s. Clicking between cameras
+/// stays well inside this; a script opening sessions in a loop does not.
+const OFFER_BURST: u32 = 5;
+const OFFERS_PER_SECOND: f64 = 0.5;
+/// Any message: generous for trickle ICE, a wall for floods.
+const MESSAGE_BURST: u32 = 200;
+const MESSAGES_PER_SECOND: f64 = 50.0;
+/// Frames above this are cut off by the WebSocket layer itself; between
+/// [`MAX_VIEWER_MESSAGE`] and this they get a `too_large` error and the socket lives on.
+const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_VIEWER_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, state.relay))
+    ws.max_message_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| serve(socket, state))
 }
 
-async fn serve(socket: WebSocket, relay: Arc<Relay>) {
-    let viewer = relay.new_viewer();
+/// Per-connection state.
+struct Connection {
+    state: AppState,
+    viewer: ViewerId,
+    tx: ViewerTx,
+    offers: TokenBucket,
+    messages: TokenBucket,
+}
+
+async fn serve(socket: WebSocket, state: AppState) {
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
-    let mut devices = relay.watch_devices();
+    let mut conn = Connection {
+        viewer: state.relay.new_viewer(),
+        state,
+        tx,
+        offers: TokenBucket::new(OFFER_BURST, OFFERS_PER_SECOND),
+        messages: TokenBucket::new(MESSAGE_BURST, MESSAGES_PER_SECOND),
+    };
+    let mut devices = conn.state.relay.watch_devices();
     devices.mark_changed();
     let (mut sink, mut stream) = socket.split();
+    let _ = conn.tx.send(ServerMsg::Hello {
+        ice_servers: conn.state.settings.ice_servers.clone(),
+    });
 
     loop {
         let outgoing = tokio::select! {
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    handle(&relay, viewer, &tx, &text);
+                    conn.handle(&text);
                     continue;
                 }
-                Some(Ok(Message::Binary(_))) => ServerMsg::Error {
-                    session: None,
-                    code: ErrorCode::BadRequest,
-                    message: "binary messages are not part of the protocol".into(),
-                },
+                Some(Ok(Message::Binary(_))) => refusal(None, ErrorCode::BadRequest, "binary messages are not part of the protocol"),
                 Some(Ok(_)) => continue, // ping/pong are answered by the library
                 Some(Err(_)) | None => break,
             },
@@ -54,73 +76,106 @@ async fn serve(socket: WebSocket, relay: Arc<Relay>) {
             break;
         }
     }
-    relay.viewer_gone(viewer);
+    conn.state.relay.viewer_gone(conn.viewer);
 }
 
-/// Handles one text message; every failure becomes an error message to the viewer, never a
-/// dropped connection.
-fn handle(relay: &Arc<Relay>, viewer: ViewerId, tx: &ViewerTx, text: &str) {
-    let msg = match serde_json::from_str::<ClientMsg>(text) {
-        Ok(msg) => msg,
-        Err(e) => {
-            let _ = tx.send(ServerMsg::Error {
-                session: None,
-                code: ErrorCode::BadRequest,
-                message: format!("malformed message: {e}"),
-            });
-            return;
-        }
-    };
-    let (session, result) = match msg {
-        ClientMsg::Offer { device, sdp } => {
-            let session = new_session_id();
-            match relay.offer(viewer, tx, device.clone(), sdp, session.clone()) {
-                Ok(session) => {
-                    let _ = tx.send(ServerMsg::Session {
-                        device,
-                        session: session.clone(),
-                    });
-                    let relay = Arc::clone(relay);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(ANSWER_TIMEOUT).await;
-                        relay.expire_unanswered(&session);
-                    });
-                    return;
-                }
-                Err(refusal) => (None, Err(refusal)),
-            }
-        }
-        ClientMsg::Candidate { session, candidate } => {
-            let r = relay.forward(viewer, &session, Signal::Candidate { candidate });
-            (Some(session), r)
-        }
-        ClientMsg::EndOfCandidates { session } => {
-            let r = relay.forward(viewer, &session, Signal::EndOfCandidates);
-            (Some(session), r)
-        }
-        ClientMsg::HangUp { session } => {
-            let r = relay.forward(
-                viewer,
-                &session,
-                Signal::HangUp {
-                    reason: "viewer hung up".into(),
-                },
-            );
-            (Some(session), r)
-        }
-    };
-    if let Err(Refusal { code, message }) = result {
-        let _ = tx.send(ServerMsg::Error {
-            session,
-            code,
-            message,
-        });
+fn refusal(
+    session: Option<ferrocam_protocol::SessionId>,
+    code: ErrorCode,
+    message: &str,
+) -> ServerMsg {
+    ServerMsg::Error {
+        session,
+        code,
+        message: message.to_owned(),
     }
 }
 
-/// 128 bits from the OS-seeded CSPRNG: session ids must be unguessable.
-fn new_session_id() -> SessionId {
-    let mut bytes = [0u8; 16];
-    rand::fill(&mut bytes);
-    SessionId::from_random(bytes)
+impl Connection {
+    /// Handles one text message; every failure becomes an error message to the viewer, never a
+    /// dropped connection.
+    fn handle(&mut self, text: &str) {
+        if !self.messages.try_take() {
+            return self.refuse(None, ErrorCode::RateLimited, "too many messages; slow down");
+        }
+        if text.len() > MAX_VIEWER_MESSAGE {
+            let message = format!(
+                "message is {} bytes; the limit is {MAX_VIEWER_MESSAGE}",
+                text.len()
+            );
+            return self.refuse(None, ErrorCode::TooLarge, &message);
+        }
+        let msg = match serde_json::from_str::<ClientMsg>(text) {
+            Ok(msg) => msg,
+            Err(e) => {
+                return self.refuse(
+                    None,
+                    ErrorCode::BadRequest,
+                    &format!("malformed message: {e}"),
+                );
+            }
+        };
+        let relay = &self.state.relay;
+        let (session, result) = match msg {
+            ClientMsg::Offer { device, sdp } => return self.offer(device, sdp),
+            ClientMsg::Candidate { session, candidate } => {
+                let r = relay.forward(self.viewer, &session, Signal::Candidate { candidate });
+                (session, r)
+            }
+            ClientMsg::EndOfCandidates { session } => {
+                let r = relay.forward(self.viewer, &session, Signal::EndOfCandidates);
+                (session, r)
+            }
+            ClientMsg::HangUp { session } => {
+                let reason = "viewer hung up".into();
+                let r = relay.forward(self.viewer, &session, Signal::HangUp { reason });
+                (session, r)
+            }
+        };
+        if let Err(Refusal { code, message }) = result {
+            self.refuse(Some(session), code, &message);
+        }
+    }
+
+    fn offer(&mut self, device: ferrocam_protocol::DeviceId, sdp: String) {
+        if !self.offers.try_take() {
+            return self.refuse(
+                None,
+                ErrorCode::RateLimited,
+                "too many offers from this connection; wait a moment",
+            );
+        }
+        let relay = &self.state.relay;
+        match relay.offer(
+            self.viewer,
+            &self.tx,
+            device.clone(),
+            sdp,
+            true,
+            new_session_id(),
+        ) {
+            Ok(session) => {
+                let _ = self.tx.send(ServerMsg::Session {
+                    device,
+                    session: session.clone(),
+                });
+                let relay = Arc::clone(relay);
+                let timeout = self.state.settings.answer_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    relay.expire_unanswered(&session);
+                });
+            }
+            Err(Refusal { code, message }) => self.refuse(None, code, &message),
+        }
+    }
+
+    fn refuse(
+        &self,
+        session: Option<ferrocam_protocol::SessionId>,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        let _ = self.tx.send(refusal(session, code, message));
+    }
 }

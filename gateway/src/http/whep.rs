@@ -1,0 +1,384 @@
+//! WHEP egress (draft-ietf-wish-whep): any WHEP player can watch a ferrocam camera.
+//!
+//! - `POST /whep/{device}` with `application/sdp` → `201 Created`, `Location`, `ETag`, the
+//!   answer with all the device's candidates (players need not support server trickle).
+//! - `PATCH /whep/{device}/{session}` with `application/trickle-ice-sdpfrag` → the player's
+//!   candidates go to the device (`204`). ICE restarts are not supported (`422`).
+//! - `DELETE /whep/{device}/{session}` ends the session.
+//! - `OPTIONS` on both answers CORS preflights and advertises `Accept-Post: application/sdp`.
+//!
+//! A session URL is served by the gateway instance that created it: the session's routing state
+//! lives here, so a load balancer must send PATCH/DELETE for a session to the same instance (the
+//! URL path is enough to route on).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, post};
+use ferrocam_protocol::sdpfrag::{SdpFragment, ice_ufrag};
+use ferrocam_protocol::viewer::{IceServer, ServerMsg};
+use ferrocam_protocol::{DeviceId, ErrorCode, SessionId, Signal};
+use tokio::sync::mpsc;
+
+use super::rate::TokenBucket;
+use super::{AppState, new_session_id};
+use crate::relay::{Refusal, ViewerId};
+
+const SDP: &str = "application/sdp";
+const SDP_FRAG: &str = "application/trickle-ice-sdpfrag";
+/// Seconds a player should wait before retrying an offline or busy device.
+const RETRY_OFFLINE_SECS: &str = "5";
+const RETRY_BUSY_SECS: &str = "10";
+
+/// The WHEP sessions this instance created.
+#[derive(Default)]
+pub struct WhepSessions {
+    sessions: Mutex<HashMap<SessionId, WhepSession>>,
+}
+
+struct WhepSession {
+    device: DeviceId,
+    viewer: ViewerId,
+    etag: String,
+    ice_ufrag: Option<String>,
+    patches: TokenBucket,
+}
+
+impl WhepSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, WhepSession>> {
+        self.sessions.lock().expect("whep sessions lock")
+    }
+}
+
+pub fn routes(body_limit: usize) -> Router<AppState> {
+    let endpoint: MethodRouter<AppState> = post(create).options(preflight);
+    Router::new()
+        .route("/whep/:device", endpoint)
+        .route(
+            "/whep/:device/:session",
+            axum::routing::patch(patch)
+                .delete(delete)
+                .options(preflight),
+        )
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(cors))
+}
+
+/// CORS on every WHEP response: players run on other origins.
+async fn cors(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Post, Retry-After"),
+    );
+    response
+}
+
+async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            ("accept-post", SDP),
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS.as_str(),
+                "POST, PATCH, DELETE, OPTIONS",
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS.as_str(),
+                "Content-Type, If-Match, Authorization",
+            ),
+            (header::ACCESS_CONTROL_MAX_AGE.as_str(), "600"),
+        ],
+    )
+        .into_response()
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", message.into()),
+    )
+        .into_response()
+}
+
+fn retry_after(status: StatusCode, secs: &'static str, message: String) -> Response {
+    let mut response = problem(status, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+    response
+}
+
+fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
+}
+
+/// `Link: <url>; rel="ice-server"` per RFC 9725 §4.6.
+fn link_headers(servers: &[IceServer]) -> Vec<HeaderValue> {
+    servers
+        .iter()
+        .flat_map(|s| {
+            s.urls.iter().filter_map(move |url| {
+                let mut value = format!("<{url}>; rel=\"ice-server\"");
+                if let (Some(user), Some(pass)) = (&s.username, &s.credential) {
+                    value.push_str(&format!(
+                        "; username=\"{user}\"; credential=\"{pass}\"; credential-type=\"password\""
+                    ));
+                }
+                HeaderValue::from_str(&value).ok()
+            })
+        })
+        .collect()
+}
+
+/// Maps a device's or relay's refusal to the WHEP status codes.
+fn refusal_response(code: ErrorCode, message: String) -> Response {
+    match code {
+        ErrorCode::UnknownDevice => problem(StatusCode::NOT_FOUND, message),
+        ErrorCode::Busy => retry_after(StatusCode::SERVICE_UNAVAILABLE, RETRY_BUSY_SECS, message),
+        ErrorCode::NoCommonCodec => problem(StatusCode::NOT_ACCEPTABLE, message),
+        ErrorCode::Timeout => problem(StatusCode::GATEWAY_TIMEOUT, message),
+        ErrorCode::TooLarge => problem(StatusCode::PAYLOAD_TOO_LARGE, message),
+        ErrorCode::RateLimited => problem(StatusCode::TOO_MANY_REQUESTS, message),
+        ErrorCode::BadRequest | ErrorCode::UnsupportedVersion | ErrorCode::UnknownSession => {
+            problem(StatusCode::BAD_REQUEST, message)
+        }
+        ErrorCode::Internal => problem(StatusCode::BAD_GATEWAY, message),
+    }
+}
+
+/// `POST /whep/{device}`: offer in, answer out.
+async fn create(
+    State(state): State<AppState>,
+    Path(device): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !content_type_is(&headers, SDP) {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be application/sdp",
+        );
+    }
+    let Ok(device) = DeviceId::parse(&device) else {
+        return problem(StatusCode::BAD_REQUEST, "malformed device id");
+    };
+    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+        return problem(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
+    };
+    match state.relay.device(&device) {
+        None => return problem(StatusCode::NOT_FOUND, format!("no device called {device}")),
+        Some(status) if !status.online => {
+            return retry_after(
+                StatusCode::CONFLICT,
+                RETRY_OFFLINE_SECS,
+                format!("device {device} is offline"),
+            );
+        }
+        Some(_) => {}
+    }
+
+    let viewer = state.relay.new_viewer();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let ufrag = ice_ufrag(&offer).map(str::to_owned);
+    let session =
+        match state
+            .relay
+            .offer(viewer, &tx, device.clone(), offer, false, new_session_id())
+        {
+            Ok(session) => session,
+            Err(Refusal { code, message }) => return refusal_response(code, message),
+        };
+    drop(tx); // the relay holds the sender now; the channel closes when the session ends
+
+    let answer = tokio::time::timeout(state.settings.answer_timeout, async {
+        loop {
+            match rx.recv().await {
+                Some(ServerMsg::Answer { sdp, .. }) => return Ok(sdp),
+                Some(ServerMsg::Error { code, message, .. }) => return Err((code, message)),
+                Some(ServerMsg::HangUp { reason, .. }) => {
+                    return Err((ErrorCode::Internal, reason));
+                }
+                Some(_) => continue,
+                None => return Err((ErrorCode::Internal, "session ended".to_owned())),
+            }
+        }
+    })
+    .await;
+    let sdp = match answer {
+        Ok(Ok(sdp)) => sdp,
+        Ok(Err((code, message))) => return refusal_response(code, message),
+        Err(_) => {
+            state.relay.expire_unanswered(&session);
+            return problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("device {device} did not answer"),
+            );
+        }
+    };
+
+    let etag = format!("\"{session}\"");
+    state.whep.lock().insert(
+        session.clone(),
+        WhepSession {
+            device: device.clone(),
+            viewer,
+            etag: etag.clone(),
+            ice_ufrag: ufrag,
+            // A player sends a handful of PATCHes; hundreds a second is abuse.
+            patches: TokenBucket::new(20, 10.0),
+        },
+    );
+    // Forget the session when the relay ends it (device hang-up, error, DELETE).
+    let whep = std::sync::Arc::clone(&state.whep);
+    let ended = session.clone();
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {}
+        whep.lock().remove(&ended);
+    });
+
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, SDP.to_owned()),
+            (header::LOCATION, format!("/whep/{device}/{session}")),
+            (header::ETAG, etag),
+        ],
+        sdp,
+    )
+        .into_response();
+    for link in link_headers(&state.settings.ice_servers) {
+        response.headers_mut().append(header::LINK, link);
+    }
+    response
+}
+
+/// `PATCH /whep/{device}/{session}`: trickle ICE from the player.
+async fn patch(
+    State(state): State<AppState>,
+    Path((device, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (Ok(device), Ok(session)) = (DeviceId::parse(&device), SessionId::parse(&session)) else {
+        return problem(StatusCode::NOT_FOUND, "no such session");
+    };
+    let (viewer, frag) = match check_patch(&state, &device, &session, &headers, &body) {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    for candidate in frag.candidates {
+        let forwarded = state
+            .relay
+            .forward(viewer, &session, Signal::Candidate { candidate });
+        if let Err(Refusal { code, message }) = forwarded {
+            return refusal_response(code, message);
+        }
+    }
+    if frag.end_of_candidates {
+        let _ = state
+            .relay
+            .forward(viewer, &session, Signal::EndOfCandidates);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The PATCH preconditions, in the draft's order: session, media type, If-Match, body.
+fn check_patch(
+    state: &AppState,
+    device: &DeviceId,
+    session: &SessionId,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(ViewerId, SdpFragment), Response> {
+    let restart = || {
+        problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ICE restarts are not supported; start a new session",
+        )
+    };
+    let mut sessions = state.whep.lock();
+    let Some(entry) = sessions.get_mut(session).filter(|s| &s.device == device) else {
+        return Err(problem(StatusCode::NOT_FOUND, "no such session"));
+    };
+    if !content_type_is(headers, SDP_FRAG) {
+        return Err(problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "PATCH bodies must be application/trickle-ice-sdpfrag",
+        ));
+    }
+    match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        None => {
+            return Err(problem(
+                StatusCode::PRECONDITION_REQUIRED,
+                "If-Match is required",
+            ));
+        }
+        // `*` is how a player asks for an ICE restart.
+        Some("*") => return Err(restart()),
+        Some(tag) if tag.trim() != entry.etag => {
+            return Err(problem(
+                StatusCode::PRECONDITION_FAILED,
+                "If-Match does not match the ICE session",
+            ));
+        }
+        Some(_) => {}
+    }
+    if !entry.patches.try_take() {
+        return Err(problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many PATCH requests",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| problem(StatusCode::BAD_REQUEST, "the fragment is not UTF-8"))?;
+    let frag =
+        SdpFragment::parse(text).map_err(|e| problem(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // New ICE credentials also mean a restart.
+    if frag.ice_ufrag.is_some() && frag.ice_ufrag != entry.ice_ufrag {
+        return Err(restart());
+    }
+    Ok((entry.viewer, frag))
+}
+
+/// `DELETE /whep/{device}/{session}`: the player is done.
+async fn delete(
+    State(state): State<AppState>,
+    Path((device, session)): Path<(String, String)>,
+) -> Response {
+    let (Ok(device), Ok(session)) = (DeviceId::parse(&device), SessionId::parse(&session)) else {
+        return problem(StatusCode::NOT_FOUND, "no such session");
+    };
+    let entry = {
+        let mut sessions = state.whep.lock();
+        match sessions.get(&session) {
+            Some(entry) if entry.device == device => sessions.remove(&session),
+            _ => None,
+        }
+    };
+    let Some(entry) = entry else {
+        return problem(StatusCode::NOT_FOUND, "no such session");
+    };
+    let reason = "WHEP session deleted".into();
+    match state
+        .relay
+        .forward(entry.viewer, &session, Signal::HangUp { reason })
+    {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(Refusal { message, .. }) => problem(StatusCode::NOT_FOUND, message),
+    }
+}

@@ -1,0 +1,389 @@
+//! A WHEP player written against the draft with the `webrtc` crate, decoding what it receives
+//! with a real GStreamer H.264 decoder. It proves a non-browser WHEP client can watch a camera,
+//! and lets tests poke at PATCH/DELETE edge cases.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::shared::marshal::Marshal;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
+};
+
+const PAYLOAD_TYPE: u8 = 102;
+
+/// An HTTP response reduced to what the tests look at.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Sends one HTTP request off the async runtime (ureq is blocking).
+pub async fn http(
+    method: &'static str,
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<String>,
+) -> anyhow::Result<HttpReply> {
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        let mut resp = match body {
+            Some(body) => agent.run(req.body(body)?)?,
+            None => agent.run(req.body(())?)?,
+        };
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        Ok(HttpReply {
+            status,
+            headers,
+            body,
+        })
+    })
+    .await?
+}
+
+/// A connected WHEP player.
+pub struct WhepPlayer {
+    pub pc: Arc<dyn PeerConnection>,
+    /// Absolute session URL from `Location`.
+    pub session_url: String,
+    /// `ETag` of the ICE session.
+    pub etag: String,
+    /// The `201 Created` response.
+    pub created: HttpReply,
+    /// Candidates this player gathered, as `a=candidate:` lines.
+    pub candidates: Vec<String>,
+    decoded: Arc<AtomicU64>,
+    rtp_packets: Arc<AtomicU64>,
+    pipeline: gst::Pipeline,
+}
+
+/// Events from the player's peer connection.
+enum PlayerEvent {
+    Candidate(String),
+    GatheringComplete,
+}
+
+struct Handler {
+    events: mpsc::UnboundedSender<PlayerEvent>,
+    decoder: gst_app::AppSrc,
+    rtp_packets: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.events.send(PlayerEvent::Candidate(init.candidate));
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.events.send(PlayerEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let src = self.decoder.clone();
+        let counter = Arc::clone(&self.rtp_packets);
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(mut packet) = event {
+                    packet.header.payload_type = PAYLOAD_TYPE;
+                    if let Ok(bytes) = packet.marshal() {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let _ = src.push_buffer(gst::Buffer::from_slice(bytes));
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl WhepPlayer {
+    /// POSTs an offer to `endpoint` (`http://…/whep/<device>`), applies the answer, then trickles
+    /// this player's candidates with one PATCH, as the draft recommends. Fails unless the POST
+    /// returns 201 and the PATCH 204.
+    pub async fn connect(endpoint: &str) -> anyhow::Result<Self> {
+        let (player, events) = Self::offer(endpoint).await?;
+        let mut player = player;
+        player.trickle(events).await?;
+        Ok(player)
+    }
+
+    /// Like [`Self::connect`] but returns the POST's response when it is not 201.
+    pub async fn try_post(endpoint: &str) -> anyhow::Result<Result<Self, HttpReply>> {
+        match Self::offer(endpoint).await {
+            Ok((player, events)) => {
+                let mut player = player;
+                player.trickle(events).await?;
+                Ok(Ok(player))
+            }
+            Err(e) => match e.downcast::<HttpReply>() {
+                Ok(reply) => Ok(Err(reply)),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    async fn offer(endpoint: &str) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<PlayerEvent>)> {
+        gst::init()?;
+        let (pipeline, appsrc, decoded) = decoder()?;
+
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_H264.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line:
+                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+                            .to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        )?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let rtp_packets = Arc::new(AtomicU64::new(0));
+        let pc = PeerConnectionBuilder::new()
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+                    .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(25))
+                    .build(),
+            )
+            .with_handler(Arc::new(Handler {
+                events: events_tx,
+                decoder: appsrc,
+                rtp_packets: Arc::clone(&rtp_packets),
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        pc.add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await?;
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer.clone()).await?;
+
+        let created = http(
+            "POST",
+            endpoint.to_owned(),
+            vec![("Content-Type", "application/sdp".to_owned())],
+            Some(offer.sdp.clone()),
+        )
+        .await?;
+        if created.status != 201 {
+            let _ = pc.close().await;
+            return Err(anyhow::Error::new(created));
+        }
+        let location = created.header("Location").context("201 without Location")?;
+        let session_url = absolute(endpoint, location);
+        let etag = created
+            .header("ETag")
+            .context("201 without ETag")?
+            .to_owned();
+        pc.set_remote_description(RTCSessionDescription::answer(created.body.clone())?)
+            .await
+            .context("applying the WHEP answer")?;
+        Ok((
+            Self {
+                pc,
+                session_url,
+                etag,
+                created,
+                candidates: Vec::new(),
+                decoded,
+                rtp_packets,
+                pipeline,
+            },
+            events,
+        ))
+    }
+
+    /// Waits for gathering to finish and PATCHes every candidate plus end-of-candidates.
+    async fn trickle(
+        &mut self,
+        mut events: mpsc::UnboundedReceiver<PlayerEvent>,
+    ) -> anyhow::Result<()> {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(event) = events.recv().await {
+                match event {
+                    PlayerEvent::Candidate(c) => self.candidates.push(format!("a={c}")),
+                    PlayerEvent::GatheringComplete => break,
+                }
+            }
+        })
+        .await;
+        let mut body = String::from("a=mid:0\r\n");
+        for line in &self.candidates {
+            body.push_str(line);
+            body.push_str("\r\n");
+        }
+        body.push_str("a=end-of-candidates\r\n");
+        let reply = self.patch(Some(self.etag.clone()), &body).await?;
+        if reply.status != 204 {
+            bail!("trickle PATCH returned {}: {}", reply.status, reply.body);
+        }
+        Ok(())
+    }
+
+    /// Sends a PATCH with a trickle-ice-sdpfrag body and the given If-Match.
+    pub async fn patch(&self, if_match: Option<String>, body: &str) -> anyhow::Result<HttpReply> {
+        let mut headers = vec![("Content-Type", "application/trickle-ice-sdpfrag".to_owned())];
+        if let Some(tag) = if_match {
+            headers.push(("If-Match", tag));
+        }
+        http(
+            "PATCH",
+            self.session_url.clone(),
+            headers,
+            Some(body.to_owned()),
+        )
+        .await
+    }
+
+    /// Frames the H.264 decoder has produced.
+    pub fn frames_decoded(&self) -> u64 {
+        self.decoded.load(Ordering::Relaxed)
+    }
+
+    /// RTP packets received.
+    pub fn rtp_packets(&self) -> u64 {
+        self.rtp_packets.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` frames are decoded.
+    pub async fn wait_frames(&self, n: u64, timeout: Duration) -> anyhow::Result<()> {
+        crate::eventually(&format!("{n} decoded frames"), timeout, || async {
+            Ok((self.frames_decoded() >= n).then_some(()))
+        })
+        .await
+    }
+
+    /// DELETEs the session and closes the connection; returns the DELETE status.
+    pub async fn delete(self) -> anyhow::Result<u16> {
+        let reply = http("DELETE", self.session_url.clone(), vec![], None).await?;
+        self.close().await;
+        Ok(reply.status)
+    }
+
+    /// Closes the connection without telling the server.
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl std::fmt::Display for HttpReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}: {}", self.status, self.body.trim())
+    }
+}
+
+impl std::error::Error for HttpReply {}
+
+fn absolute(endpoint: &str, location: &str) -> String {
+    if location.starts_with("http") {
+        return location.to_owned();
+    }
+    let origin_end = endpoint
+        .match_indices('/')
+        .nth(2)
+        .map(|(i, _)| i)
+        .unwrap_or(endpoint.len());
+    format!("{}{location}", &endpoint[..origin_end])
+}
+
+/// RTP in, decoded frames counted: appsrc → depayloader → parser → software H.264 decoder.
+fn decoder() -> anyhow::Result<(gst::Pipeline, gst_app::AppSrc, Arc<AtomicU64>)> {
+    let decoder = ["avdec_h264", "openh264dec"]
+        .into_iter()
+        .find(|e| gst::ElementFactory::find(e).is_some())
+        .context("no H.264 decoder: install gstreamer1.0-libav")?;
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=rtp is-live=true format=time do-timestamp=true \
+           caps=\"application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload={PAYLOAD_TYPE}\" \
+         ! rtph264depay ! h264parse ! {decoder} ! appsink name=frames sync=false"
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let appsrc = pipeline
+        .by_name("rtp")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .context("appsrc")?;
+    let appsink = pipeline
+        .by_name("frames")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .context("appsink")?;
+    let decoded = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&decoded);
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let _ = sink.pull_sample();
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    pipeline.set_state(gst::State::Playing)?;
+    Ok((pipeline, appsrc, decoded))
+}

@@ -1,0 +1,195 @@
+//! WHEP egress at the gateway, exercised by a non-browser player (the `webrtc` crate plus a
+//! GStreamer H.264 decoder): POST/PATCH/DELETE per draft-ietf-wish-whep and its error answers.
+
+use std::time::Duration;
+
+use ferrocam_tests::whep::http;
+use ferrocam_tests::{Stack, StackOptions, WhepPlayer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_player_posts_patches_decodes_and_deletes() -> anyhow::Result<()> {
+    let stack = Stack::start(
+        StackOptions::new("whep_round_trip")
+            .gateway_args(&["--ice-server", "stun:stun.invalid:3478"]),
+    )
+    .await?;
+    let endpoint = stack.url("whep/demo");
+
+    let options = http("OPTIONS", endpoint.clone(), vec![], None).await?;
+    assert!(options.status == 200 || options.status == 204, "{options}");
+    assert_eq!(options.header("Accept-Post"), Some("application/sdp"));
+    assert!(
+        options
+            .header("Access-Control-Allow-Methods")
+            .unwrap()
+            .contains("PATCH")
+    );
+    assert_eq!(options.header("Access-Control-Allow-Origin"), Some("*"));
+
+    let player = WhepPlayer::connect(&endpoint).await?;
+    let created = &player.created;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.header("Content-Type"), Some("application/sdp"));
+    assert!(
+        player.session_url.contains("/whep/demo/"),
+        "{}",
+        player.session_url
+    );
+    assert!(player.etag.starts_with('"') && player.etag.ends_with('"'));
+    assert!(
+        created.body.contains("a=candidate:"),
+        "a non-trickle answer carries the device's candidates:\n{}",
+        created.body
+    );
+    assert_eq!(
+        created.headers_named("Link"),
+        vec![r#"<stun:stun.invalid:3478>; rel="ice-server""#]
+    );
+    assert!(
+        !player.candidates.is_empty(),
+        "the player trickled no candidates"
+    );
+
+    player.wait_frames(30, Duration::from_secs(20)).await?;
+    assert!(player.rtp_packets() > 30);
+
+    // PATCH preconditions.
+    let frag = "a=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 9 typ host\r\n";
+    assert_eq!(
+        player.patch(None, frag).await?.status,
+        428,
+        "missing If-Match"
+    );
+    assert_eq!(
+        player.patch(Some("\"stale\"".into()), frag).await?.status,
+        412
+    );
+    assert_eq!(
+        player.patch(Some("*".into()), frag).await?.status,
+        422,
+        "ICE restart"
+    );
+    let restart = "a=ice-ufrag:new1\r\na=ice-pwd:newpasswordnewpassword12\r\n";
+    assert_eq!(
+        player
+            .patch(Some(player.etag.clone()), restart)
+            .await?
+            .status,
+        422
+    );
+    let wrong_type = http(
+        "PATCH",
+        player.session_url.clone(),
+        vec![
+            ("Content-Type", "application/sdp".into()),
+            ("If-Match", player.etag.clone()),
+        ],
+        Some(frag.into()),
+    )
+    .await?;
+    assert_eq!(wrong_type.status, 415);
+    assert_eq!(
+        player
+            .patch(Some(player.etag.clone()), "garbage")
+            .await?
+            .status,
+        400
+    );
+    let ok = player.patch(Some(player.etag.clone()), frag).await?;
+    assert_eq!(ok.status, 204, "{ok}");
+    assert!(
+        ok.header("ETag").is_none(),
+        "a trickle PATCH must not carry an ETag"
+    );
+
+    // Still decoding after all that.
+    let before = player.frames_decoded();
+    player
+        .wait_frames(before + 15, Duration::from_secs(10))
+        .await?;
+
+    let session_url = player.session_url.clone();
+    let etag = player.etag.clone();
+    assert_eq!(player.delete().await?, 200);
+    let after = http(
+        "PATCH",
+        session_url.clone(),
+        vec![
+            ("Content-Type", "application/trickle-ice-sdpfrag".into()),
+            ("If-Match", etag),
+        ],
+        Some(frag.into()),
+    )
+    .await?;
+    assert_eq!(after.status, 404, "the session must be gone after DELETE");
+    assert_eq!(http("DELETE", session_url, vec![], None).await?.status, 404);
+
+    // And the gateway holds no session for it.
+    ferrocam_tests::eventually("no sessions left", Duration::from_secs(5), || async {
+        let health = http("GET", stack.url("healthz"), vec![], None).await?;
+        Ok(health.body.contains("\"sessions\":0").then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_refusals_use_the_drafts_status_codes() -> anyhow::Result<()> {
+    let mut stack =
+        Stack::start(StackOptions::new("whep_refusals").device_args(&["--max-viewers", "1"]))
+            .await?;
+    let base = stack.url("");
+    let post = |path: &str, ctype: &str, body: String| {
+        http(
+            "POST",
+            format!("{base}{path}"),
+            vec![("Content-Type", ctype.to_owned())],
+            Some(body),
+        )
+    };
+
+    assert_eq!(
+        post("whep/nope", "application/sdp", "v=0".into())
+            .await?
+            .status,
+        404
+    );
+    assert_eq!(
+        post("whep/bad%2Bid", "application/sdp", "v=0".into())
+            .await?
+            .status,
+        400
+    );
+    assert_eq!(
+        post("whep/demo", "text/plain", "v=0".into()).await?.status,
+        415
+    );
+    let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(20_000));
+    assert_eq!(
+        post("whep/demo", "application/sdp", huge).await?.status,
+        413
+    );
+
+    let vp8_only = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
+        a=rtpmap:96 VP8/90000\r\n";
+    let no_h264 = post("whep/demo", "application/sdp", vp8_only.into()).await?;
+    assert_eq!(no_h264.status, 406, "{no_h264}");
+    assert!(no_h264.body.contains("H.264"), "{no_h264}");
+
+    // Busy: the device takes one viewer.
+    let first = WhepPlayer::connect(&stack.url("whep/demo")).await?;
+    first.wait_frames(10, Duration::from_secs(20)).await?;
+    let busy = WhepPlayer::try_post(&stack.url("whep/demo")).await?;
+    let busy = busy.err().expect("a second viewer must be refused");
+    assert_eq!(busy.status, 503, "{busy}");
+    assert!(busy.header("Retry-After").is_some());
+    assert_eq!(first.delete().await?, 200);
+
+    // Offline: 409 with Retry-After.
+    stack.kill_device();
+    stack.wait_online(false).await?;
+    let offline = post("whep/demo", "application/sdp", "v=0".into()).await?;
+    assert_eq!(offline.status, 409, "{offline}");
+    assert!(offline.header("Retry-After").is_some());
+    Ok(())
+}
