@@ -30,13 +30,13 @@ where
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
     let deadline = std::time::Instant::now() + timeout;
-    let mut last_error = None;
     loop {
-        match check().await {
+        // Only the latest attempt's error is worth reporting.
+        let last_error = match check().await {
             Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(e) => last_error = Some(e),
-        }
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
         if std::time::Instant::now() > deadline {
             anyhow::bail!(
                 "timed out after {timeout:?} waiting for {what}{}",

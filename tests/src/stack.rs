@@ -132,7 +132,17 @@ impl Stack {
             device_starts: 0,
         };
         stack.start_device()?;
-        stack.wait_online(true).await?;
+        if let Err(e) = stack.wait_online(true).await {
+            // Say why: the usual cause is a process that exited at start.
+            let mut logs = String::new();
+            for g in &stack.gateways {
+                logs.push_str(&format!("\n── gateway ──\n{}", g.process.log_tail(3000)));
+            }
+            if let Some(d) = &stack.device {
+                logs.push_str(&format!("\n── device ──\n{}", d.log_tail(3000)));
+            }
+            anyhow::bail!("{e:#}{logs}");
+        }
         Ok(stack)
     }
 

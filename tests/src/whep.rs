@@ -171,6 +171,12 @@ impl WhepPlayer {
         }
     }
 
+    /// POSTs an offer and applies the answer, without trickling anything (the caller decides
+    /// whether the connection ever completes).
+    pub async fn post_only(endpoint: &str) -> anyhow::Result<Self> {
+        Ok(Self::offer(endpoint).await?.0)
+    }
+
     async fn offer(endpoint: &str) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<PlayerEvent>)> {
         gst::init()?;
         let (pipeline, appsrc, decoded) = decoder()?;

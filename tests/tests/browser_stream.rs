@@ -8,9 +8,19 @@ use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
 use serde_json::Value;
 
 /// Opens the page, clicks the device and waits until the browser has decoded 60 frames.
-/// Returns the page's measurements.
-async fn play_from_page(stack: &Stack, browser: &Browser) -> anyhow::Result<Value> {
+/// Returns the page's measurements. `transport` is the page's selector value.
+async fn play_from_page(
+    stack: &Stack,
+    browser: &Browser,
+    transport: &str,
+) -> anyhow::Result<Value> {
     browser.client.goto(&stack.url("")).await?;
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#transport"))
+        .await?
+        .select_by_value(transport)
+        .await?;
     let selector = format!(
         "button.device[data-device='{}']:not([disabled])",
         stack.device_id
@@ -25,9 +35,14 @@ async fn play_from_page(stack: &Stack, browser: &Browser) -> anyhow::Result<Valu
     .await?;
     button.click().await?;
 
-    // At least 60 frames decoded at the configured 1280×720.
-    let seen = eventually(
-        "60 decoded frames at 1280x720",
+    wait_for_frames(browser, 60).await
+}
+
+/// Waits until the page's `<video>` shows 1280×720 with at least `frames` decoded; fails at
+/// once if the page shows an error.
+async fn wait_for_frames(browser: &Browser, frames: u64) -> anyhow::Result<Value> {
+    eventually(
+        &format!("{frames} decoded frames at 1280x720"),
         Duration::from_secs(30),
         || async {
             let v = browser
@@ -41,12 +56,11 @@ async fn play_from_page(stack: &Stack, browser: &Browser) -> anyhow::Result<Valu
                 anyhow::bail!("page shows an error: {}", v["error"]);
             }
             let ready =
-                v["width"] == 1280 && v["height"] == 720 && v["frames"].as_u64() >= Some(60);
+                v["width"] == 1280 && v["height"] == 720 && v["frames"].as_u64() >= Some(frames);
             Ok(ready.then_some(v))
         },
     )
-    .await?;
-    Ok(seen)
+    .await
 }
 
 /// Reads inbound-rtp `packetsReceived` for video from the page's peer connection.
@@ -69,7 +83,7 @@ async fn browser_plays_live_h264_from_the_gateway_page() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::new("browser_plays_live_h264")).await?;
     let browser = Browser::start(&stack.log_dir).await?;
 
-    let seen = play_from_page(&stack, &browser).await?;
+    let seen = play_from_page(&stack, &browser, "ws").await?;
     assert_eq!(seen["width"], 1280, "{seen}");
     assert_eq!(seen["height"], 720, "{seen}");
     assert!(seen["frames"].as_u64().unwrap() >= 60, "{seen}");
@@ -125,5 +139,81 @@ async fn an_offer_without_h264_gets_a_clear_error_on_the_page() -> anyhow::Resul
     assert_eq!(error["code"], "no_common_codec", "{error}");
     assert_eq!(error["shown"], true, "{error}");
     assert!(error["text"].as_str().unwrap().contains("H.264"), "{error}");
+    browser.close().await
+}
+
+#[tokio::test]
+async fn browser_plays_over_whep_from_the_same_page() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::new("browser_whep")).await?;
+    let browser = Browser::start(&stack.log_dir).await?;
+    let seen = play_from_page(&stack, &browser, "whep").await?;
+    assert!(seen["frames"].as_u64().unwrap() >= 60, "{seen}");
+    let whep = browser.js("return window.ferrocam.whep;").await?;
+    assert!(
+        whep["url"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/whep/demo/"),
+        "the page did not use WHEP: {whep}"
+    );
+    assert!(packets_received(&browser).await? > 0);
+    // Stop: the page DELETEs its WHEP session and the gateway frees it.
+    browser.js("window.ferrocam.hangUp(); return null;").await?;
+    eventually(
+        "the WHEP session to be freed",
+        Duration::from_secs(10),
+        || async {
+            let health: Value = ureq::get(&stack.url("healthz"))
+                .call()?
+                .body_mut()
+                .read_json()?;
+            Ok((health["sessions"] == 0).then_some(()))
+        },
+    )
+    .await?;
+    browser.close().await
+}
+
+#[tokio::test]
+async fn an_offer_flood_is_throttled_while_other_viewers_keep_playing() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::new("offer_flood")).await?;
+    let browser = Browser::start(&stack.log_dir).await?;
+    play_from_page(&stack, &browser, "ws").await?;
+
+    // A second connection from the same page floods offers.
+    let flood = browser
+        .js_async(
+            "const ws = new WebSocket(`ws://${location.host}/ws`);
+             const counts = { rate_limited: 0, session: 0 };
+             let replies = 0;
+             ws.onmessage = (e) => {
+               const m = JSON.parse(e.data);
+               if (m.type === 'session') { counts.session++; replies++; }
+               else if (m.type === 'error' && m.code === 'rate_limited') { counts.rate_limited++; replies++; }
+               if (replies === 30) { ws.close(); done(counts); }
+             };
+             ws.onopen = () => {
+               for (let i = 0; i < 30; i++) ws.send(JSON.stringify({ type: 'offer', device: 'demo', sdp: 'v=0' }));
+             };",
+        )
+        .await?;
+    let limited = flood["rate_limited"].as_u64().unwrap_or(0);
+    let accepted = flood["session"].as_u64().unwrap_or(0);
+    assert!(limited >= 20, "the flood was not throttled: {flood}");
+    assert!(accepted <= 6, "too many flood offers got through: {flood}");
+
+    // The first viewer kept playing throughout.
+    let before = browser
+        .js("return document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames;")
+        .await?
+        .as_u64()
+        .unwrap_or(0);
+    wait_for_frames(&browser, before + 30).await?;
+    assert!(
+        browser
+            .js("return window.ferrocam.lastError;")
+            .await?
+            .is_null()
+    );
     browser.close().await
 }

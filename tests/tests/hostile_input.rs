@@ -174,14 +174,18 @@ async fn unknown_devices_get_404_over_rest_and_an_error_over_websocket() -> anyh
              ws.onmessage = (e) => {
                const m = JSON.parse(e.data);
                if (m.type === 'error') seen.push(m.code);
-               if (seen.length === 2) { ws.close(); done(seen); }
+               if (seen.length === 3) { ws.close(); done(seen); }
              };
              ws.onopen = () => {
                ws.send('{not json');
                ws.send(JSON.stringify({ type: 'offer', device: 'a/#', sdp: 'v=0' }));
+               ws.send(JSON.stringify({ type: 'offer', device: 'demo', sdp: 'x'.repeat(100 * 1024) }));
              };",
         )
         .await?;
-    assert_eq!(reply, serde_json::json!(["bad_request", "bad_request"]));
+    assert_eq!(
+        reply,
+        serde_json::json!(["bad_request", "bad_request", "too_large"])
+    );
     browser.close().await
 }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use ferrocam_protocol::{Capabilities, DeviceId, DeviceStatus, PROTOCOL_VERSION, topics};
 use ferrocam_tests::whep::http;
-use ferrocam_tests::{Stack, StackOptions, WhepPlayer};
+use ferrocam_tests::{Stack, StackOptions, TestMqtt, WhepPlayer, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whep_player_posts_patches_decodes_and_deletes() -> anyhow::Result<()> {
@@ -192,4 +193,72 @@ async fn whep_refusals_use_the_drafts_status_codes() -> anyhow::Result<()> {
     assert_eq!(offline.status, 409, "{offline}");
     assert!(offline.header("Retry-After").is_some());
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_never_answers_is_a_timeout() -> anyhow::Result<()> {
+    let stack = Stack::start(
+        StackOptions::new("answer_timeout").gateway_args(&["--answer-timeout-ms", "1500"]),
+    )
+    .await?;
+    // A "device" that announces itself and then ignores every offer.
+    let mute = DeviceId::parse("mute")?;
+    let impostor = TestMqtt::connect(stack.mqtt_port, "mute-device", &[]).await?;
+    let status = DeviceStatus {
+        v: PROTOCOL_VERSION,
+        device: mute.clone(),
+        online: true,
+        epoch: 1,
+        version: "test".into(),
+        capabilities: Some(Capabilities::default()),
+    };
+    impostor
+        .client
+        .publish(
+            topics::device_status(&mute),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            serde_json::to_vec(&status)?,
+        )
+        .await?;
+    eventually(
+        "the mute device listed",
+        Duration::from_secs(10),
+        || async {
+            let reply = http("GET", stack.url("api/devices/mute"), vec![], None).await?;
+            Ok((reply.status == 200).then_some(()))
+        },
+    )
+    .await?;
+
+    let started = std::time::Instant::now();
+    let reply = WhepPlayer::try_post(&stack.url("whep/mute")).await?;
+    let reply = reply.err().expect("no answer can come");
+    assert_eq!(reply.status, 504, "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let health = http("GET", stack.url("healthz"), vec![], None).await?;
+    assert!(health.body.contains("\"sessions\":0"), "{}", health.body);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_sweeps_sessions_that_never_connect() -> anyhow::Result<()> {
+    let stack =
+        Stack::start(StackOptions::new("half_open_sweep").device_args(&["--session-timeout-secs", "2"]))
+            .await?;
+    // Offer and answer, then vanish before ICE: a half-open session on the device.
+    let player = WhepPlayer::post_only(&stack.url("whep/demo")).await?;
+    player.close().await;
+    let health = http("GET", stack.url("healthz"), vec![], None).await?;
+    assert!(health.body.contains("\"sessions\":1"), "{}", health.body);
+    // The device gives up after its timeout and tells the gateway, which frees the session.
+    eventually(
+        "the half-open session swept",
+        Duration::from_secs(10),
+        || async {
+            let health = http("GET", stack.url("healthz"), vec![], None).await?;
+            Ok(health.body.contains("\"sessions\":0").then_some(()))
+        },
+    )
+    .await
 }

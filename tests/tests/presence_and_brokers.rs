@@ -1,0 +1,125 @@
+//! Presence and multi-gateway signaling on real brokers: the gateway's embedded rumqttd and a
+//! Mosquitto started by the test.
+
+use std::time::Duration;
+
+use ferrocam_protocol::{DeviceId, DeviceStatus, topics};
+use ferrocam_tests::{Stack, StackOptions, TestMqtt, WhepPlayer};
+
+/// Kill -9 → the broker's last will marks the device offline; a restart marks it online with a
+/// newer epoch.
+async fn presence_follows_kill_and_restart(options: StackOptions) -> anyhow::Result<()> {
+    let mut stack = Stack::start(options).await?;
+    let device = DeviceId::parse(&stack.device_id)?;
+    let status_topic = topics::device_status(&device);
+    let mut watcher =
+        TestMqtt::connect(stack.mqtt_port, "presence-watcher", &[&status_topic]).await?;
+    let (_, first) = watcher
+        .next(Duration::from_secs(5))
+        .await
+        .expect("retained status");
+    let first: DeviceStatus = serde_json::from_slice(&first)?;
+    assert!(first.online);
+    let video = first
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.video.as_ref())
+        .expect("capabilities");
+    assert_eq!((video.width, video.height, video.fps), (1280, 720, 30));
+
+    stack.kill_device();
+    stack.wait_online(false).await?;
+    let devices: serde_json::Value = ureq::get(&stack.url("api/devices"))
+        .call()?
+        .body_mut()
+        .read_json()?;
+    assert_eq!(devices["devices"][0]["online"], false, "{devices}");
+
+    // The will as published: offline, same epoch as the run it belongs to.
+    let will = loop {
+        let (_, payload) = watcher
+            .next(Duration::from_secs(5))
+            .await
+            .expect("the last will");
+        let status: DeviceStatus = serde_json::from_slice(&payload)?;
+        if !status.online {
+            break status;
+        }
+    };
+    assert_eq!(will.epoch, first.epoch);
+
+    stack.start_device()?;
+    stack.wait_online(true).await?;
+    let (_, again) = watcher
+        .next(Duration::from_secs(10))
+        .await
+        .expect("online again");
+    let again: DeviceStatus = serde_json::from_slice(&again)?;
+    assert!(
+        again.online && again.epoch > first.epoch,
+        "{again:?} after {first:?}"
+    );
+
+    // A stale will replayed after the new "online" must not flip the gateway back to offline.
+    let stale = serde_json::to_vec(&will)?;
+    watcher
+        .client
+        .publish(&status_topic, rumqttc::QoS::AtLeastOnce, false, stale)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let now: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))
+        .call()?
+        .body_mut()
+        .read_json()?;
+    assert_eq!(
+        now["online"], true,
+        "a stale will overwrote a newer online: {now}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_on_the_embedded_broker() -> anyhow::Result<()> {
+    presence_follows_kill_and_restart(StackOptions::new("presence_embedded")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_on_mosquitto() -> anyhow::Result<()> {
+    presence_follows_kill_and_restart(StackOptions::new("presence_mosquitto").mosquitto()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_mosquitto_stream_the_same_device_at_once() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::new("two_gateways").mosquitto().gateways(2)).await?;
+    stack.wait_online_at(1, true).await?;
+
+    // Both sessions are set up concurrently, each through its own gateway.
+    let (url_a, url_b) = (
+        stack.gateway_url(0, "whep/demo"),
+        stack.gateway_url(1, "whep/demo"),
+    );
+    let (a, b) = tokio::join!(WhepPlayer::connect(&url_a), WhepPlayer::connect(&url_b));
+    let (a, b) = (a?, b?);
+    let (fa, fb) = tokio::join!(
+        a.wait_frames(60, Duration::from_secs(20)),
+        b.wait_frames(60, Duration::from_secs(20)),
+    );
+    fa?;
+    fb?;
+    // Each gateway routed only its own session.
+    assert!(
+        a.session_url
+            .contains(&format!(":{}/", stack.gateways[0].http_port))
+    );
+    assert!(
+        b.session_url
+            .contains(&format!(":{}/", stack.gateways[1].http_port))
+    );
+
+    // Ending one leaves the other streaming.
+    assert_eq!(a.delete().await?, 200);
+    let before = b.frames_decoded();
+    b.wait_frames(before + 30, Duration::from_secs(10)).await?;
+    assert_eq!(b.delete().await?, 200);
+    Ok(())
+}
