@@ -55,21 +55,21 @@ impl SdpFragment {
                 frag.ice_pwd = Some(v.to_owned());
             } else if line == "a=end-of-candidates" {
                 frag.end_of_candidates = true;
-            } else if let Some(v) = line.strip_prefix("a=") {
-                if v.starts_with("candidate:") {
-                    if frag.candidates.len() == MAX_FRAGMENT_CANDIDATES {
-                        return Err(SdpFragmentError::TooManyCandidates);
-                    }
-                    frag.candidates.push(IceCandidate {
-                        candidate: v.to_owned(),
-                        sdp_mid: mid.clone(),
-                        sdp_mline_index: if mid.is_none() {
-                            Some(mline_index.unwrap_or(0))
-                        } else {
-                            mline_index
-                        },
-                    });
+            } else if let Some(v) = line.strip_prefix("a=")
+                && v.starts_with("candidate:")
+            {
+                if frag.candidates.len() == MAX_FRAGMENT_CANDIDATES {
+                    return Err(SdpFragmentError::TooManyCandidates);
                 }
+                frag.candidates.push(IceCandidate {
+                    candidate: v.to_owned(),
+                    sdp_mid: mid.clone(),
+                    sdp_mline_index: if mid.is_none() {
+                        Some(mline_index.unwrap_or(0))
+                    } else {
+                        mline_index
+                    },
+                });
             }
         }
         Ok(frag)

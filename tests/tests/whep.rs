@@ -243,9 +243,10 @@ async fn a_device_that_never_answers_is_a_timeout() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_device_sweeps_sessions_that_never_connect() -> anyhow::Result<()> {
-    let stack =
-        Stack::start(StackOptions::new("half_open_sweep").device_args(&["--session-timeout-secs", "2"]))
-            .await?;
+    let stack = Stack::start(
+        StackOptions::new("half_open_sweep").device_args(&["--session-timeout-secs", "2"]),
+    )
+    .await?;
     // Offer and answer, then vanish before ICE: a half-open session on the device.
     let player = WhepPlayer::post_only(&stack.url("whep/demo")).await?;
     player.close().await;

@@ -279,7 +279,7 @@ async fn patch(
     };
     let (viewer, frag) = match check_patch(&state, &device, &session, &headers, &body) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err((status, message)) => return problem(status, message),
     };
     for candidate in frag.candidates {
         let forwarded = state
@@ -304,53 +304,51 @@ fn check_patch(
     session: &SessionId,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(ViewerId, SdpFragment), Response> {
+) -> Result<(ViewerId, SdpFragment), (StatusCode, String)> {
+    let refuse = |status, message: &str| Err((status, message.to_owned()));
     let restart = || {
-        problem(
+        refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             "ICE restarts are not supported; start a new session",
         )
     };
     let mut sessions = state.whep.lock();
     let Some(entry) = sessions.get_mut(session).filter(|s| &s.device == device) else {
-        return Err(problem(StatusCode::NOT_FOUND, "no such session"));
+        return refuse(StatusCode::NOT_FOUND, "no such session");
     };
     if !content_type_is(headers, SDP_FRAG) {
-        return Err(problem(
+        return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "PATCH bodies must be application/trickle-ice-sdpfrag",
-        ));
+        );
     }
     match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         None => {
-            return Err(problem(
-                StatusCode::PRECONDITION_REQUIRED,
-                "If-Match is required",
-            ));
+            return refuse(StatusCode::PRECONDITION_REQUIRED, "If-Match is required");
         }
         // `*` is how a player asks for an ICE restart.
-        Some("*") => return Err(restart()),
+        Some("*") => return restart(),
         Some(tag) if tag.trim() != entry.etag => {
-            return Err(problem(
+            return refuse(
                 StatusCode::PRECONDITION_FAILED,
                 "If-Match does not match the ICE session",
-            ));
+            );
         }
         Some(_) => {}
     }
     if !entry.patches.try_take() {
-        return Err(problem(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many PATCH requests",
-        ));
+        return refuse(StatusCode::TOO_MANY_REQUESTS, "too many PATCH requests");
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| problem(StatusCode::BAD_REQUEST, "the fragment is not UTF-8"))?;
-    let frag =
-        SdpFragment::parse(text).map_err(|e| problem(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let text = std::str::from_utf8(body).map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            "the fragment is not UTF-8".to_owned(),
+        )
+    })?;
+    let frag = SdpFragment::parse(text).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     // New ICE credentials also mean a restart.
     if frag.ice_ufrag.is_some() && frag.ice_ufrag != entry.ice_ufrag {
-        return Err(restart());
+        return restart();
     }
     Ok((entry.viewer, frag))
 }
