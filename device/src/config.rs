@@ -17,14 +17,32 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_BROKER", default_value = "mqtt://127.0.0.1:1883")]
     pub broker: String,
 
-    /// Video source: `auto` (first V4L2 camera, else the test pattern), `test`, or a V4L2 device
-    /// path such as `/dev/video0`.
+    /// Video source: `auto` (first V4L2 camera, else the test pattern), `test`, `libcamera`
+    /// (Pi CSI cameras), a V4L2 device path such as `/dev/video0`, or `pipeline:<gst fragment>`.
     #[arg(long, env = "FERROCAM_SOURCE", default_value = "auto")]
     pub source: String,
 
-    /// H.264 encoder element to use instead of probing (`x264enc`, `openh264enc`, `v4l2h264enc`).
+    /// What to capture from a V4L2 camera: `auto`, `raw`, `mjpeg`, or `h264` (the camera's own
+    /// H.264, passed through without re-encoding).
+    #[arg(long, env = "FERROCAM_CAPTURE_FORMAT", default_value = "auto")]
+    pub capture_format: String,
+
+    /// H.264 encoder element to use instead of probing (`v4l2h264enc`, `x264enc`, `openh264enc`…).
     #[arg(long, env = "FERROCAM_ENCODER")]
     pub encoder: Option<String>,
+
+    /// Audio: `auto` (test tone with the test pattern, else the default ALSA microphone if there
+    /// is one), `off`, `test`, or `alsa:<device>` such as `alsa:hw:1,0`.
+    #[arg(long, env = "FERROCAM_AUDIO", default_value = "auto")]
+    pub audio: String,
+
+    /// Seconds the pipeline keeps running after the last viewer leaves.
+    #[arg(long, env = "FERROCAM_IDLE_TIMEOUT", default_value_t = 10)]
+    pub idle_timeout_secs: u64,
+
+    /// Minimum milliseconds between keyframes forced by viewers' loss reports (PLI/FIR).
+    #[arg(long, env = "FERROCAM_KEYFRAME_MIN_INTERVAL_MS", default_value_t = 500)]
+    pub keyframe_min_interval_ms: u64,
 
     /// Frame width in pixels.
     #[arg(long, env = "FERROCAM_WIDTH", default_value_t = 1280)]

@@ -12,12 +12,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use ferrocam_protocol::{BrokerAddr, Capabilities, DeviceStatus, PROTOCOL_VERSION};
+use ferrocam_protocol::{
+    AudioCapability, BrokerAddr, Capabilities, DeviceStatus, PROTOCOL_VERSION, VideoCapability,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::agent::Agent;
 use crate::config::Config;
-use crate::media::{MediaEngine, Source, VideoSettings};
+use crate::media::{
+    AudioSource, CaptureFormat, Encoder, EngineSettings, GstProbe, MediaEngine, Source, VideoPlan,
+};
 use crate::rtc::RtcSettings;
 use crate::session::SessionContext;
 
@@ -31,20 +35,89 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::parse();
 
-    let source = Source::resolve(&config.source)?;
-    tracing::info!(device = %config.id, source = %source.describe(), "starting");
-    let media = Arc::new(
-        MediaEngine::start(&VideoSettings {
+    gstreamer::init().context("GStreamer failed to initialise")?;
+    let cameras = media::capture_devices();
+    for cam in &cameras {
+        tracing::info!(path = %cam.path, name = %cam.name, driver = %cam.driver, "camera found");
+    }
+    let source = Source::resolve(&config.source, &cameras)?;
+    let camera = match &source {
+        Source::V4l2(path) => cameras
+            .iter()
+            .find(|c| c.path == path.display().to_string()),
+        _ => None,
+    };
+    let forced_format = CaptureFormat::parse(&config.capture_format)?;
+    let probe_needed = forced_format != Some(CaptureFormat::H264);
+    let selection = if probe_needed {
+        Some(Encoder::select(config.encoder.as_deref(), &GstProbe)?)
+    } else {
+        None
+    };
+    let hardware = selection.as_ref().is_some_and(|s| s.encoder.hardware);
+    let format =
+        source.capture_format(forced_format, camera, config.width, config.height, hardware);
+    // Passthrough needs no encoder; anything else needs one even if `auto` skipped the probe.
+    let selection = match (format, selection) {
+        (CaptureFormat::H264, _) => None,
+        (_, Some(s)) => Some(s),
+        (_, None) => Some(Encoder::select(config.encoder.as_deref(), &GstProbe)?),
+    };
+    let (encoder_name, encoder_reason) = match &selection {
+        Some(s) => (s.encoder.element.to_owned(), s.reason.clone()),
+        None => (
+            "passthrough".to_owned(),
+            "the camera delivers H.264".to_owned(),
+        ),
+    };
+    tracing::info!(
+        device = %config.id,
+        source = %source.describe(),
+        capture = format.name(),
+        encoder = %encoder_name,
+        reason = %encoder_reason,
+        "media plan"
+    );
+    let audio = AudioSource::resolve(&config.audio, source == Source::TestPattern)?;
+    let controls = match &source {
+        Source::V4l2(path) => media::controls(path),
+        _ => Vec::new(),
+    };
+    let video_capability = VideoCapability {
+        source: source.describe(),
+        capture_format: format.name().to_owned(),
+        encoder: encoder_name,
+        encoder_reason,
+        codec: "H264".to_owned(),
+        width: config.width,
+        height: config.height,
+        fps: config.fps,
+        bitrate_kbps: config.bitrate_kbps,
+    };
+    let media = MediaEngine::new(EngineSettings {
+        video: VideoPlan {
             source,
-            encoder: config.encoder.clone(),
+            format,
+            encoder: selection.map(|s| s.encoder),
             width: config.width,
             height: config.height,
             fps: config.fps,
             bitrate_kbps: config.bitrate_kbps,
             keyframe_interval: config.keyframe_interval,
-        })
-        .context("starting the media engine")?,
-    );
+        },
+        audio: audio.clone(),
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        keyframe_min_interval: Duration::from_millis(config.keyframe_min_interval_ms),
+    });
+    // Prove the camera and encoder work before announcing the device online: a device that
+    // says "online" must be able to stream. This also settles whether audio works.
+    drop(media.acquire().context("starting the media pipeline")?);
+    let audio_capability = audio
+        .filter(|_| media.audio_enabled())
+        .map(|a| AudioCapability {
+            source: a.describe(),
+            codec: "opus".to_owned(),
+        });
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent::new(
@@ -73,7 +146,10 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(0),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         capabilities: Some(Capabilities {
-            video: Some(media.capability().clone()),
+            video: Some(video_capability),
+            audio: audio_capability,
+            sources: cameras,
+            controls,
         }),
     };
     let broker = BrokerAddr::parse(&config.broker)?;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use ferrocam_protocol::{DeviceId, Envelope, ErrorCode, IceCandidate, Party, SessionId, Signal};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::media::MediaEngine;
-use crate::rtc::{Peer, PeerEvent, RtcSettings, VideoSender, offer_has_h264};
+use crate::media::{AudioUnit, KeyframeReason, MediaEngine, VideoFeed};
+use crate::rtc::{AnswerError, AudioSender, Peer, PeerEvent, RtcSettings, VideoSender};
 
 /// Candidates a viewer may trickle into one session; real browsers send fewer than 20.
 pub const MAX_REMOTE_CANDIDATES: usize = 64;
@@ -78,16 +78,29 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
     } = offer;
     let say = |body: Signal| ctx.say(&reply_to, &session, body);
 
-    if !offer_has_h264(&offer_sdp) {
-        say(Signal::Error {
-            code: ErrorCode::NoCommonCodec,
-            message: "the offer has no H.264 video; this camera sends H.264 only".into(),
-        });
-        return;
-    }
-    let (peer, answer, mut events) = match Peer::answer(&ctx.rtc, offer_sdp).await {
-        Ok(ok) => ok,
+    // Start (or keep) the pipeline now, so it warms up while ICE and DTLS run.
+    let _lease = match ctx.media.acquire() {
+        Ok(lease) => lease,
         Err(e) => {
+            tracing::error!(%session, error = format!("{e:#}"), "camera unavailable");
+            say(Signal::Error {
+                code: ErrorCode::Internal,
+                message: format!("the camera is unavailable: {e:#}"),
+            });
+            return;
+        }
+    };
+    let with_audio = ctx.media.audio_enabled();
+    let (peer, answer, mut events) = match Peer::answer(&ctx.rtc, offer_sdp, with_audio).await {
+        Ok(ok) => ok,
+        Err(AnswerError::NoCommonCodec(message)) => {
+            say(Signal::Error {
+                code: ErrorCode::NoCommonCodec,
+                message,
+            });
+            return;
+        }
+        Err(AnswerError::Failed(e)) => {
             tracing::warn!(%session, error = format!("{e:#}"), "could not answer offer");
             say(Signal::Error {
                 code: ErrorCode::BadRequest,
@@ -108,7 +121,7 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
     let mut answered = answered;
 
     let mut remote_candidates = 0usize;
-    let mut streaming: Option<tokio::task::JoinHandle<()>> = None;
+    let mut streaming: Option<Streaming> = None;
     let deadline = tokio::time::sleep(ctx.connect_timeout);
     tokio::pin!(deadline);
 
@@ -142,11 +155,12 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
                 }
                 Some(PeerEvent::Connected) if streaming.is_none() => {
                     tracing::info!(%session, "viewer connected");
-                    match peer.video_sender().await {
-                        Ok(sender) => streaming = Some(tokio::spawn(stream(ctx.media.clone(), sender))),
-                        Err(e) => break format!("no video sender: {e:#}"),
+                    match Streaming::start(&ctx.media, &peer).await {
+                        Ok(s) => streaming = Some(s),
+                        Err(e) => break format!("cannot stream: {e:#}"),
                     }
                 }
+                Some(PeerEvent::KeyframeRequest) => ctx.media.request_keyframe(KeyframeReason::Feedback),
                 Some(PeerEvent::Connected) => {}
                 Some(PeerEvent::Ended(state)) => {
                     say(Signal::HangUp { reason: format!("connection {state}") });
@@ -166,36 +180,55 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
         }
     };
 
-    if let Some(task) = streaming {
-        task.abort();
-    }
+    drop(streaming);
     peer.close().await;
     tracing::info!(%session, %reason, "session ended");
 }
 
-/// Forwards the shared encoder's access units to one viewer, starting at a keyframe.
-async fn stream(media: Arc<MediaEngine>, sender: VideoSender) {
-    let mut units = media.subscribe();
-    media.request_keyframe();
-    let mut need_keyframe = true;
+/// The forwarding tasks of a connected viewer; dropping it stops them.
+struct Streaming {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Streaming {
+    async fn start(media: &std::sync::Arc<MediaEngine>, peer: &Peer) -> anyhow::Result<Self> {
+        let video = peer.video_sender().await?;
+        let mut tasks = vec![tokio::spawn(forward_video(media.video_feed(), video))];
+        if let (Some(audio), Some(feed)) = (peer.audio_sender().await?, media.audio_feed()) {
+            tasks.push(tokio::spawn(forward_audio(feed, audio)));
+        }
+        Ok(Self { tasks })
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Sends the shared encoder's access units to one viewer.
+async fn forward_video(mut feed: VideoFeed, sender: VideoSender) {
+    while let Some(unit) = feed.next().await {
+        if let Err(e) = sender.send(&unit).await {
+            tracing::debug!(error = %e, "video write failed");
+        }
+    }
+}
+
+/// Sends the shared Opus packets to one viewer; a lagging viewer just skips ahead (audio has no
+/// keyframes to wait for).
+async fn forward_audio(mut feed: broadcast::Receiver<AudioUnit>, sender: AudioSender) {
     loop {
-        match units.recv().await {
+        match feed.recv().await {
             Ok(unit) => {
-                if need_keyframe && !unit.keyframe {
-                    continue;
-                }
-                need_keyframe = false;
                 if let Err(e) = sender.send(&unit).await {
-                    tracing::debug!(error = %e, "video write failed");
+                    tracing::debug!(error = %e, "audio write failed");
                 }
             }
-            // This viewer fell behind the fan-out buffer: the frames it missed are gone, so its
-            // decoder needs a fresh keyframe rather than a stream with holes.
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::debug!(missed, "viewer lagged; waiting for a keyframe");
-                need_keyframe = true;
-                media.request_keyframe();
-            }
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }

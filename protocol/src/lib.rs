@@ -17,7 +17,10 @@ pub mod viewer;
 pub use backoff::Backoff;
 pub use broker_url::{BrokerAddr, BrokerUrlError};
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
-pub use presence::{Capabilities, DeviceStatus, VideoCapability};
+pub use presence::{
+    AudioCapability, Capabilities, ControlInfo, DeviceStatus, FrameSize, SourceFormat,
+    VideoCapability, VideoSource,
+};
 pub use signal::{DecodeError, Envelope, ErrorCode, IceCandidate, Party, Signal};
 
 /// Version of the signaling protocol carried in every envelope. A receiver answers an envelope

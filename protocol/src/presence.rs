@@ -27,20 +27,37 @@ pub struct DeviceStatus {
     pub capabilities: Option<Capabilities>,
 }
 
-/// Media the device offers.
+/// Media the device offers. Every field defaults, so older and newer devices interoperate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Capabilities {
-    /// The video stream as encoded.
+    /// The video stream as sent.
+    #[serde(default)]
     pub video: Option<VideoCapability>,
+    /// The audio stream, when the device has one.
+    #[serde(default)]
+    pub audio: Option<AudioCapability>,
+    /// Every V4L2 capture device found on the board.
+    #[serde(default)]
+    pub sources: Vec<VideoSource>,
+    /// Controls of the camera in use (brightness, exposure…); empty for the test pattern.
+    #[serde(default)]
+    pub controls: Vec<ControlInfo>,
 }
 
 /// The video stream a device sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VideoCapability {
-    /// Source description (`/dev/video0`, `test pattern`).
+    /// Source description (`/dev/video0`, `test pattern`, `libcamera`).
     pub source: String,
-    /// Encoder element in use (`x264enc`, `v4l2h264enc`…).
+    /// What the source delivers: `raw`, `mjpeg` or `h264`.
+    #[serde(default)]
+    pub capture_format: String,
+    /// Encoder element in use (`v4l2h264enc`, `x264enc`…), or `passthrough` for a camera's own
+    /// H.264.
     pub encoder: String,
+    /// Why this encoder was chosen.
+    #[serde(default)]
+    pub encoder_reason: String,
     /// Codec sent to viewers.
     pub codec: String,
     /// Frame width in pixels.
@@ -49,6 +66,66 @@ pub struct VideoCapability {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
+    /// Target bitrate in kbit/s.
+    #[serde(default)]
+    pub bitrate_kbps: u32,
+}
+
+/// The audio stream a device sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioCapability {
+    /// `test tone` or the ALSA device name.
+    pub source: String,
+    /// Codec sent to viewers (`opus`).
+    pub codec: String,
+}
+
+/// One V4L2 capture device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoSource {
+    /// Device node, e.g. `/dev/video0`.
+    pub path: String,
+    /// The card name the driver reports.
+    pub name: String,
+    /// The kernel driver (`uvcvideo`, `bcm2835-v4l2`…).
+    pub driver: String,
+    /// Pixel formats with their sizes and rates.
+    pub formats: Vec<SourceFormat>,
+}
+
+/// One pixel format of a capture device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceFormat {
+    /// FourCC, e.g. `YUYV`, `MJPG`, `H264`.
+    pub fourcc: String,
+    /// The driver's description.
+    pub description: String,
+    /// Frame sizes; for stepwise ranges, the largest.
+    pub sizes: Vec<FrameSize>,
+}
+
+/// A frame size and the rates it supports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameSize {
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second at this size (discrete intervals; for ranges, the fastest).
+    pub fps: Vec<f64>,
+}
+
+/// A camera control as V4L2 describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlInfo {
+    /// V4L2 control id.
+    pub id: u32,
+    /// Name for people (`Brightness`).
+    pub name: String,
+    /// `integer`, `boolean`, `menu`, `button`…
+    pub kind: String,
+    pub minimum: i64,
+    pub maximum: i64,
+    pub step: u64,
+    pub default: i64,
 }
 
 impl DeviceStatus {

@@ -74,9 +74,9 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
             device.clone(),
             session(3),
             Signal::Offer {
-                sdp:
-                    "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\nthis is not sdp"
-                        .into(),
+                sdp: "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n\
+                      a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\nthis is not sdp"
+                    .into(),
                 trickle: true,
             },
         )
@@ -101,10 +101,22 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     )
     .await?;
 
+    // Malformed requests that still say where to reply get a typed error there.
+    let unknown_type = format!(
+        r#"{{"v":1,"session":"{}","device":"demo","reply_to":"{reply}","type":"warp"}}"#,
+        session(5)
+    );
+    mqtt.publish(&signal, unknown_type).await?;
+    let future_version = format!(
+        r#"{{"v":2,"session":"{}","device":"demo","reply_to":"{reply}","type":"offer"}}"#,
+        session(6)
+    );
+    mqtt.publish(&signal, future_version).await?;
+
     let mut errors = std::collections::HashMap::new();
-    while errors.len() < 2 {
+    while errors.len() < 4 {
         let Some((topic, payload)) = mqtt.next(Duration::from_secs(10)).await else {
-            anyhow::bail!("expected two error replies, got {errors:?}");
+            anyhow::bail!("expected four error replies, got {errors:?}");
         };
         assert_ne!(
             topic, status,
@@ -117,6 +129,8 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     }
     assert_eq!(errors[&session(3)], ErrorCode::BadRequest);
     assert_eq!(errors[&session(4)], ErrorCode::NoCommonCodec);
+    assert_eq!(errors[&session(5)], ErrorCode::BadRequest);
+    assert_eq!(errors[&session(6)], ErrorCode::UnsupportedVersion);
 
     // Still alive and still online.
     assert!(stack.device_running(), "device process died");

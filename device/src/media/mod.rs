@@ -1,18 +1,29 @@
-//! The media engine: one capture + encode pipeline whose H.264 access units fan out to every
-//! viewer. It knows nothing about MQTT, HTTP or WebRTC; viewers subscribe to [`AccessUnit`]s and
-//! ask for keyframes, and that is the whole interface.
+//! The media engine: capture, encode and fan out. It knows nothing about MQTT, HTTP or WebRTC;
+//! viewers take a lease, read access units from a feed and ask for keyframes, and that is the
+//! whole interface.
 
+mod audio;
+mod discovery;
 mod encoder;
+mod engine;
+mod keyframes;
 mod pipeline;
 mod source;
+
+#[cfg(test)]
+mod tests;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-pub use encoder::Encoder;
-pub use pipeline::{MediaEngine, VideoSettings};
-pub use source::Source;
+pub use audio::{AudioSource, AudioUnit};
+pub use discovery::{capture_devices, controls};
+pub use encoder::{Encoder, GstProbe};
+pub use engine::{EngineSettings, MediaEngine, VideoFeed};
+pub use keyframes::KeyframeReason;
+pub use pipeline::VideoPlan;
+pub use source::{CaptureFormat, Source};
 
 /// One encoded H.264 access unit (a whole frame) in Annex-B byte-stream form, with SPS/PPS in
 /// front of every keyframe.

@@ -1,26 +1,24 @@
-//! The GStreamer pipeline that captures, encodes and hands access units to subscribers.
+//! One run of the video pipeline: capture → (decode) → (encode) → H.264 access units.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
-use ferrocam_protocol::VideoCapability;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::broadcast;
 
-use super::{AccessUnit, Encoder, Source};
+use super::{AccessUnit, CaptureFormat, Encoder, Source};
 
-/// How many access units a slow viewer may fall behind before it skips to the next keyframe.
-/// Two seconds at 30 fps: enough to ride out a scheduling hiccup, small enough to bound memory.
-const FANOUT_CAPACITY: usize = 64;
-
-/// What to capture and how to encode it.
+/// Everything that decides the pipeline's shape.
 #[derive(Debug, Clone)]
-pub struct VideoSettings {
+pub struct VideoPlan {
     pub source: Source,
-    pub encoder: Option<String>,
+    pub format: CaptureFormat,
+    /// `None` when the camera's own H.264 passes through.
+    pub encoder: Option<Encoder>,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -28,40 +26,56 @@ pub struct VideoSettings {
     pub keyframe_interval: u32,
 }
 
-/// A running capture + encode pipeline shared by all viewers.
-pub struct MediaEngine {
-    pipeline: gst::Pipeline,
-    appsink: gst_app::AppSink,
-    units: broadcast::Sender<AccessUnit>,
-    capability: VideoCapability,
+impl VideoPlan {
+    /// The `gst-launch` description of the whole pipeline.
+    pub fn describe(&self) -> String {
+        let source = self
+            .source
+            .launch_fragment(self.format, self.width, self.height, self.fps);
+        let tail = "h264parse config-interval=-1 \
+                    ! video/x-h264,stream-format=byte-stream,alignment=au \
+                    ! appsink name=units sync=false max-buffers=4 drop=true";
+        let encoder = match (self.format, self.encoder) {
+            (CaptureFormat::H264, _) => return format!("{source} ! {tail}"),
+            (_, Some(enc)) => enc.launch_fragment(self.bitrate_kbps, self.keyframe_interval),
+            (_, None) => unreachable!("raw and MJPEG capture always have an encoder"),
+        };
+        let decode = match self.format {
+            CaptureFormat::Mjpeg => "jpegdec ! ",
+            _ => "",
+        };
+        // The leaky one-frame queue before the encoder: a slow encoder drops frames instead of
+        // building latency.
+        format!(
+            "{source} ! {decode}videoconvert ! videoscale ! videorate \
+             ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 \
+             ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
+             ! {encoder} ! {tail}",
+            w = self.width,
+            h = self.height,
+            fps = self.fps,
+        )
+    }
 }
 
-impl MediaEngine {
-    /// Builds the pipeline and starts it playing.
-    pub fn start(settings: &VideoSettings) -> anyhow::Result<Self> {
-        gst::init().context("GStreamer failed to initialise")?;
-        let (encoder, why) = Encoder::select(settings.encoder.as_deref())?;
-        tracing::info!(
-            encoder = encoder.element(),
-            reason = why,
-            "H.264 encoder selected"
-        );
+/// A playing pipeline. Dropping it stops it.
+pub struct VideoPipeline {
+    pipeline: gst::Pipeline,
+    appsink: gst_app::AppSink,
+    _bus: BusWatch,
+}
 
-        let description = format!(
-            "{source} ! videoconvert ! videoscale ! videorate \
-             ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 \
-             ! queue max-size-buffers=1 leaky=downstream \
-             ! {encoder} \
-             ! h264parse config-interval=-1 \
-             ! video/x-h264,stream-format=byte-stream,alignment=au \
-             ! appsink name=units sync=false max-buffers=4 drop=true",
-            source = settings.source.launch_fragment()?,
-            w = settings.width,
-            h = settings.height,
-            fps = settings.fps,
-            encoder = encoder.launch_fragment(settings.bitrate_kbps, settings.keyframe_interval),
-        );
-        tracing::debug!(%description, "pipeline");
+impl VideoPipeline {
+    /// Builds and starts the pipeline; every access unit goes to `units`, and `on_keyframe` runs
+    /// (on a GStreamer thread) for each keyframe.
+    pub fn start(
+        plan: &VideoPlan,
+        units: broadcast::Sender<AccessUnit>,
+        on_keyframe: Arc<dyn Fn() + Send + Sync>,
+        on_fault: Arc<dyn Fn(String) + Send + Sync>,
+    ) -> anyhow::Result<Self> {
+        let description = plan.describe();
+        tracing::debug!(%description, "starting video pipeline");
         let pipeline = gst::parse::launch(&description)
             .context("building the capture pipeline")?
             .downcast::<gst::Pipeline>()
@@ -71,67 +85,48 @@ impl MediaEngine {
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .context("pipeline has no appsink")?;
 
-        let (units, _) = broadcast::channel(FANOUT_CAPACITY);
-        let frame = Duration::from_secs(1) / settings.fps.max(1);
+        let frame = Duration::from_secs(1) / plan.fps.max(1);
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
-                .new_sample({
-                    let units = units.clone();
-                    move |sink| {
-                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        if let Some(unit) = to_access_unit(&sample, frame) {
-                            // No receivers is normal between viewers; not an error.
-                            let _ = units.send(unit);
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let Some(unit) = to_access_unit(&sample, frame) {
+                        if unit.keyframe {
+                            on_keyframe();
                         }
-                        Ok(gst::FlowSuccess::Ok)
+                        // No receivers is normal between viewers; not an error.
+                        let _ = units.send(unit);
                     }
+                    Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),
         );
 
-        watch_bus(&pipeline)?;
-        pipeline
-            .set_state(gst::State::Playing)
-            .context("the capture pipeline refused to start (is the camera busy?)")?;
-
+        let bus = BusWatch::start(&pipeline, on_fault)?;
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(anyhow!(e))
+                .context("the capture pipeline refused to start (is the camera busy?)");
+        }
         Ok(Self {
             pipeline,
             appsink,
-            units,
-            capability: VideoCapability {
-                source: settings.source.describe(),
-                encoder: encoder.element().to_owned(),
-                codec: "H264".to_owned(),
-                width: settings.width,
-                height: settings.height,
-                fps: settings.fps,
-            },
+            _bus: bus,
         })
     }
 
-    /// A new viewer's feed of access units. It starts mid-GOP: call [`Self::request_keyframe`]
-    /// and skip to the first keyframe.
-    pub fn subscribe(&self) -> broadcast::Receiver<AccessUnit> {
-        self.units.subscribe()
-    }
-
-    /// Asks the encoder for an IDR frame with SPS/PPS as soon as possible.
-    pub fn request_keyframe(&self) {
+    /// Asks the encoder (or a camera that supports it) for an IDR frame with SPS/PPS.
+    pub fn force_keyframe(&self) {
         let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
         if !self.appsink.send_event(event) {
-            tracing::warn!("encoder ignored a keyframe request");
+            tracing::debug!("keyframe request not handled upstream");
         }
-    }
-
-    /// What this engine streams, for presence.
-    pub fn capability(&self) -> &VideoCapability {
-        &self.capability
     }
 }
 
-impl Drop for MediaEngine {
+impl Drop for VideoPipeline {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
@@ -145,37 +140,60 @@ fn to_access_unit(sample: &gst::Sample, frame: Duration) -> Option<AccessUnit> {
         duration: buffer
             .duration()
             .map(|d| Duration::from_nanos(d.nseconds()))
+            .filter(|d| !d.is_zero())
             .unwrap_or(frame),
         keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
         encoded_at: Instant::now(),
     })
 }
 
-/// Logs pipeline errors and warnings from a thread of their own. (Rebuilding the pipeline on
-/// faults belongs to the reliability work; here a fault is at least visible.)
-fn watch_bus(pipeline: &gst::Pipeline) -> anyhow::Result<()> {
-    let bus = pipeline.bus().context("pipeline has no bus")?;
-    std::thread::Builder::new()
-        .name("gst-bus".into())
-        .spawn(move || {
-            for msg in bus.iter_timed(gst::ClockTime::NONE) {
-                match msg.view() {
-                    gst::MessageView::Error(e) => tracing::error!(
-                        source = ?e.src().map(|s| s.path_string()),
-                        error = %e.error(),
-                        debug = ?e.debug(),
-                        "pipeline error"
-                    ),
-                    gst::MessageView::Warning(w) => {
-                        tracing::warn!(error = %w.error(), "pipeline warning")
+/// Watches a pipeline's bus on a thread of its own and reports the first error or EOS. Stops
+/// when dropped: a bus in the NULL state is flushing and would never wake a blocking read.
+pub(super) struct BusWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BusWatch {
+    pub(super) fn start(
+        pipeline: &gst::Pipeline,
+        on_fault: Arc<dyn Fn(String) + Send + Sync>,
+    ) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let bus = pipeline.bus().context("pipeline has no bus")?;
+        let name = pipeline.name().to_string();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("gst-bus".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+                        continue;
+                    };
+                    match msg.view() {
+                        gst::MessageView::Error(e) => {
+                            let fault = format!("{} ({:?})", e.error(), e.debug());
+                            tracing::error!(pipeline = %name, error = %fault, "pipeline error");
+                            on_fault(fault);
+                            return;
+                        }
+                        gst::MessageView::Warning(w) => {
+                            tracing::warn!(pipeline = %name, error = %w.error(), "pipeline warning")
+                        }
+                        gst::MessageView::Eos(_) => {
+                            on_fault("end of stream".to_owned());
+                            return;
+                        }
+                        _ => {}
                     }
-                    gst::MessageView::Eos(_) => {
-                        tracing::error!("pipeline reached end of stream");
-                        break;
-                    }
-                    _ => {}
                 }
-            }
-        })?;
-    Ok(())
+            })?;
+        Ok(Self { stop })
+    }
+}
+
+impl Drop for BusWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -1,36 +1,94 @@
-//! Choosing the video source: a V4L2 camera or GStreamer's test pattern.
+//! Where frames come from and in what form, and the GStreamer fragment that captures them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use ferrocam_protocol::VideoSource;
 
-/// Where frames come from.
+/// A video source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A V4L2 capture device (USB/UVC webcams, the Pi's legacy camera stack).
     V4l2(PathBuf),
+    /// A libcamera camera (Raspberry Pi CSI cameras on Bullseye and later) via `libcamerasrc`.
+    Libcamera,
     /// GStreamer's `videotestsrc`, with a running clock when the `timeoverlay` plugin exists.
     TestPattern,
+    /// Any GStreamer launch fragment producing the declared [`CaptureFormat`]; for testing the
+    /// MJPEG and H.264 paths without such a camera, and for exotic sources.
+    Pipeline(String),
 }
 
+/// What the source hands to the rest of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureFormat {
+    /// Uncompressed frames (YUYV, NV12, I420…): encoded by us.
+    Raw,
+    /// Motion JPEG: decoded, then encoded by us.
+    Mjpeg,
+    /// The camera's own H.264: parsed and passed through, no encoder at all.
+    H264,
+}
+
+impl CaptureFormat {
+    /// Parses the `--capture-format` setting (`auto` is resolved elsewhere).
+    pub fn parse(s: &str) -> anyhow::Result<Option<Self>> {
+        Ok(match s {
+            "auto" => None,
+            "raw" => Some(Self::Raw),
+            "mjpeg" => Some(Self::Mjpeg),
+            "h264" => Some(Self::H264),
+            other => bail!("unknown capture format {other:?}: use auto, raw, mjpeg or h264"),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Mjpeg => "mjpeg",
+            Self::H264 => "h264",
+        }
+    }
+}
+
+/// The raw FourCCs GStreamer's `v4l2src` turns into `video/x-raw`.
+const RAW_FOURCCS: [&str; 6] = ["YUYV", "NV12", "YU12", "I420", "UYVY", "RGB3"];
+
 impl Source {
-    /// Resolves the `--source` setting. `auto` takes `/dev/video0` when it is a capture device
-    /// and falls back to the test pattern, so `make demo` works with or without a camera.
-    pub fn resolve(setting: &str) -> anyhow::Result<Self> {
+    /// Resolves the `--source` setting against the discovered cameras. `auto` takes the first
+    /// capture device and falls back to the test pattern, so `make demo` works with or without
+    /// a camera.
+    pub fn resolve(setting: &str, cameras: &[VideoSource]) -> anyhow::Result<Self> {
         match setting {
             "test" => Ok(Source::TestPattern),
-            "auto" => Ok(match first_capture_device() {
-                Some(path) => Source::V4l2(path),
+            "auto" => Ok(match cameras.first() {
+                Some(cam) => Source::V4l2(PathBuf::from(&cam.path)),
                 None => Source::TestPattern,
             }),
-            path if path.starts_with('/') => {
-                let path = PathBuf::from(path);
-                if !is_capture_device(&path) {
-                    bail!("{} is not a V4L2 video capture device", path.display());
+            "libcamera" => {
+                if gstreamer::ElementFactory::find("libcamerasrc").is_none() {
+                    bail!(
+                        "source libcamera needs GStreamer's libcamerasrc plugin, which is not \
+                         installed (on Raspberry Pi OS: apt install gstreamer1.0-libcamera)"
+                    );
                 }
-                Ok(Source::V4l2(path))
+                Ok(Source::Libcamera)
             }
-            other => bail!("unknown source {other:?}: use auto, test or a /dev/video* path"),
+            path if path.starts_with("/dev/") => {
+                if !cameras.iter().any(|c| c.path == path) {
+                    bail!("{path} is not a V4L2 video capture device");
+                }
+                Ok(Source::V4l2(PathBuf::from(path)))
+            }
+            other => match other.strip_prefix("pipeline:") {
+                Some(fragment) if !fragment.trim().is_empty() => {
+                    Ok(Source::Pipeline(fragment.to_owned()))
+                }
+                _ => bail!(
+                    "unknown source {other:?}: use auto, test, libcamera, a /dev/video* path \
+                     or pipeline:<gstreamer fragment>"
+                ),
+            },
         }
     }
 
@@ -38,13 +96,63 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::V4l2(path) => path.display().to_string(),
+            Source::Libcamera => "libcamera".to_owned(),
             Source::TestPattern => "test pattern".to_owned(),
+            Source::Pipeline(_) => "custom pipeline".to_owned(),
         }
     }
 
-    /// The GStreamer description of this source, producing raw video.
-    pub(super) fn launch_fragment(&self) -> anyhow::Result<String> {
-        Ok(match self {
+    /// The capture format to use: the configured one, or for a V4L2 camera the best it offers
+    /// at the wanted size. Raw is preferred (lowest latency, any encoder), then MJPEG (what most
+    /// USB webcams deliver at 720p30), then the camera's H.264 — unless there is no hardware
+    /// encoder, where passing the camera's H.264 through saves a Pi 5 a whole core.
+    pub fn capture_format(
+        &self,
+        configured: Option<CaptureFormat>,
+        camera: Option<&VideoSource>,
+        width: u32,
+        height: u32,
+        hardware_encoder: bool,
+    ) -> CaptureFormat {
+        if let Some(format) = configured {
+            return format;
+        }
+        let Some(camera) = camera else {
+            return CaptureFormat::Raw;
+        };
+        let offers = |fourccs: &[&str]| {
+            camera.formats.iter().any(|f| {
+                fourccs.contains(&f.fourcc.as_str())
+                    && f.sizes
+                        .iter()
+                        .any(|s| s.width == width && s.height == height)
+            })
+        };
+        let h264 = offers(&["H264"]);
+        if h264 && !hardware_encoder {
+            CaptureFormat::H264
+        } else if offers(&RAW_FOURCCS) {
+            CaptureFormat::Raw
+        } else if offers(&["MJPG", "JPEG"]) {
+            CaptureFormat::Mjpeg
+        } else if h264 {
+            CaptureFormat::H264
+        } else {
+            CaptureFormat::Raw
+        }
+    }
+
+    /// The GStreamer fragment from the source to either raw video (`Raw`, `Mjpeg`: decoded here)
+    /// or H.264 byte-stream access units (`H264`).
+    pub fn launch_fragment(
+        &self,
+        format: CaptureFormat,
+        width: u32,
+        height: u32,
+        fps: u32,
+    ) -> String {
+        let size = format!("width={width},height={height},framerate={fps}/1");
+        let (head, caps) = match self {
             Source::TestPattern => {
                 let mut s = "videotestsrc is-live=true pattern=smpte".to_owned();
                 if gstreamer::ElementFactory::find("timeoverlay").is_some() {
@@ -52,41 +160,126 @@ impl Source {
                         " ! timeoverlay font-desc=\"Sans 36\" halignment=right valignment=bottom",
                     );
                 }
-                s
+                return s;
             }
+            Source::Pipeline(fragment) => return fragment.clone(),
+            Source::Libcamera => (
+                "libcamerasrc".to_owned(),
+                Some(format!("video/x-raw,{size}")),
+            ),
             Source::V4l2(path) => {
-                let device = path.to_str().context("device path is not UTF-8")?;
-                // decodebin turns MJPEG into raw and passes raw formats through; the caps filter
-                // after it (added by the pipeline) scales and rate-adapts to the configured size.
-                format!("v4l2src device={device} ! decodebin")
+                let head = format!("v4l2src device={}", path.display());
+                let caps = match format {
+                    CaptureFormat::Raw => format!("video/x-raw,{size}"),
+                    CaptureFormat::Mjpeg => format!("image/jpeg,{size}"),
+                    CaptureFormat::H264 => format!("video/x-h264,{size}"),
+                };
+                (head, Some(caps))
             }
-        })
+        };
+        let mut s = head;
+        if let Some(caps) = caps {
+            s.push_str(&format!(" ! {caps}"));
+        }
+        s
     }
 }
 
-fn first_capture_device() -> Option<PathBuf> {
-    let mut nodes: Vec<PathBuf> = std::fs::read_dir("/dev")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("video"))
-        })
-        .collect();
-    nodes.sort();
-    nodes.into_iter().find(|p| is_capture_device(p))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrocam_protocol::{FrameSize, SourceFormat};
 
-/// Whether the node can capture video (UVC cameras also expose metadata-only nodes).
-fn is_capture_device(path: &Path) -> bool {
-    let Ok(dev) = v4l::Device::with_path(path) else {
-        return false;
-    };
-    dev.query_caps()
-        .map(|caps| {
-            caps.capabilities
-                .contains(v4l::capability::Flags::VIDEO_CAPTURE)
-        })
-        .unwrap_or(false)
+    fn camera(formats: &[&str]) -> VideoSource {
+        VideoSource {
+            path: "/dev/video0".into(),
+            name: "Cam".into(),
+            driver: "uvcvideo".into(),
+            formats: formats
+                .iter()
+                .map(|f| SourceFormat {
+                    fourcc: (*f).into(),
+                    description: String::new(),
+                    sizes: vec![FrameSize {
+                        width: 1280,
+                        height: 720,
+                        fps: vec![30.0],
+                    }],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn auto_prefers_raw_then_mjpeg_and_h264_only_without_a_hardware_encoder() {
+        let s = Source::V4l2("/dev/video0".into());
+        let all = camera(&["MJPG", "YUYV", "H264"]);
+        assert_eq!(
+            s.capture_format(None, Some(&all), 1280, 720, true),
+            CaptureFormat::Raw
+        );
+        assert_eq!(
+            s.capture_format(None, Some(&all), 1280, 720, false),
+            CaptureFormat::H264
+        );
+        let webcam = camera(&["MJPG"]);
+        assert_eq!(
+            s.capture_format(None, Some(&webcam), 1280, 720, true),
+            CaptureFormat::Mjpeg
+        );
+        // Formats not offered at the wanted size do not count.
+        assert_eq!(
+            s.capture_format(None, Some(&all), 1920, 1080, true),
+            CaptureFormat::Raw
+        );
+        assert_eq!(
+            s.capture_format(Some(CaptureFormat::Mjpeg), Some(&all), 1280, 720, true),
+            CaptureFormat::Mjpeg
+        );
+    }
+
+    #[test]
+    fn resolves_settings() {
+        let cams = vec![camera(&["YUYV"])];
+        assert_eq!(
+            Source::resolve("auto", &cams).unwrap(),
+            Source::V4l2("/dev/video0".into())
+        );
+        assert_eq!(Source::resolve("auto", &[]).unwrap(), Source::TestPattern);
+        assert_eq!(Source::resolve("test", &cams).unwrap(), Source::TestPattern);
+        assert!(Source::resolve("/dev/video7", &cams).is_err());
+        assert!(Source::resolve("pipeline:", &cams).is_err());
+        assert!(Source::resolve("webcam", &cams).is_err());
+        assert_eq!(
+            Source::resolve("pipeline:videotestsrc", &cams).unwrap(),
+            Source::Pipeline("videotestsrc".into())
+        );
+    }
+
+    #[test]
+    fn libcamera_without_its_plugin_is_a_clear_error() {
+        gstreamer::init().unwrap();
+        if gstreamer::ElementFactory::find("libcamerasrc").is_none() {
+            let err = Source::resolve("libcamera", &[]).unwrap_err().to_string();
+            assert!(err.contains("libcamerasrc"), "{err}");
+        } else {
+            assert_eq!(
+                Source::resolve("libcamera", &[]).unwrap(),
+                Source::Libcamera
+            );
+        }
+    }
+
+    #[test]
+    fn v4l2_fragments_ask_for_the_chosen_format() {
+        let s = Source::V4l2("/dev/video2".into());
+        assert_eq!(
+            s.launch_fragment(CaptureFormat::Mjpeg, 1280, 720, 30),
+            "v4l2src device=/dev/video2 ! image/jpeg,width=1280,height=720,framerate=30/1"
+        );
+        assert!(
+            s.launch_fragment(CaptureFormat::H264, 640, 480, 15)
+                .ends_with("video/x-h264,width=640,height=480,framerate=15/1")
+        );
+    }
 }

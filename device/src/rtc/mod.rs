@@ -2,10 +2,10 @@
 //!
 //! Everything that names a `webrtc`/`rtc` type lives in this module, so the crate's API churn
 //! (0.x releases reshape it often) touches one place. Callers see [`Peer`], [`PeerEvent`],
-//! [`RtcSettings`] and [`VideoSender`].
+//! [`RtcSettings`], [`VideoSender`] and [`AudioSender`].
 
 mod peer;
+mod rtcp;
 mod sdp;
 
-pub use peer::{Peer, PeerEvent, RtcSettings, VideoSender};
-pub use sdp::offer_has_h264;
+pub use peer::{AnswerError, AudioSender, Peer, PeerEvent, RtcSettings, VideoSender};

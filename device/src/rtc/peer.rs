@@ -6,16 +6,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ferrocam_protocol::IceCandidate;
+use rtc::interceptor::Slot;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
@@ -24,12 +25,20 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::media::AccessUnit;
+use super::rtcp::{self, KeyframeRequestForwarder};
+use super::sdp;
+use crate::media::{AccessUnit, AudioUnit};
 
-/// H.264 constrained baseline, level 3.1, packetization mode 1: what every browser decodes.
-const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-/// Payload type we register; the one actually used is whatever the offer chose.
-const H264_PAYLOAD_TYPE: u8 = 102;
+/// The H.264 formats we answer, all packetization-mode 1. The stream itself is constrained
+/// baseline, which every baseline, main and high decoder plays, so offers that list only a main
+/// or high profile are answered too. Payload types are ours; the offer's numbers win.
+const H264_PROFILES: [(&str, u8); 4] = [
+    ("42e01f", 102), // constrained baseline 3.1
+    ("42001f", 104), // baseline 3.1
+    ("4d001f", 106), // main 3.1
+    ("64001f", 108), // high 3.1
+];
+const OPUS_PAYLOAD_TYPE: u8 = 111;
 
 /// Network settings shared by every peer of this device.
 #[derive(Debug, Clone)]
@@ -40,9 +49,22 @@ pub struct RtcSettings {
     pub ice_servers: Vec<String>,
 }
 
+/// Why an offer was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// No H.264 format both sides support.
+    #[error("{0}")]
+    NoCommonCodec(String),
+    /// The offer is malformed or the connection could not be built.
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
 /// What a peer reports to its session.
 #[derive(Debug)]
 pub enum PeerEvent {
+    /// The viewer asked for a keyframe (PLI or FIR).
+    KeyframeRequest,
     /// A local candidate to trickle to the viewer.
     LocalCandidate(IceCandidate),
     /// All local candidates have been gathered.
@@ -56,6 +78,12 @@ pub enum PeerEvent {
 /// One viewer's connection.
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,
+    video: LocalTrack,
+    audio: Option<LocalTrack>,
+}
+
+/// A track we send, with the sender that negotiated it.
+struct LocalTrack {
     track: Arc<TrackLocalStaticSample>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
@@ -64,14 +92,29 @@ pub struct Peer {
 impl Peer {
     /// Builds a connection for `offer_sdp` and returns it with its answer SDP and event stream.
     /// Candidates trickle out as [`PeerEvent::LocalCandidate`] after this returns.
+    /// `with_audio` adds an Opus track when the offer has an audio section with Opus.
     pub async fn answer(
         settings: &RtcSettings,
         offer_sdp: String,
-    ) -> anyhow::Result<(Peer, String, mpsc::UnboundedReceiver<PeerEvent>)> {
-        let video_codec = h264_codec();
+        with_audio: bool,
+    ) -> Result<(Peer, String, mpsc::UnboundedReceiver<PeerEvent>), AnswerError> {
+        if let Err(problem) = sdp::check_offer(&offer_sdp) {
+            return Err(AnswerError::NoCommonCodec(problem.to_string()));
+        }
+        let with_audio = with_audio && sdp::offer_has_opus(&offer_sdp);
         let mut media_engine = MediaEngine::default();
-        media_engine.register_codec(video_codec.clone(), RtpCodecKind::Video)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        let video_codecs = h264_codecs();
+        for codec in &video_codecs {
+            media_engine
+                .register_codec(codec.clone(), RtpCodecKind::Video)
+                .context("registering H.264")?;
+        }
+        media_engine
+            .register_codec(opus_codec(), RtpCodecKind::Audio)
+            .context("registering Opus")?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+            .context("registering interceptors")?
+            .with(Slot::from(rtcp::SLOT), KeyframeRequestForwarder::default());
 
         let config = RTCConfigurationBuilder::new()
             .with_ice_servers(
@@ -93,6 +136,7 @@ impl Peer {
             .build();
 
         let (events_tx, events) = mpsc::unbounded_channel();
+        let keyframe_requests = events_tx.clone();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_media_engine(media_engine)
@@ -105,28 +149,28 @@ impl Peer {
             .context("creating the peer connection")?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
-        let ssrc = rand_ssrc();
-        let track = Arc::new(TrackLocalStaticSample::new(
-            Instant::now(),
-            MediaStreamTrack::new(
-                "ferrocam".to_owned(),
-                "video".to_owned(),
-                "camera".to_owned(),
-                RtpCodecKind::Video,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: video_codec.rtp_codec.clone(),
-                    ..Default::default()
-                }],
-            ),
-        )?);
-        let sender = pc
-            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-            .await
-            .context("adding the video track")?;
+        let video = LocalTrack::add(&pc, RtpCodecKind::Video, &video_codecs[0]).await?;
+        // PLI/FIR arrive as events on the video track (see `rtcp`); forward them to the session.
+        let track = Arc::clone(&video.track);
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                    continue;
+                };
+                if packets
+                    .iter()
+                    .any(|p| rtcp::is_keyframe_request(p.as_ref()))
+                    && keyframe_requests.send(PeerEvent::KeyframeRequest).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let audio = if with_audio {
+            Some(LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec()).await?)
+        } else {
+            None
+        };
 
         let offer = RTCSessionDescription::offer(offer_sdp).context("parsing the offer")?;
         pc.set_remote_description(offer)
@@ -136,20 +180,17 @@ impl Peer {
             .create_answer(None)
             .await
             .context("creating the answer")?;
+        if !sdp::answer_has_h264(&answer.sdp) {
+            let _ = pc.close().await;
+            return Err(AnswerError::NoCommonCodec(
+                "no H.264 profile in the offer is one this camera can send".to_owned(),
+            ));
+        }
         pc.set_local_description(answer.clone())
             .await
             .context("applying the answer")?;
 
-        Ok((
-            Peer {
-                pc,
-                track,
-                sender,
-                ssrc,
-            },
-            answer.sdp,
-            events,
-        ))
+        Ok((Peer { pc, video, audio }, answer.sdp, events))
     }
 
     /// The current local description, candidates included once gathered.
@@ -170,23 +211,17 @@ impl Peer {
             .context("adding a remote candidate")
     }
 
-    /// A sender for access units, valid once the connection is up. It stamps packets with the
-    /// payload type the viewer's offer chose (Chromium picks its own number, not ours).
+    /// A sender for access units, valid once the connection is up.
     pub async fn video_sender(&self) -> anyhow::Result<VideoSender> {
-        let payload_type = self
-            .sender
-            .get_parameters()
-            .await?
-            .rtp_parameters
-            .codecs
-            .first()
-            .map(|codec| codec.payload_type)
-            .ok_or_else(|| anyhow!("no H.264 codec was negotiated"))?;
-        Ok(VideoSender {
-            track: Arc::clone(&self.track),
-            ssrc: self.ssrc,
-            payload_type,
-        })
+        Ok(VideoSender(self.video.sample_sender().await?))
+    }
+
+    /// A sender for Opus packets, if the viewer takes audio.
+    pub async fn audio_sender(&self) -> anyhow::Result<Option<AudioSender>> {
+        match &self.audio {
+            Some(track) => Ok(Some(AudioSender(track.sample_sender().await?))),
+            None => Ok(None),
+        }
     }
 
     /// Closes the connection; safe to call more than once.
@@ -197,43 +232,143 @@ impl Peer {
     }
 }
 
-/// Writes access units onto one viewer's video track.
-pub struct VideoSender {
+impl LocalTrack {
+    async fn add(
+        pc: &Arc<dyn PeerConnection>,
+        kind: RtpCodecKind,
+        codec: &RTCRtpCodecParameters,
+    ) -> anyhow::Result<Self> {
+        let ssrc = rand_ssrc();
+        let track = Arc::new(TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                "ferrocam".to_owned(),
+                kind.to_string(),
+                "camera".to_owned(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec.rtp_codec.clone(),
+                    ..Default::default()
+                }],
+            ),
+        )?);
+        let sender = pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .with_context(|| format!("adding the {kind} track"))?;
+        Ok(Self {
+            track,
+            sender,
+            ssrc,
+        })
+    }
+
+    /// Stamps packets with the payload type the viewer's offer chose (Chromium picks its own
+    /// number, not ours); valid once negotiated.
+    async fn sample_sender(&self) -> anyhow::Result<SampleSender> {
+        let payload_type = self
+            .sender
+            .get_parameters()
+            .await?
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|codec| codec.payload_type)
+            .ok_or_else(|| anyhow!("no codec was negotiated"))?;
+        Ok(SampleSender {
+            track: Arc::clone(&self.track),
+            ssrc: self.ssrc,
+            payload_type,
+        })
+    }
+}
+
+struct SampleSender {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
 }
 
-impl VideoSender {
-    /// Packetizes and sends one access unit.
-    pub async fn send(&self, unit: &AccessUnit) -> anyhow::Result<()> {
+impl SampleSender {
+    async fn send(
+        &self,
+        data: &bytes::Bytes,
+        duration: Duration,
+        at: Instant,
+    ) -> anyhow::Result<()> {
         self.track
             .sample_writer(self.ssrc, self.payload_type)
             .write_sample(&Sample {
-                data: unit.data.clone(),
-                duration: unit.duration,
-                ..Sample::new(unit.encoded_at)
+                data: data.clone(),
+                duration,
+                ..Sample::new(at)
             })
             .await
-            .map_err(|e| anyhow!("sending video: {e}"))
+            .map_err(|e| anyhow!("sending media: {e}"))
     }
 }
 
-fn h264_codec() -> RTCRtpCodecParameters {
+/// Writes access units onto one viewer's video track.
+pub struct VideoSender(SampleSender);
+
+impl VideoSender {
+    /// Packetizes and sends one access unit.
+    pub async fn send(&self, unit: &AccessUnit) -> anyhow::Result<()> {
+        self.0
+            .send(&unit.data, unit.duration, unit.encoded_at)
+            .await
+    }
+}
+
+/// Writes Opus packets onto one viewer's audio track.
+pub struct AudioSender(SampleSender);
+
+impl AudioSender {
+    /// Sends one Opus packet.
+    pub async fn send(&self, unit: &AudioUnit) -> anyhow::Result<()> {
+        self.0
+            .send(&unit.data, unit.duration, unit.encoded_at)
+            .await
+    }
+}
+
+fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
     let feedback = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),
     };
+    H264_PROFILES
+        .iter()
+        .map(|(profile, payload_type)| RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: format!(
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
+                ),
+                // nack/pli come with the default interceptors; FIR is ours to advertise.
+                rtcp_feedback: vec![feedback("ccm", "fir")],
+            },
+            payload_type: *payload_type,
+        })
+        .collect()
+}
+
+fn opus_codec() -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
-            mime_type: MIME_TYPE_H264.to_owned(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: H264_FMTP.to_owned(),
-            // nack/pli come with the default interceptors; FIR is ours to advertise.
-            rtcp_feedback: vec![feedback("ccm", "fir")],
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
         },
-        payload_type: H264_PAYLOAD_TYPE,
+        payload_type: OPUS_PAYLOAD_TYPE,
     }
 }
 

@@ -1,0 +1,289 @@
+//! The media engine: one capture + encode pipeline (and one audio pipeline) shared by every
+//! viewer, started by the first viewer and stopped some time after the last one leaves.
+//!
+//! Viewers hold a [`ViewerLease`] while they exist (from offer to hang-up) and read access units
+//! through a [`VideoFeed`]. Taking the lease at offer time lets the pipeline warm up while ICE
+//! and DTLS run, so the first frame is not delayed by encoder start-up.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+
+use super::AccessUnit;
+use super::audio::{AudioPipeline, AudioSource, AudioUnit};
+use super::keyframes::{KeyframeGate, KeyframeReason, Verdict};
+use super::pipeline::{VideoPipeline, VideoPlan};
+
+/// Access units a viewer may fall behind before it skips to the next keyframe: two seconds at
+/// 30 fps, enough to ride out a scheduling hiccup, small enough to bound memory.
+const VIDEO_FANOUT: usize = 64;
+/// Opus packets (20 ms each) a viewer may fall behind.
+const AUDIO_FANOUT: usize = 50;
+/// Wait before rebuilding a pipeline that failed while viewers were watching.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// How the engine behaves.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub video: VideoPlan,
+    pub audio: Option<AudioSource>,
+    /// How long the pipeline keeps running after the last viewer leaves.
+    pub idle_timeout: Duration,
+    /// Minimum gap between keyframes forced by viewer feedback (PLI/FIR).
+    pub keyframe_min_interval: Duration,
+}
+
+#[derive(Default)]
+struct Running {
+    video: Option<VideoPipeline>,
+    audio: Option<AudioPipeline>,
+    viewers: usize,
+    /// Bumped on every acquire, so an idle stop scheduled before it does nothing.
+    generation: u64,
+}
+
+pub struct MediaEngine {
+    settings: EngineSettings,
+    video_units: broadcast::Sender<AccessUnit>,
+    audio_units: broadcast::Sender<AudioUnit>,
+    running: Mutex<Running>,
+    keyframes: Mutex<KeyframeGate>,
+    /// Audio that failed to start is off for the rest of the run: video-only is the fallback.
+    audio_enabled: std::sync::atomic::AtomicBool,
+    runtime: tokio::runtime::Handle,
+    me: Weak<MediaEngine>,
+}
+
+/// Proof that a viewer needs the pipeline; dropping it lets the engine go idle.
+pub struct ViewerLease {
+    engine: Arc<MediaEngine>,
+}
+
+impl Drop for ViewerLease {
+    fn drop(&mut self) {
+        self.engine.release();
+    }
+}
+
+impl MediaEngine {
+    /// Creates an idle engine. Must be called inside a Tokio runtime.
+    pub fn new(settings: EngineSettings) -> Arc<Self> {
+        let keyframes = KeyframeGate::new(settings.keyframe_min_interval);
+        Arc::new_cyclic(|me| Self {
+            audio_enabled: std::sync::atomic::AtomicBool::new(settings.audio.is_some()),
+            settings,
+            video_units: broadcast::channel(VIDEO_FANOUT).0,
+            audio_units: broadcast::channel(AUDIO_FANOUT).0,
+            running: Mutex::default(),
+            keyframes: Mutex::new(keyframes),
+            runtime: tokio::runtime::Handle::current(),
+            me: me.clone(),
+        })
+    }
+
+    /// Registers a viewer, starting the pipelines if they are not running.
+    pub fn acquire(self: &Arc<Self>) -> anyhow::Result<ViewerLease> {
+        let mut running = self.lock();
+        running.viewers += 1;
+        running.generation += 1;
+        if running.video.is_none()
+            && let Err(e) = self.start_pipelines(&mut running)
+        {
+            running.viewers -= 1;
+            return Err(e);
+        }
+        Ok(ViewerLease {
+            engine: Arc::clone(self),
+        })
+    }
+
+    /// A feed of access units for one viewer, starting at a keyframe.
+    pub fn video_feed(self: &Arc<Self>) -> VideoFeed {
+        let feed = VideoFeed {
+            units: self.video_units.subscribe(),
+            engine: Arc::clone(self),
+            need_keyframe: true,
+        };
+        self.request_keyframe(KeyframeReason::Join);
+        feed
+    }
+
+    /// Opus packets for one viewer, if audio is on.
+    pub fn audio_feed(&self) -> Option<broadcast::Receiver<AudioUnit>> {
+        self.audio_enabled().then(|| self.audio_units.subscribe())
+    }
+
+    /// Whether viewers get audio.
+    pub fn audio_enabled(&self) -> bool {
+        self.audio_enabled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every access unit, with no keyframe skipping (for tests that count frames exactly).
+    #[cfg(test)]
+    pub fn raw_units(&self) -> broadcast::Receiver<AccessUnit> {
+        self.video_units.subscribe()
+    }
+
+    /// Whether the video pipeline is running.
+    #[cfg(test)]
+    pub fn is_running(&self) -> bool {
+        self.lock().video.is_some()
+    }
+
+    /// Asks for a keyframe, subject to the [`KeyframeGate`].
+    pub fn request_keyframe(&self, reason: KeyframeReason) {
+        let verdict = self
+            .keyframes
+            .lock()
+            .expect("keyframe gate")
+            .request(Instant::now(), reason);
+        match verdict {
+            Verdict::Force => self.force_keyframe(),
+            Verdict::Merged => {}
+            Verdict::Deferred(at) => {
+                let me = self.me.clone();
+                self.runtime.spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    if let Some(engine) = me.upgrade()
+                        && engine
+                            .keyframes
+                            .lock()
+                            .expect("keyframe gate")
+                            .fire_deferred(Instant::now())
+                    {
+                        engine.force_keyframe();
+                    }
+                });
+            }
+        }
+    }
+
+    fn force_keyframe(&self) {
+        if let Some(video) = &self.lock().video {
+            video.force_keyframe();
+        }
+    }
+
+    fn start_pipelines(&self, running: &mut Running) -> anyhow::Result<()> {
+        let me = self.me.clone();
+        let on_keyframe = Arc::new(move || {
+            if let Some(engine) = me.upgrade() {
+                engine
+                    .keyframes
+                    .lock()
+                    .expect("keyframe gate")
+                    .on_keyframe();
+            }
+        });
+        let me = self.me.clone();
+        let on_fault = Arc::new(move |fault: String| {
+            if let Some(engine) = me.upgrade() {
+                engine.on_video_fault(fault);
+            }
+        });
+        running.video = Some(VideoPipeline::start(
+            &self.settings.video,
+            self.video_units.clone(),
+            on_keyframe,
+            on_fault,
+        )?);
+        tracing::info!("video pipeline started");
+        if let (Some(source), true) = (&self.settings.audio, self.audio_enabled()) {
+            let on_fault = Arc::new(|fault: String| tracing::warn!(%fault, "audio stopped"));
+            match AudioPipeline::start(source, self.audio_units.clone(), on_fault) {
+                Ok(audio) => running.audio = Some(audio),
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "audio unavailable; streaming video only"
+                    );
+                    self.audio_enabled
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A pipeline error or EOS: drop the dead pipeline and, while anyone watches, build a new
+    /// one after a pause. Viewers keep their feeds and resume at the next keyframe.
+    fn on_video_fault(&self, fault: String) {
+        tracing::warn!(%fault, "video pipeline failed; restarting");
+        let me = self.me.clone();
+        self.runtime.spawn(async move {
+            let Some(engine) = me.upgrade() else { return };
+            let dead = engine.lock().video.take();
+            drop(dead);
+            tokio::time::sleep(RESTART_DELAY).await;
+            let mut running = engine.lock();
+            if running.viewers > 0 && running.video.is_none() {
+                running.audio = None;
+                if let Err(e) = engine.start_pipelines(&mut running) {
+                    tracing::error!(error = format!("{e:#}"), "video pipeline restart failed");
+                    drop(running);
+                    engine.on_video_fault(format!("{e:#}"));
+                }
+            }
+        });
+    }
+
+    fn release(&self) {
+        let mut running = self.lock();
+        running.viewers -= 1;
+        if running.viewers > 0 {
+            return;
+        }
+        let generation = running.generation;
+        let me = self.me.clone();
+        let idle = self.settings.idle_timeout;
+        self.runtime.spawn(async move {
+            tokio::time::sleep(idle).await;
+            let Some(engine) = me.upgrade() else { return };
+            let mut running = engine.lock();
+            if running.viewers == 0 && running.generation == generation {
+                let stopped = (running.video.take(), running.audio.take());
+                drop(running);
+                drop(stopped);
+                tracing::info!("no viewers; pipelines stopped");
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().expect("media engine lock")
+    }
+}
+
+/// One viewer's view of the shared access units: starts at a keyframe, and after falling behind
+/// skips to the next keyframe instead of decoding a stream with holes.
+pub struct VideoFeed {
+    units: broadcast::Receiver<AccessUnit>,
+    engine: Arc<MediaEngine>,
+    need_keyframe: bool,
+}
+
+impl VideoFeed {
+    /// The next access unit to send, or `None` when the engine is gone.
+    pub async fn next(&mut self) -> Option<AccessUnit> {
+        loop {
+            match self.units.recv().await {
+                Ok(unit) => {
+                    if self.need_keyframe && !unit.keyframe {
+                        continue;
+                    }
+                    self.need_keyframe = false;
+                    return Some(unit);
+                }
+                // The frames this viewer missed are gone; only this viewer pays for it.
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "viewer lagged; waiting for a keyframe");
+                    self.need_keyframe = true;
+                    self.engine.request_keyframe(KeyframeReason::Join);
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
