@@ -117,6 +117,7 @@ async function watch(device, options = {}) {
   ferrocam.pc = pc;
 
   const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
   if (options.codecs && transceiver.setCodecPreferences) {
     const wanted = RTCRtpReceiver.getCapabilities('video').codecs
       .filter((c) => options.codecs.includes(c.mimeType));
@@ -124,8 +125,10 @@ async function watch(device, options = {}) {
   }
   pc.ontrack = (event) => {
     const video = $('video');
-    video.srcObject = event.streams[0] || new MediaStream([event.track]);
+    const stream = event.streams[0] || new MediaStream([event.track]);
+    if (video.srcObject !== stream) video.srcObject = stream;
     $('placeholder').hidden = true;
+    if (event.track.kind === 'audio') $('unmute').disabled = false;
   };
   pc.onconnectionstatechange = () => {
     renderNowWatching();
@@ -217,6 +220,14 @@ function stopPeer() {
   $('placeholder').hidden = false;
   $('hangup').disabled = true;
   $('fullscreen').disabled = true;
+  $('unmute').disabled = true;
+  setMuted(true);
+}
+
+// Browsers only autoplay muted video; sound is one click away.
+function setMuted(muted) {
+  $('video').muted = muted;
+  $('unmute').textContent = muted ? 'Unmute' : 'Mute';
 }
 
 // ── Rendering ────────────────────────────────────────────────────────────────
@@ -308,6 +319,7 @@ async function updateStats() {
 }
 
 $('hangup').onclick = hangUp;
+$('unmute').onclick = () => setMuted(!$('video').muted);
 $('transport').onchange = (e) => { ferrocam.transport = e.target.value; };
 $('fullscreen').onclick = () => $('video').requestFullscreen().catch(() => {});
 setInterval(() => { updateStats().catch(() => {}); }, 1000);

@@ -16,7 +16,7 @@ pub use browser::Browser;
 pub use mqtt::TestMqtt;
 pub use process::{Process, free_port};
 pub use stack::{BrokerKind, Stack, StackOptions};
-pub use whep::{HttpReply, WhepPlayer};
+pub use whep::{HttpReply, WhepOptions, WhepPlayer};
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with the
 /// description and the last value seen.

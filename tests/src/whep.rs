@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::shared::marshal::Marshal;
@@ -98,8 +99,25 @@ pub struct WhepPlayer {
     /// Candidates this player gathered, as `a=candidate:` lines.
     pub candidates: Vec<String>,
     decoded: Arc<AtomicU64>,
-    rtp_packets: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    video_track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
     pipeline: gst::Pipeline,
+}
+
+/// What the player has received.
+#[derive(Default)]
+struct Counters {
+    video_packets: AtomicU64,
+    audio_packets: AtomicU64,
+    /// IDR frames seen starting in the RTP stream.
+    keyframes: AtomicU64,
+}
+
+/// What the player asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WhepOptions {
+    /// Also receive audio (Opus).
+    pub audio: bool,
 }
 
 /// Events from the player's peer connection.
@@ -111,7 +129,31 @@ enum PlayerEvent {
 struct Handler {
     events: mpsc::UnboundedSender<PlayerEvent>,
     decoder: gst_app::AppSrc,
-    rtp_packets: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    video_track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
+}
+
+/// Whether an H.264 RTP payload starts an IDR picture (single NAL, STAP-A holding one, or the
+/// first fragment of an FU-A).
+fn starts_idr(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else { return false };
+    match first & 0x1f {
+        5 => true,
+        24 => {
+            // STAP-A: [hdr][size16][nal]…
+            let mut i = 1;
+            while i + 2 < payload.len() {
+                let size = usize::from(u16::from_be_bytes([payload[i], payload[i + 1]]));
+                if payload[i + 2] & 0x1f == 5 {
+                    return true;
+                }
+                i += 2 + size;
+            }
+            false
+        }
+        28 => payload.get(1).is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == 5),
+        _ => false,
+    }
 }
 
 #[async_trait::async_trait]
@@ -129,14 +171,28 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let counters = Arc::clone(&self.counters);
+        if track.kind().await == RtpCodecKind::Audio {
+            tokio::spawn(async move {
+                while let Some(event) = track.poll().await {
+                    if let TrackRemoteEvent::OnRtpPacket(_) = event {
+                        counters.audio_packets.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            return;
+        }
+        *self.video_track.lock().expect("track slot") = Some(Arc::clone(&track));
         let src = self.decoder.clone();
-        let counter = Arc::clone(&self.rtp_packets);
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(mut packet) = event {
+                    if starts_idr(&packet.payload) {
+                        counters.keyframes.fetch_add(1, Ordering::Relaxed);
+                    }
                     packet.header.payload_type = PAYLOAD_TYPE;
                     if let Ok(bytes) = packet.marshal() {
-                        counter.fetch_add(1, Ordering::Relaxed);
+                        counters.video_packets.fetch_add(1, Ordering::Relaxed);
                         let _ = src.push_buffer(gst::Buffer::from_slice(bytes));
                     }
                 }
@@ -150,7 +206,12 @@ impl WhepPlayer {
     /// this player's candidates with one PATCH, as the draft recommends. Fails unless the POST
     /// returns 201 and the PATCH 204.
     pub async fn connect(endpoint: &str) -> anyhow::Result<Self> {
-        let (player, events) = Self::offer(endpoint).await?;
+        Self::connect_with(endpoint, WhepOptions::default()).await
+    }
+
+    /// [`Self::connect`] with options.
+    pub async fn connect_with(endpoint: &str, options: WhepOptions) -> anyhow::Result<Self> {
+        let (player, events) = Self::offer(endpoint, options).await?;
         let mut player = player;
         player.trickle(events).await?;
         Ok(player)
@@ -158,7 +219,7 @@ impl WhepPlayer {
 
     /// Like [`Self::connect`] but returns the POST's response when it is not 201.
     pub async fn try_post(endpoint: &str) -> anyhow::Result<Result<Self, HttpReply>> {
-        match Self::offer(endpoint).await {
+        match Self::offer(endpoint, WhepOptions::default()).await {
             Ok((player, events)) => {
                 let mut player = player;
                 player.trickle(events).await?;
@@ -174,10 +235,13 @@ impl WhepPlayer {
     /// POSTs an offer and applies the answer, without trickling anything (the caller decides
     /// whether the connection ever completes).
     pub async fn post_only(endpoint: &str) -> anyhow::Result<Self> {
-        Ok(Self::offer(endpoint).await?.0)
+        Ok(Self::offer(endpoint, WhepOptions::default()).await?.0)
     }
 
-    async fn offer(endpoint: &str) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<PlayerEvent>)> {
+    async fn offer(
+        endpoint: &str,
+        options: WhepOptions,
+    ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<PlayerEvent>)> {
         gst::init()?;
         let (pipeline, appsrc, decoded) = decoder()?;
 
@@ -197,9 +261,23 @@ impl WhepPlayer {
             },
             RtpCodecKind::Video,
         )?;
+        media_engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: 111,
+            },
+            RtpCodecKind::Audio,
+        )?;
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
         let (events_tx, events) = mpsc::unbounded_channel();
-        let rtp_packets = Arc::new(AtomicU64::new(0));
+        let counters = Arc::new(Counters::default());
+        let video_track = Arc::new(std::sync::Mutex::new(None));
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
@@ -212,7 +290,8 @@ impl WhepPlayer {
             .with_handler(Arc::new(Handler {
                 events: events_tx,
                 decoder: appsrc,
-                rtp_packets: Arc::clone(&rtp_packets),
+                counters: Arc::clone(&counters),
+                video_track: Arc::clone(&video_track),
             }))
             .with_udp_addrs(vec!["127.0.0.1:0"])
             .build()
@@ -226,6 +305,16 @@ impl WhepPlayer {
             }),
         )
         .await?;
+        if options.audio {
+            pc.add_transceiver_from_kind(
+                RtpCodecKind::Audio,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        }
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer.clone()).await?;
 
@@ -257,7 +346,8 @@ impl WhepPlayer {
                 created,
                 candidates: Vec::new(),
                 decoded,
-                rtp_packets,
+                counters,
+                video_track,
                 pipeline,
             },
             events,
@@ -311,9 +401,38 @@ impl WhepPlayer {
         self.decoded.load(Ordering::Relaxed)
     }
 
-    /// RTP packets received.
+    /// Video RTP packets received.
     pub fn rtp_packets(&self) -> u64 {
-        self.rtp_packets.load(Ordering::Relaxed)
+        self.counters.video_packets.load(Ordering::Relaxed)
+    }
+
+    /// Audio RTP packets received.
+    pub fn audio_packets(&self) -> u64 {
+        self.counters.audio_packets.load(Ordering::Relaxed)
+    }
+
+    /// Keyframes (IDR pictures) received.
+    pub fn keyframes(&self) -> u64 {
+        self.counters.keyframes.load(Ordering::Relaxed)
+    }
+
+    /// Sends a Picture Loss Indication for the video track, as a decoder that lost a frame
+    /// would.
+    pub async fn send_pli(&self) -> anyhow::Result<()> {
+        let track = self
+            .video_track
+            .lock()
+            .expect("track slot")
+            .clone()
+            .context("no video track yet")?;
+        let media_ssrc = *track.ssrcs().await.first().context("video track without SSRC")?;
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })])
+            .await?;
+        Ok(())
     }
 
     /// Waits until `n` frames are decoded.

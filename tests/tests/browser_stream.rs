@@ -96,6 +96,18 @@ async fn browser_plays_live_h264_from_the_gateway_page() -> anyhow::Result<()> {
         "packetsReceived did not grow: {first} then {second}"
     );
 
+    // The test pattern comes with a test tone: Chromium receives Opus too.
+    let audio = browser
+        .js_async(
+            "window.ferrocam.pc.getStats().then((r) => {
+               let n = 0;
+               r.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n = s.packetsReceived; });
+               done(n);
+             });",
+        )
+        .await?;
+    assert!(audio.as_u64().unwrap_or(0) > 10, "audio packets: {audio}");
+
     // The codec really is H.264.
     let codec = browser
         .js_async(
