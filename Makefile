@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup setup-test build release lint unit e2e clean
+.PHONY: demo test setup setup-test build release lint unit e2e bench clean
 
 ## demo: install system packages, build, run gateway + embedded broker + a `demo` device
 demo: setup release
@@ -37,3 +37,8 @@ e2e: build
 
 clean:
 	$(CARGO) clean
+
+## bench: per-viewer device cost at 1/4/8 viewers (release build); paste the table into BENCHMARKS.md
+bench: setup-test
+	$(CARGO) build --release --locked --workspace --bins
+	FERROCAM_BIN_DIR=target/release target/release/bench-viewers

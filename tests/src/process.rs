@@ -24,12 +24,17 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary built by `cargo build`.
+/// Path of a workspace binary built by `cargo build` (`FERROCAM_BIN_DIR` overrides the folder,
+/// e.g. `target/release` for benchmarks).
 pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
+    let dir = match std::env::var_os("FERROCAM_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"))
+            .join("debug"),
+    };
+    let path = dir.join(name);
     anyhow::ensure!(
         path.exists(),
         "{} is missing: run `cargo build --workspace` first (make test does)",

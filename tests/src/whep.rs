@@ -118,6 +118,8 @@ struct Counters {
 pub struct WhepOptions {
     /// Also receive audio (Opus).
     pub audio: bool,
+    /// Count packets but do not decode (load generators that must stay cheap).
+    pub skip_decode: bool,
 }
 
 /// Events from the player's peer connection.
@@ -128,7 +130,7 @@ enum PlayerEvent {
 
 struct Handler {
     events: mpsc::UnboundedSender<PlayerEvent>,
-    decoder: gst_app::AppSrc,
+    decoder: Option<gst_app::AppSrc>,
     counters: Arc<Counters>,
     video_track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
 }
@@ -191,8 +193,10 @@ impl PeerConnectionEventHandler for Handler {
                         counters.keyframes.fetch_add(1, Ordering::Relaxed);
                     }
                     packet.header.payload_type = PAYLOAD_TYPE;
-                    if let Ok(bytes) = packet.marshal() {
-                        counters.video_packets.fetch_add(1, Ordering::Relaxed);
+                    counters.video_packets.fetch_add(1, Ordering::Relaxed);
+                    if let Some(src) = &src
+                        && let Ok(bytes) = packet.marshal()
+                    {
                         let _ = src.push_buffer(gst::Buffer::from_slice(bytes));
                     }
                 }
@@ -289,7 +293,7 @@ impl WhepPlayer {
             )
             .with_handler(Arc::new(Handler {
                 events: events_tx,
-                decoder: appsrc,
+                decoder: (!options.skip_decode).then_some(appsrc),
                 counters: Arc::clone(&counters),
                 video_track: Arc::clone(&video_track),
             }))

@@ -1,0 +1,108 @@
+//! Benchmark: what each extra viewer costs the device.
+//!
+//! Starts a gateway and a device (720p30 test pattern, 2 Mbit/s, video only) from
+//! `FERROCAM_BIN_DIR` (the Makefile points it at `target/release`), connects WHEP viewers
+//! (packets counted, not decoded, to keep the load generator cheap) and samples the device
+//! process's CPU time and RSS from /proc at 1, 4 and 8 viewers. Prints a Markdown table.
+//!
+//! Run with `make bench`.
+
+use std::time::{Duration, Instant};
+
+use ferrocam_tests::{Stack, StackOptions, WhepOptions, WhepPlayer};
+
+const LEVELS: [usize; 3] = [1, 4, 8];
+const SETTLE: Duration = Duration::from_secs(3);
+const SAMPLE: Duration = Duration::from_secs(10);
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow::anyhow!("bad stat"))? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields[11].parse()?;
+    let stime: f64 = fields[12].parse()?;
+    Ok((utime + stime) / ticks_per_second)
+}
+
+/// Resident set size in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let ticks = clock_ticks();
+    let stack = Stack::start(StackOptions::new("bench_viewers").device_args(&[
+        "--audio",
+        "off",
+        "--bitrate-kbps",
+        "2000",
+    ]))
+    .await?;
+    let pid = stack.device.as_ref().expect("device running").pid();
+    let endpoint = stack.url("whep/demo");
+    let options = WhepOptions {
+        audio: false,
+        skip_decode: true,
+    };
+
+    let mut players = Vec::new();
+    let mut rows = Vec::new();
+    for level in LEVELS {
+        while players.len() < level {
+            players.push(WhepPlayer::connect_with(&endpoint, options).await?);
+        }
+        tokio::time::sleep(SETTLE).await;
+        let packets_before: u64 = players.iter().map(|p| p.rtp_packets()).sum();
+        let cpu_before = cpu_seconds(pid, ticks)?;
+        let started = Instant::now();
+        tokio::time::sleep(SAMPLE).await;
+        let cpu = (cpu_seconds(pid, ticks)? - cpu_before) / started.elapsed().as_secs_f64();
+        let packets: u64 = players.iter().map(|p| p.rtp_packets()).sum::<u64>() - packets_before;
+        let rss = rss_mib(pid)?;
+        anyhow::ensure!(
+            players.iter().all(|p| p.rtp_packets() > 0),
+            "a viewer received nothing"
+        );
+        eprintln!("{level} viewers: {:.1} % CPU, {rss:.1} MiB RSS", cpu * 100.0);
+        rows.push((level, cpu * 100.0, rss, packets as f64 / SAMPLE.as_secs_f64()));
+    }
+    for p in players {
+        p.delete().await?;
+    }
+
+    println!("| viewers | device CPU (% of one core) | device RSS (MiB) | RTP packets/s sent (all viewers) |");
+    println!("|---|---|---|---|");
+    for (n, cpu, rss, pps) in &rows {
+        println!("| {n} | {cpu:.1} | {rss:.1} | {pps:.0} |");
+    }
+    let (n1, cpu1, rss1, _) = rows[0];
+    let (nk, cpuk, rssk, _) = rows[rows.len() - 1];
+    let extra = (nk - n1) as f64;
+    println!();
+    println!(
+        "Each viewer past the first: **{:.2} % of a core** and **{:.2} MiB RSS** (from {n1} to {nk} viewers).",
+        (cpuk - cpu1) / extra,
+        (rssk - rss1) / extra
+    );
+    Ok(())
+}
