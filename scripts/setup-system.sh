@@ -13,6 +13,7 @@ build_packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-x          # timeoverlay: the running clock on the test pattern
+  gstreamer1.0-alsa       # alsasrc: microphones
   gstreamer1.0-tools      # gst-inspect-1.0, handy when a camera misbehaves
 )
 test_packages=(chromium chromium-driver mosquitto gstreamer1.0-libav)

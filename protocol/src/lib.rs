@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod broker_url;
+pub mod control;
 pub mod ids;
 pub mod presence;
 pub mod sdpfrag;

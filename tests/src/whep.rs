@@ -138,7 +138,9 @@ struct Handler {
 /// Whether an H.264 RTP payload starts an IDR picture (single NAL, STAP-A holding one, or the
 /// first fragment of an FU-A).
 fn starts_idr(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else { return false };
+    let Some(&first) = payload.first() else {
+        return false;
+    };
     match first & 0x1f {
         5 => true,
         24 => {
@@ -153,7 +155,9 @@ fn starts_idr(payload: &[u8]) -> bool {
             }
             false
         }
-        28 => payload.get(1).is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == 5),
+        28 => payload
+            .get(1)
+            .is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == 5),
         _ => false,
     }
 }
@@ -429,7 +433,11 @@ impl WhepPlayer {
             .expect("track slot")
             .clone()
             .context("no video track yet")?;
-        let media_ssrc = *track.ssrcs().await.first().context("video track without SSRC")?;
+        let media_ssrc = *track
+            .ssrcs()
+            .await
+            .first()
+            .context("video track without SSRC")?;
         track
             .write_rtcp(vec![Box::new(PictureLossIndication {
                 sender_ssrc: 0,

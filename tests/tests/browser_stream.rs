@@ -229,3 +229,56 @@ async fn an_offer_flood_is_throttled_while_other_viewers_keep_playing() -> anyho
     );
     browser.close().await
 }
+
+#[tokio::test]
+async fn the_page_shows_a_device_going_offline_and_back_without_reload() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions::new("page_presence")).await?;
+    let browser = Browser::start(&stack.log_dir).await?;
+    browser.client.goto(&stack.url("")).await?;
+    let state = || async {
+        browser
+            .js(
+                "const b = document.querySelector(\"button.device[data-device='demo']\");
+                 return b ? { disabled: b.disabled, text: b.textContent } : null;",
+            )
+            .await
+    };
+    eventually("demo listed online", Duration::from_secs(15), || async {
+        let v = state().await?;
+        Ok((v["disabled"] == false).then_some(()))
+    })
+    .await?;
+    // Mark the page so a reload would be noticed.
+    browser.js("window.__marker = 42; return null;").await?;
+
+    stack.kill_device();
+    let offline = eventually("demo shown offline", Duration::from_secs(15), || async {
+        let v = state().await?;
+        Ok((v["disabled"] == true).then_some(v))
+    })
+    .await?;
+    assert!(
+        offline["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("offline"),
+        "{offline}"
+    );
+
+    stack.start_device()?;
+    eventually(
+        "demo shown online again",
+        Duration::from_secs(30),
+        || async {
+            let v = state().await?;
+            Ok((v["disabled"] == false).then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(
+        browser.js("return window.__marker;").await?,
+        42,
+        "the page reloaded"
+    );
+    browser.close().await
+}

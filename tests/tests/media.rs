@@ -21,12 +21,19 @@ async fn a_pli_from_a_viewer_forces_a_keyframe() -> anyhow::Result<()> {
     .await?;
     let player = WhepPlayer::connect(&stack.url("whep/demo")).await?;
     player.wait_frames(30, Duration::from_secs(20)).await?;
-    assert!(player.keyframes() >= 1, "the stream must start with a keyframe");
+    assert!(
+        player.keyframes() >= 1,
+        "the stream must start with a keyframe"
+    );
 
     // Quiet period: no keyframes without a request.
     let before = player.keyframes();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(player.keyframes(), before, "keyframes arrived with nobody asking");
+    assert_eq!(
+        player.keyframes(),
+        before,
+        "keyframes arrived with nobody asking"
+    );
 
     player.send_pli().await?;
     ferrocam_tests::eventually("a keyframe after PLI", Duration::from_secs(2), || async {
@@ -34,20 +41,32 @@ async fn a_pli_from_a_viewer_forces_a_keyframe() -> anyhow::Result<()> {
     })
     .await?;
     let frames = player.frames_decoded();
-    player.wait_frames(frames + 15, Duration::from_secs(5)).await?;
+    player
+        .wait_frames(frames + 15, Duration::from_secs(5))
+        .await?;
     player.delete().await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audio_track_is_negotiated_and_carries_opus() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::new("audio_opus").device_args(&["--audio", "test"])).await?;
+    let stack =
+        Stack::start(StackOptions::new("audio_opus").device_args(&["--audio", "test"])).await?;
     let status = device_status(&stack).await?;
     assert_eq!(status["capabilities"]["audio"]["codec"], "opus", "{status}");
-    assert_eq!(status["capabilities"]["audio"]["source"], "test tone", "{status}");
+    assert_eq!(
+        status["capabilities"]["audio"]["source"], "test tone",
+        "{status}"
+    );
 
-    let player =
-        WhepPlayer::connect_with(&stack.url("whep/demo"), WhepOptions { audio: true }).await?;
+    let player = WhepPlayer::connect_with(
+        &stack.url("whep/demo"),
+        WhepOptions {
+            audio: true,
+            skip_decode: false,
+        },
+    )
+    .await?;
     assert!(
         player.created.body.to_lowercase().contains("opus/48000"),
         "the answer has no Opus:\n{}",
@@ -58,22 +77,30 @@ async fn the_audio_track_is_negotiated_and_carries_opus() -> anyhow::Result<()> 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let per_second = player.audio_packets() - start;
     // 20 ms Opus frames: ~50 a second.
-    assert!((35..=65).contains(&per_second), "{per_second} audio packets in 1 s");
+    assert!(
+        (35..=65).contains(&per_second),
+        "{per_second} audio packets in 1 s"
+    );
     player.delete().await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_microphone_degrades_to_video_only() -> anyhow::Result<()> {
-    let stack = Stack::start(
-        StackOptions::new("audio_missing").device_args(&["--audio", "alsa:hw:97,0"]),
-    )
-    .await?;
+    let stack =
+        Stack::start(StackOptions::new("audio_missing").device_args(&["--audio", "alsa:hw:97,0"]))
+            .await?;
     let status = device_status(&stack).await?;
     assert!(status["capabilities"]["audio"].is_null(), "{status}");
 
-    let player =
-        WhepPlayer::connect_with(&stack.url("whep/demo"), WhepOptions { audio: true }).await?;
+    let player = WhepPlayer::connect_with(
+        &stack.url("whep/demo"),
+        WhepOptions {
+            audio: true,
+            skip_decode: false,
+        },
+    )
+    .await?;
     player.wait_frames(60, Duration::from_secs(20)).await?;
     assert_eq!(player.audio_packets(), 0);
     player.delete().await?;

@@ -297,3 +297,43 @@ async fn a_missing_microphone_degrades_to_video_only() {
     let mut feed = engine.video_feed();
     assert!(next(&mut feed).await.keyframe);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_viewer_drops_frames_for_itself_only() {
+    let engine = engine(
+        plan(
+            Source::TestPattern,
+            CaptureFormat::Raw,
+            Some("x264enc"),
+            300,
+        ),
+        None,
+    );
+    let _lease = engine.acquire().unwrap();
+    let mut slow = engine.video_feed();
+    let mut fast = engine.video_feed();
+    next(&mut slow).await;
+    // The slow viewer stops reading for longer than the fan-out buffer holds (64 frames);
+    // the fast one keeps up and must see every frame in order.
+    let mut fast_units = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        fast_units.push(next(&mut fast).await);
+    }
+    assert!(
+        fast_units.len() >= 75,
+        "fast viewer got {} frames in 3 s",
+        fast_units.len()
+    );
+    let keyframes = fast_units.iter().filter(|u| u.keyframe).count();
+    assert!(
+        keyframes <= 2,
+        "the fast viewer saw {keyframes} keyframes; lag must not disturb it"
+    );
+    // The slow viewer resumes, and resumes on a keyframe (it asked for one when it noticed).
+    let resumed = next(&mut slow).await;
+    assert!(
+        resumed.keyframe,
+        "a lagging viewer must restart at a keyframe"
+    );
+}

@@ -83,14 +83,24 @@ async fn main() -> anyhow::Result<()> {
             players.iter().all(|p| p.rtp_packets() > 0),
             "a viewer received nothing"
         );
-        eprintln!("{level} viewers: {:.1} % CPU, {rss:.1} MiB RSS", cpu * 100.0);
-        rows.push((level, cpu * 100.0, rss, packets as f64 / SAMPLE.as_secs_f64()));
+        eprintln!(
+            "{level} viewers: {:.1} % CPU, {rss:.1} MiB RSS",
+            cpu * 100.0
+        );
+        rows.push((
+            level,
+            cpu * 100.0,
+            rss,
+            packets as f64 / SAMPLE.as_secs_f64(),
+        ));
     }
     for p in players {
         p.delete().await?;
     }
 
-    println!("| viewers | device CPU (% of one core) | device RSS (MiB) | RTP packets/s sent (all viewers) |");
+    println!(
+        "| viewers | device CPU (% of one core) | device RSS (MiB) | RTP packets/s sent (all viewers) |"
+    );
     println!("|---|---|---|---|");
     for (n, cpu, rss, pps) in &rows {
         println!("| {n} | {cpu:.1} | {rss:.1} | {pps:.0} |");
