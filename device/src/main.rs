@@ -2,6 +2,7 @@
 
 mod agent;
 mod config;
+mod control;
 mod link;
 mod media;
 mod rtc;

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::Role;
 use crate::ids::{DeviceId, InstanceId, SessionId};
 use crate::{MAX_SIGNAL_PAYLOAD, PROTOCOL_VERSION};
 
@@ -48,6 +49,9 @@ pub enum Signal {
         sdp: String,
         #[serde(default = "yes", skip_serializing_if = "is_true")]
         trickle: bool,
+        /// What the session may do on its control data channel.
+        #[serde(default)]
+        role: Role,
     },
     /// The device's SDP answer to an offer.
     Answer { sdp: String },
@@ -59,6 +63,11 @@ pub enum Signal {
     HangUp { reason: String },
     /// A request failed; the session is over.
     Error { code: ErrorCode, message: String },
+    /// A control-protocol request relayed by the gateway (REST, CLI); `session` is the
+    /// request's own id. Answered by one or more `control_reply`.
+    Control { role: Role, request: String },
+    /// One message answering a relayed control request (the response, then snapshot chunks).
+    ControlReply { message: String },
 }
 
 /// An ICE candidate as a browser's `RTCIceCandidateInit` carries it.
@@ -212,6 +221,7 @@ mod tests {
             Signal::Offer {
                 sdp: "v=0".into(),
                 trickle: true,
+                role: Role::View,
             },
         )
         .reply_to("ferrocam/v1/gateways/g/signal".into());
@@ -255,7 +265,8 @@ mod tests {
             env.body,
             Signal::Offer {
                 sdp: "v=0".into(),
-                trickle: true
+                trickle: true,
+                role: Role::View,
             }
         );
         let (d, s) = ids();
@@ -266,6 +277,7 @@ mod tests {
             Signal::Offer {
                 sdp: "v=0".into(),
                 trickle: false,
+                role: Role::View,
             },
         );
         assert_eq!(Envelope::decode(&whep.encode()).unwrap(), whep);

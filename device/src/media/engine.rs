@@ -13,7 +13,8 @@ use tokio::sync::broadcast;
 use super::AccessUnit;
 use super::audio::{AudioPipeline, AudioSource, AudioUnit};
 use super::keyframes::{KeyframeGate, KeyframeReason, Verdict};
-use super::pipeline::{VideoPipeline, VideoPlan};
+use super::pipeline::{Meter, VideoPipeline, VideoPlan};
+use super::snapshot::{self, Jpeg};
 
 /// Access units a viewer may fall behind before it skips to the next keyframe: two seconds at
 /// 30 fps, enough to ride out a scheduling hiccup, small enough to bound memory.
@@ -45,6 +46,9 @@ struct Running {
 
 pub struct MediaEngine {
     settings: EngineSettings,
+    /// The plan in force (`video.set` changes it; the engine settings keep the original).
+    plan: Mutex<VideoPlan>,
+    meter: Arc<Meter>,
     video_units: broadcast::Sender<AccessUnit>,
     audio_units: broadcast::Sender<AudioUnit>,
     running: Mutex<Running>,
@@ -72,6 +76,8 @@ impl MediaEngine {
         let keyframes = KeyframeGate::new(settings.keyframe_min_interval);
         Arc::new_cyclic(|me| Self {
             audio_enabled: std::sync::atomic::AtomicBool::new(settings.audio.is_some()),
+            plan: Mutex::new(settings.video.clone()),
+            meter: Arc::default(),
             settings,
             video_units: broadcast::channel(VIDEO_FANOUT).0,
             audio_units: broadcast::channel(AUDIO_FANOUT).0,
@@ -132,6 +138,71 @@ impl MediaEngine {
         self.lock().video.is_some()
     }
 
+    /// Viewers holding a lease.
+    pub fn viewers(&self) -> usize {
+        self.lock().viewers
+    }
+
+    /// (frames per second, kbit/s) leaving the encoder over the last second.
+    pub fn rates(&self) -> (f64, f64) {
+        self.meter.rates()
+    }
+
+    /// The plan in force.
+    pub fn plan(&self) -> VideoPlan {
+        self.plan.lock().expect("plan lock").clone()
+    }
+
+    /// Changes the target bitrate of the running encoder (and of later runs).
+    pub fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
+        let running = self.lock();
+        if let Some(video) = &running.video {
+            video.set_bitrate(kbps)?;
+        }
+        self.plan.lock().expect("plan lock").bitrate_kbps = kbps;
+        Ok(())
+    }
+
+    /// Changes size or frame rate by rebuilding the pipeline. Viewers keep their feeds; the new
+    /// pipeline opens with a keyframe carrying the new SPS, which decoders follow.
+    pub fn reconfigure(&self, width: u32, height: u32, fps: u32) -> anyhow::Result<()> {
+        let previous = {
+            let mut plan = self.plan.lock().expect("plan lock");
+            let previous = plan.clone();
+            plan.width = width;
+            plan.height = height;
+            plan.fps = fps;
+            previous
+        };
+        let mut running = self.lock();
+        if running.video.is_none() {
+            return Ok(());
+        }
+        running.video = None;
+        running.audio = None;
+        if let Err(e) = self.start_pipelines(&mut running) {
+            // Put the working configuration back rather than leave viewers with nothing.
+            *self.plan.lock().expect("plan lock") = previous;
+            self.start_pipelines(&mut running)?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A JPEG of the latest frame. Blocking (encodes on the caller's thread).
+    pub fn snapshot(&self) -> anyhow::Result<Jpeg> {
+        let frame = {
+            let running = self.lock();
+            let video = running
+                .video
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("the pipeline is not running"))?;
+            video.last_frame()
+        };
+        let frame = frame.ok_or_else(|| anyhow::anyhow!("no frame available (passthrough sources have no raw frames)"))?;
+        snapshot::encode(&frame)
+    }
+
     /// Asks for a keyframe, subject to the [`KeyframeGate`].
     pub fn request_keyframe(&self, reason: KeyframeReason) {
         let verdict = self
@@ -183,11 +254,13 @@ impl MediaEngine {
                 engine.on_video_fault(fault);
             }
         });
+        let plan = self.plan.lock().expect("plan lock").clone();
         running.video = Some(VideoPipeline::start(
-            &self.settings.video,
+            &plan,
             self.video_units.clone(),
             on_keyframe,
             on_fault,
+            Arc::clone(&self.meter),
         )?);
         tracing::info!("video pipeline started");
         if let (Some(source), true) = (&self.settings.audio, self.audio_enabled()) {

@@ -8,6 +8,7 @@ mod encoder;
 mod engine;
 mod keyframes;
 mod pipeline;
+mod snapshot;
 mod source;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub use encoder::{Encoder, GstProbe};
 pub use engine::{EngineSettings, MediaEngine, VideoFeed};
 pub use keyframes::KeyframeReason;
 pub use pipeline::VideoPlan;
+pub use snapshot::Jpeg;
 pub use source::{CaptureFormat, Source};
 
 /// One encoded H.264 access unit (a whole frame) in Annex-B byte-stream form, with SPS/PPS in

@@ -37,7 +37,10 @@ impl VideoPlan {
                     ! appsink name=units sync=false max-buffers=4 drop=true";
         let encoder = match (self.format, self.encoder) {
             (CaptureFormat::H264, _) => return format!("{source} ! {tail}"),
-            (_, Some(enc)) => enc.launch_fragment(self.bitrate_kbps, self.keyframe_interval),
+            // Named, so bitrate can be changed on the running element.
+            (_, Some(enc)) => enc
+                .launch_fragment(self.bitrate_kbps, self.keyframe_interval)
+                .replacen(enc.element, &format!("{} name=enc", enc.element), 1),
             (_, None) => unreachable!("raw and MJPEG capture always have an encoder"),
         };
         let decode = match self.format {
@@ -45,12 +48,15 @@ impl VideoPlan {
             _ => "",
         };
         // The leaky one-frame queue before the encoder: a slow encoder drops frames instead of
-        // building latency.
+        // building latency. The tee's second branch keeps the latest raw frame for snapshots
+        // (no copy: the appsink just holds a reference to one buffer).
         format!(
             "{source} ! {decode}videoconvert ! videoscale ! videorate \
-             ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 \
-             ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
-             ! {encoder} ! {tail}",
+             ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 ! tee name=raw \
+             raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
+             ! {encoder} ! {tail} \
+             raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
+             ! appsink name=frames sync=false max-buffers=1 drop=true",
             w = self.width,
             h = self.height,
             fps = self.fps,
@@ -65,6 +71,34 @@ pub struct VideoPipeline {
     _bus: BusWatch,
 }
 
+/// Frames and bytes leaving the encoder over the last second.
+#[derive(Default)]
+pub struct Meter {
+    window: std::sync::Mutex<std::collections::VecDeque<(Instant, usize)>>,
+}
+
+impl Meter {
+    fn record(&self, bytes: usize) {
+        let now = Instant::now();
+        let mut window = self.window.lock().expect("meter lock");
+        window.push_back((now, bytes));
+        while window.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1)) {
+            window.pop_front();
+        }
+    }
+
+    /// (frames per second, kbit/s) over the last second.
+    pub fn rates(&self) -> (f64, f64) {
+        let now = Instant::now();
+        let window = self.window.lock().expect("meter lock");
+        let recent = window
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= Duration::from_secs(1));
+        let (frames, bytes) = recent.fold((0usize, 0usize), |(f, b), (_, n)| (f + 1, b + n));
+        (frames as f64, bytes as f64 * 8.0 / 1000.0)
+    }
+}
+
 impl VideoPipeline {
     /// Builds and starts the pipeline; every access unit goes to `units`, and `on_keyframe` runs
     /// (on a GStreamer thread) for each keyframe.
@@ -73,6 +107,7 @@ impl VideoPipeline {
         units: broadcast::Sender<AccessUnit>,
         on_keyframe: Arc<dyn Fn() + Send + Sync>,
         on_fault: Arc<dyn Fn(String) + Send + Sync>,
+        meter: Arc<Meter>,
     ) -> anyhow::Result<Self> {
         let description = plan.describe();
         tracing::debug!(%description, "starting video pipeline");
@@ -91,6 +126,7 @@ impl VideoPipeline {
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     if let Some(unit) = to_access_unit(&sample, frame) {
+                        meter.record(unit.data.len());
                         if unit.keyframe {
                             on_keyframe();
                         }
@@ -123,6 +159,36 @@ impl VideoPipeline {
         if !self.appsink.send_event(event) {
             tracing::debug!("keyframe request not handled upstream");
         }
+    }
+}
+
+impl VideoPipeline {
+    /// Changes the encoder's target bitrate while it runs.
+    pub fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
+        let enc = self
+            .pipeline
+            .by_name("enc")
+            .context("no encoder in this pipeline (the camera's own H.264 passes through)")?;
+        let factory = enc.factory().map(|f| f.name().to_string()).unwrap_or_default();
+        match factory.as_str() {
+            "x264enc" | "vah264enc" | "vaapih264enc" | "nvh264enc" => enc.set_property("bitrate", kbps),
+            "openh264enc" => enc.set_property("bitrate", kbps * 1000),
+            "mpph264enc" => enc.set_property("bps", kbps * 1000),
+            "v4l2h264enc" => enc.set_property(
+                "extra-controls",
+                gst::Structure::builder("controls")
+                    .field("video_bitrate", (kbps * 1000) as i32)
+                    .build(),
+            ),
+            other => anyhow::bail!("changing the bitrate of {other} is not supported"),
+        }
+        Ok(())
+    }
+
+    /// The most recent raw frame, for snapshots.
+    pub fn last_frame(&self) -> Option<gst::Sample> {
+        let frames = self.pipeline.by_name("frames")?.downcast::<gst_app::AppSink>().ok()?;
+        frames.try_pull_sample(gst::ClockTime::from_mseconds(500))
     }
 }
 

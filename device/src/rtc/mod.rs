@@ -4,8 +4,10 @@
 //! (0.x releases reshape it often) touches one place. Callers see [`Peer`], [`PeerEvent`],
 //! [`RtcSettings`], [`VideoSender`] and [`AudioSender`].
 
+mod channel;
 mod peer;
 mod rtcp;
 mod sdp;
 
+pub use channel::{ChannelEvent, ControlChannel};
 pub use peer::{AnswerError, AudioSender, Peer, PeerEvent, RtcSettings, VideoSender};

@@ -61,8 +61,9 @@ pub enum AnswerError {
 }
 
 /// What a peer reports to its session.
-#[derive(Debug)]
 pub enum PeerEvent {
+    /// The viewer opened a data channel.
+    DataChannel(super::ControlChannel),
     /// The viewer asked for a keyframe (PLI or FIR).
     KeyframeRequest,
     /// A local candidate to trickle to the viewer.
@@ -426,6 +427,12 @@ impl PeerConnectionEventHandler for Events {
             }
             Err(e) => tracing::warn!(error = %e, "could not serialize a local candidate"),
         }
+    }
+
+    async fn on_data_channel(&self, data_channel: Arc<dyn webrtc::data_channel::DataChannel>) {
+        let _ = self
+            .tx
+            .send(PeerEvent::DataChannel(super::ControlChannel::new(data_channel)));
     }
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
