@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use ferrocam_protocol::control::Role;
 use ferrocam_protocol::signal::DecodeError;
 use ferrocam_protocol::topics::parse_gateway_signal;
 use ferrocam_protocol::{Envelope, ErrorCode, SessionId, Signal};
@@ -78,8 +79,18 @@ impl Agent {
             ..
         } = envelope;
         let input = match body {
-            Signal::Offer { sdp, trickle } => {
-                return self.start_session(session, reply_to, sdp, trickle);
+            Signal::Offer { sdp, trickle, role } => {
+                let offer = Offer {
+                    session: session.clone(),
+                    reply_to: String::new(), // filled in once validated
+                    sdp,
+                    trickle,
+                    role,
+                };
+                return self.start_session(session, reply_to, offer);
+            }
+            Signal::Control { role, request } => {
+                return self.relayed_control(session, reply_to, role, request);
             }
             Signal::Candidate { candidate } => SessionInput::Candidate(candidate),
             Signal::EndOfCandidates => SessionInput::EndOfCandidates,
@@ -105,13 +116,27 @@ impl Agent {
         }
     }
 
-    fn start_session(
+    /// A control request relayed by a gateway: answered with one `control_reply` per message.
+    fn relayed_control(
         &self,
-        session: SessionId,
+        id: SessionId,
         reply_to: Option<String>,
-        sdp: String,
-        trickle: bool,
+        role: Role,
+        request: String,
     ) {
+        let Some(reply_to) = reply_to.filter(|t| parse_gateway_signal(t).is_some()) else {
+            tracing::warn!(%id, "control request without a valid reply topic");
+            return;
+        };
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            for message in ctx.control.handle(role, &request).await {
+                ctx.say(&reply_to, &id, Signal::ControlReply { message });
+            }
+        });
+    }
+
+    fn start_session(&self, session: SessionId, reply_to: Option<String>, offer: Offer) {
         // Replies go only to a well-formed gateway topic: a forged reply_to must not turn the
         // device into a publisher on someone else's topics.
         let Some(reply_to) = reply_to.filter(|t| parse_gateway_signal(t).is_some()) else {
@@ -145,13 +170,7 @@ impl Agent {
         let ctx = self.ctx.clone();
         let registry = Arc::clone(&self.sessions);
         tokio::spawn(async move {
-            let offer = Offer {
-                session: session.clone(),
-                reply_to,
-                sdp,
-                trickle,
-            };
-            session::run(ctx, offer, rx).await;
+            session::run(ctx, Offer { reply_to, ..offer }, rx).await;
             registry.lock().expect("sessions lock").remove(&session);
         });
     }

@@ -86,6 +86,21 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_MAX_VIEWERS", default_value_t = 32)]
     pub max_viewers: usize,
 
+    /// A GPIO line the control protocol may use (repeatable):
+    /// `name=lamp,chip=gpiochip0,line=17,direction=output`. Lines not listed are off limits.
+    #[arg(long = "gpio-line", env = "FERROCAM_GPIO_LINES", value_delimiter = ';')]
+    pub gpio_lines: Vec<crate::control::gpio::LineConfig>,
+
+    /// Drive the configured GPIO lines on an in-memory chip instead of the kernel's (boards
+    /// without GPIO, demos, tests); with a path, its state is written there as JSON.
+    #[arg(long, env = "FERROCAM_GPIO_FAKE")]
+    pub gpio_fake: Option<String>,
+
+    /// Pan/tilt/zoom: `off`, `v4l2` (the camera's PTZ controls), or
+    /// `gpio:left=<line>,right=<line>,up=…,down=…,zoom_in=…,zoom_out=…,pulse_ms=200`.
+    #[arg(long, env = "FERROCAM_PTZ", default_value = "off")]
+    pub ptz: String,
+
     /// Seconds a session may take from offer to connected before it is dropped.
     #[arg(long, env = "FERROCAM_SESSION_TIMEOUT", default_value_t = 30)]
     pub session_timeout_secs: u64,

@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::control::camera::{NoControls, V4l2Controls};
+use crate::control::gpio::{CdevGpio, FakeGpio};
+use crate::control::{ControlHandler, Gpio, Ptz};
 use crate::media::{
     AudioSource, CaptureFormat, Encoder, EngineSettings, GstProbe, MediaEngine, Source, VideoPlan,
 };
@@ -120,6 +123,17 @@ async fn main() -> anyhow::Result<()> {
             codec: "opus".to_owned(),
         });
 
+    let control = Arc::new(ControlHandler {
+        media: Arc::clone(&media),
+        camera: match &media.plan().source {
+            Source::V4l2(path) => Arc::new(V4l2Controls::new(path.clone())),
+            _ => Arc::new(NoControls),
+        },
+        gpio: open_gpio(&config)?,
+        ptz: Ptz::parse(&config.ptz)?,
+        encoder: video_capability.encoder.clone(),
+        started: std::time::Instant::now(),
+    });
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent::new(
         SessionContext {
@@ -131,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
             }),
             out: out_tx,
             connect_timeout: Duration::from_secs(config.session_timeout_secs),
+            control: Arc::clone(&control),
         },
         config.max_viewers,
     ));
@@ -151,6 +166,8 @@ async fn main() -> anyhow::Result<()> {
             audio: audio_capability,
             sources: cameras,
             controls,
+            gpio: config.gpio_lines.iter().map(|l| l.name.clone()).collect(),
+            ptz: control.ptz.available(),
         }),
     };
     let broker = BrokerAddr::parse(&config.broker)?;
@@ -163,6 +180,17 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     link.await.context("link task")??;
     Ok(())
+}
+
+/// The GPIO lines from the config, on the kernel's chips or on a fake one.
+fn open_gpio(config: &Config) -> anyhow::Result<Arc<dyn Gpio>> {
+    Ok(match &config.gpio_fake {
+        Some(state) => {
+            let path = (!state.is_empty() && state != "true").then(|| state.into());
+            Arc::new(FakeGpio::new(&config.gpio_lines, path))
+        }
+        None => Arc::new(CdevGpio::open(&config.gpio_lines).context("opening GPIO lines")?),
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM (systemd's stop).

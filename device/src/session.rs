@@ -9,8 +9,13 @@ use std::time::Duration;
 use ferrocam_protocol::{DeviceId, Envelope, ErrorCode, IceCandidate, Party, SessionId, Signal};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::control::ControlHandler;
 use crate::media::{AudioUnit, KeyframeReason, MediaEngine, VideoFeed};
-use crate::rtc::{AnswerError, AudioSender, Peer, PeerEvent, RtcSettings, VideoSender};
+use crate::rtc::{
+    AnswerError, AudioSender, ChannelEvent, ControlChannel, Peer, PeerEvent, RtcSettings,
+    VideoSender,
+};
+use ferrocam_protocol::control::Role;
 
 /// Candidates a viewer may trickle into one session; real browsers send fewer than 20.
 pub const MAX_REMOTE_CANDIDATES: usize = 64;
@@ -42,6 +47,7 @@ pub struct SessionContext {
     pub rtc: Arc<RtcSettings>,
     pub out: mpsc::UnboundedSender<Outbound>,
     pub connect_timeout: Duration,
+    pub control: Arc<ControlHandler>,
 }
 
 impl SessionContext {
@@ -66,6 +72,8 @@ pub struct Offer {
     pub sdp: String,
     /// Trickle candidates (browsers over WebSocket) or put them all in the answer (WHEP).
     pub trickle: bool,
+    /// What the session's control channel may do.
+    pub role: Role,
 }
 
 /// Runs one session to its end.
@@ -75,6 +83,7 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
         reply_to,
         sdp: offer_sdp,
         trickle,
+        role,
     } = offer;
     let say = |body: Signal| ctx.say(&reply_to, &session, body);
 
@@ -122,6 +131,7 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
 
     let mut remote_candidates = 0usize;
     let mut streaming: Option<Streaming> = None;
+    let mut channels: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let deadline = tokio::time::sleep(ctx.connect_timeout);
     tokio::pin!(deadline);
 
@@ -161,6 +171,9 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
                     }
                 }
                 Some(PeerEvent::KeyframeRequest) => ctx.media.request_keyframe(KeyframeReason::Feedback),
+                Some(PeerEvent::DataChannel(channel)) => {
+                    channels.push(tokio::spawn(serve_control(channel, role, Arc::clone(&ctx.control))));
+                }
                 Some(PeerEvent::Connected) => {}
                 Some(PeerEvent::Ended(state)) => {
                     say(Signal::HangUp { reason: format!("connection {state}") });
@@ -181,8 +194,36 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
     };
 
     drop(streaming);
+    for channel in channels {
+        channel.abort();
+    }
     peer.close().await;
     tracing::info!(%session, %reason, "session ended");
+}
+
+/// Answers control requests on a viewer's `control` data channel, one at a time and in order.
+async fn serve_control(channel: ControlChannel, role: Role, handler: Arc<ControlHandler>) {
+    let label = channel.label().await;
+    if label != "control" {
+        tracing::debug!(%label, "ignoring a data channel that is not ferrocam's control channel");
+        return;
+    }
+    while let Some(event) = channel.next().await {
+        let replies = match event {
+            ChannelEvent::Text(text) => handler.handle(role, &text).await,
+            ChannelEvent::Binary(bytes) => {
+                handler
+                    .handle(role, &format!("binary message of {bytes} bytes"))
+                    .await
+            }
+        };
+        for reply in replies {
+            if let Err(e) = channel.send_text(&reply).await {
+                tracing::debug!(error = %e, "control reply not sent");
+                return;
+            }
+        }
+    }
 }
 
 /// The forwarding tasks of a connected viewer; dropping it stops them.

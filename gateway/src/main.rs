@@ -1,6 +1,7 @@
 //! `ferrocam-gateway`: serves the web viewer and relays signaling between browsers and devices.
 
 mod broker;
+mod ctl;
 mod http;
 mod link;
 mod relay;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use ferrocam_protocol::control::Role;
 use ferrocam_protocol::viewer::IceServer;
 use ferrocam_protocol::{BrokerAddr, InstanceId};
 use tokio::sync::mpsc;
@@ -54,6 +56,29 @@ struct Config {
     /// Milliseconds a device has to answer an offer.
     #[arg(long, env = "FERROCAM_ANSWER_TIMEOUT_MS", default_value_t = 15_000)]
     answer_timeout_ms: u64,
+
+    /// What viewers may do on the control channel: `control` (change settings, GPIO, PTZ) or
+    /// `view` (watch and read only). Per-user roles come with authentication.
+    #[arg(long, env = "FERROCAM_ROLE", default_value = "control", value_parser = parse_role)]
+    role: Role,
+
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Sends one control command to a device through a running gateway and prints the reply,
+    /// e.g. `ferrocam-gateway ctl demo video.set bitrate_kbps=800`.
+    Ctl(ctl::CtlArgs),
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "control" => Ok(Role::Control),
+        "view" => Ok(Role::View),
+        other => Err(format!("{other:?} is not a role; use view or control")),
+    }
 }
 
 #[tokio::main]
@@ -65,6 +90,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::parse();
+    if let Some(Cmd::Ctl(args)) = &config.command {
+        return ctl::run(args);
+    }
 
     let broker = match &config.broker {
         Some(url) => BrokerAddr::parse(url)?,
@@ -97,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect(),
         answer_timeout: Duration::from_millis(config.answer_timeout_ms),
+        role: config.role,
     };
     axum::serve(listener, http::router(http::AppState::new(relay, settings)))
         .with_graceful_shutdown(shutdown_signal())

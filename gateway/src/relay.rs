@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ferrocam_protocol::control::Role;
 use ferrocam_protocol::viewer::ServerMsg;
 use ferrocam_protocol::{
     DeviceId, DeviceStatus, Envelope, ErrorCode, InstanceId, Party, SessionId, Signal, topics,
@@ -28,6 +29,15 @@ pub struct ViewerId(u64);
 /// Channel to one viewer.
 pub type ViewerTx = mpsc::UnboundedSender<ServerMsg>;
 
+/// How a session is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct OfferOptions {
+    /// Trickle candidates (WebSocket) or answer with all of them (WHEP).
+    pub trickle: bool,
+    /// What the session's control channel may do.
+    pub role: Role,
+}
+
 /// A request the relay refuses, with the code the viewer sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -46,6 +56,8 @@ struct Session {
 struct State {
     devices: BTreeMap<DeviceId, DeviceStatus>,
     sessions: HashMap<SessionId, Session>,
+    /// Relayed control requests awaiting replies, by request id.
+    controls: HashMap<SessionId, (DeviceId, mpsc::UnboundedSender<String>)>,
 }
 
 /// Shared relay state of one gateway instance.
@@ -126,25 +138,12 @@ impl Relay {
         tx: &ViewerTx,
         device: DeviceId,
         sdp: String,
-        trickle: bool,
+        options: OfferOptions,
         session: SessionId,
     ) -> Result<SessionId, Refusal> {
+        let OfferOptions { trickle, role } = options;
         let mut state = self.lock();
-        match state.devices.get(&device) {
-            Some(status) if status.online => {}
-            Some(_) => {
-                return Err(Refusal {
-                    code: ErrorCode::UnknownDevice,
-                    message: format!("device {device} is offline"),
-                });
-            }
-            None => {
-                return Err(Refusal {
-                    code: ErrorCode::UnknownDevice,
-                    message: format!("no device called {device}"),
-                });
-            }
-        }
+        Self::check_online(&state, &device)?;
         state.sessions.insert(
             session.clone(),
             Session {
@@ -156,10 +155,54 @@ impl Relay {
         );
         drop(state);
         self.send(
-            self.envelope(device, session.clone(), Signal::Offer { sdp, trickle })
-                .reply_to(self.reply_topic.clone()),
+            self.envelope(
+                device,
+                session.clone(),
+                Signal::Offer { sdp, trickle, role },
+            )
+            .reply_to(self.reply_topic.clone()),
         );
         Ok(session)
+    }
+
+    fn check_online(state: &State, device: &DeviceId) -> Result<(), Refusal> {
+        match state.devices.get(device) {
+            Some(status) if status.online => Ok(()),
+            Some(_) => Err(Refusal {
+                code: ErrorCode::UnknownDevice,
+                message: format!("device {device} is offline"),
+            }),
+            None => Err(Refusal {
+                code: ErrorCode::UnknownDevice,
+                message: format!("no device called {device}"),
+            }),
+        }
+    }
+
+    /// Relays a control-protocol request to a device; the device's reply messages arrive on the
+    /// returned channel. Call [`Self::control_done`] when no more are wanted.
+    pub fn control(
+        &self,
+        device: DeviceId,
+        role: Role,
+        request: String,
+        id: SessionId,
+    ) -> Result<mpsc::UnboundedReceiver<String>, Refusal> {
+        let mut state = self.lock();
+        Self::check_online(&state, &device)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        state.controls.insert(id.clone(), (device.clone(), tx));
+        drop(state);
+        self.send(
+            self.envelope(device, id, Signal::Control { role, request })
+                .reply_to(self.reply_topic.clone()),
+        );
+        Ok(rx)
+    }
+
+    /// Forgets a relayed control request.
+    pub fn control_done(&self, id: &SessionId) {
+        self.lock().controls.remove(id);
     }
 
     /// Forwards a viewer's message for one of its own sessions to the device.
@@ -198,6 +241,15 @@ impl Relay {
             ..
         } = envelope;
         let mut state = self.lock();
+        if let Signal::ControlReply { message } = body {
+            match state.controls.get(&session) {
+                Some((owner, tx)) if *owner == device => {
+                    let _ = tx.send(message);
+                }
+                _ => tracing::debug!(%session, "control reply nobody waits for"),
+            }
+            return;
+        }
         let Some(entry) = state.sessions.get_mut(&session) else {
             tracing::debug!(%session, "reply for an unknown session");
             return;
@@ -245,8 +297,8 @@ impl Relay {
                 },
                 true,
             ),
-            Signal::Offer { .. } => {
-                tracing::warn!(%session, "device sent an offer; ignored");
+            Signal::Offer { .. } | Signal::Control { .. } | Signal::ControlReply { .. } => {
+                tracing::warn!(%session, "device sent a gateway-to-device message; ignored");
                 return;
             }
         };
@@ -354,6 +406,11 @@ mod tests {
         Party::Device(id.clone())
     }
 
+    const OPTS: OfferOptions = OfferOptions {
+        trickle: true,
+        role: Role::Control,
+    };
+
     fn sid(n: u8) -> SessionId {
         SessionId::from_random([n; 16])
     }
@@ -364,11 +421,11 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         let viewer = relay.new_viewer();
         let cam = DeviceId::parse("cam").unwrap();
-        let refused = relay.offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(1));
+        let refused = relay.offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1));
         assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
 
         relay.on_status(status("cam", false, 1));
-        let refused = relay.offer(viewer, &tx, cam, "v=0".into(), true, sid(1));
+        let refused = relay.offer(viewer, &tx, cam, "v=0".into(), OPTS, sid(1));
         assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
         assert!(broker.try_recv().is_err(), "nothing may reach the broker");
     }
@@ -381,7 +438,7 @@ mod tests {
         let viewer = relay.new_viewer();
         let cam = DeviceId::parse("cam").unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(1))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1))
             .unwrap();
         let sent = broker.try_recv().unwrap();
         assert_eq!(sent.topic, topics::device_signal(&cam));
@@ -399,7 +456,7 @@ mod tests {
         let owner = relay.new_viewer();
         let intruder = relay.new_viewer();
         relay
-            .offer(owner, &owner_tx, cam.clone(), "v=0".into(), true, sid(1))
+            .offer(owner, &owner_tx, cam.clone(), "v=0".into(), OPTS, sid(1))
             .unwrap();
         broker.try_recv().unwrap();
 
@@ -443,10 +500,10 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let viewer = relay.new_viewer();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(1))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1))
             .unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(2))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(2))
             .unwrap();
         relay.on_reply(Envelope::new(
             dev(&cam),
@@ -482,10 +539,10 @@ mod tests {
         let viewer = relay.new_viewer();
         let cam = DeviceId::parse("cam").unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(1))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1))
             .unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), true, sid(2))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(2))
             .unwrap();
         relay.on_reply(Envelope::new(
             dev(&cam),
@@ -509,5 +566,65 @@ mod tests {
             "an answered session must not expire"
         );
         assert_eq!(relay.session_count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+    use ferrocam_protocol::PROTOCOL_VERSION;
+
+    #[test]
+    fn control_replies_reach_the_waiting_request_only_from_its_device() {
+        let (tx, mut broker) = mpsc::unbounded_channel();
+        let relay = Relay::new(InstanceId::parse("gw").unwrap(), tx);
+        let cam = DeviceId::parse("cam").unwrap();
+        relay.on_status(DeviceStatus {
+            v: PROTOCOL_VERSION,
+            device: cam.clone(),
+            online: true,
+            epoch: 1,
+            version: String::new(),
+            capabilities: None,
+        });
+        let id = SessionId::from_random([9; 16]);
+        let mut replies = relay
+            .control(cam.clone(), Role::View, "{}".into(), id.clone())
+            .unwrap();
+        let sent = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert!(matches!(
+            sent.body,
+            Signal::Control {
+                role: Role::View,
+                ..
+            }
+        ));
+        assert_eq!(sent.reply_to.as_deref(), Some(relay.reply_topic()));
+
+        let other = DeviceId::parse("other").unwrap();
+        let reply = |from: &DeviceId, message: &str| {
+            Envelope::new(
+                Party::Device(from.clone()),
+                from.clone(),
+                id.clone(),
+                Signal::ControlReply {
+                    message: message.into(),
+                },
+            )
+        };
+        relay.on_reply(reply(&other, "forged"));
+        relay.on_reply(reply(&cam, "real"));
+        assert_eq!(replies.try_recv().unwrap(), "real");
+        assert!(replies.try_recv().is_err());
+        relay.control_done(&id);
+        relay.on_reply(reply(&cam, "late"));
+        assert!(replies.try_recv().is_err());
+        let unknown = relay.control(
+            DeviceId::parse("ghost").unwrap(),
+            Role::View,
+            "{}".into(),
+            id,
+        );
+        assert_eq!(unknown.unwrap_err().code, ErrorCode::UnknownDevice);
     }
 }

@@ -18,6 +18,9 @@ const ferrocam = {
   session: null,
   pendingCandidates: [], // local candidates gathered before the session id arrived
   lastError: null,
+  control: null, // ControlClient once the data channel is open
+  lastSnapshot: null,
+  lastRefusal: null,
   watch,
   hangUp,
 };
@@ -53,10 +56,13 @@ function onServerMessage(msg) {
     case 'hello':
       ferrocam.iceServers = msg.ice_servers;
       break;
-    case 'devices':
+    case 'devices': {
       ferrocam.devices = msg.devices;
       renderDevices();
+      const watched = msg.devices.find((d) => d.device === ferrocam.device);
+      if (ferrocam.pc && watched && !watched.online) showError(`${watched.device} went offline.`, 'offline');
       break;
+    }
     case 'session':
       if (msg.device !== ferrocam.device || ferrocam.session) return;
       ferrocam.session = msg.session;
@@ -118,6 +124,7 @@ async function watch(device, options = {}) {
 
   const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
   pc.addTransceiver('audio', { direction: 'recvonly' });
+  attachControl(pc, device);
   if (options.codecs && transceiver.setCodecPreferences) {
     const wanted = RTCRtpReceiver.getCapabilities('video').codecs
       .filter((c) => options.codecs.includes(c.mimeType));
@@ -213,6 +220,7 @@ function hangUp() {
 function stopPeer() {
   if (ferrocam.pc) ferrocam.pc.close();
   ferrocam.pc = null;
+  detachControl();
   ferrocam.session = null;
   ferrocam.whep = null;
   ferrocam.pendingCandidates = [];
@@ -290,13 +298,18 @@ function clearError() {
 // ── Stats ────────────────────────────────────────────────────────────────────
 
 let previous = null;
+let stalledFor = 0;
 async function updateStats() {
   const pc = ferrocam.pc;
   const dl = $('stats');
   if (!pc) { dl.replaceChildren(); previous = null; return; }
   const report = await pc.getStats();
   let inbound = null;
-  report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s; });
+  let pair = null;
+  report.forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
+    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+  });
   if (!inbound) return;
   const rows = {
     Resolution: inbound.frameWidth ? `${inbound.frameWidth}×${inbound.frameHeight}` : '–',
@@ -305,12 +318,25 @@ async function updateStats() {
     'Frames decoded': inbound.framesDecoded ?? 0,
     'Packets lost': inbound.packetsLost ?? 0,
     Jitter: inbound.jitter != null ? `${(inbound.jitter * 1000).toFixed(1)} ms` : '–',
+    'Jitter buffer': inbound.jitterBufferEmittedCount
+      ? `${((1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount).toFixed(0)} ms` : '–',
+    RTT: pair && pair.currentRoundTripTime != null ? `${(pair.currentRoundTripTime * 1000).toFixed(1)} ms` : '–',
   };
+  // A connected stream whose frame count stops moving has stalled.
+  const frames = inbound.framesDecoded || 0;
+  if (previous && frames === previous.frames && pc.connectionState === 'connected') {
+    stalledFor += 1;
+    if (stalledFor === 3) showError('The stream stalled: no new frames for 3 s.', 'stalled');
+  } else if (frames !== (previous && previous.frames)) {
+    if (stalledFor >= 3 && ferrocam.lastError && ferrocam.lastError.code === 'stalled') clearError();
+    stalledFor = 0;
+  }
   if (previous && inbound.bytesReceived >= previous.bytes) {
     const kbps = (8 * (inbound.bytesReceived - previous.bytes)) / (inbound.timestamp - previous.t);
     rows.Bitrate = `${kbps.toFixed(0)} kbit/s`;
   }
-  previous = { bytes: inbound.bytesReceived, t: inbound.timestamp };
+  previous = { bytes: inbound.bytesReceived, t: inbound.timestamp, frames };
+  ferrocam.stats = rows;
   dl.replaceChildren(...Object.entries(rows).flatMap(([k, v]) => {
     const dt = document.createElement('dt'); dt.textContent = k;
     const dd = document.createElement('dd'); dd.textContent = v;

@@ -42,6 +42,12 @@ pub struct Capabilities {
     /// Controls of the camera in use (brightness, exposure…); empty for the test pattern.
     #[serde(default)]
     pub controls: Vec<ControlInfo>,
+    /// Names of the GPIO lines the control protocol may use.
+    #[serde(default)]
+    pub gpio: Vec<String>,
+    /// Whether pan/tilt/zoom is configured.
+    #[serde(default)]
+    pub ptz: bool,
 }
 
 /// The video stream a device sends.

@@ -32,7 +32,7 @@ impl Browser {
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--disable-component-update",
                     "--disable-sync", "--no-first-run", "--disable-quic",
-                    "--autoplay-policy=no-user-gesture-required",
+                    "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
                     format!("--user-data-dir={}", profile.0.display()),
                 ]
             }

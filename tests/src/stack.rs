@@ -150,8 +150,11 @@ impl Stack {
     pub fn start_device(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(workspace_bin("ferrocam-device")?);
         cmd.args(["--id", &self.device_id])
-            .args(["--broker", &format!("mqtt://127.0.0.1:{}", self.mqtt_port)])
-            .args(["--source", "test"])
+            .args(["--broker", &format!("mqtt://127.0.0.1:{}", self.mqtt_port)]);
+        if !self.options.device_args.iter().any(|a| a == "--source") {
+            cmd.args(["--source", "test"]);
+        }
+        cmd
             // Test media stays on loopback.
             .args(["--ice-udp", "127.0.0.1:0"])
             .args(&self.options.device_args)

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ferrocam_protocol::control::Role;
 use ferrocam_protocol::{
     DeviceId, Envelope, ErrorCode, InstanceId, Party, SessionId, Signal, topics,
 };
@@ -47,6 +48,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
             Signal::Offer {
                 sdp: "v=0".into(),
                 trickle: true,
+                role: Role::View,
             },
         )
         .reply_to(status.clone())
@@ -78,6 +80,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
                       a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\nthis is not sdp"
                     .into(),
                 trickle: true,
+                role: Role::View,
             },
         )
         .reply_to(reply.into())
@@ -94,6 +97,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
             Signal::Offer {
                 sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n".into(),
                 trickle: true,
+                role: Role::View,
             },
         )
         .reply_to(reply.into())

@@ -1,7 +1,6 @@
 //! Camera controls (brightness, exposure, focus, pan/tilt…) read and written through V4L2.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use ferrocam_protocol::ControlInfo;
 use ferrocam_protocol::control::{ControlError, ControlErrorCode, ControlState};
@@ -32,7 +31,10 @@ pub fn check_range(info: &ControlInfo, value: i64) -> Result<(), ControlError> {
 }
 
 fn unknown(id: u32) -> ControlError {
-    ControlError::new(ControlErrorCode::NotFound, format!("the camera has no control {id}"))
+    ControlError::new(
+        ControlErrorCode::NotFound,
+        format!("the camera has no control {id}"),
+    )
 }
 
 /// A V4L2 device's controls.
@@ -49,7 +51,10 @@ impl V4l2Controls {
 
     fn open(&self) -> Result<v4l::Device, ControlError> {
         v4l::Device::with_path(&self.path).map_err(|e| {
-            ControlError::new(ControlErrorCode::Unavailable, format!("{}: {e}", self.path.display()))
+            ControlError::new(
+                ControlErrorCode::Unavailable,
+                format!("{}: {e}", self.path.display()),
+            )
         })
     }
 }
@@ -66,13 +71,20 @@ impl CameraControls for V4l2Controls {
                     Ok(v4l::control::Value::Boolean(b)) => i64::from(b),
                     _ => info.default,
                 };
-                ControlState { info: info.clone(), value }
+                ControlState {
+                    info: info.clone(),
+                    value,
+                }
             })
             .collect())
     }
 
     fn set(&self, id: u32, value: i64) -> Result<(), ControlError> {
-        let info = self.controls.iter().find(|c| c.id == id).ok_or_else(|| unknown(id))?;
+        let info = self
+            .controls
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| unknown(id))?;
         check_range(info, value)?;
         let value = if info.kind == "boolean" {
             v4l::control::Value::Boolean(value != 0)
@@ -81,7 +93,12 @@ impl CameraControls for V4l2Controls {
         };
         self.open()?
             .set_control(v4l::control::Control { id, value })
-            .map_err(|e| ControlError::new(ControlErrorCode::Failed, format!("setting control {id}: {e}")))
+            .map_err(|e| {
+                ControlError::new(
+                    ControlErrorCode::Failed,
+                    format!("setting control {id}: {e}"),
+                )
+            })
     }
 }
 
@@ -99,20 +116,28 @@ impl CameraControls for NoControls {
 }
 
 /// In-memory controls with V4L2's rules, for tests.
+#[cfg(test)]
 pub struct FakeControls {
-    state: Mutex<Vec<ControlState>>,
+    state: std::sync::Mutex<Vec<ControlState>>,
 }
 
+#[cfg(test)]
 impl FakeControls {
     pub fn new(controls: Vec<ControlInfo>) -> Self {
         let state = controls
             .into_iter()
-            .map(|info| ControlState { value: info.default, info })
+            .map(|info| ControlState {
+                value: info.default,
+                info,
+            })
             .collect();
-        Self { state: Mutex::new(state) }
+        Self {
+            state: std::sync::Mutex::new(state),
+        }
     }
 }
 
+#[cfg(test)]
 impl CameraControls for FakeControls {
     fn list(&self) -> Result<Vec<ControlState>, ControlError> {
         Ok(self.state.lock().expect("controls lock").clone())
@@ -120,7 +145,10 @@ impl CameraControls for FakeControls {
 
     fn set(&self, id: u32, value: i64) -> Result<(), ControlError> {
         let mut state = self.state.lock().expect("controls lock");
-        let control = state.iter_mut().find(|c| c.info.id == id).ok_or_else(|| unknown(id))?;
+        let control = state
+            .iter_mut()
+            .find(|c| c.info.id == id)
+            .ok_or_else(|| unknown(id))?;
         check_range(&control.info, value)?;
         control.value = value;
         Ok(())
@@ -148,15 +176,28 @@ mod tests {
         let cam = FakeControls::new(vec![brightness()]);
         cam.set(0x0098_0900, 40).unwrap();
         assert_eq!(cam.list().unwrap()[0].value, 40);
-        assert_eq!(cam.set(0x0098_0900, 65).unwrap_err().code, ControlErrorCode::OutOfRange);
-        assert_eq!(cam.set(0x0098_0900, 3).unwrap_err().code, ControlErrorCode::OutOfRange);
+        assert_eq!(
+            cam.set(0x0098_0900, 65).unwrap_err().code,
+            ControlErrorCode::OutOfRange
+        );
+        assert_eq!(
+            cam.set(0x0098_0900, 3).unwrap_err().code,
+            ControlErrorCode::OutOfRange
+        );
         assert_eq!(cam.set(1, 0).unwrap_err().code, ControlErrorCode::NotFound);
-        assert_eq!(cam.list().unwrap()[0].value, 40, "a refused set changes nothing");
+        assert_eq!(
+            cam.list().unwrap()[0].value,
+            40,
+            "a refused set changes nothing"
+        );
     }
 
     #[test]
     fn sources_without_controls_refuse_every_id() {
         assert!(NoControls.list().unwrap().is_empty());
-        assert_eq!(NoControls.set(5, 1).unwrap_err().code, ControlErrorCode::NotFound);
+        assert_eq!(
+            NoControls.set(5, 1).unwrap_err().code,
+            ControlErrorCode::NotFound
+        );
     }
 }

@@ -29,9 +29,15 @@ impl std::str::FromStr for LineConfig {
                 .with_context(|| format!("GPIO line {s:?}: {part:?} is not key=value"))?;
             fields.insert(k.trim(), v.trim());
         }
-        let get = |k: &str| fields.get(k).copied().with_context(|| format!("GPIO line {s:?} has no {k}="));
+        let get = |k: &str| {
+            fields
+                .get(k)
+                .copied()
+                .with_context(|| format!("GPIO line {s:?} has no {k}="))
+        };
         let name = get("name")?;
-        ferrocam_protocol::ids::validate_id(name).with_context(|| format!("GPIO line name {name:?}"))?;
+        ferrocam_protocol::ids::validate_id(name)
+            .with_context(|| format!("GPIO line name {name:?}"))?;
         let output = match get("direction")? {
             "output" | "out" => true,
             "input" | "in" => false,
@@ -40,7 +46,9 @@ impl std::str::FromStr for LineConfig {
         Ok(Self {
             name: name.to_owned(),
             chip: get("chip")?.to_owned(),
-            line: get("line")?.parse().with_context(|| format!("GPIO line {name}: bad line number"))?,
+            line: get("line")?
+                .parse()
+                .with_context(|| format!("GPIO line {name}: bad line number"))?,
             output,
         })
     }
@@ -54,11 +62,17 @@ pub trait Gpio: Send + Sync {
 }
 
 fn not_found(name: &str) -> ControlError {
-    ControlError::new(ControlErrorCode::NotFound, format!("no GPIO line called {name:?} is configured"))
+    ControlError::new(
+        ControlErrorCode::NotFound,
+        format!("no GPIO line called {name:?} is configured"),
+    )
 }
 
 fn read_only(name: &str) -> ControlError {
-    ControlError::new(ControlErrorCode::Forbidden, format!("GPIO line {name} is an input"))
+    ControlError::new(
+        ControlErrorCode::Forbidden,
+        format!("GPIO line {name} is an input"),
+    )
 }
 
 /// Lines requested from the kernel's GPIO character devices.
@@ -77,22 +91,33 @@ impl CdevGpio {
                 PathBuf::from("/dev").join(&line.chip)
             };
             let mut builder = gpiocdev::Request::builder();
-            builder.on_chip(&chip).with_consumer("ferrocam").with_line(line.line);
+            builder
+                .on_chip(&chip)
+                .with_consumer("ferrocam")
+                .with_line(line.line);
             if line.output {
                 builder.as_output(gpiocdev::line::Value::Inactive);
             } else {
                 builder.as_input();
             }
-            let request = builder
-                .request()
-                .with_context(|| format!("requesting {} line {} for {}", chip.display(), line.line, line.name))?;
+            let request = builder.request().with_context(|| {
+                format!(
+                    "requesting {} line {} for {}",
+                    chip.display(),
+                    line.line,
+                    line.name
+                )
+            })?;
             lines.push((line.clone(), request));
         }
         Ok(Self { lines })
     }
 
     fn find(&self, name: &str) -> Result<&(LineConfig, gpiocdev::Request), ControlError> {
-        self.lines.iter().find(|(c, _)| c.name == name).ok_or_else(|| not_found(name))
+        self.lines
+            .iter()
+            .find(|(c, _)| c.name == name)
+            .ok_or_else(|| not_found(name))
     }
 }
 
@@ -103,7 +128,9 @@ impl Gpio for CdevGpio {
             .map(|(c, r)| GpioLine {
                 name: c.name.clone(),
                 direction: if c.output { "output" } else { "input" }.to_owned(),
-                value: r.value(c.line).is_ok_and(|v| v == gpiocdev::line::Value::Active),
+                value: r
+                    .value(c.line)
+                    .is_ok_and(|v| v == gpiocdev::line::Value::Active),
             })
             .collect()
     }
@@ -120,7 +147,11 @@ impl Gpio for CdevGpio {
         if !c.output {
             return Err(read_only(name));
         }
-        let value = if value { gpiocdev::line::Value::Active } else { gpiocdev::line::Value::Inactive };
+        let value = if value {
+            gpiocdev::line::Value::Active
+        } else {
+            gpiocdev::line::Value::Inactive
+        };
         r.set_value(c.line, value)
             .map_err(|e| ControlError::new(ControlErrorCode::Failed, e.to_string()))
     }
@@ -168,11 +199,20 @@ impl Gpio for FakeGpio {
     }
 
     fn get(&self, name: &str) -> Result<bool, ControlError> {
-        self.values.lock().expect("gpio lock").get(name).copied().ok_or_else(|| not_found(name))
+        self.values
+            .lock()
+            .expect("gpio lock")
+            .get(name)
+            .copied()
+            .ok_or_else(|| not_found(name))
     }
 
     fn set(&self, name: &str, value: bool) -> Result<(), ControlError> {
-        let line = self.lines.iter().find(|c| c.name == name).ok_or_else(|| not_found(name))?;
+        let line = self
+            .lines
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| not_found(name))?;
         if !line.output {
             return Err(read_only(name));
         }
@@ -189,18 +229,36 @@ mod tests {
 
     fn lines() -> Vec<LineConfig> {
         vec![
-            "name=lamp,chip=gpiochip0,line=17,direction=output".parse().unwrap(),
-            "name=door,chip=gpiochip0,line=27,direction=input".parse().unwrap(),
+            "name=lamp,chip=gpiochip0,line=17,direction=output"
+                .parse()
+                .unwrap(),
+            "name=door,chip=gpiochip0,line=27,direction=input"
+                .parse()
+                .unwrap(),
         ]
     }
 
     #[test]
     fn parses_line_config() {
-        let l: LineConfig = "name=lamp, chip=gpiochip0, line=17, direction=out".parse().unwrap();
+        let l: LineConfig = "name=lamp, chip=gpiochip0, line=17, direction=out"
+            .parse()
+            .unwrap();
         assert_eq!((l.name.as_str(), l.line, l.output), ("lamp", 17, true));
-        assert!("name=a/b,chip=c,line=1,direction=out".parse::<LineConfig>().is_err());
-        assert!("name=a,chip=c,line=x,direction=out".parse::<LineConfig>().is_err());
-        assert!("name=a,chip=c,line=1,direction=sideways".parse::<LineConfig>().is_err());
+        assert!(
+            "name=a/b,chip=c,line=1,direction=out"
+                .parse::<LineConfig>()
+                .is_err()
+        );
+        assert!(
+            "name=a,chip=c,line=x,direction=out"
+                .parse::<LineConfig>()
+                .is_err()
+        );
+        assert!(
+            "name=a,chip=c,line=1,direction=sideways"
+                .parse::<LineConfig>()
+                .is_err()
+        );
         assert!("name=a,chip=c".parse::<LineConfig>().is_err());
     }
 
@@ -210,18 +268,35 @@ mod tests {
         let gpio = FakeGpio::new(&lines(), Some(dir.clone()));
         gpio.set("lamp", true).unwrap();
         assert!(gpio.get("lamp").unwrap());
-        assert_eq!(std::fs::read_to_string(&dir).unwrap(), r#"{"door":false,"lamp":true}"#);
-        assert_eq!(gpio.set("door", true).unwrap_err().code, ControlErrorCode::Forbidden);
-        assert_eq!(gpio.set("heater", true).unwrap_err().code, ControlErrorCode::NotFound);
-        assert_eq!(gpio.get("gpio17").unwrap_err().code, ControlErrorCode::NotFound);
+        assert_eq!(
+            std::fs::read_to_string(&dir).unwrap(),
+            r#"{"door":false,"lamp":true}"#
+        );
+        assert_eq!(
+            gpio.set("door", true).unwrap_err().code,
+            ControlErrorCode::Forbidden
+        );
+        assert_eq!(
+            gpio.set("heater", true).unwrap_err().code,
+            ControlErrorCode::NotFound
+        );
+        assert_eq!(
+            gpio.get("gpio17").unwrap_err().code,
+            ControlErrorCode::NotFound
+        );
         assert_eq!(gpio.lines().len(), 2);
         let _ = std::fs::remove_file(dir);
     }
 
     #[test]
     fn a_missing_chip_is_a_clear_error() {
-        let bad: LineConfig = "name=x,chip=gpiochip99,line=1,direction=out".parse().unwrap();
-        let err = CdevGpio::open(&[bad]).err().expect("no such chip here").to_string();
+        let bad: LineConfig = "name=x,chip=gpiochip99,line=1,direction=out"
+            .parse()
+            .unwrap();
+        let err = CdevGpio::open(&[bad])
+            .err()
+            .expect("no such chip here")
+            .to_string();
         assert!(err.contains("gpiochip99"), "{err}");
     }
 }

@@ -5,6 +5,8 @@
 pub mod camera;
 pub mod gpio;
 mod ptz;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,17 +79,23 @@ impl ControlHandler {
                 let jpeg = tokio::task::spawn_blocking(move || media.snapshot())
                     .await
                     .map_err(|e| failed(e.to_string()))?
-                    .map_err(|e| ControlError::new(ControlErrorCode::Unavailable, format!("{e:#}")))?;
+                    .map_err(|e| {
+                        ControlError::new(ControlErrorCode::Unavailable, format!("{e:#}"))
+                    })?;
                 return Ok(Reply::Snapshot(jpeg));
             }
             Command::GpioList => to_value(self.gpio.lines()),
-            Command::GpioGet { name } => serde_json::json!({ "name": name, "value": self.gpio.get(&name)? }),
+            Command::GpioGet { name } => {
+                serde_json::json!({ "name": name, "value": self.gpio.get(&name)? })
+            }
             Command::GpioSet { name, value } => {
                 self.gpio.set(&name, value)?;
                 serde_json::json!({})
             }
             Command::Ptz { action } => {
-                self.ptz.step(action, self.camera.as_ref(), self.gpio.as_ref()).await?;
+                self.ptz
+                    .step(action, self.camera.as_ref(), self.gpio.as_ref())
+                    .await?;
                 serde_json::json!({})
             }
         };
@@ -130,8 +138,13 @@ impl ControlHandler {
         }
         if width.is_some() || height.is_some() || fps.is_some() {
             let plan = self.media.plan();
-            let (w, h, f) = (width.unwrap_or(plan.width), height.unwrap_or(plan.height), fps.unwrap_or(plan.fps));
-            let sane = (160..=3840).contains(&w) && (120..=2160).contains(&h) && w % 2 == 0 && h % 2 == 0;
+            let (w, h, f) = (
+                width.unwrap_or(plan.width),
+                height.unwrap_or(plan.height),
+                fps.unwrap_or(plan.fps),
+            );
+            let sane =
+                (160..=3840).contains(&w) && (120..=2160).contains(&h) && w % 2 == 0 && h % 2 == 0;
             if !sane || !(1..=60).contains(&f) {
                 return Err(ControlError::new(
                     ControlErrorCode::OutOfRange,

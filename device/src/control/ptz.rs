@@ -23,7 +23,10 @@ pub enum Ptz {
     /// The camera's relative pan/tilt/zoom controls, `step` units per action.
     V4l2 { step: i64 },
     /// A GPIO output per action, pulsed high for `pulse`.
-    Gpio { lines: BTreeMap<String, String>, pulse: Duration },
+    Gpio {
+        lines: BTreeMap<String, String>,
+        pulse: Duration,
+    },
 }
 
 impl Ptz {
@@ -34,7 +37,9 @@ impl Ptz {
             "v4l2" => Ok(Self::V4l2 { step: 1 }),
             other => {
                 let Some(spec) = other.strip_prefix("gpio:") else {
-                    anyhow::bail!("--ptz {other:?}: use off, v4l2 or gpio:left=<line>,right=…,pulse_ms=200");
+                    anyhow::bail!(
+                        "--ptz {other:?}: use off, v4l2 or gpio:left=<line>,right=…,pulse_ms=200"
+                    );
                 };
                 let mut lines = BTreeMap::new();
                 let mut pulse = Duration::from_millis(200);
@@ -67,7 +72,10 @@ impl Ptz {
         gpio: &dyn Gpio,
     ) -> Result<(), ControlError> {
         match self {
-            Self::Off => Err(ControlError::new(ControlErrorCode::Unavailable, "PTZ is not configured on this device")),
+            Self::Off => Err(ControlError::new(
+                ControlErrorCode::Unavailable,
+                "PTZ is not configured on this device",
+            )),
             Self::V4l2 { step } => {
                 let (control, value) = match action {
                     PtzAction::Left => (PAN_RELATIVE, -step),
@@ -106,7 +114,12 @@ mod tests {
 
     #[tokio::test]
     async fn gpio_ptz_pulses_the_mapped_line() {
-        let gpio = FakeGpio::new(&["name=pan_l,chip=gpiochip0,line=5,direction=output".parse().unwrap()], None);
+        let gpio = FakeGpio::new(
+            &["name=pan_l,chip=gpiochip0,line=5,direction=output"
+                .parse()
+                .unwrap()],
+            None,
+        );
         let ptz = Ptz::parse("gpio:left=pan_l,pulse_ms=1").unwrap();
         let cam = FakeControls::new(vec![]);
         ptz.step(PtzAction::Left, &cam, &gpio).await.unwrap();
@@ -119,7 +132,10 @@ mod tests {
     async fn off_refuses_and_parsing_checks_actions() {
         let cam = FakeControls::new(vec![]);
         let gpio = FakeGpio::new(&[], None);
-        let err = Ptz::Off.step(PtzAction::ZoomIn, &cam, &gpio).await.unwrap_err();
+        let err = Ptz::Off
+            .step(PtzAction::ZoomIn, &cam, &gpio)
+            .await
+            .unwrap_err();
         assert_eq!(err.code, ControlErrorCode::Unavailable);
         assert!(Ptz::parse("gpio:spin=x").is_err());
         assert!(Ptz::parse("servo").is_err());

@@ -199,7 +199,9 @@ impl MediaEngine {
                 .ok_or_else(|| anyhow::anyhow!("the pipeline is not running"))?;
             video.last_frame()
         };
-        let frame = frame.ok_or_else(|| anyhow::anyhow!("no frame available (passthrough sources have no raw frames)"))?;
+        let frame = frame.ok_or_else(|| {
+            anyhow::anyhow!("no frame available (passthrough sources have no raw frames)")
+        })?;
         snapshot::encode(&frame)
     }
 

@@ -82,7 +82,10 @@ impl Meter {
         let now = Instant::now();
         let mut window = self.window.lock().expect("meter lock");
         window.push_back((now, bytes));
-        while window.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1)) {
+        while window
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
+        {
             window.pop_front();
         }
     }
@@ -169,9 +172,14 @@ impl VideoPipeline {
             .pipeline
             .by_name("enc")
             .context("no encoder in this pipeline (the camera's own H.264 passes through)")?;
-        let factory = enc.factory().map(|f| f.name().to_string()).unwrap_or_default();
+        let factory = enc
+            .factory()
+            .map(|f| f.name().to_string())
+            .unwrap_or_default();
         match factory.as_str() {
-            "x264enc" | "vah264enc" | "vaapih264enc" | "nvh264enc" => enc.set_property("bitrate", kbps),
+            "x264enc" | "vah264enc" | "vaapih264enc" | "nvh264enc" => {
+                enc.set_property("bitrate", kbps)
+            }
             "openh264enc" => enc.set_property("bitrate", kbps * 1000),
             "mpph264enc" => enc.set_property("bps", kbps * 1000),
             "v4l2h264enc" => enc.set_property(
@@ -187,7 +195,11 @@ impl VideoPipeline {
 
     /// The most recent raw frame, for snapshots.
     pub fn last_frame(&self) -> Option<gst::Sample> {
-        let frames = self.pipeline.by_name("frames")?.downcast::<gst_app::AppSink>().ok()?;
+        let frames = self
+            .pipeline
+            .by_name("frames")?
+            .downcast::<gst_app::AppSink>()
+            .ok()?;
         frames.try_pull_sample(gst::ClockTime::from_mseconds(500))
     }
 }

@@ -17,8 +17,12 @@ pub struct Jpeg {
 pub fn encode(sample: &gst::Sample) -> anyhow::Result<Jpeg> {
     let caps = sample.caps().context("frame without caps")?.to_owned();
     let structure = caps.structure(0).context("empty caps")?;
-    let width = structure.get::<i32>("width").context("caps without width")? as u32;
-    let height = structure.get::<i32>("height").context("caps without height")? as u32;
+    let width = structure
+        .get::<i32>("width")
+        .context("caps without width")? as u32;
+    let height = structure
+        .get::<i32>("height")
+        .context("caps without height")? as u32;
     let buffer = sample.buffer().context("frame without buffer")?.to_owned();
 
     let pipeline = gst::parse::launch(
@@ -37,8 +41,10 @@ pub fn encode(sample: &gst::Sample) -> anyhow::Result<Jpeg> {
     src.set_caps(Some(&caps));
     pipeline.set_state(gst::State::Playing)?;
     let result = (|| {
-        src.push_buffer(buffer).map_err(|e| anyhow!("pushing the frame: {e:?}"))?;
-        src.end_of_stream().map_err(|e| anyhow!("ending the stream: {e:?}"))?;
+        src.push_buffer(buffer)
+            .map_err(|e| anyhow!("pushing the frame: {e:?}"))?;
+        src.end_of_stream()
+            .map_err(|e| anyhow!("ending the stream: {e:?}"))?;
         let jpeg = sink
             .try_pull_sample(gst::ClockTime::from_seconds(5))
             .context("the JPEG encoder produced nothing")?;

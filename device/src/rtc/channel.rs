@@ -33,9 +33,13 @@ impl ControlChannel {
         loop {
             match self.dc.poll().await? {
                 DataChannelEvent::OnMessage(msg) if msg.is_string => {
-                    return Some(ChannelEvent::Text(String::from_utf8_lossy(&msg.data).into_owned()));
+                    return Some(ChannelEvent::Text(
+                        String::from_utf8_lossy(&msg.data).into_owned(),
+                    ));
                 }
-                DataChannelEvent::OnMessage(msg) => return Some(ChannelEvent::Binary(msg.data.len())),
+                DataChannelEvent::OnMessage(msg) => {
+                    return Some(ChannelEvent::Binary(msg.data.len()));
+                }
                 DataChannelEvent::OnClose => return None,
                 _ => continue,
             }

@@ -432,7 +432,9 @@ impl PeerConnectionEventHandler for Events {
     async fn on_data_channel(&self, data_channel: Arc<dyn webrtc::data_channel::DataChannel>) {
         let _ = self
             .tx
-            .send(PeerEvent::DataChannel(super::ControlChannel::new(data_channel)));
+            .send(PeerEvent::DataChannel(super::ControlChannel::new(
+                data_channel,
+            )));
     }
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {

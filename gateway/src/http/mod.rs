@@ -2,6 +2,7 @@
 
 mod api;
 mod assets;
+mod control;
 mod rate;
 mod whep;
 mod ws;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use ferrocam_protocol::control::Role;
 use ferrocam_protocol::viewer::IceServer;
 use ferrocam_protocol::{MAX_SIGNAL_PAYLOAD, SessionId};
 
@@ -23,6 +25,8 @@ pub struct HttpSettings {
     pub ice_servers: Vec<IceServer>,
     /// How long a device has to answer an offer.
     pub answer_timeout: Duration,
+    /// What viewers' sessions may do (until authentication assigns roles per user).
+    pub role: Role,
 }
 
 /// Shared state of every handler.
@@ -48,10 +52,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/app.js", get(assets::app_js))
+        .route("/control.js", get(assets::control_js))
         .route("/style.css", get(assets::style_css))
         .route("/healthz", get(api::healthz))
         .route("/api/devices", get(api::list_devices))
         .route("/api/devices/:id", get(api::get_device))
+        .route(
+            "/api/devices/:id/control",
+            axum::routing::post(control::relay),
+        )
+        .route("/api/devices/:id/snapshot.jpg", get(control::snapshot))
         .route("/ws", get(ws::upgrade))
         .merge(whep::routes(MAX_SIGNAL_PAYLOAD))
         .with_state(state)

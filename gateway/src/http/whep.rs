@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::rate::TokenBucket;
 use super::{AppState, new_session_id};
-use crate::relay::{Refusal, ViewerId};
+use crate::relay::{OfferOptions, Refusal, ViewerId};
 
 const SDP: &str = "application/sdp";
 const SDP_FRAG: &str = "application/trickle-ice-sdpfrag";
@@ -195,14 +195,21 @@ async fn create(
     let viewer = state.relay.new_viewer();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let ufrag = ice_ufrag(&offer).map(str::to_owned);
-    let session =
-        match state
-            .relay
-            .offer(viewer, &tx, device.clone(), offer, false, new_session_id())
-        {
-            Ok(session) => session,
-            Err(Refusal { code, message }) => return refusal_response(code, message),
-        };
+    let options = OfferOptions {
+        trickle: false,
+        role: state.settings.role,
+    };
+    let session = match state.relay.offer(
+        viewer,
+        &tx,
+        device.clone(),
+        offer,
+        options,
+        new_session_id(),
+    ) {
+        Ok(session) => session,
+        Err(Refusal { code, message }) => return refusal_response(code, message),
+    };
     drop(tx); // the relay holds the sender now; the channel closes when the session ends
 
     let answer = tokio::time::timeout(state.settings.answer_timeout, async {

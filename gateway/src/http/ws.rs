@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::rate::TokenBucket;
 use super::{AppState, new_session_id};
-use crate::relay::{Refusal, ViewerId, ViewerTx};
+use crate::relay::{OfferOptions, Refusal, ViewerId, ViewerTx};
 
 /// Offers one connection may start: a burst of 5, then one every 2 s. Clicking between cameras
 /// stays well inside this; a script opening sessions in a loop does not.
@@ -146,12 +146,16 @@ impl Connection {
             );
         }
         let relay = &self.state.relay;
+        let options = OfferOptions {
+            trickle: true,
+            role: self.state.settings.role,
+        };
         match relay.offer(
             self.viewer,
             &self.tx,
             device.clone(),
             sdp,
-            true,
+            options,
             new_session_id(),
         ) {
             Ok(session) => {
