@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup setup-test build release lint unit e2e bench clean
+.PHONY: demo test setup setup-test build release lint unit e2e bench screenshots clean
 
 ## demo: install system packages, build, run gateway + embedded broker + a `demo` device
 demo: setup release
@@ -42,3 +42,7 @@ clean:
 bench: setup-test
 	$(CARGO) build --release --locked --workspace --bins
 	FERROCAM_BIN_DIR=target/release target/release/bench-viewers
+
+## screenshots: regenerate docs/screenshots/*.png of the web viewer
+screenshots: setup-test build
+	$(CARGO) run --locked -p ferrocam-tests --bin screenshots
