@@ -63,6 +63,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                relay.on_link_down();
                 let wait = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?wait, "broker connection lost");
                 tokio::time::sleep(wait).await;

@@ -55,6 +55,9 @@ struct Session {
 #[derive(Default)]
 struct State {
     devices: BTreeMap<DeviceId, DeviceStatus>,
+    /// Devices whose status is marked offline only because this gateway lost the broker: the
+    /// next status from the device replaces it whatever its epoch.
+    unconfirmed: std::collections::BTreeSet<DeviceId>,
     sessions: HashMap<SessionId, Session>,
     /// Relayed control requests awaiting replies, by request id.
     controls: HashMap<SessionId, (DeviceId, mpsc::UnboundedSender<String>)>,
@@ -109,10 +112,11 @@ impl Relay {
     /// Records a status update, ignoring ones older than what is known.
     pub fn on_status(&self, status: DeviceStatus) {
         let mut state = self.lock();
-        let newer = state
-            .devices
-            .get(&status.device)
-            .is_none_or(|current| status.supersedes(current));
+        let newer = state.unconfirmed.remove(&status.device)
+            || state
+                .devices
+                .get(&status.device)
+                .is_none_or(|current| status.supersedes(current));
         if !newer {
             tracing::debug!(device = %status.device, "ignoring a stale status");
             return;
@@ -120,6 +124,28 @@ impl Relay {
         tracing::info!(device = %status.device, online = status.online, "device status");
         state.devices.insert(status.device.clone(), status);
         self.publish_devices(&state);
+    }
+
+    /// The broker link is down: nobody can reach any device through this gateway, so every
+    /// device shows offline (and offers fail fast with "offline" instead of timing out) until
+    /// its status arrives again after the reconnect.
+    pub fn on_link_down(&self) {
+        let mut state = self.lock();
+        let mut changed = false;
+        let ids: Vec<DeviceId> = state.devices.keys().cloned().collect();
+        for id in ids {
+            if let Some(status) = state.devices.get_mut(&id)
+                && status.online
+            {
+                status.online = false;
+                state.unconfirmed.insert(id);
+                changed = true;
+            }
+        }
+        if changed {
+            tracing::warn!("broker link down; devices shown offline until they report again");
+            self.publish_devices(&state);
+        }
     }
 
     /// Drops a device whose retained status was cleared.
@@ -626,5 +652,53 @@ mod control_tests {
             id,
         );
         assert_eq!(unknown.unwrap_err().code, ErrorCode::UnknownDevice);
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+    use ferrocam_protocol::PROTOCOL_VERSION;
+
+    #[test]
+    fn losing_the_broker_marks_devices_offline_until_they_report_again() {
+        let (tx, _broker) = mpsc::unbounded_channel();
+        let relay = Relay::new(InstanceId::parse("gw").unwrap(), tx);
+        let status = DeviceStatus {
+            v: PROTOCOL_VERSION,
+            device: DeviceId::parse("cam").unwrap(),
+            online: true,
+            epoch: 7,
+            version: String::new(),
+            capabilities: None,
+        };
+        relay.on_status(status.clone());
+        relay.on_link_down();
+        let seen = relay.device(&status.device).unwrap();
+        assert!(!seen.online);
+        let (vtx, _vrx) = mpsc::unbounded_channel();
+        let opts = OfferOptions {
+            trickle: true,
+            role: Role::View,
+        };
+        let refused = relay.offer(
+            relay.new_viewer(),
+            &vtx,
+            status.device.clone(),
+            "v=0".into(),
+            opts,
+            SessionId::from_random([1; 16]),
+        );
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
+        // The same run's "online" (same epoch) is accepted again after the reconnect.
+        relay.on_status(status.clone());
+        assert!(relay.device(&status.device).unwrap().online);
+        // But a genuinely stale will still loses to it afterwards.
+        relay.on_status(DeviceStatus {
+            online: false,
+            epoch: 6,
+            ..status.clone()
+        });
+        assert!(relay.device(&status.device).unwrap().online);
     }
 }

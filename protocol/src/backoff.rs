@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-/// Exponential reconnect backoff with jitter: 250 ms doubling to 8 s, so a restarted broker is
-/// not hit by every device at the same instant.
+/// Exponential reconnect backoff with jitter: 250 ms doubling to 2 s, plus up to 50 %. The cap
+/// is what bounds "back online after a broker restart" (at most ~3 s of waiting once the broker
+/// is up); the jitter spreads thousands of devices over that window instead of one instant.
 #[derive(Debug, Default)]
 pub struct Backoff {
     attempt: u32,
@@ -12,7 +13,7 @@ pub struct Backoff {
 impl Backoff {
     /// The wait before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
-        let base = Duration::from_millis(250) * 2u32.saturating_pow(self.attempt.min(5));
+        let base = Duration::from_millis(250) * 2u32.saturating_pow(self.attempt.min(3));
         self.attempt += 1;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -41,7 +42,7 @@ mod tests {
             b.next_delay();
         }
         let capped = b.next_delay();
-        assert!(capped >= Duration::from_secs(8) && capped <= Duration::from_secs(12));
+        assert!(capped >= Duration::from_secs(2) && capped <= Duration::from_secs(3));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(375));
     }

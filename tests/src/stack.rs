@@ -173,6 +173,19 @@ impl Stack {
         }
     }
 
+    /// Kills the Mosquitto broker (SIGKILL: no goodbye to anyone).
+    pub fn kill_broker(&mut self) {
+        if let Some(mut broker) = self.mosquitto.take() {
+            broker.kill();
+        }
+    }
+
+    /// Starts Mosquitto again on the same port; returns when it accepts connections.
+    pub async fn restart_broker(&mut self) -> anyhow::Result<()> {
+        self.mosquitto = Some(start_mosquitto(self.mqtt_port, &self.log_dir).await?);
+        Ok(())
+    }
+
     /// Whether the device process is alive.
     pub fn device_running(&mut self) -> bool {
         self.device.as_mut().is_some_and(Process::is_running)

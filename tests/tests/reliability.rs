@@ -1,0 +1,55 @@
+//! Riding out a broker restart: media already flowing peer-to-peer keeps playing, and the
+//! device is back online, streaming to new viewers, within seconds of the broker returning.
+
+use std::time::{Duration, Instant};
+
+use ferrocam_tests::{Stack, StackOptions, WhepPlayer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_interrupts_no_stream_and_heals_within_seconds() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions::new("broker_restart").mosquitto()).await?;
+    let watching = WhepPlayer::connect(&stack.url("whep/demo")).await?;
+    watching.wait_frames(30, Duration::from_secs(20)).await?;
+
+    stack.kill_broker();
+    // The outage: signaling is gone, the P2P media is not.
+    let before = watching.frames_decoded();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        watching.frames_decoded() >= before + 60,
+        "the running stream stalled while the broker was down"
+    );
+
+    stack.restart_broker().await?;
+    let broker_up = Instant::now();
+    // A new viewer gets through as soon as device and gateway are back on the broker.
+    let newcomer = loop {
+        match WhepPlayer::try_post(&stack.url("whep/demo")).await? {
+            Ok(player) => break player,
+            Err(reply) => {
+                anyhow::ensure!(
+                    broker_up.elapsed() < Duration::from_secs(5),
+                    "still refused {:?} after the broker came back: {reply}",
+                    broker_up.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    newcomer.wait_frames(1, Duration::from_secs(5)).await?;
+    let healed = broker_up.elapsed();
+    eprintln!(
+        "broker restart: new viewer decoding {healed:?} after the broker accepted connections"
+    );
+    assert!(healed < Duration::from_secs(5), "took {healed:?}");
+    stack.wait_online(true).await?;
+
+    // The first viewer never noticed.
+    let before = watching.frames_decoded();
+    watching
+        .wait_frames(before + 30, Duration::from_secs(5))
+        .await?;
+    newcomer.delete().await?;
+    watching.delete().await?;
+    Ok(())
+}
