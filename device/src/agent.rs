@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::signal::DecodeError;
@@ -28,6 +29,20 @@ impl Agent {
             ctx,
             max_sessions,
             sessions: Arc::default(),
+        }
+    }
+
+    /// Asks every session to end, telling its gateway why.
+    pub fn hang_up_all(&self, reason: &str) {
+        for inbox in self.sessions.lock().expect("sessions lock").values() {
+            let _ = inbox.try_send(SessionInput::Shutdown(reason.to_owned()));
+        }
+    }
+
+    /// Resolves once no session is left.
+    pub async fn idle(&self) {
+        while !self.sessions.lock().expect("sessions lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

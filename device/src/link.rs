@@ -23,6 +23,7 @@ pub async fn run(
     agent: Arc<Agent>,
     outbound: mpsc::UnboundedReceiver<Outbound>,
     mut shutdown: watch::Receiver<bool>,
+    connected: watch::Sender<bool>,
 ) -> anyhow::Result<()> {
     let status_topic = topics::device_status(&online.device);
     let signal_topic = topics::device_signal(&online.device);
@@ -61,12 +62,14 @@ pub async fn run(
                     client
                         .publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?)
                         .await?;
+                    connected.send_replace(true);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == signal_topic => {
                     agent.handle_payload(&publish.payload);
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    connected.send_replace(false);
                     let wait = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?wait, "broker connection lost");
                     sleep_or_shutdown(wait, &mut shutdown).await;

@@ -6,6 +6,7 @@ mod control;
 mod link;
 mod media;
 mod rtc;
+mod service;
 mod session;
 
 use std::sync::Arc;
@@ -174,11 +175,41 @@ async fn main() -> anyhow::Result<()> {
     let client_id = format!("ferrocam-device-{}", config.id);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let link = tokio::spawn(link::run(broker, client_id, online, agent, out_rx, stop_rx));
+    let (connected_tx, mut connected) = watch::channel(false);
+    let link = tokio::spawn(link::run(
+        broker,
+        client_id,
+        online,
+        Arc::clone(&agent),
+        out_rx,
+        stop_rx,
+        connected_tx,
+    ));
+    // Ready once the pipeline proved itself (above) and the broker link is up. A broker that is
+    // down at boot must not hold the service in "activating" forever: after a while the device
+    // reports ready anyway and keeps retrying.
+    let up = tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c)).await;
+    if matches!(up, Ok(Ok(_))) {
+        service::ready("streaming ready; connected to the broker");
+    } else {
+        service::ready("streaming ready; broker unreachable, retrying");
+    }
+    service::spawn_watchdog(Arc::clone(&media));
+
     shutdown_signal().await;
     tracing::info!("shutting down");
+    service::stopping();
+    // Hang up viewers while the broker link can still tell their gateways, then say offline.
+    agent.hang_up_all("the device is shutting down");
+    let drained = tokio::time::timeout(Duration::from_secs(2), agent.idle()).await;
+    if drained.is_err() {
+        tracing::warn!("sessions still open after 2 s; closing anyway");
+    }
     let _ = stop_tx.send(true);
-    link.await.context("link task")??;
+    tokio::time::timeout(Duration::from_secs(2), link)
+        .await
+        .context("the broker link did not close in time")?
+        .context("link task")??;
     Ok(())
 }
 

@@ -26,6 +26,8 @@ pub enum SessionInput {
     Candidate(IceCandidate),
     EndOfCandidates,
     HangUp(String),
+    /// The device is going away: tell the viewer, then end.
+    Shutdown(String),
 }
 
 /// A message the session wants delivered to the viewer's gateway.
@@ -150,6 +152,10 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
                 }
                 Some(SessionInput::EndOfCandidates) => {}
                 Some(SessionInput::HangUp(reason)) => break format!("viewer hung up: {reason}"),
+                Some(SessionInput::Shutdown(reason)) => {
+                    say(Signal::HangUp { reason: reason.clone() });
+                    break reason;
+                }
                 None => break "device shutting down".to_owned(),
             },
             event = events.recv() => match event {

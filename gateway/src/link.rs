@@ -14,6 +14,7 @@ pub async fn run(
     broker: BrokerAddr,
     relay: Arc<Relay>,
     mut outbound: mpsc::UnboundedReceiver<Publish>,
+    connected: tokio::sync::watch::Sender<bool>,
 ) {
     let reply_topic = relay.reply_topic().to_owned();
     let mut options = MqttOptions::new(
@@ -44,6 +45,7 @@ pub async fn run(
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
+                connected.send_replace(true);
                 tracing::info!(topic = %reply_topic, "gateway connected to broker");
                 // Clean sessions drop subscriptions: subscribe again after every ConnAck.
                 let _ = client
@@ -64,6 +66,7 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => {
                 relay.on_link_down();
+                connected.send_replace(false);
                 let wait = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?wait, "broker connection lost");
                 tokio::time::sleep(wait).await;

@@ -5,6 +5,7 @@ mod ctl;
 mod http;
 mod link;
 mod relay;
+mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -108,7 +109,13 @@ async fn main() -> anyhow::Result<()> {
 
     let (publish_tx, publish_rx) = mpsc::unbounded_channel();
     let relay = Arc::new(Relay::new(instance.clone(), publish_tx));
-    tokio::spawn(link::run(broker, Arc::clone(&relay), publish_rx));
+    let (connected_tx, mut connected) = tokio::sync::watch::channel(false);
+    tokio::spawn(link::run(
+        broker,
+        Arc::clone(&relay),
+        publish_rx,
+        connected_tx,
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -127,9 +134,24 @@ async fn main() -> anyhow::Result<()> {
         answer_timeout: Duration::from_millis(config.answer_timeout_ms),
         role: config.role,
     };
-    axum::serve(listener, http::router(http::AppState::new(relay, settings)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let up = tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c)).await;
+    service::ready(if matches!(up, Ok(Ok(_))) {
+        "serving; connected to the broker"
+    } else {
+        "serving; broker unreachable, retrying"
+    });
+    service::spawn_watchdog();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    axum::serve(
+        listener,
+        http::router(http::AppState::new(relay, settings, stop_rx)),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        service::stopping();
+        let _ = stop_tx.send(true);
+    })
+    .await?;
     Ok(())
 }
 

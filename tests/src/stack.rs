@@ -32,6 +32,8 @@ pub struct StackOptions {
     pub device_args: Vec<String>,
     /// Extra flags for every gateway.
     pub gateway_args: Vec<String>,
+    /// Extra environment for the device.
+    pub device_env: Vec<(String, String)>,
 }
 
 impl StackOptions {
@@ -43,6 +45,7 @@ impl StackOptions {
             gateways: 1,
             device_args: Vec::new(),
             gateway_args: Vec::new(),
+            device_env: Vec::new(),
         }
     }
 
@@ -58,6 +61,11 @@ impl StackOptions {
 
     pub fn device_args(mut self, args: &[&str]) -> Self {
         self.device_args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn device_env(mut self, key: &str, value: &str) -> Self {
+        self.device_env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -158,7 +166,8 @@ impl Stack {
             // Test media stays on loopback.
             .args(["--ice-udp", "127.0.0.1:0"])
             .args(&self.options.device_args)
-            .env("RUST_LOG", "info,ferrocam_device=debug");
+            .env("RUST_LOG", "info,ferrocam_device=debug")
+            .envs(self.options.device_env.iter().map(|(k, v)| (k, v)));
         self.device_starts += 1;
         let name = format!("device-{}", self.device_starts);
         self.device = Some(Process::spawn(&name, cmd, &self.log_dir)?);

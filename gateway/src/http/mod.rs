@@ -35,14 +35,22 @@ pub struct AppState {
     pub relay: Arc<Relay>,
     pub settings: Arc<HttpSettings>,
     pub whep: Arc<whep::WhepSessions>,
+    /// Flips to `true` when the gateway stops: long-lived WebSockets close themselves, or the
+    /// server's graceful shutdown would wait for them forever.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
-    pub fn new(relay: Arc<Relay>, settings: HttpSettings) -> Self {
+    pub fn new(
+        relay: Arc<Relay>,
+        settings: HttpSettings,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             relay,
             settings: Arc::new(settings),
             whep: Arc::default(),
+            shutdown,
         }
     }
 }

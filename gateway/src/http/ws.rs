@@ -48,6 +48,7 @@ async fn serve(socket: WebSocket, state: AppState) {
         offers: TokenBucket::new(OFFER_BURST, OFFERS_PER_SECOND),
         messages: TokenBucket::new(MESSAGE_BURST, MESSAGES_PER_SECOND),
     };
+    let mut shutdown = conn.state.shutdown.clone();
     let mut devices = conn.state.relay.watch_devices();
     devices.mark_changed();
     let (mut sink, mut stream) = socket.split();
@@ -67,6 +68,7 @@ async fn serve(socket: WebSocket, state: AppState) {
                 Some(Err(_)) | None => break,
             },
             Some(msg) = rx.recv() => msg,
+            _ = shutdown.wait_for(|stop| *stop) => break,
             Ok(()) = devices.changed() => ServerMsg::Devices {
                 devices: devices.borrow_and_update().clone(),
             },
