@@ -25,6 +25,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     connected: watch::Sender<bool>,
 ) -> anyhow::Result<()> {
+    let connected = Arc::new(connected);
     let status_topic = topics::device_status(&online.device);
     let signal_topic = topics::device_signal(&online.device);
     let offline = DeviceStatus {
@@ -58,11 +59,20 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();
                     tracing::info!(topic = %signal_topic, "connected to broker");
-                    client.subscribe(&signal_topic, QoS::AtMostOnce).await?;
-                    client
-                        .publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?)
-                        .await?;
-                    connected.send_replace(true);
+                    // Queued from a task: awaiting here could deadlock, since only this loop's
+                    // `poll` drains rumqttc's request queue, which may be full after an outage.
+                    // Subscribe first: the broker handles both in order, so no offer can arrive
+                    // for a device that has announced itself but not yet subscribed.
+                    let (c, topic, status) = (client.clone(), status_topic.clone(), serde_json::to_vec(&online)?);
+                    let signal = signal_topic.clone();
+                    let connected = connected.clone();
+                    tokio::spawn(async move {
+                        let subscribed = c.subscribe(signal, QoS::AtMostOnce).await;
+                        let announced = c.publish(topic, QoS::AtLeastOnce, true, status).await;
+                        if subscribed.is_ok() && announced.is_ok() {
+                            connected.send_replace(true);
+                        }
+                    });
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == signal_topic => {
                     agent.handle_payload(&publish.payload);

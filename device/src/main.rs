@@ -188,8 +188,13 @@ async fn main() -> anyhow::Result<()> {
     // Ready once the pipeline proved itself (above) and the broker link is up. A broker that is
     // down at boot must not hold the service in "activating" forever: after a while the device
     // reports ready anyway and keeps retrying.
-    let up = tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c)).await;
-    if matches!(up, Ok(Ok(_))) {
+    // `wait_for` returns a read guard on the channel: keep it to this statement, or the link's
+    // next `send_replace` would block forever.
+    let up = matches!(
+        tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c)).await,
+        Ok(Ok(_))
+    );
+    if up {
         service::ready("streaming ready; connected to the broker");
     } else {
         service::ready("streaming ready; broker unreachable, retrying");

@@ -47,11 +47,16 @@ pub async fn run(
                 backoff.reset();
                 connected.send_replace(true);
                 tracing::info!(topic = %reply_topic, "gateway connected to broker");
-                // Clean sessions drop subscriptions: subscribe again after every ConnAck.
-                let _ = client
-                    .subscribe(topics::all_device_status(), QoS::AtLeastOnce)
-                    .await;
-                let _ = client.subscribe(&reply_topic, QoS::AtMostOnce).await;
+                // Clean sessions drop subscriptions: subscribe again after every ConnAck. From a
+                // task: awaiting here could deadlock, since only this loop's `poll` drains
+                // rumqttc's request queue, which may be full after an outage.
+                let (c, reply) = (client.clone(), reply_topic.clone());
+                tokio::spawn(async move {
+                    let _ = c
+                        .subscribe(topics::all_device_status(), QoS::AtLeastOnce)
+                        .await;
+                    let _ = c.subscribe(reply, QoS::AtMostOnce).await;
+                });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if p.topic == reply_topic {

@@ -134,8 +134,13 @@ async fn main() -> anyhow::Result<()> {
         answer_timeout: Duration::from_millis(config.answer_timeout_ms),
         role: config.role,
     };
-    let up = tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c)).await;
-    service::ready(if matches!(up, Ok(Ok(_))) {
+    // `wait_for` returns a read guard on the channel: keep it to this statement, or the link's
+    // next `send_replace` would block forever.
+    let up = matches!(
+        tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c)).await,
+        Ok(Ok(_))
+    );
+    service::ready(if up {
         "serving; connected to the broker"
     } else {
         "serving; broker unreachable, retrying"
