@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrocam_protocol::{Backoff, BrokerAddr, DeviceStatus, MAX_SIGNAL_PAYLOAD, topics};
+use ferrocam_protocol::{
+    Backoff, BrokerAddr, CameraState, DeviceStatus, MAX_SIGNAL_PAYLOAD, topics,
+};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
@@ -19,11 +21,12 @@ use crate::session::Outbound;
 pub async fn run(
     broker: BrokerAddr,
     client_id: String,
-    online: DeviceStatus,
+    mut online: DeviceStatus,
     agent: Arc<Agent>,
     outbound: mpsc::UnboundedReceiver<Outbound>,
     mut shutdown: watch::Receiver<bool>,
     connected: watch::Sender<bool>,
+    mut camera: watch::Receiver<CameraState>,
 ) -> anyhow::Result<()> {
     let connected = Arc::new(connected);
     let status_topic = topics::device_status(&online.device);
@@ -55,6 +58,17 @@ pub async fn run(
     while !*shutdown.borrow() {
         tokio::select! {
             _ = shutdown.changed() => {}
+            Ok(()) = camera.changed() => {
+                // Presence carries the camera's health: re-announce on every change.
+                let state = camera.borrow_and_update().clone();
+                tracing::info!(camera = ?state, "camera state");
+                if let Some(caps) = online.capabilities.as_mut() {
+                    caps.camera = state;
+                }
+                if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
+                    tracing::warn!(error = %e, "could not queue the camera state");
+                }
+            }
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();

@@ -169,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
             controls,
             gpio: config.gpio_lines.iter().map(|l| l.name.clone()).collect(),
             ptz: control.ptz.available(),
+            camera: Default::default(),
         }),
     };
     let broker = BrokerAddr::parse(&config.broker)?;
@@ -184,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
         out_rx,
         stop_rx,
         connected_tx,
+        media.health(),
     ));
     // Ready once the pipeline proved itself (above) and the broker link is up. A broker that is
     // down at boot must not hold the service in "activating" forever: after a while the device

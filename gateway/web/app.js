@@ -259,9 +259,10 @@ function renderDevices() {
     name.textContent = d.device;
     const meta = document.createElement('span');
     meta.className = 'meta';
-    meta.textContent = d.online
-      ? (video ? `${video.width}×${video.height} @ ${video.fps} fps · ${video.encoder}` : 'online')
-      : 'offline';
+    const camera = d.capabilities && d.capabilities.camera;
+    meta.textContent = !d.online ? 'offline'
+      : camera && camera.state === 'unavailable' ? `camera unavailable: ${camera.reason}`
+        : (video ? `${video.width}×${video.height} @ ${video.fps} fps · ${video.encoder}` : 'online');
     button.append(dot, name, meta);
     button.onclick = () => watch(d.device).catch((e) => showError(e.message));
     const item = document.createElement('li');

@@ -19,7 +19,7 @@ pub use backoff::Backoff;
 pub use broker_url::{BrokerAddr, BrokerUrlError};
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
 pub use presence::{
-    AudioCapability, Capabilities, ControlInfo, DeviceStatus, FrameSize, SourceFormat,
+    AudioCapability, CameraState, Capabilities, ControlInfo, DeviceStatus, FrameSize, SourceFormat,
     VideoCapability, VideoSource,
 };
 pub use signal::{DecodeError, Envelope, ErrorCode, IceCandidate, Party, Signal};

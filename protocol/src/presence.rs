@@ -48,6 +48,20 @@ pub struct Capabilities {
     /// Whether pan/tilt/zoom is configured.
     #[serde(default)]
     pub ptz: bool,
+    /// Whether the camera is delivering frames right now.
+    #[serde(default)]
+    pub camera: CameraState,
+}
+
+/// The camera's health, as the device sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CameraState {
+    /// Frames are flowing (or the pipeline is idle and was fine when last used).
+    #[default]
+    Ok,
+    /// The pipeline failed (unplugged camera, driver error, stall); the device is rebuilding it.
+    Unavailable { reason: String },
 }
 
 /// The video stream a device sends.
@@ -135,9 +149,12 @@ pub struct ControlInfo {
 }
 
 impl DeviceStatus {
-    /// Whether `self` should replace `current` (newer epoch, or same epoch going offline).
+    /// Whether `self` should replace `current`: a newer run (epoch) always does; within one run
+    /// any update does except an "online" arriving after that run's "offline" (a stale message
+    /// must not revive a device that has gone).
     pub fn supersedes(&self, current: &DeviceStatus) -> bool {
-        self.epoch > current.epoch || (self.epoch == current.epoch && !self.online)
+        self.epoch > current.epoch
+            || (self.epoch == current.epoch && (current.online || !self.online))
     }
 }
 
@@ -161,5 +178,8 @@ mod tests {
         assert!(!status(false, 1).supersedes(&status(true, 2)));
         assert!(status(false, 2).supersedes(&status(true, 2)));
         assert!(status(true, 3).supersedes(&status(false, 2)));
+        // Within a run: updates (camera state changes) apply; nothing revives an ended run.
+        assert!(status(true, 2).supersedes(&status(true, 2)));
+        assert!(!status(true, 2).supersedes(&status(false, 2)));
     }
 }

@@ -53,3 +53,57 @@ async fn a_broker_restart_interrupts_no_stream_and_heals_within_seconds() -> any
     watching.delete().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_camera_is_rebuilt_and_viewers_resume_without_reconnecting() -> anyhow::Result<()>
+{
+    // A "camera" that errors out every 90 frames (3 s), like a flaky USB connection.
+    let stack = Stack::start(StackOptions::new("camera_fault").device_args(&[
+        "--source",
+        "pipeline:videotestsrc is-live=true ! identity error-after=90",
+        "--audio",
+        "off",
+    ]))
+    .await?;
+    let viewer = WhepPlayer::connect(&stack.url("whep/demo")).await?;
+    viewer.wait_frames(30, Duration::from_secs(20)).await?;
+
+    // The fault shows in presence…
+    let state = |stack: &Stack| -> anyhow::Result<serde_json::Value> {
+        let status: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))
+            .call()?
+            .body_mut()
+            .read_json()?;
+        Ok(status["capabilities"]["camera"].clone())
+    };
+    let unavailable = ferrocam_tests::eventually(
+        "camera unavailable in presence",
+        Duration::from_secs(15),
+        || async {
+            let camera = state(&stack)?;
+            Ok((camera["state"] == "unavailable").then_some(camera))
+        },
+    )
+    .await?;
+    assert!(
+        unavailable["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("identity"),
+        "{unavailable}"
+    );
+    // …then the rebuilt pipeline reports healthy again…
+    ferrocam_tests::eventually("camera ok again", Duration::from_secs(15), || async {
+        Ok((state(&stack)?["state"] == "ok").then_some(()))
+    })
+    .await?;
+    // …and the same viewer, never reconnected, decodes frames from the new pipeline: well over
+    // the 90 one pipeline run can produce.
+    viewer.wait_frames(150, Duration::from_secs(20)).await?;
+    assert!(
+        viewer.keyframes() >= 2,
+        "each rebuilt pipeline opens with a keyframe"
+    );
+    viewer.delete().await?;
+    Ok(())
+}

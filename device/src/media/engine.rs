@@ -21,8 +21,13 @@ use super::snapshot::{self, Jpeg};
 const VIDEO_FANOUT: usize = 64;
 /// Opus packets (20 ms each) a viewer may fall behind.
 const AUDIO_FANOUT: usize = 50;
-/// Wait before rebuilding a pipeline that failed while viewers were watching.
+/// Wait before rebuilding a pipeline that failed while viewers were watching; doubles with
+/// every failure in a row, up to [`RESTART_DELAY_MAX`].
 const RESTART_DELAY: Duration = Duration::from_secs(1);
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+/// With viewers attached, this long without a frame counts as a fault (a camera that stalls
+/// without an error: unplugged USB hubs do that).
+const STALL_AFTER: Duration = Duration::from_secs(3);
 
 /// How the engine behaves.
 #[derive(Debug, Clone)]
@@ -42,6 +47,10 @@ struct Running {
     viewers: usize,
     /// Bumped on every acquire, so an idle stop scheduled before it does nothing.
     generation: u64,
+    /// Failures in a row, for the restart backoff.
+    failures: u32,
+    /// When the current pipeline started (the stall check leaves it time to warm up).
+    started: Option<Instant>,
 }
 
 pub struct MediaEngine {
@@ -57,6 +66,7 @@ pub struct MediaEngine {
     audio_enabled: std::sync::atomic::AtomicBool,
     runtime: tokio::runtime::Handle,
     me: Weak<MediaEngine>,
+    health: tokio::sync::watch::Sender<ferrocam_protocol::CameraState>,
 }
 
 /// Proof that a viewer needs the pipeline; dropping it lets the engine go idle.
@@ -85,7 +95,45 @@ impl MediaEngine {
             keyframes: Mutex::new(keyframes),
             runtime: tokio::runtime::Handle::current(),
             me: me.clone(),
+            health: tokio::sync::watch::Sender::new(ferrocam_protocol::CameraState::Ok),
         })
+        .start_stall_monitor()
+    }
+
+    /// The camera's health; changes when the pipeline fails and when it is back.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<ferrocam_protocol::CameraState> {
+        self.health.subscribe()
+    }
+
+    /// Checks once a second that a pipeline with viewers produces frames.
+    fn start_stall_monitor(self: Arc<Self>) -> Arc<Self> {
+        let me = Arc::downgrade(&self);
+        self.runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticker.tick().await;
+                let Some(engine) = me.upgrade() else { return };
+                let stalled = {
+                    let mut running = engine.lock();
+                    // Ten good seconds forgive earlier failures.
+                    if running
+                        .started
+                        .is_some_and(|t| t.elapsed() > Duration::from_secs(10))
+                        && engine.meter.idle_for() < Duration::from_secs(1)
+                    {
+                        running.failures = 0;
+                    }
+                    running.viewers > 0
+                        && running.video.is_some()
+                        && running.started.is_some_and(|t| t.elapsed() > STALL_AFTER)
+                        && engine.meter.idle_for() > STALL_AFTER
+                };
+                if stalled {
+                    engine.on_video_fault(format!("no frames for {} s", STALL_AFTER.as_secs()));
+                }
+            }
+        });
+        self
     }
 
     /// Registers a viewer, starting the pipelines if they are not running.
@@ -264,6 +312,7 @@ impl MediaEngine {
             on_fault,
             Arc::clone(&self.meter),
         )?);
+        running.started = Some(Instant::now());
         tracing::info!("video pipeline started");
         if let (Some(source), true) = (&self.settings.audio, self.audio_enabled()) {
             let on_fault = Arc::new(|fault: String| tracing::warn!(%fault, "audio stopped"));
@@ -282,23 +331,55 @@ impl MediaEngine {
         Ok(())
     }
 
-    /// A pipeline error or EOS: drop the dead pipeline and, while anyone watches, build a new
-    /// one after a pause. Viewers keep their feeds and resume at the next keyframe.
+    /// A pipeline error, EOS or stall: drop the dead pipeline, say the camera is unavailable,
+    /// and while anyone watches rebuild it with backoff. Viewers keep their feeds and resume at
+    /// the new pipeline's first keyframe, without reconnecting.
     fn on_video_fault(&self, fault: String) {
-        tracing::warn!(%fault, "video pipeline failed; restarting");
+        let delay = {
+            let mut running = self.lock();
+            if running.video.take().is_none() {
+                return; // already being handled
+            }
+            running.audio = None;
+            running.started = None;
+            running.failures += 1;
+            restart_delay(running.failures)
+        };
+        tracing::warn!(%fault, retry_in = ?delay, "video pipeline failed");
+        self.health
+            .send_replace(ferrocam_protocol::CameraState::Unavailable { reason: fault });
+        self.schedule_restart(delay);
+    }
+
+    fn schedule_restart(&self, delay: Duration) {
         let me = self.me.clone();
         self.runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
             let Some(engine) = me.upgrade() else { return };
-            let dead = engine.lock().video.take();
-            drop(dead);
-            tokio::time::sleep(RESTART_DELAY).await;
             let mut running = engine.lock();
-            if running.viewers > 0 && running.video.is_none() {
-                running.audio = None;
-                if let Err(e) = engine.start_pipelines(&mut running) {
-                    tracing::error!(error = format!("{e:#}"), "video pipeline restart failed");
+            if running.video.is_some() {
+                return;
+            }
+            if running.viewers == 0 {
+                // Nobody watching: the next viewer starts it (and finds out).
+                drop(running);
+                engine.health.send_replace(ferrocam_protocol::CameraState::Ok);
+                return;
+            }
+            match engine.start_pipelines(&mut running) {
+                Ok(()) => {
+                    tracing::info!("video pipeline rebuilt");
                     drop(running);
-                    engine.on_video_fault(format!("{e:#}"));
+                    engine.health.send_replace(ferrocam_protocol::CameraState::Ok);
+                }
+                Err(e) => {
+                    running.failures += 1;
+                    let delay = restart_delay(running.failures);
+                    drop(running);
+                    let reason = format!("{e:#}");
+                    tracing::error!(error = %reason, retry_in = ?delay, "video pipeline rebuild failed");
+                    engine.health.send_replace(ferrocam_protocol::CameraState::Unavailable { reason });
+                    engine.schedule_restart(delay);
                 }
             }
         });
@@ -329,6 +410,11 @@ impl MediaEngine {
     fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running.lock().expect("media engine lock")
     }
+}
+
+/// Backoff after `failures` failures in a row: 1 s, 2 s, 4 s … 30 s.
+fn restart_delay(failures: u32) -> Duration {
+    (RESTART_DELAY * 2u32.pow(failures.saturating_sub(1).min(5))).min(RESTART_DELAY_MAX)
 }
 
 /// One viewer's view of the shared access units: starts at a keyframe, and after falling behind

@@ -90,6 +90,15 @@ impl Meter {
         }
     }
 
+    /// How long since the last frame (forever if none yet).
+    pub fn idle_for(&self) -> Duration {
+        self.window
+            .lock()
+            .expect("meter lock")
+            .back()
+            .map_or(Duration::MAX, |(t, _)| t.elapsed())
+    }
+
     /// (frames per second, kbit/s) over the last second.
     pub fn rates(&self) -> (f64, f64) {
         let now = Instant::now();
@@ -250,9 +259,9 @@ impl BusWatch {
                     };
                     match msg.view() {
                         gst::MessageView::Error(e) => {
-                            let fault = format!("{} ({:?})", e.error(), e.debug());
-                            tracing::error!(pipeline = %name, error = %fault, "pipeline error");
-                            on_fault(fault);
+                            let source = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+                            tracing::error!(pipeline = %name, %source, error = %e.error(), debug = ?e.debug(), "pipeline error");
+                            on_fault(format!("{source}: {}", e.error()));
                             return;
                         }
                         gst::MessageView::Warning(w) => {
