@@ -17,17 +17,41 @@ use tokio::sync::{mpsc, watch};
 use crate::agent::Agent;
 use crate::session::Outbound;
 
+/// Who the device is on the broker.
+pub struct Identity {
+    pub broker: BrokerAddr,
+    pub client_id: String,
+    /// The "online" presence document (its camera state is kept current by the link).
+    pub online: DeviceStatus,
+}
+
+/// What the link exchanges with the rest of the device.
+pub struct Wiring {
+    pub agent: Arc<Agent>,
+    /// What sessions say, to publish.
+    pub outbound: mpsc::UnboundedReceiver<Outbound>,
+    /// Flips to `true` to stop.
+    pub shutdown: watch::Receiver<bool>,
+    /// Set while connected and announced.
+    pub connected: watch::Sender<bool>,
+    /// The camera's health, announced in presence.
+    pub camera: watch::Receiver<CameraState>,
+}
+
 /// Runs the link until `shutdown` flips; then marks the device offline and disconnects.
-pub async fn run(
-    broker: BrokerAddr,
-    client_id: String,
-    mut online: DeviceStatus,
-    agent: Arc<Agent>,
-    outbound: mpsc::UnboundedReceiver<Outbound>,
-    mut shutdown: watch::Receiver<bool>,
-    connected: watch::Sender<bool>,
-    mut camera: watch::Receiver<CameraState>,
-) -> anyhow::Result<()> {
+pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
+    let Identity {
+        broker,
+        client_id,
+        mut online,
+    } = identity;
+    let Wiring {
+        agent,
+        outbound,
+        mut shutdown,
+        connected,
+        mut camera,
+    } = wiring;
     let connected = Arc::new(connected);
     let status_topic = topics::device_status(&online.device);
     let signal_topic = topics::device_signal(&online.device);

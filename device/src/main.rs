@@ -178,14 +178,18 @@ async fn main() -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (connected_tx, mut connected) = watch::channel(false);
     let link = tokio::spawn(link::run(
-        broker,
-        client_id,
-        online,
-        Arc::clone(&agent),
-        out_rx,
-        stop_rx,
-        connected_tx,
-        media.health(),
+        link::Identity {
+            broker,
+            client_id,
+            online,
+        },
+        link::Wiring {
+            agent: Arc::clone(&agent),
+            outbound: out_rx,
+            shutdown: stop_rx,
+            connected: connected_tx,
+            camera: media.health(),
+        },
     ));
     // Ready once the pipeline proved itself (above) and the broker link is up. A broker that is
     // down at boot must not hold the service in "activating" forever: after a while the device
