@@ -101,6 +101,10 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_PTZ", default_value = "off")]
     pub ptz: String,
 
+    /// Serve Prometheus metrics and a health check on this address (e.g. `127.0.0.1:9464`).
+    #[arg(long, env = "FERROCAM_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Seconds a session may take from offer to connected before it is dropped.
     #[arg(long, env = "FERROCAM_SESSION_TIMEOUT", default_value_t = 30)]
     pub session_timeout_secs: u64,

@@ -36,6 +36,8 @@ pub struct Wiring {
     pub connected: watch::Sender<bool>,
     /// The camera's health, announced in presence.
     pub camera: watch::Receiver<CameraState>,
+    /// Counts lost connections.
+    pub reconnects: prometheus_client::metrics::counter::Counter,
 }
 
 /// Runs the link until `shutdown` flips; then marks the device offline and disconnects.
@@ -51,6 +53,7 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
         mut shutdown,
         connected,
         mut camera,
+        reconnects,
     } = wiring;
     let connected = Arc::new(connected);
     let status_topic = topics::device_status(&online.device);
@@ -117,6 +120,7 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    reconnects.inc();
                     connected.send_replace(false);
                     let wait = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?wait, "broker connection lost");

@@ -5,6 +5,7 @@ mod config;
 mod control;
 mod link;
 mod media;
+mod metrics;
 mod rtc;
 mod service;
 mod session;
@@ -135,6 +136,10 @@ async fn main() -> anyhow::Result<()> {
         encoder: video_capability.encoder.clone(),
         started: std::time::Instant::now(),
     });
+    let device_metrics = metrics::DeviceMetrics::new(Arc::clone(&media), &video_capability.encoder);
+    if let Some(addr) = config.metrics_listen {
+        metrics::serve(addr, Arc::clone(&device_metrics)).await?;
+    }
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent::new(
         SessionContext {
@@ -189,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             shutdown: stop_rx,
             connected: connected_tx,
             camera: media.health(),
+            reconnects: device_metrics.broker_reconnects.clone(),
         },
     ));
     // Ready once the pipeline proved itself (above) and the broker link is up. A broker that is

@@ -4,6 +4,7 @@ mod broker;
 mod ctl;
 mod http;
 mod link;
+mod metrics;
 mod relay;
 mod service;
 

@@ -50,6 +50,7 @@ struct Session {
     viewer: ViewerId,
     tx: ViewerTx,
     answered: bool,
+    offered_at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -71,6 +72,8 @@ pub struct Relay {
     state: Mutex<State>,
     devices_tx: watch::Sender<Vec<DeviceStatus>>,
     next_viewer: AtomicU64,
+    /// Offer relayed → answer relayed, in seconds.
+    pub answer_latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Relay {
@@ -82,6 +85,7 @@ impl Relay {
             state: Mutex::default(),
             devices_tx: watch::Sender::new(Vec::new()),
             next_viewer: AtomicU64::new(1),
+            answer_latency: crate::metrics::latency_histogram(),
         }
     }
 
@@ -177,6 +181,7 @@ impl Relay {
                 viewer,
                 tx: tx.clone(),
                 answered: false,
+                offered_at: std::time::Instant::now(),
             },
         );
         drop(state);
@@ -287,6 +292,8 @@ impl Relay {
         let (msg, ends) = match body {
             Signal::Answer { sdp } => {
                 entry.answered = true;
+                self.answer_latency
+                    .observe(entry.offered_at.elapsed().as_secs_f64());
                 (
                     ServerMsg::Answer {
                         session: session.clone(),

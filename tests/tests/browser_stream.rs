@@ -213,6 +213,19 @@ async fn an_offer_flood_is_throttled_while_other_viewers_keep_playing() -> anyho
     let accepted = flood["session"].as_u64().unwrap_or(0);
     assert!(limited >= 20, "the flood was not throttled: {flood}");
     assert!(accepted <= 6, "too many flood offers got through: {flood}");
+    let metrics = ureq::get(&stack.url("metrics"))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
+    let limited_metric: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferrocam_gateway_rate_limited_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        limited_metric >= limited,
+        "metrics say {limited_metric}, the page saw {limited}"
+    );
 
     // The first viewer kept playing throughout.
     let before = browser

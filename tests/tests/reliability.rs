@@ -58,11 +58,14 @@ async fn a_broker_restart_interrupts_no_stream_and_heals_within_seconds() -> any
 async fn a_failing_camera_is_rebuilt_and_viewers_resume_without_reconnecting() -> anyhow::Result<()>
 {
     // A "camera" that errors out every 90 frames (3 s), like a flaky USB connection.
+    let metrics_addr = format!("127.0.0.1:{}", ferrocam_tests::free_port());
     let stack = Stack::start(StackOptions::new("camera_fault").device_args(&[
         "--source",
         "pipeline:videotestsrc is-live=true ! identity error-after=90",
         "--audio",
         "off",
+        "--metrics-listen",
+        &metrics_addr,
     ]))
     .await?;
     let viewer = WhepPlayer::connect(&stack.url("whep/demo")).await?;

@@ -25,7 +25,10 @@ async fn a_thousand_viewer_cycles_leave_no_sessions_and_flat_memory() -> anyhow:
     let stack = Stack::start(StackOptions::new("soak").device_args(&["--audio", "off"])).await?;
     let pid = stack.device.as_ref().expect("device").pid();
     let endpoint = stack.url("whep/demo");
-    let options = WhepOptions { audio: false, skip_decode: true };
+    let options = WhepOptions {
+        audio: false,
+        skip_decode: true,
+    };
     // Keep one viewer for the whole run so the pipeline stays up and only session state churns.
     let anchor = WhepPlayer::connect_with(&endpoint, options).await?;
 
@@ -34,11 +37,16 @@ async fn a_thousand_viewer_cycles_leave_no_sessions_and_flat_memory() -> anyhow:
     let mut baseline = 0;
     for cycle in 1..=CYCLES {
         let player = WhepPlayer::connect_with(&endpoint, options).await?;
-        eventually("media on the new session", Duration::from_secs(10), || async {
-            Ok((player.rtp_packets() > 0).then_some(()))
-        })
+        eventually(
+            "media on the new session",
+            Duration::from_secs(10),
+            || async { Ok((player.rtp_packets() > 0).then_some(())) },
+        )
         .await?;
-        anyhow::ensure!(player.delete().await? == 200, "DELETE failed at cycle {cycle}");
+        anyhow::ensure!(
+            player.delete().await? == 200,
+            "DELETE failed at cycle {cycle}"
+        );
         if cycle == BASELINE_AT {
             // Let the last session's teardown finish before the baseline.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -57,10 +65,14 @@ async fn a_thousand_viewer_cycles_leave_no_sessions_and_flat_memory() -> anyhow:
     );
 
     // Every session freed: the gateway holds only the anchor, the device leases only to it.
-    eventually("sessions back to the anchor alone", Duration::from_secs(10), || async {
-        let health = http("GET", stack.url("healthz"), vec![], None).await?;
-        Ok(health.body.contains("\"sessions\":1").then_some(()))
-    })
+    eventually(
+        "sessions back to the anchor alone",
+        Duration::from_secs(10),
+        || async {
+            let health = http("GET", stack.url("healthz"), vec![], None).await?;
+            Ok(health.body.contains("\"sessions\":1").then_some(()))
+        },
+    )
     .await?;
     let status = http(
         "POST",

@@ -54,6 +54,20 @@ async fn a_whep_player_posts_patches_decodes_and_deletes() -> anyhow::Result<()>
     player.wait_frames(30, Duration::from_secs(20)).await?;
     assert!(player.rtp_packets() > 30);
 
+    // The gateway's metrics saw it.
+    let metrics = http("GET", stack.url("metrics"), vec![], None).await?.body;
+    for line in [
+        "ferrocam_gateway_devices_online 1",
+        "ferrocam_gateway_sessions 1",
+        r#"ferrocam_gateway_offers_total{via="whep",result="accepted"} 1"#,
+        "ferrocam_gateway_answer_latency_seconds_count 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+
     // PATCH preconditions.
     let frag = "a=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 9 typ host\r\n";
     assert_eq!(

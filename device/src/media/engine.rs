@@ -67,6 +67,10 @@ pub struct MediaEngine {
     runtime: tokio::runtime::Handle,
     me: Weak<MediaEngine>,
     health: tokio::sync::watch::Sender<ferrocam_protocol::CameraState>,
+    /// Keyframes asked of the encoder (after the gate).
+    pub keyframes_forced: prometheus_client::metrics::counter::Counter,
+    /// Pipeline failures.
+    pub pipeline_restarts: prometheus_client::metrics::counter::Counter,
 }
 
 /// Proof that a viewer needs the pipeline; dropping it lets the engine go idle.
@@ -96,6 +100,8 @@ impl MediaEngine {
             runtime: tokio::runtime::Handle::current(),
             me: me.clone(),
             health: tokio::sync::watch::Sender::new(ferrocam_protocol::CameraState::Ok),
+            keyframes_forced: Default::default(),
+            pipeline_restarts: Default::default(),
         })
         .start_stall_monitor()
     }
@@ -282,6 +288,7 @@ impl MediaEngine {
     }
 
     fn force_keyframe(&self) {
+        self.keyframes_forced.inc();
         if let Some(video) = &self.lock().video {
             video.force_keyframe();
         }
@@ -345,6 +352,7 @@ impl MediaEngine {
             running.failures += 1;
             restart_delay(running.failures)
         };
+        self.pipeline_restarts.inc();
         tracing::warn!(%fault, retry_in = ?delay, "video pipeline failed");
         self.health
             .send_replace(ferrocam_protocol::CameraState::Unavailable { reason: fault });

@@ -14,6 +14,18 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     Json(json!({ "ok": true, "sessions": state.relay.session_count() })).into_response()
 }
 
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(&state.relay),
+    )
+        .into_response()
+}
+
 /// `GET /api/devices`: every known device with its live online state.
 pub async fn list_devices(State(state): State<AppState>) -> Response {
     Json(json!({ "devices": *state.relay.watch_devices().borrow() })).into_response()

@@ -68,6 +68,7 @@ pub async fn relay(State(state): State<AppState>, Path(id): Path<String>, body: 
     map.entry("v").or_insert(PROTOCOL_VERSION.into());
     map.entry("id").or_insert(1.into());
     let request = serde_json::Value::Object(map).to_string();
+    state.metrics.control_requests.inc();
     let id = new_session_id();
     let mut replies = match state
         .relay

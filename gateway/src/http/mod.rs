@@ -38,6 +38,7 @@ pub struct AppState {
     /// Flips to `true` when the gateway stops: long-lived WebSockets close themselves, or the
     /// server's graceful shutdown would wait for them forever.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -47,6 +48,7 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
+            metrics: Arc::new(crate::metrics::Metrics::new(relay.answer_latency.clone())),
             relay,
             settings: Arc::new(settings),
             whep: Arc::default(),
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/control.js", get(assets::control_js))
         .route("/style.css", get(assets::style_css))
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
         .route("/api/devices", get(api::list_devices))
         .route("/api/devices/:id", get(api::get_device))
         .route(

@@ -226,6 +226,16 @@ async fn create(
         }
     })
     .await;
+    let outcome = match &answer {
+        Ok(Ok(_)) => "accepted".to_owned(),
+        Ok(Err((code, _))) => format!("{code:?}").to_lowercase(),
+        Err(_) => "timeout".to_owned(),
+    };
+    let labels = crate::metrics::OfferLabels {
+        via: "whep",
+        result: outcome,
+    };
+    state.metrics.offers.get_or_create(&labels).inc();
     let sdp = match answer {
         Ok(Ok(sdp)) => sdp,
         Ok(Err((code, message))) => return refusal_response(code, message),

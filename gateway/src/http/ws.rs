@@ -98,6 +98,7 @@ impl Connection {
     /// dropped connection.
     fn handle(&mut self, text: &str) {
         if !self.messages.try_take() {
+            self.state.metrics.rate_limited.inc();
             return self.refuse(None, ErrorCode::RateLimited, "too many messages; slow down");
         }
         if text.len() > MAX_VIEWER_MESSAGE {
@@ -141,6 +142,7 @@ impl Connection {
 
     fn offer(&mut self, device: ferrocam_protocol::DeviceId, sdp: String) {
         if !self.offers.try_take() {
+            self.state.metrics.rate_limited.inc();
             return self.refuse(
                 None,
                 ErrorCode::RateLimited,
@@ -161,6 +163,7 @@ impl Connection {
             new_session_id(),
         ) {
             Ok(session) => {
+                self.count_offer("accepted".into());
                 let _ = self.tx.send(ServerMsg::Session {
                     device,
                     session: session.clone(),
@@ -172,8 +175,16 @@ impl Connection {
                     relay.expire_unanswered(&session);
                 });
             }
-            Err(Refusal { code, message }) => self.refuse(None, code, &message),
+            Err(Refusal { code, message }) => {
+                self.count_offer(format!("{code:?}").to_lowercase());
+                self.refuse(None, code, &message)
+            }
         }
+    }
+
+    fn count_offer(&self, result: String) {
+        let labels = crate::metrics::OfferLabels { via: "ws", result };
+        self.state.metrics.offers.get_or_create(&labels).inc();
     }
 
     fn refuse(

@@ -1,0 +1,106 @@
+//! Prometheus metrics of the gateway, served at `/metrics` in the text exposition format.
+//!
+//! Gauges that mirror relay state (devices online, sessions) are read at scrape time rather than
+//! kept in step with every change; counters and the relay-latency histogram are updated where
+//! the events happen.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::relay::Relay;
+
+/// Label of the offers counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OfferLabels {
+    /// `ws` or `whep`.
+    pub via: &'static str,
+    /// `accepted` or the refusal code.
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    devices_online: Gauge,
+    devices_known: Gauge,
+    sessions: Gauge,
+    /// Offers by transport and outcome.
+    pub offers: Family<OfferLabels, Counter>,
+    /// Requests refused by a rate limit.
+    pub rate_limited: Counter,
+    /// Control requests relayed over REST.
+    pub control_requests: Counter,
+}
+
+impl Metrics {
+    /// Registers everything, including the relay's answer-latency histogram.
+    pub fn new(answer_latency: Histogram) -> Self {
+        let mut registry = Registry::with_prefix("ferrocam_gateway");
+        let m = Self {
+            devices_online: Gauge::default(),
+            devices_known: Gauge::default(),
+            sessions: Gauge::default(),
+            offers: Family::default(),
+            rate_limited: Counter::default(),
+            control_requests: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "devices_online",
+            "Devices whose presence says online",
+            m.devices_online.clone(),
+        );
+        registry.register(
+            "devices_known",
+            "Devices this gateway has seen",
+            m.devices_known.clone(),
+        );
+        registry.register(
+            "sessions",
+            "Viewer sessions in flight or streaming",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "offers",
+            "Offers received, by transport and outcome",
+            m.offers.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "control_requests",
+            "Control requests relayed over REST",
+            m.control_requests.clone(),
+        );
+        registry.register(
+            "answer_latency_seconds",
+            "Time from relaying an offer to relaying the device's answer",
+            answer_latency,
+        );
+        Self { registry, ..m }
+    }
+
+    /// The text exposition, with the state gauges read from the relay now.
+    pub fn render(&self, relay: &Relay) -> String {
+        let devices = relay.watch_devices().borrow().clone();
+        self.devices_known.set(devices.len() as i64);
+        self.devices_online
+            .set(devices.iter().filter(|d| d.online).count() as i64);
+        self.sessions.set(relay.session_count() as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+/// Buckets for relay latency: 1 ms to ~16 s.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
