@@ -134,6 +134,9 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
     let mut remote_candidates = 0usize;
     let mut streaming: Option<Streaming> = None;
     let mut channels: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // The viewer closing its control channel is a hang-up too (a closing tab often does only
+    // that before its connection times out).
+    let (control_closed_tx, mut control_closed) = mpsc::unbounded_channel::<()>();
     let deadline = tokio::time::sleep(ctx.connect_timeout);
     tokio::pin!(deadline);
 
@@ -178,7 +181,13 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
                 }
                 Some(PeerEvent::KeyframeRequest) => ctx.media.request_keyframe(KeyframeReason::Feedback),
                 Some(PeerEvent::DataChannel(channel)) => {
-                    channels.push(tokio::spawn(serve_control(channel, role, Arc::clone(&ctx.control))));
+                    let closed = control_closed_tx.clone();
+                    let handler = Arc::clone(&ctx.control);
+                    channels.push(tokio::spawn(async move {
+                        if serve_control(channel, role, handler).await {
+                            let _ = closed.send(());
+                        }
+                    }));
                 }
                 Some(PeerEvent::Connected) => {}
                 Some(PeerEvent::Ended(state)) => {
@@ -187,6 +196,10 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
                 }
                 None => break "peer events ended".to_owned(),
             },
+            Some(()) = control_closed.recv() => {
+                say(Signal::HangUp { reason: "control channel closed".into() });
+                break "viewer closed the control channel".to_owned();
+            }
             _ = &mut gather_deadline, if !answered => {
                 answered = true;
                 tracing::warn!(%session, "candidate gathering is slow; answering with what there is");
@@ -208,11 +221,12 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
 }
 
 /// Answers control requests on a viewer's `control` data channel, one at a time and in order.
-async fn serve_control(channel: ControlChannel, role: Role, handler: Arc<ControlHandler>) {
+/// Returns `true` when the viewer closed the channel.
+async fn serve_control(channel: ControlChannel, role: Role, handler: Arc<ControlHandler>) -> bool {
     let label = channel.label().await;
     if label != "control" {
         tracing::debug!(%label, "ignoring a data channel that is not ferrocam's control channel");
-        return;
+        return false;
     }
     while let Some(event) = channel.next().await {
         let replies = match event {
@@ -226,10 +240,11 @@ async fn serve_control(channel: ControlChannel, role: Role, handler: Arc<Control
         for reply in replies {
             if let Err(e) = channel.send_text(&reply).await {
                 tracing::debug!(error = %e, "control reply not sent");
-                return;
+                return true;
             }
         }
     }
+    true
 }
 
 /// The forwarding tasks of a connected viewer; dropping it stops them.

@@ -295,3 +295,47 @@ async fn the_page_shows_a_device_going_offline_and_back_without_reload() -> anyh
     );
     browser.close().await
 }
+
+#[tokio::test]
+async fn closing_the_control_channel_or_the_tab_frees_the_session() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::new("tab_close")).await?;
+    let browser = Browser::start(&stack.log_dir).await?;
+    let sessions = || async {
+        let health: Value = ureq::get(&stack.url("healthz"))
+            .call()?
+            .body_mut()
+            .read_json()?;
+        anyhow::Ok(health["sessions"].as_u64().unwrap_or(99))
+    };
+
+    // Data channel closed while the media would go on: the device ends the session.
+    play_from_page(&stack, &browser, "ws").await?;
+    assert_eq!(sessions().await?, 1);
+    browser
+        .js("window.ferrocam.control.channel.close(); return null;")
+        .await?;
+    eventually(
+        "the session freed after the channel closed",
+        Duration::from_secs(10),
+        || async { Ok((sessions().await? == 0).then_some(())) },
+    )
+    .await?;
+
+    // A tab that just goes away: its WebSocket closes and every session it had is hung up.
+    play_from_page(&stack, &browser, "ws").await?;
+    assert_eq!(sessions().await?, 1);
+    browser.client.close_window().await?;
+    eventually(
+        "the session freed after the tab closed",
+        Duration::from_secs(10),
+        || async { Ok((sessions().await? == 0).then_some(())) },
+    )
+    .await?;
+    let status = ureq::post(&stack.url("api/devices/demo/control"))
+        .send_json(serde_json::json!({ "cmd": "status" }))?
+        .body_mut()
+        .read_json::<Value>()?;
+    assert_eq!(status["ok"]["viewers"], 0, "{status}");
+    let _ = browser.close().await;
+    Ok(())
+}
