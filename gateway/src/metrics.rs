@@ -13,6 +13,13 @@ use prometheus_client::registry::Registry;
 
 use crate::relay::Relay;
 
+/// Label of the sessions gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    /// `awaiting_answer` or `answered`.
+    pub state: &'static str,
+}
+
 /// Label of the offers counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OfferLabels {
@@ -26,7 +33,7 @@ pub struct Metrics {
     registry: Registry,
     devices_online: Gauge,
     devices_known: Gauge,
-    sessions: Gauge,
+    sessions: Family<SessionLabels, Gauge>,
     /// Offers by transport and outcome.
     pub offers: Family<OfferLabels, Counter>,
     /// Requests refused by a rate limit.
@@ -42,7 +49,7 @@ impl Metrics {
         let m = Self {
             devices_online: Gauge::default(),
             devices_known: Gauge::default(),
-            sessions: Gauge::default(),
+            sessions: Family::default(),
             offers: Family::default(),
             rate_limited: Counter::default(),
             control_requests: Counter::default(),
@@ -92,7 +99,12 @@ impl Metrics {
         self.devices_known.set(devices.len() as i64);
         self.devices_online
             .set(devices.iter().filter(|d| d.online).count() as i64);
-        self.sessions.set(relay.session_count() as i64);
+        let (awaiting, answered) = relay.sessions_by_state();
+        for (state, n) in [("awaiting_answer", awaiting), ("answered", answered)] {
+            self.sessions
+                .get_or_create(&SessionLabels { state })
+                .set(n as i64);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");

@@ -393,6 +393,13 @@ impl Relay {
         self.lock().sessions.len()
     }
 
+    /// Sessions waiting for the device's answer, and sessions answered.
+    pub fn sessions_by_state(&self) -> (usize, usize) {
+        let state = self.lock();
+        let answered = state.sessions.values().filter(|s| s.answered).count();
+        (state.sessions.len() - answered, answered)
+    }
+
     fn envelope(&self, device: DeviceId, session: SessionId, body: Signal) -> Envelope {
         Envelope::new(Party::Gateway(self.instance.clone()), device, session, body)
     }

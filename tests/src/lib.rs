@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod mqtt;
+pub mod netns;
 pub mod process;
 pub mod stack;
 pub mod whep;

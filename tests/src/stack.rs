@@ -34,6 +34,11 @@ pub struct StackOptions {
     pub gateway_args: Vec<String>,
     /// Extra environment for the device.
     pub device_env: Vec<(String, String)>,
+    /// Address the embedded broker listens on and the device connects to.
+    pub mqtt_host: String,
+    /// Run the device inside this network namespace (`ip netns exec`), with ICE bound to
+    /// `device_ice` instead of loopback.
+    pub device_netns: Option<(String, String)>,
 }
 
 impl StackOptions {
@@ -46,6 +51,8 @@ impl StackOptions {
             device_args: Vec::new(),
             gateway_args: Vec::new(),
             device_env: Vec::new(),
+            mqtt_host: "127.0.0.1".to_owned(),
+            device_netns: None,
         }
     }
 
@@ -61,6 +68,14 @@ impl StackOptions {
 
     pub fn device_args(mut self, args: &[&str]) -> Self {
         self.device_args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Puts the device in network namespace `netns` with its ICE bound to `ice_ip`, reaching the
+    /// broker at `broker_ip` (the host's end of the namespace's link).
+    pub fn device_in_netns(mut self, netns: &str, ice_ip: &str, broker_ip: &str) -> Self {
+        self.device_netns = Some((netns.to_owned(), ice_ip.to_owned()));
+        self.mqtt_host = broker_ip.to_owned();
         self
     }
 
@@ -118,12 +133,14 @@ impl Stack {
                 .args(&options.gateway_args)
                 .env("RUST_LOG", "info,ferrocam_gateway=debug,rumqttd=warn");
             match options.broker {
-                BrokerKind::Embedded => {
-                    cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
-                }
-                BrokerKind::Mosquitto => {
-                    cmd.args(["--broker", &format!("mqtt://127.0.0.1:{mqtt_port}")])
-                }
+                BrokerKind::Embedded => cmd.args([
+                    "--mqtt-listen",
+                    &format!("{}:{mqtt_port}", options.mqtt_host),
+                ]),
+                BrokerKind::Mosquitto => cmd.args([
+                    "--broker",
+                    &format!("mqtt://{}:{mqtt_port}", options.mqtt_host),
+                ]),
             };
             let process = Process::spawn(&format!("gateway-{i}"), cmd, &log_dir)?;
             gateways.push(Gateway { http_port, process });
@@ -156,15 +173,25 @@ impl Stack {
 
     /// Starts (or restarts) the device process.
     pub fn start_device(&mut self) -> anyhow::Result<()> {
-        let mut cmd = Command::new(workspace_bin("ferrocam-device")?);
-        cmd.args(["--id", &self.device_id])
-            .args(["--broker", &format!("mqtt://127.0.0.1:{}", self.mqtt_port)]);
+        let binary = workspace_bin("ferrocam-device")?;
+        let (mut cmd, ice) = match &self.options.device_netns {
+            Some((netns, ice_ip)) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns]).arg(&binary);
+                (cmd, format!("{ice_ip}:0"))
+            }
+            None => (Command::new(&binary), "127.0.0.1:0".to_owned()),
+        };
+        cmd.args(["--id", &self.device_id]).args([
+            "--broker",
+            &format!("mqtt://{}:{}", self.options.mqtt_host, self.mqtt_port),
+        ]);
         if !self.options.device_args.iter().any(|a| a == "--source") {
             cmd.args(["--source", "test"]);
         }
         cmd
-            // Test media stays on loopback.
-            .args(["--ice-udp", "127.0.0.1:0"])
+            // Test media stays on loopback (or the test's own namespace link).
+            .args(["--ice-udp", &ice])
             .args(&self.options.device_args)
             .env("RUST_LOG", "info,ferrocam_device=debug")
             .envs(self.options.device_env.iter().map(|(k, v)| (k, v)));

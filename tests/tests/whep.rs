@@ -58,7 +58,8 @@ async fn a_whep_player_posts_patches_decodes_and_deletes() -> anyhow::Result<()>
     let metrics = http("GET", stack.url("metrics"), vec![], None).await?.body;
     for line in [
         "ferrocam_gateway_devices_online 1",
-        "ferrocam_gateway_sessions 1",
+        r#"ferrocam_gateway_sessions{state="answered"} 1"#,
+        r#"ferrocam_gateway_sessions{state="awaiting_answer"} 0"#,
         r#"ferrocam_gateway_offers_total{via="whep",result="accepted"} 1"#,
         "ferrocam_gateway_answer_latency_seconds_count 1",
     ] {

@@ -1,0 +1,103 @@
+//! A network namespace joined to the host by a veth pair: the test's own "remote host", so
+//! media can cross a link the test controls (packet loss with iptables `statistic`, since
+//! `tc netem` is unavailable here). Needs root; removed on drop.
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// A namespace with `host_ip` on the host's end of the link and `ns_ip` inside.
+pub struct NetNs {
+    pub name: String,
+    pub host_ip: String,
+    pub ns_ip: String,
+    host_if: String,
+}
+
+fn run(args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .with_context(|| format!("running {args:?}"))?;
+    if !status.success() {
+        bail!("{args:?} failed: {status}");
+    }
+    Ok(())
+}
+
+impl NetNs {
+    /// Creates the namespace and link; `tag` keeps concurrent runs apart.
+    pub fn create(tag: u16) -> anyhow::Result<Self> {
+        let name = format!("fcam{tag}");
+        let (host_if, ns_if) = (format!("fcam{tag}h"), format!("fcam{tag}n"));
+        let subnet = 1 + (tag % 250);
+        let (host_ip, ns_ip) = (format!("10.231.{subnet}.1"), format!("10.231.{subnet}.2"));
+        let ns = Self {
+            name: name.clone(),
+            host_ip: host_ip.clone(),
+            ns_ip: ns_ip.clone(),
+            host_if: host_if.clone(),
+        };
+        run(&["ip", "netns", "add", &name]).context("creating a network namespace (needs root)")?;
+        run(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ])?;
+        run(&["ip", "link", "set", &ns_if, "netns", &name])?;
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            &host_if,
+        ])?;
+        run(&["ip", "link", "set", &host_if, "up"])?;
+        ns.exec(&["ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if])?;
+        ns.exec(&["ip", "link", "set", &ns_if, "up"])?;
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut full = vec!["ip", "netns", "exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Drops `percent` % of the UDP packets leaving the namespace.
+    pub fn drop_outgoing_udp(&self, percent: u32) -> anyhow::Result<()> {
+        let p = format!("{:.2}", f64::from(percent) / 100.0);
+        self.exec(&[
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &p,
+            "-j",
+            "DROP",
+        ])
+    }
+
+    /// Removes every drop rule.
+    pub fn clear_drops(&self) -> anyhow::Result<()> {
+        self.exec(&["iptables", "-F", "OUTPUT"])
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
