@@ -96,8 +96,9 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_GPIO_FAKE")]
     pub gpio_fake: Option<String>,
 
-    /// Pan/tilt/zoom: `off`, `v4l2` (the camera's PTZ controls), or
-    /// `gpio:left=<line>,right=<line>,up=…,down=…,zoom_in=…,zoom_out=…,pulse_ms=200`.
+    /// Pan/tilt/zoom: `off`, `v4l2` (the camera's PTZ controls),
+    /// `gpio:left=<line>,right=<line>,up=…,down=…,zoom_in=…,zoom_out=…,pulse_ms=200`, or
+    /// `servo:pan=pwmchip0/0,tilt=pwmchip0/1,step=10` (hobby servos on sysfs PWM).
     #[arg(long, env = "FERROCAM_PTZ", default_value = "off")]
     pub ptz: String,
 

@@ -140,7 +140,11 @@ async function buildPanel(capabilities) {
           const input = el('input', { type: 'checkbox', checked: c.value !== 0 });
           input.onchange = () => act(c.name, 'controls.set', { control: c.id, value: input.checked ? 1 : 0 });
           box.append(el('label', {}, input, ` ${c.name}`));
-        } else if (c.kind === 'integer' || c.kind === 'menu') {
+        } else if (c.menu && c.menu.length) {
+          const input = select(`control-${c.id}`, c.menu.map((m) => [m.value, m.name]), c.value,
+            (v) => act(c.name, 'controls.set', { control: c.id, value: Number(v) }));
+          box.append(el('label', {}, `${c.name} `, input));
+        } else if (c.kind === 'integer') {
           const input = el('input', { type: 'range', min: c.minimum, max: c.maximum, step: Math.max(1, c.step), value: c.value });
           input.onchange = () => act(c.name, 'controls.set', { control: c.id, value: Number(input.value) });
           box.append(el('label', { className: 'slider' }, `${c.name} `, input));

@@ -19,8 +19,8 @@ pub use backoff::Backoff;
 pub use broker_url::{BrokerAddr, BrokerUrlError};
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
 pub use presence::{
-    AudioCapability, CameraState, Capabilities, ControlInfo, DeviceStatus, FrameSize, SourceFormat,
-    VideoCapability, VideoSource,
+    AudioCapability, CameraState, Capabilities, ControlInfo, DeviceStatus, FrameSize, MenuEntry,
+    SourceFormat, VideoCapability, VideoSource,
 };
 pub use signal::{DecodeError, Envelope, ErrorCode, IceCandidate, Party, Signal};
 

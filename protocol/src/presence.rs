@@ -146,6 +146,18 @@ pub struct ControlInfo {
     pub maximum: i64,
     pub step: u64,
     pub default: i64,
+    /// For `menu` and `integermenu` controls: the choices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub menu: Vec<MenuEntry>,
+}
+
+/// One choice of a menu control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MenuEntry {
+    /// The value to set.
+    pub value: i64,
+    /// What it means (`Aperture Priority Mode`, `50 Hz`).
+    pub name: String,
 }
 
 impl DeviceStatus {

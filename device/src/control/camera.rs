@@ -168,6 +168,7 @@ mod tests {
             maximum: 64,
             step: 2,
             default: 0,
+            menu: vec![],
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod camera;
 pub mod gpio;
 mod ptz;
+pub mod servo;
 #[cfg(test)]
 mod tests;
 

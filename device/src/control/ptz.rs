@@ -1,21 +1,33 @@
-//! Pan/tilt/zoom steps, mapped in config to the camera's own V4L2 PTZ controls or to GPIO
-//! pulses (a motor driver pin per direction).
+//! Pan/tilt/zoom steps, mapped in config to the camera's own V4L2 PTZ controls, to GPIO pulses
+//! (a motor driver pin per direction), or to hobby servos on PWM outputs (a pan/tilt head).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrocam_protocol::control::{ControlError, ControlErrorCode, PtzAction};
 
 use super::camera::CameraControls;
 use super::gpio::Gpio;
+use super::servo::{Servo, SysfsServo};
 
 // V4L2 relative PTZ control ids (linux/v4l2-controls.h, camera class).
 const PAN_RELATIVE: u32 = 0x009a_0904;
 const TILT_RELATIVE: u32 = 0x009a_0905;
 const ZOOM_RELATIVE: u32 = 0x009a_090f;
 
+/// A pan/tilt head of two servos and where they point.
+pub struct ServoHead {
+    pub pan: Option<Arc<dyn Servo>>,
+    pub tilt: Option<Arc<dyn Servo>>,
+    /// Degrees per step.
+    pub step: u32,
+    /// Current (pan, tilt), starting centred.
+    pub angles: Mutex<(u32, u32)>,
+}
+
 /// How PTZ is done on this device.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub enum Ptz {
     /// No PTZ: every step is `unavailable`.
     #[default]
@@ -27,14 +39,37 @@ pub enum Ptz {
         lines: BTreeMap<String, String>,
         pulse: Duration,
     },
+    /// Servos on PWM outputs.
+    Servo(ServoHead),
 }
 
 impl Ptz {
-    /// Parses `--ptz`: `off`, `v4l2`, or `gpio:left=pan_l,right=pan_r,up=…,down=…,pulse_ms=200`.
+    /// Parses `--ptz`: `off`, `v4l2`, `gpio:left=pan_l,right=pan_r,up=…,down=…,pulse_ms=200`, or
+    /// `servo:pan=pwmchip0/0,tilt=pwmchip0/1,step=10`.
     pub fn parse(s: &str) -> anyhow::Result<Self> {
         match s {
             "off" => Ok(Self::Off),
             "v4l2" => Ok(Self::V4l2 { step: 1 }),
+            other if other.starts_with("servo:") => {
+                let mut head = ServoHead {
+                    pan: None,
+                    tilt: None,
+                    step: 10,
+                    angles: Mutex::new((90, 90)),
+                };
+                for part in other["servo:".len()..].split(',') {
+                    let (k, v) = part
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("--ptz: {part:?} is not key=value"))?;
+                    match k {
+                        "pan" => head.pan = Some(Arc::new(SysfsServo::open(v)?)),
+                        "tilt" => head.tilt = Some(Arc::new(SysfsServo::open(v)?)),
+                        "step" => head.step = v.parse()?,
+                        _ => anyhow::bail!("--ptz servo: unknown key {k:?}"),
+                    }
+                }
+                Ok(Self::Servo(head))
+            }
             other => {
                 let Some(spec) = other.strip_prefix("gpio:") else {
                     anyhow::bail!(
@@ -87,6 +122,7 @@ impl Ptz {
                 };
                 camera.set(control, value)
             }
+            Self::Servo(head) => head.step(action),
             Self::Gpio { lines, pulse } => {
                 let key = serde_json::to_value(action)
                     .ok()
@@ -103,6 +139,30 @@ impl Ptz {
                 gpio.set(line, false)
             }
         }
+    }
+}
+
+impl ServoHead {
+    fn step(&self, action: PtzAction) -> Result<(), ControlError> {
+        let unavailable = |what: &str| {
+            ControlError::new(
+                ControlErrorCode::Unavailable,
+                format!("no {what} servo is configured"),
+            )
+        };
+        let mut angles = self.angles.lock().expect("servo lock");
+        let (servo, angle, delta) = match action {
+            PtzAction::Left => (&self.pan, &mut angles.0, -(self.step as i64)),
+            PtzAction::Right => (&self.pan, &mut angles.0, self.step as i64),
+            PtzAction::Up => (&self.tilt, &mut angles.1, self.step as i64),
+            PtzAction::Down => (&self.tilt, &mut angles.1, -(self.step as i64)),
+            PtzAction::ZoomIn | PtzAction::ZoomOut => return Err(unavailable("zoom")),
+        };
+        let servo = servo.as_ref().ok_or_else(|| unavailable("pan or tilt"))?;
+        let target = (i64::from(*angle) + delta).clamp(0, 180) as u32;
+        servo.set_angle(target)?;
+        *angle = target;
+        Ok(())
     }
 }
 
@@ -126,6 +186,34 @@ mod tests {
         assert!(!gpio.get("pan_l").unwrap(), "the pulse ends low");
         let err = ptz.step(PtzAction::Up, &cam, &gpio).await.unwrap_err();
         assert_eq!(err.code, ControlErrorCode::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_servo_head_steps_within_its_range() {
+        use crate::control::servo::FakeServo;
+        let pan = Arc::new(FakeServo::default());
+        let head = Ptz::Servo(ServoHead {
+            pan: Some(pan.clone()),
+            tilt: None,
+            step: 60,
+            angles: Mutex::new((90, 90)),
+        });
+        let cam = FakeControls::new(vec![]);
+        let gpio = FakeGpio::new(&[], None);
+        head.step(PtzAction::Right, &cam, &gpio).await.unwrap();
+        assert_eq!(*pan.angle.lock().unwrap(), Some(150));
+        head.step(PtzAction::Right, &cam, &gpio).await.unwrap();
+        assert_eq!(
+            *pan.angle.lock().unwrap(),
+            Some(180),
+            "clamped at the end stop"
+        );
+        let err = head.step(PtzAction::Up, &cam, &gpio).await.unwrap_err();
+        assert_eq!(err.code, ControlErrorCode::Unavailable, "no tilt servo");
+        assert!(
+            Ptz::parse("servo:pan=pwmchip99/0").is_err(),
+            "no such PWM chip here"
+        );
     }
 
     #[tokio::test]

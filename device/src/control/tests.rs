@@ -42,6 +42,7 @@ fn handler() -> ControlHandler {
             maximum: 255,
             step: 1,
             default: 128,
+            menu: vec![],
         }])),
         gpio: Arc::new(FakeGpio::new(
             &["name=lamp,chip=gpiochip0,line=17,direction=output"

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferrocam_protocol::{ControlInfo, FrameSize, SourceFormat, VideoSource};
+use ferrocam_protocol::{ControlInfo, FrameSize, MenuEntry, SourceFormat, VideoSource};
 use v4l::frameinterval::FrameIntervalEnum;
 use v4l::framesize::FrameSizeEnum;
 use v4l::video::Capture;
@@ -95,6 +95,18 @@ pub fn controls(path: &Path) -> Vec<ControlInfo> {
             maximum: c.maximum,
             step: c.step,
             default: c.default,
+            menu: c
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(index, item)| MenuEntry {
+                    value: i64::from(index),
+                    name: match item {
+                        v4l::control::MenuItem::Name(name) => name,
+                        v4l::control::MenuItem::Value(v) => v.to_string(),
+                    },
+                })
+                .collect(),
         })
         .collect()
 }
