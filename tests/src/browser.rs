@@ -86,6 +86,21 @@ impl Browser {
             .with_context(|| format!("running async script: {body}"))
     }
 
+    /// Waits for the page's button for `device` to be enabled (device online) and clicks it.
+    pub async fn click_device(&self, device: &str) -> anyhow::Result<()> {
+        let selector = format!("button.device[data-device='{device}']:not([disabled])");
+        let button = crate::eventually("the device button", Duration::from_secs(15), || async {
+            Ok(self
+                .client
+                .find(fantoccini::Locator::Css(&selector))
+                .await
+                .ok())
+        })
+        .await?;
+        button.click().await?;
+        Ok(())
+    }
+
     /// Ends the WebDriver session (closing the browser).
     pub async fn close(self) -> anyhow::Result<()> {
         self.client.close().await.context("closing the browser")

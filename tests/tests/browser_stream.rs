@@ -21,19 +21,7 @@ async fn play_from_page(
         .await?
         .select_by_value(transport)
         .await?;
-    let selector = format!(
-        "button.device[data-device='{}']:not([disabled])",
-        stack.device_id
-    );
-    let button = eventually("the device button", Duration::from_secs(15), || async {
-        Ok(browser
-            .client
-            .find(fantoccini::Locator::Css(&selector))
-            .await
-            .ok())
-    })
-    .await?;
-    button.click().await?;
+    browser.click_device(&stack.device_id).await?;
 
     wait_for_frames(browser, 60).await
 }

@@ -25,17 +25,7 @@ fn options(test: &str, state: &std::path::Path) -> StackOptions {
 
 async fn open_panel(stack: &Stack, browser: &Browser) -> anyhow::Result<()> {
     browser.client.goto(&stack.url("")).await?;
-    let button = eventually("the device button", Duration::from_secs(15), || async {
-        Ok(browser
-            .client
-            .find(fantoccini::Locator::Css(
-                "button.device[data-device='demo']:not([disabled])",
-            ))
-            .await
-            .ok())
-    })
-    .await?;
-    button.click().await?;
+    browser.click_device(&stack.device_id).await?;
     eventually(
         "the control panel with its GPIO toggle",
         Duration::from_secs(20),

@@ -36,17 +36,7 @@ async fn the_stream_survives_five_percent_loss_and_recovers_at_once() -> anyhow:
     .await?;
     let browser = Browser::start(&stack.log_dir).await?;
     browser.client.goto(&stack.url("")).await?;
-    let button = eventually("the device button", Duration::from_secs(15), || async {
-        Ok(browser
-            .client
-            .find(fantoccini::Locator::Css(
-                "button.device[data-device='demo']:not([disabled])",
-            ))
-            .await
-            .ok())
-    })
-    .await?;
-    button.click().await?;
+    browser.click_device(&stack.device_id).await?;
     eventually("60 decoded frames", Duration::from_secs(30), || async {
         Ok((n(&video_stats(&browser).await?, "decoded") >= 60.0).then_some(()))
     })

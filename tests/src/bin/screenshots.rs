@@ -24,17 +24,7 @@ async fn main() -> anyhow::Result<()> {
 
     browser.client.set_window_size(1280, 1150).await?;
     browser.client.goto(&stack.url("")).await?;
-    let button = eventually("the device button", Duration::from_secs(15), || async {
-        Ok(browser
-            .client
-            .find(fantoccini::Locator::Css(
-                "button.device[data-device='demo']:not([disabled])",
-            ))
-            .await
-            .ok())
-    })
-    .await?;
-    button.click().await?;
+    browser.click_device(&stack.device_id).await?;
     eventually("a playing stream and the panel", Duration::from_secs(20), || async {
         let ready = browser
             .js("return document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames > 60

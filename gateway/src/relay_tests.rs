@@ -1,0 +1,294 @@
+//! Unit tests of the relay: sessions, relayed control requests, and broker-link loss.
+
+mod sessions {
+    use super::super::*;
+    use ferrocam_protocol::{IceCandidate, PROTOCOL_VERSION};
+
+    fn relay() -> (Relay, mpsc::UnboundedReceiver<Publish>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Relay::new(InstanceId::parse("gw-test").unwrap(), tx), rx)
+    }
+
+    fn status(device: &str, online: bool, epoch: u64) -> DeviceStatus {
+        DeviceStatus {
+            v: PROTOCOL_VERSION,
+            device: DeviceId::parse(device).unwrap(),
+            online,
+            epoch,
+            version: String::new(),
+            capabilities: None,
+        }
+    }
+
+    fn dev(id: &DeviceId) -> Party {
+        Party::Device(id.clone())
+    }
+
+    const OPTS: OfferOptions = OfferOptions {
+        trickle: true,
+        role: Role::Control,
+    };
+
+    fn sid(n: u8) -> SessionId {
+        SessionId::from_random([n; 16])
+    }
+
+    #[test]
+    fn offers_to_unknown_or_offline_devices_are_refused() {
+        let (relay, mut broker) = relay();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        let cam = DeviceId::parse("cam").unwrap();
+        let refused = relay.offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1));
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
+
+        relay.on_status(status("cam", false, 1));
+        let refused = relay.offer(viewer, &tx, cam, "v=0".into(), OPTS, sid(1));
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
+        assert!(broker.try_recv().is_err(), "nothing may reach the broker");
+    }
+
+    #[test]
+    fn an_offer_goes_to_the_device_with_this_instances_reply_topic() {
+        let (relay, mut broker) = relay();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        relay.on_status(status("cam", true, 1));
+        let viewer = relay.new_viewer();
+        let cam = DeviceId::parse("cam").unwrap();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1))
+            .unwrap();
+        let sent = broker.try_recv().unwrap();
+        assert_eq!(sent.topic, topics::device_signal(&cam));
+        let envelope = Envelope::decode(&sent.payload).unwrap();
+        assert_eq!(envelope.reply_to.as_deref(), Some(relay.reply_topic()));
+        assert_eq!(envelope.session, sid(1));
+    }
+
+    #[test]
+    fn replies_reach_only_the_owning_viewer_and_others_cannot_use_the_session() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let cam = DeviceId::parse("cam").unwrap();
+        let (owner_tx, mut owner_rx) = mpsc::unbounded_channel();
+        let owner = relay.new_viewer();
+        let intruder = relay.new_viewer();
+        relay
+            .offer(owner, &owner_tx, cam.clone(), "v=0".into(), OPTS, sid(1))
+            .unwrap();
+        broker.try_recv().unwrap();
+
+        let candidate = Signal::Candidate {
+            candidate: IceCandidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                sdp_mid: None,
+                sdp_mline_index: Some(0),
+            },
+        };
+        let refused = relay.forward(intruder, &sid(1), candidate.clone());
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownSession);
+        assert!(broker.try_recv().is_err());
+        relay.forward(owner, &sid(1), candidate).unwrap();
+        assert!(broker.try_recv().is_ok());
+
+        // A reply claiming to come from another device is dropped.
+        let other = DeviceId::parse("other").unwrap();
+        relay.on_reply(Envelope::new(
+            dev(&other),
+            other,
+            sid(1),
+            Signal::Answer { sdp: "x".into() },
+        ));
+        assert!(owner_rx.try_recv().is_err());
+
+        relay.on_reply(Envelope::new(
+            dev(&cam),
+            cam,
+            sid(1),
+            Signal::Answer { sdp: "x".into() },
+        ));
+        assert!(matches!(owner_rx.try_recv(), Ok(ServerMsg::Answer { .. })));
+    }
+
+    #[test]
+    fn device_errors_end_the_session_and_a_departed_viewer_hangs_up() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let cam = DeviceId::parse("cam").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1))
+            .unwrap();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(2))
+            .unwrap();
+        relay.on_reply(Envelope::new(
+            dev(&cam),
+            cam.clone(),
+            sid(1),
+            Signal::Error {
+                code: ErrorCode::NoCommonCodec,
+                message: "no".into(),
+            },
+        ));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ServerMsg::Error {
+                code: ErrorCode::NoCommonCodec,
+                ..
+            })
+        ));
+        assert_eq!(relay.session_count(), 1);
+
+        while broker.try_recv().is_ok() {}
+        relay.viewer_gone(viewer);
+        assert_eq!(relay.session_count(), 0);
+        let hang_up = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert_eq!(hang_up.session, sid(2));
+        assert!(matches!(hang_up.body, Signal::HangUp { .. }));
+    }
+
+    #[test]
+    fn unanswered_sessions_expire_with_a_timeout_error() {
+        let (relay, _broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        let cam = DeviceId::parse("cam").unwrap();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1))
+            .unwrap();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(2))
+            .unwrap();
+        relay.on_reply(Envelope::new(
+            dev(&cam),
+            cam,
+            sid(2),
+            Signal::Answer { sdp: "x".into() },
+        ));
+        rx.try_recv().unwrap();
+
+        relay.expire_unanswered(&sid(1));
+        relay.expire_unanswered(&sid(2));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ServerMsg::Error {
+                code: ErrorCode::Timeout,
+                ..
+            })
+        ));
+        assert!(
+            rx.try_recv().is_err(),
+            "an answered session must not expire"
+        );
+        assert_eq!(relay.session_count(), 1);
+    }
+}
+
+mod control {
+    use super::super::*;
+    use ferrocam_protocol::PROTOCOL_VERSION;
+
+    #[test]
+    fn control_replies_reach_the_waiting_request_only_from_its_device() {
+        let (tx, mut broker) = mpsc::unbounded_channel();
+        let relay = Relay::new(InstanceId::parse("gw").unwrap(), tx);
+        let cam = DeviceId::parse("cam").unwrap();
+        relay.on_status(DeviceStatus {
+            v: PROTOCOL_VERSION,
+            device: cam.clone(),
+            online: true,
+            epoch: 1,
+            version: String::new(),
+            capabilities: None,
+        });
+        let id = SessionId::from_random([9; 16]);
+        let mut replies = relay
+            .control(cam.clone(), Role::View, "{}".into(), id.clone())
+            .unwrap();
+        let sent = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert!(matches!(
+            sent.body,
+            Signal::Control {
+                role: Role::View,
+                ..
+            }
+        ));
+        assert_eq!(sent.reply_to.as_deref(), Some(relay.reply_topic()));
+
+        let other = DeviceId::parse("other").unwrap();
+        let reply = |from: &DeviceId, message: &str| {
+            Envelope::new(
+                Party::Device(from.clone()),
+                from.clone(),
+                id.clone(),
+                Signal::ControlReply {
+                    message: message.into(),
+                },
+            )
+        };
+        relay.on_reply(reply(&other, "forged"));
+        relay.on_reply(reply(&cam, "real"));
+        assert_eq!(replies.try_recv().unwrap(), "real");
+        assert!(replies.try_recv().is_err());
+        relay.control_done(&id);
+        relay.on_reply(reply(&cam, "late"));
+        assert!(replies.try_recv().is_err());
+        let unknown = relay.control(
+            DeviceId::parse("ghost").unwrap(),
+            Role::View,
+            "{}".into(),
+            id,
+        );
+        assert_eq!(unknown.unwrap_err().code, ErrorCode::UnknownDevice);
+    }
+}
+
+mod link {
+    use super::super::*;
+    use ferrocam_protocol::PROTOCOL_VERSION;
+
+    #[test]
+    fn losing_the_broker_marks_devices_offline_until_they_report_again() {
+        let (tx, _broker) = mpsc::unbounded_channel();
+        let relay = Relay::new(InstanceId::parse("gw").unwrap(), tx);
+        let status = DeviceStatus {
+            v: PROTOCOL_VERSION,
+            device: DeviceId::parse("cam").unwrap(),
+            online: true,
+            epoch: 7,
+            version: String::new(),
+            capabilities: None,
+        };
+        relay.on_status(status.clone());
+        relay.on_link_down();
+        let seen = relay.device(&status.device).unwrap();
+        assert!(!seen.online);
+        let (vtx, _vrx) = mpsc::unbounded_channel();
+        let opts = OfferOptions {
+            trickle: true,
+            role: Role::View,
+        };
+        let refused = relay.offer(
+            relay.new_viewer(),
+            &vtx,
+            status.device.clone(),
+            "v=0".into(),
+            opts,
+            SessionId::from_random([1; 16]),
+        );
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
+        // The same run's "online" (same epoch) is accepted again after the reconnect.
+        relay.on_status(status.clone());
+        assert!(relay.device(&status.device).unwrap().online);
+        // But a genuinely stale will still loses to it afterwards.
+        relay.on_status(DeviceStatus {
+            online: false,
+            epoch: 6,
+            ..status.clone()
+        });
+        assert!(relay.device(&status.device).unwrap().online);
+    }
+}
