@@ -16,7 +16,7 @@ build_packages=(
   gstreamer1.0-alsa       # alsasrc: microphones
   gstreamer1.0-tools      # gst-inspect-1.0, handy when a camera misbehaves
 )
-test_packages=(chromium chromium-driver mosquitto gstreamer1.0-libav iptables iproute2)
+test_packages=(chromium chromium-driver mosquitto coturn gstreamer1.0-libav iptables iproute2)
 
 wanted=("${build_packages[@]}")
 if [[ "${1:-}" == "test" ]]; then

@@ -7,6 +7,7 @@ mod link;
 mod metrics;
 mod relay;
 mod service;
+mod turn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,6 +64,19 @@ struct Config {
     /// `view` (watch and read only). Per-user roles come with authentication.
     #[arg(long, env = "FERROCAM_ROLE", default_value = "control", value_parser = parse_role)]
     role: Role,
+
+    /// TURN server URL(s) for which this gateway mints short-lived credentials (coturn with
+    /// `use-auth-secret`), e.g. `turn:turn.example.org:3478?transport=udp`. Repeatable.
+    #[arg(long = "turn-url", env = "FERROCAM_TURN_URLS", value_delimiter = ',')]
+    turn_urls: Vec<String>,
+
+    /// The secret shared with the TURN server (`static-auth-secret`).
+    #[arg(long, env = "FERROCAM_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+
+    /// Seconds minted TURN credentials stay valid.
+    #[arg(long, env = "FERROCAM_TURN_TTL", default_value_t = 3600)]
+    turn_ttl_secs: u64,
 
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -134,6 +148,15 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
         answer_timeout: Duration::from_millis(config.answer_timeout_ms),
         role: config.role,
+        turn: match (&config.turn_secret, config.turn_urls.is_empty()) {
+            (Some(secret), false) => Some(turn::TurnConfig {
+                urls: config.turn_urls.clone(),
+                secret: secret.clone(),
+                ttl: Duration::from_secs(config.turn_ttl_secs),
+            }),
+            (None, false) => anyhow::bail!("--turn-url needs --turn-secret"),
+            _ => None,
+        },
     };
     // `wait_for` returns a read guard on the channel: keep it to this statement, or the link's
     // next `send_replace` would block forever.

@@ -24,7 +24,7 @@ pub struct Publish {
 
 /// Identifies one viewer connection (one WebSocket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ViewerId(u64);
+pub struct ViewerId(pub u64);
 
 /// Channel to one viewer.
 pub type ViewerTx = mpsc::UnboundedSender<ServerMsg>;

@@ -113,13 +113,18 @@ function describeError(code) {
 
 // `options.codecs` restricts the offered video codecs (MIME types); used to check how the
 // product reacts to a browser that cannot do H.264. `options.transport` picks WebSocket
-// signaling ('ws') or WHEP ('whep'); the page's selector sets the default.
+// signaling ('ws') or WHEP ('whep'); the page's selector sets the default. `options.iceServers`
+// and `options.iceTransportPolicy` override the gateway's ICE servers and the policy ('relay'
+// forces TURN).
 async function watch(device, options = {}) {
   hangUp();
   clearError();
   ferrocam.device = device;
   const transport = options.transport || ferrocam.transport;
-  const pc = new RTCPeerConnection({ iceServers: ferrocam.iceServers });
+  const pc = new RTCPeerConnection({
+    iceServers: options.iceServers || ferrocam.iceServers,
+    iceTransportPolicy: options.iceTransportPolicy || 'all',
+  });
   ferrocam.pc = pc;
 
   const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });

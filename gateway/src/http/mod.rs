@@ -27,6 +27,19 @@ pub struct HttpSettings {
     pub answer_timeout: Duration,
     /// What viewers' sessions may do (until authentication assigns roles per user).
     pub role: Role,
+    /// A TURN server this gateway mints credentials for.
+    pub turn: Option<crate::turn::TurnConfig>,
+}
+
+impl HttpSettings {
+    /// The ICE servers for one viewer: the static ones plus fresh TURN credentials.
+    pub fn ice_servers_for(&self, who: &str) -> Vec<IceServer> {
+        let mut servers = self.ice_servers.clone();
+        if let Some(turn) = &self.turn {
+            servers.push(turn.mint(who));
+        }
+        servers
+    }
 }
 
 /// Shared state of every handler.

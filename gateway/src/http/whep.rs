@@ -278,7 +278,7 @@ async fn create(
         sdp,
     )
         .into_response();
-    for link in link_headers(&state.settings.ice_servers) {
+    for link in link_headers(&state.settings.ice_servers_for(&format!("whep{}", viewer.0))) {
         response.headers_mut().append(header::LINK, link);
     }
     response

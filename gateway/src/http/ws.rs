@@ -52,8 +52,9 @@ async fn serve(socket: WebSocket, state: AppState) {
     let mut devices = conn.state.relay.watch_devices();
     devices.mark_changed();
     let (mut sink, mut stream) = socket.split();
+    let who = format!("viewer{}", conn.viewer.0);
     let _ = conn.tx.send(ServerMsg::Hello {
-        ice_servers: conn.state.settings.ice_servers.clone(),
+        ice_servers: conn.state.settings.ice_servers_for(&who),
     });
 
     loop {
