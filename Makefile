@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup setup-test build release lint unit e2e bench screenshots clean
+.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench screenshots clean
 
 ## demo: install system packages, build, run gateway + embedded broker + a `demo` device
 demo: setup release
 	scripts/demo.sh
 
 ## test: formatting, lints, unit tests and end-to-end tests (real processes, real Chromium)
-test: setup-test lint build unit e2e
+test: setup-test lint build all-tests
 
 setup:
 	scripts/setup-system.sh
@@ -34,6 +34,12 @@ unit:
 # from competing for the two cores and skewing timing-sensitive paths like ICE.
 e2e: build
 	$(CARGO) test -p ferrocam-tests --locked -- --test-threads=1
+
+# Everything in one cargo invocation over the whole workspace: the same feature set as
+# `build`, so nothing is compiled twice (selecting one package re-resolves features and
+# rebuilds shared dependencies).
+all-tests: build
+	$(CARGO) test --workspace --locked -- --test-threads=1
 
 clean:
 	$(CARGO) clean
