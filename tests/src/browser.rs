@@ -134,6 +134,12 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // Chromium's helper processes can outlive the WebDriver session (a test that failed
+        // half-way, a closed last window); they are the ones using this profile.
+        let _ = std::process::Command::new("pkill")
+            .arg("-f")
+            .arg(format!("user-data-dir={}", self.0.display()))
+            .status();
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
