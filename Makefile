@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench screenshots clean
+.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench screenshots pi clean
 
 ## demo: install system packages, build, run gateway + embedded broker + a `demo` device
 demo: setup release
@@ -52,3 +52,8 @@ bench: setup-test
 ## screenshots: regenerate docs/screenshots/*.png of the web viewer
 screenshots: setup-test build
 	$(CARGO) run --locked -p ferrocam-tests --bin screenshots
+
+## pi: cross-build ferrocam-device and ferrocam-gateway for 64-bit Raspberry Pi OS (aarch64)
+pi:
+	scripts/setup-system.sh
+	cross/build.sh aarch64
