@@ -55,5 +55,5 @@ screenshots: setup-test build
 
 ## pi: cross-build ferrocam-device and ferrocam-gateway for 64-bit Raspberry Pi OS (aarch64)
 pi:
-	scripts/setup-system.sh
+	scripts/setup-system.sh pi
 	cross/build.sh aarch64

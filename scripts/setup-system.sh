@@ -2,7 +2,8 @@
 # Installs the system packages ferrocam needs, skipping what is already installed.
 #
 #   scripts/setup-system.sh          build + run (GStreamer, V4L2 headers, libclang)
-#   scripts/setup-system.sh test     also what the tests use (Chromium + ChromeDriver)
+#   scripts/setup-system.sh test     also what the tests use (Chromium, ChromeDriver, brokers…)
+#   scripts/setup-system.sh pi       also the aarch64 cross toolchain for `make pi`
 #
 # Works on Debian 12+, Ubuntu 22.04+ and Raspberry Pi OS (bookworm). Uses sudo when not root.
 set -euo pipefail
@@ -18,10 +19,13 @@ build_packages=(
 )
 test_packages=(chromium chromium-driver mosquitto coturn gstreamer1.0-libav iptables iproute2)
 
+pi_packages=(gcc-aarch64-linux-gnu qemu-user-static file)
+
 wanted=("${build_packages[@]}")
-if [[ "${1:-}" == "test" ]]; then
-  wanted+=("${test_packages[@]}")
-fi
+case "${1:-}" in
+  test) wanted+=("${test_packages[@]}") ;;
+  pi) wanted+=("${pi_packages[@]}") ;;
+esac
 
 missing=()
 for pkg in "${wanted[@]}"; do
