@@ -54,21 +54,18 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let forced_format = CaptureFormat::parse(&config.capture_format)?;
-    let probe_needed = forced_format != Some(CaptureFormat::H264);
-    let selection = if probe_needed {
-        Some(Encoder::select(config.encoder.as_deref(), &GstProbe)?)
-    } else {
+    // Probe the encoder unless the camera's own H.264 is forced: whether there is a hardware
+    // encoder also decides what `auto` captures.
+    let selection = if forced_format == Some(CaptureFormat::H264) {
         None
+    } else {
+        Some(Encoder::select(config.encoder.as_deref(), &GstProbe)?)
     };
     let hardware = selection.as_ref().is_some_and(|s| s.encoder.hardware);
     let format =
         source.capture_format(forced_format, camera, config.width, config.height, hardware);
-    // Passthrough needs no encoder; anything else needs one even if `auto` skipped the probe.
-    let selection = match (format, selection) {
-        (CaptureFormat::H264, _) => None,
-        (_, Some(s)) => Some(s),
-        (_, None) => Some(Encoder::select(config.encoder.as_deref(), &GstProbe)?),
-    };
+    // Passthrough needs no encoder.
+    let selection = selection.filter(|_| format != CaptureFormat::H264);
     let (encoder_name, encoder_reason) = match &selection {
         Some(s) => (s.encoder.element.to_owned(), s.reason.clone()),
         None => (
@@ -128,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     let control = Arc::new(ControlHandler {
         media: Arc::clone(&media),
         camera: match &media.plan().source {
-            Source::V4l2(path) => Arc::new(V4l2Controls::new(path.clone())),
+            Source::V4l2(path) => Arc::new(V4l2Controls::new(path.clone(), controls.clone())),
             _ => Arc::new(NoControls),
         },
         gpio: open_gpio(&config)?,

@@ -231,11 +231,7 @@ async fn serve_control(channel: ControlChannel, role: Role, handler: Arc<Control
     while let Some(event) = channel.next().await {
         let replies = match event {
             ChannelEvent::Text(text) => handler.handle(role, &text).await,
-            ChannelEvent::Binary(bytes) => {
-                handler
-                    .handle(role, &format!("binary message of {bytes} bytes"))
-                    .await
-            }
+            ChannelEvent::Binary(bytes) => vec![ControlHandler::binary_refusal(bytes)],
         };
         for reply in replies {
             if let Err(e) = channel.send_text(&reply).await {

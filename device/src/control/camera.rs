@@ -44,8 +44,8 @@ pub struct V4l2Controls {
 }
 
 impl V4l2Controls {
-    pub fn new(path: PathBuf) -> Self {
-        let controls = crate::media::controls(&path);
+    /// `controls` as discovered at start (`media::controls`).
+    pub fn new(path: PathBuf, controls: Vec<ControlInfo>) -> Self {
         Self { path, controls }
     }
 

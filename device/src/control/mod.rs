@@ -57,6 +57,15 @@ impl ControlHandler {
         }
     }
 
+    /// The reply to a binary message: the protocol is JSON text only.
+    pub fn binary_refusal(bytes: usize) -> String {
+        let error = ControlError::new(
+            ControlErrorCode::BadRequest,
+            format!("a binary message of {bytes} bytes; the control protocol is JSON text"),
+        );
+        encode(&ControlResponse::error(0, error))
+    }
+
     async fn execute(&self, command: Command) -> Result<Reply, ControlError> {
         let body = match command {
             Command::Ping => serde_json::json!({}),

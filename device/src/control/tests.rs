@@ -135,6 +135,8 @@ async fn bad_requests_get_typed_errors() {
         let r = call(&h, Role::Control, request).await;
         assert_eq!(error_code(&r[0]), code, "{request} → {}", r[0]);
     }
+    let binary: Value = serde_json::from_str(&ControlHandler::binary_refusal(12)).unwrap();
+    assert_eq!(error_code(&binary), "bad_request");
     let huge = format!(
         r#"{{"v":1,"id":14,"cmd":"ping","pad":"{}"}}"#,
         "x".repeat(20_000)
