@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench screenshots pi clean
+.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench screenshots pi pi-armv7 pi-check deb clean fuzz-smoke fuzz
 
 ## demo: install system packages, build, run gateway + embedded broker + a `demo` device
 demo: setup release
@@ -44,6 +44,17 @@ all-tests: build
 clean:
 	$(CARGO) clean
 
+## fuzz-smoke: 30 s of libFuzzer on each parser of untrusted input (signaling envelope, control
+## requests, SDP checks); cargo fuzz on stable via RUSTC_BOOTSTRAP=1, own target dir fuzz/target
+fuzz-smoke:
+	scripts/fuzz.sh 30
+
+## fuzz: the same, FUZZ_SECONDS per target (default 600); FUZZ_SANITIZER=none runs ~3x faster
+## without AddressSanitizer; FUZZ_ARGS="-jobs=2 -workers=2" uses both cores
+FUZZ_SECONDS ?= 600
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
 ## bench: per-viewer device cost at 1/4/8 viewers (release build); paste the table into BENCHMARKS.md
 bench: setup-test
 	$(CARGO) build --release --locked --workspace --bins
@@ -54,6 +65,24 @@ screenshots: setup-test build
 	$(CARGO) run --locked -p ferrocam-tests --bin screenshots
 
 ## pi: cross-build ferrocam-device and ferrocam-gateway for 64-bit Raspberry Pi OS (aarch64)
+## and package them: target/debian/ferrocam-{device,gateway}_<version>-1_arm64.deb
 pi:
 	scripts/setup-system.sh pi
 	cross/build.sh aarch64
+
+## pi-armv7: the same for 32-bit Raspberry Pi OS (armhf, Pi 2 and later)
+pi-armv7:
+	scripts/setup-system.sh pi
+	cross/build.sh armv7
+
+## pi-check: `make pi`, then prove the result: ARM aarch64 ELF for glibc ≤ 2.36, runs under
+## qemu-aarch64-static (--version, --help, the device's --check-config), arm64 packages
+pi-check: pi
+	cross/check.sh aarch64
+
+## deb: .deb packages for this machine (amd64): target/debian/ferrocam-{device,gateway}_*.deb
+deb:
+	scripts/setup-system.sh deb
+	$(CARGO) build --release --locked -p ferrocam-gateway -p ferrocam-device
+	$(CARGO) deb --no-build --locked -p ferrocam-device
+	$(CARGO) deb --no-build --locked -p ferrocam-gateway

@@ -3,7 +3,8 @@
 # on /dev/video0 (or the test pattern when there is no camera). Ctrl-C stops both.
 #
 # Environment (all optional): FERROCAM_HTTP (127.0.0.1:8080), FERROCAM_MQTT_LISTEN
-# (127.0.0.1:1883), FERROCAM_BIN_DIR (target/release), and any ferrocam-device variable such as
+# (127.0.0.1:1883), FERROCAM_BIN_DIR (target/release), FERROCAM_DEMO_DIR (target/demo: the
+# demo's auth file, grant keys and credentials), and any ferrocam-device variable such as
 # FERROCAM_SOURCE or FERROCAM_ICE_UDP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,16 @@ cd "$(dirname "$0")/.."
 bin_dir=${FERROCAM_BIN_DIR:-target/release}
 http=${FERROCAM_HTTP:-127.0.0.1:8080}
 mqtt=${FERROCAM_MQTT_LISTEN:-127.0.0.1:1883}
+demo_dir=${FERROCAM_DEMO_DIR:-target/demo}
+
+# A login and an API token for the demo, made once and kept (mode 0600) so they stay valid
+# across runs.
+creds="$demo_dir/credentials.json"
+if [[ ! -s "$creds" || ! -s "$demo_dir/auth.toml" ]]; then
+  mkdir -p "$demo_dir"
+  (umask 077 && "$bin_dir/ferrocam-gateway" init --dir "$demo_dir" --user demo --force --json >"$creds")
+fi
+field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" "$creds"; }
 
 pids=()
 stop() {
@@ -23,7 +34,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$bin_dir/ferrocam-gateway" --http "$http" --mqtt-listen "$mqtt" &
+"$bin_dir/ferrocam-gateway" --http "$http" --mqtt-listen "$mqtt" --auth-config "$demo_dir/auth.toml" &
 pids+=($!)
 
 # Wait for the web server (and so the broker, which starts first).
@@ -36,12 +47,18 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-"$bin_dir/ferrocam-device" --id demo --broker "mqtt://$mqtt" &
+"$bin_dir/ferrocam-device" --id demo --broker "mqtt://$mqtt" --grant-key "$demo_dir/grant.pub" &
 pids+=($!)
 
 cat <<MSG
 
   ferrocam is running.  Open  http://$http/  and click "demo".
+
+    login:      $(field user) / $(field password)
+    API token:  $(field token)
+
+  e.g.  curl -H "Authorization: Bearer $(field token)" http://$http/api/devices
+        WHEP endpoint: http://$http/whep/demo (Bearer token as above)
   Press Ctrl-C to stop.
 
 MSG

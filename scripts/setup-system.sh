@@ -2,8 +2,10 @@
 # Installs the system packages ferrocam needs, skipping what is already installed.
 #
 #   scripts/setup-system.sh          build + run (GStreamer, V4L2 headers, libclang)
-#   scripts/setup-system.sh test     also what the tests use (Chromium, ChromeDriver, brokers…)
-#   scripts/setup-system.sh pi       also the aarch64 cross toolchain for `make pi`
+#   scripts/setup-system.sh test     also what the tests use (Chromium, ChromeDriver, brokers,
+#                                    image and package tools, cargo-deb)
+#   scripts/setup-system.sh pi       also the ARM cross toolchains, qemu and cargo-deb for `make pi`
+#   scripts/setup-system.sh deb      build + cargo-deb, for `make deb`
 #
 # Works on Debian 12+, Ubuntu 22.04+ and Raspberry Pi OS (bookworm). Uses sudo when not root.
 set -euo pipefail
@@ -17,9 +19,18 @@ build_packages=(
   gstreamer1.0-alsa       # alsasrc: microphones
   gstreamer1.0-tools      # gst-inspect-1.0, handy when a camera misbehaves
 )
-test_packages=(chromium chromium-driver mosquitto coturn gstreamer1.0-libav iptables iproute2)
+test_packages=(chromium chromium-driver mosquitto coturn gstreamer1.0-libav iptables iproute2
+  # tests/tests/packaging.rs (.deb contents, systemd-analyze verify/security on the units) and
+  # tests/tests/pi_image.rs (a synthetic Raspberry Pi OS image edited without mounting it)
+  systemd fdisk dosfstools mtools e2fsprogs xz-utils)
 
-pi_packages=(gcc-aarch64-linux-gnu qemu-user-static file)
+pi_packages=(gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static file binutils
+  # cross/pi-image
+  fdisk dosfstools mtools e2fsprogs xz-utils)
+
+# cargo-deb makes the .deb packages (make pi, make deb, tests/tests/packaging.rs). Pinned: its
+# output format and options are part of what the tests check.
+CARGO_DEB_VERSION=3.8.0
 
 wanted=("${build_packages[@]}")
 case "${1:-}" in
@@ -34,7 +45,16 @@ for pkg in "${wanted[@]}"; do
   fi
 done
 
+install_cargo_deb() {
+  if [[ $(cargo deb --version 2>/dev/null) == "cargo-deb $CARGO_DEB_VERSION" ]]; then
+    return
+  fi
+  echo "setup: installing cargo-deb $CARGO_DEB_VERSION"
+  nice -n 10 cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
+  case "${1:-}" in test | pi | deb) install_cargo_deb ;; esac
   exit 0
 fi
 
@@ -50,3 +70,4 @@ fi
 echo "setup: installing ${missing[*]}"
 "${sudo[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+case "${1:-}" in test | pi | deb) install_cargo_deb ;; esac

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::signal::DecodeError;
-use ferrocam_protocol::topics::parse_gateway_signal;
-use ferrocam_protocol::{Envelope, ErrorCode, SessionId, Signal};
+use ferrocam_protocol::topics::parse_device_reply;
+use ferrocam_protocol::{Envelope, ErrorCode, GrantClaims, SessionId, Signal};
 use tokio::sync::mpsc;
 
+use crate::grant::GrantVerifier;
 use crate::session::{self, Offer, SessionContext, SessionInput};
 
 /// Inbox depth of one session; excess messages (a candidate flood) are dropped.
@@ -21,14 +22,52 @@ pub struct Agent {
     ctx: SessionContext,
     max_sessions: usize,
     sessions: Arc<Mutex<HashMap<SessionId, mpsc::Sender<SessionInput>>>>,
+    /// Checks the gateway's signature on every request that opens something.
+    grants: Mutex<GrantVerifier>,
 }
 
 impl Agent {
-    pub fn new(ctx: SessionContext, max_sessions: usize) -> Self {
+    pub fn new(ctx: SessionContext, max_sessions: usize, grants: GrantVerifier) -> Self {
         Self {
             ctx,
             max_sessions,
             sessions: Arc::default(),
+            grants: Mutex::new(grants),
+        }
+    }
+
+    /// A reply topic is usable only if it is this device's own reply namespace: a forged
+    /// `reply_to` must not turn the device into a publisher on someone else's topics.
+    fn valid_reply_topic(&self, reply_to: Option<String>) -> Option<String> {
+        reply_to.filter(|t| parse_device_reply(t).is_some_and(|(d, _)| d == self.ctx.device))
+    }
+
+    /// Checks a request's grant; a refusal is answered with `unauthorized` and logged.
+    fn check_grant(
+        &self,
+        grant: Option<&str>,
+        session: &SessionId,
+        reply_to: &str,
+    ) -> Option<GrantClaims> {
+        let checked = self
+            .grants
+            .lock()
+            .expect("grants lock")
+            .verify(grant, session);
+        match checked {
+            Ok(claims) => Some(claims),
+            Err(e) => {
+                tracing::warn!(%session, error = %e, "refusing a request without a valid grant");
+                self.ctx.say(
+                    reply_to,
+                    session,
+                    Signal::Error {
+                        code: ErrorCode::Unauthorized,
+                        message: e.to_string(),
+                    },
+                );
+                None
+            }
         }
     }
 
@@ -68,9 +107,12 @@ impl Agent {
         let Some((session, device, reply_to)) = Envelope::reply_route(payload) else {
             return;
         };
-        if device != self.ctx.device || parse_gateway_signal(&reply_to).is_none() {
+        if device != self.ctx.device {
             return;
         }
+        let Some(reply_to) = self.valid_reply_topic(Some(reply_to)) else {
+            return;
+        };
         let code = match error {
             DecodeError::Version(_) => ErrorCode::UnsupportedVersion,
             DecodeError::TooLarge(_) => ErrorCode::TooLarge,
@@ -94,18 +136,28 @@ impl Agent {
             ..
         } = envelope;
         let input = match body {
-            Signal::Offer { sdp, trickle, role } => {
+            Signal::Offer {
+                sdp,
+                trickle,
+                role,
+                grant,
+            } => {
                 let offer = Offer {
                     session: session.clone(),
                     reply_to: String::new(), // filled in once validated
                     sdp,
                     trickle,
                     role,
+                    ice_servers: Vec::new(), // from the grant
                 };
-                return self.start_session(session, reply_to, offer);
+                return self.start_session(session, reply_to, grant, offer);
             }
-            Signal::Control { role, request } => {
-                return self.relayed_control(session, reply_to, role, request);
+            Signal::Control {
+                role,
+                request,
+                grant,
+            } => {
+                return self.relayed_control(session, reply_to, role, grant, request);
             }
             Signal::Candidate { candidate } => SessionInput::Candidate(candidate),
             Signal::EndOfCandidates => SessionInput::EndOfCandidates,
@@ -137,12 +189,18 @@ impl Agent {
         id: SessionId,
         reply_to: Option<String>,
         role: Role,
+        grant: Option<String>,
         request: String,
     ) {
-        let Some(reply_to) = reply_to.filter(|t| parse_gateway_signal(t).is_some()) else {
+        let Some(reply_to) = self.valid_reply_topic(reply_to) else {
             tracing::warn!(%id, "control request without a valid reply topic");
             return;
         };
+        let Some(claims) = self.check_grant(grant.as_deref(), &id, &reply_to) else {
+            return;
+        };
+        // Never more than the grant allows, whatever the request says.
+        let role = role.min(claims.role);
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             for message in ctx.control.handle(role, &request).await {
@@ -151,18 +209,36 @@ impl Agent {
         });
     }
 
-    fn start_session(&self, session: SessionId, reply_to: Option<String>, offer: Offer) {
-        // Replies go only to a well-formed gateway topic: a forged reply_to must not turn the
-        // device into a publisher on someone else's topics.
-        let Some(reply_to) = reply_to.filter(|t| parse_gateway_signal(t).is_some()) else {
+    fn start_session(
+        &self,
+        session: SessionId,
+        reply_to: Option<String>,
+        grant: Option<String>,
+        offer: Offer,
+    ) {
+        let Some(reply_to) = self.valid_reply_topic(reply_to) else {
             tracing::warn!(%session, "offer without a valid reply topic");
             return;
         };
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        if sessions.contains_key(&session) {
+        if self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .contains_key(&session)
+        {
             tracing::warn!(%session, "duplicate offer ignored");
             return;
         }
+        let Some(claims) = self.check_grant(grant.as_deref(), &session, &reply_to) else {
+            return;
+        };
+        tracing::info!(%session, user = %claims.usr, gateway = %claims.iss, role = ?claims.role, "session granted");
+        let offer = Offer {
+            role: offer.role.min(claims.role),
+            ice_servers: claims.ice,
+            ..offer
+        };
+        let mut sessions = self.sessions.lock().expect("sessions lock");
         if sessions.len() >= self.max_sessions {
             drop(sessions);
             let message = format!(

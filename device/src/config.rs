@@ -1,6 +1,7 @@
 //! Command-line and environment configuration of the device agent.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 use ferrocam_protocol::DeviceId;
@@ -13,9 +14,30 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_DEVICE_ID", default_value = "demo")]
     pub id: DeviceId,
 
-    /// MQTT broker to connect to, `mqtt://host:port`.
+    /// MQTT broker: `mqtt://[user[:password]@]host[:port]` or `mqtts://…` (TLS). Several,
+    /// comma-separated, for the nodes of a clustered broker: a lost connection moves to the next.
+    /// The broker username should be this device's id (ACL templates key on it).
     #[arg(long, env = "FERROCAM_BROKER", default_value = "mqtt://127.0.0.1:1883")]
     pub broker: String,
+
+    /// PEM file with the CA certificate(s) that signed the broker's TLS certificate
+    /// (`mqtts://`); without it the system's roots are trusted.
+    #[arg(long, env = "FERROCAM_BROKER_CA")]
+    pub broker_ca: Option<PathBuf>,
+
+    /// File holding the broker password (instead of putting it in the URL).
+    #[arg(long, env = "FERROCAM_BROKER_PASSWORD_FILE")]
+    pub broker_password_file: Option<PathBuf>,
+
+    /// The gateway's grant public key (`grant.pub` from `ferrocam-gateway init`). The device
+    /// opens a session only for requests the gateway signed with the matching private key.
+    #[arg(long, env = "FERROCAM_GRANT_KEY")]
+    pub grant_key: Option<PathBuf>,
+
+    /// Check the configuration (broker URLs, password file, CA, grant key), print a summary
+    /// and exit without touching the camera or the network.
+    #[arg(long)]
+    pub check_config: bool,
 
     /// Video source: `auto` (first V4L2 camera, else the test pattern), `test`, `libcamera`
     /// (Pi CSI cameras), a V4L2 device path such as `/dev/video0`, or `pipeline:<gst fragment>`.
@@ -109,4 +131,46 @@ pub struct Config {
     /// Seconds a session may take from offer to connected before it is dropped.
     #[arg(long, env = "FERROCAM_SESSION_TIMEOUT", default_value_t = 30)]
     pub session_timeout_secs: u64,
+}
+
+impl Config {
+    /// The broker settings, or why the URLs are unusable.
+    pub fn broker_settings(&self) -> anyhow::Result<ferrocam_mqtt::BrokerSettings> {
+        Ok(ferrocam_mqtt::BrokerSettings {
+            urls: ferrocam_protocol::BrokerAddr::parse_list(&self.broker)?,
+            ca_file: self.broker_ca.clone(),
+            password_file: self.broker_password_file.clone(),
+        })
+    }
+
+    /// The grant verifier, or why there is none.
+    pub fn grant_verifier(&self) -> anyhow::Result<crate::grant::GrantVerifier> {
+        let Some(path) = &self.grant_key else {
+            anyhow::bail!(
+                "no --grant-key (FERROCAM_GRANT_KEY): the device refuses every session without \
+                 the gateway's public grant key; copy grant.pub from the gateway \
+                 (`ferrocam-gateway init` writes it)"
+            );
+        };
+        crate::grant::GrantVerifier::load(self.id.clone(), path)
+    }
+
+    /// Everything that can be checked without the camera or the network.
+    pub fn check(&self) -> anyhow::Result<String> {
+        let broker = self.broker_settings()?;
+        // Building the connection settings reads the password file and the CA.
+        broker.connect("check", |_| {})?;
+        self.grant_verifier()?;
+        let urls: Vec<String> = broker.urls.iter().map(ToString::to_string).collect();
+        Ok(format!(
+            "device {} · broker {} · grant key {} · source {}",
+            self.id,
+            urls.join(", "),
+            self.grant_key
+                .as_deref()
+                .unwrap_or(std::path::Path::new("-"))
+                .display(),
+            self.source
+        ))
+    }
 }

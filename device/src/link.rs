@@ -8,10 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrocam_protocol::{
-    Backoff, BrokerAddr, CameraState, DeviceStatus, MAX_SIGNAL_PAYLOAD, topics,
-};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use ferrocam_mqtt::BrokerSettings;
+use ferrocam_protocol::{Backoff, CameraState, DeviceStatus, topics};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
 use crate::agent::Agent;
@@ -19,7 +18,7 @@ use crate::session::Outbound;
 
 /// Who the device is on the broker.
 pub struct Identity {
-    pub broker: BrokerAddr,
+    pub broker: BrokerSettings,
     pub client_id: String,
     /// The "online" presence document (its camera state is kept current by the link).
     pub online: DeviceStatus,
@@ -65,20 +64,15 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
     };
     let offline_payload = serde_json::to_vec(&offline)?;
 
-    let mut options = MqttOptions::new(client_id, broker.host, broker.port);
-    options
-        .set_keep_alive(Duration::from_secs(10))
-        .set_clean_session(true)
-        // Room for any legal signal plus slack; bigger packets are refused by the broker link
-        // itself, smaller-but-over-limit ones by the envelope decoder.
-        .set_max_packet_size(MAX_SIGNAL_PAYLOAD * 4, MAX_SIGNAL_PAYLOAD * 4)
-        .set_last_will(LastWill::new(
+    let mut nodes = broker.connect(&client_id, |options| {
+        options.set_last_will(LastWill::new(
             &status_topic,
             offline_payload.clone(),
             QoS::AtLeastOnce,
             true,
         ));
-    let (client, mut events) = AsyncClient::new(options, 64);
+    })?;
+    let (client, mut events) = AsyncClient::new(nodes.first(), 64);
 
     let publisher = tokio::spawn(publish_outbound(client.clone(), outbound));
     let mut backoff = Backoff::default();
@@ -99,7 +93,7 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();
-                    tracing::info!(topic = %signal_topic, "connected to broker");
+                    tracing::info!(topic = %signal_topic, broker = %ferrocam_mqtt::node_name(&events.mqtt_options), "connected to broker");
                     // Queued from a task: awaiting here could deadlock, since only this loop's
                     // `poll` drains rumqttc's request queue, which may be full after an outage.
                     // Subscribe first: the broker handles both in order, so no offer can arrive
@@ -123,7 +117,11 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
                     reconnects.inc();
                     connected.send_replace(false);
                     let wait = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in = ?wait, "broker connection lost");
+                    // Another node of a clustered broker may be up while this one is not.
+                    if nodes.len() > 1 {
+                        events.mqtt_options = nodes.next_node();
+                    }
+                    tracing::warn!(error = %e, retry_in = ?wait, next = %ferrocam_mqtt::node_name(&events.mqtt_options), "broker connection lost");
                     sleep_or_shutdown(wait, &mut shutdown).await;
                 }
             }

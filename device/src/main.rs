@@ -3,6 +3,7 @@
 mod agent;
 mod config;
 mod control;
+mod grant;
 mod link;
 mod media;
 mod metrics;
@@ -16,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use ferrocam_protocol::{
-    AudioCapability, BrokerAddr, Capabilities, DeviceStatus, PROTOCOL_VERSION, VideoCapability,
+    AudioCapability, Capabilities, DeviceStatus, PROTOCOL_VERSION, VideoCapability,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -40,6 +41,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::parse();
+    if config.check_config {
+        println!("configuration OK: {}", config.check()?);
+        return Ok(());
+    }
+    // Fail before touching the camera if the device could never serve a session.
+    let grants = config.grant_verifier()?;
+    let broker = config.broker_settings()?;
 
     gstreamer::init().context("GStreamer failed to initialise")?;
     let cameras = media::capture_devices();
@@ -151,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             control: Arc::clone(&control),
         },
         config.max_viewers,
+        grants,
     ));
 
     let online = DeviceStatus {
@@ -174,7 +183,6 @@ async fn main() -> anyhow::Result<()> {
             camera: Default::default(),
         }),
     };
-    let broker = BrokerAddr::parse(&config.broker)?;
     let client_id = format!("ferrocam-device-{}", config.id);
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -76,6 +76,8 @@ pub struct Offer {
     pub trickle: bool,
     /// What the session's control channel may do.
     pub role: Role,
+    /// STUN/TURN servers for this session (from its grant), on top of the device's own.
+    pub ice_servers: Vec<ferrocam_protocol::viewer::IceServer>,
 }
 
 /// Runs one session to its end.
@@ -86,6 +88,7 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
         sdp: offer_sdp,
         trickle,
         role,
+        ice_servers,
     } = offer;
     let say = |body: Signal| ctx.say(&reply_to, &session, body);
 
@@ -102,24 +105,25 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
         }
     };
     let with_audio = ctx.media.audio_enabled();
-    let (peer, answer, mut events) = match Peer::answer(&ctx.rtc, offer_sdp, with_audio).await {
-        Ok(ok) => ok,
-        Err(AnswerError::NoCommonCodec(message)) => {
-            say(Signal::Error {
-                code: ErrorCode::NoCommonCodec,
-                message,
-            });
-            return;
-        }
-        Err(AnswerError::Failed(e)) => {
-            tracing::warn!(%session, error = format!("{e:#}"), "could not answer offer");
-            say(Signal::Error {
-                code: ErrorCode::BadRequest,
-                message: format!("could not answer the offer: {e:#}"),
-            });
-            return;
-        }
-    };
+    let (peer, answer, mut events) =
+        match Peer::answer(&ctx.rtc, offer_sdp, with_audio, &ice_servers).await {
+            Ok(ok) => ok,
+            Err(AnswerError::NoCommonCodec(message)) => {
+                say(Signal::Error {
+                    code: ErrorCode::NoCommonCodec,
+                    message,
+                });
+                return;
+            }
+            Err(AnswerError::Failed(e)) => {
+                tracing::warn!(%session, error = format!("{e:#}"), "could not answer offer");
+                say(Signal::Error {
+                    code: ErrorCode::BadRequest,
+                    message: format!("could not answer the offer: {e:#}"),
+                });
+                return;
+            }
+        };
     let answered = if trickle {
         say(Signal::Answer { sdp: answer });
         tracing::info!(%session, "answered offer");

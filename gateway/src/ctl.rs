@@ -15,6 +15,9 @@ pub struct CtlArgs {
     /// Gateway base URL.
     #[arg(long, env = "FERROCAM_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// API token (`ferrocam-gateway new-token`); sent as `Authorization: Bearer`.
+    #[arg(long, env = "FERROCAM_TOKEN", hide_env_values = true)]
+    token: String,
     /// Device id.
     device: String,
     /// Command (`ping`, `status`, `controls.list`, `controls.set`, `video.set`, `snapshot`,
@@ -54,6 +57,7 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
         .new_agent();
     let mut response = agent
         .post(&url)
+        .header("authorization", &format!("Bearer {}", args.token))
         .send_json(&body)
         .with_context(|| format!("POST {url}"))?;
     let status = response.status();

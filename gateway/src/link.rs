@@ -1,32 +1,28 @@
 //! The gateway's link to the MQTT broker: device presence in, signaling replies in, requests out.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use ferrocam_protocol::{Backoff, BrokerAddr, DeviceStatus, Envelope, MAX_SIGNAL_PAYLOAD, topics};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use ferrocam_mqtt::BrokerSettings;
+use ferrocam_protocol::{Backoff, DeviceStatus, Envelope, topics};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::relay::{Publish, Relay};
 
+/// Builds the connection settings for this instance (client id `ferrocam-gw-<instance>`).
+pub fn nodes(broker: &BrokerSettings, relay: &Relay) -> anyhow::Result<ferrocam_mqtt::Failover> {
+    broker.connect(&format!("ferrocam-gw-{}", relay.instance()), |_| {})
+}
+
 /// Runs the link forever, reconnecting with backoff; `outbound` carries the relay's requests.
 pub async fn run(
-    broker: BrokerAddr,
+    mut nodes: ferrocam_mqtt::Failover,
     relay: Arc<Relay>,
     mut outbound: mpsc::UnboundedReceiver<Publish>,
     connected: tokio::sync::watch::Sender<bool>,
 ) {
-    let reply_topic = relay.reply_topic().to_owned();
-    let mut options = MqttOptions::new(
-        format!("ferrocam-gw-{}", relay.instance()),
-        broker.host,
-        broker.port,
-    );
-    options
-        .set_keep_alive(Duration::from_secs(10))
-        .set_clean_session(true)
-        .set_max_packet_size(MAX_SIGNAL_PAYLOAD * 4, MAX_SIGNAL_PAYLOAD * 4);
-    let (client, mut events) = AsyncClient::new(options, 256);
+    let reply_filter = relay.reply_filter().to_owned();
+    let (client, mut events) = AsyncClient::new(nodes.first(), 256);
 
     let publisher = client.clone();
     tokio::spawn(async move {
@@ -46,11 +42,11 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
                 connected.send_replace(true);
-                tracing::info!(topic = %reply_topic, "gateway connected to broker");
+                tracing::info!(topic = %reply_filter, broker = %ferrocam_mqtt::node_name(&events.mqtt_options), "gateway connected to broker");
                 // Clean sessions drop subscriptions: subscribe again after every ConnAck. From a
                 // task: awaiting here could deadlock, since only this loop's `poll` drains
                 // rumqttc's request queue, which may be full after an outage.
-                let (c, reply) = (client.clone(), reply_topic.clone());
+                let (c, reply) = (client.clone(), reply_filter.clone());
                 tokio::spawn(async move {
                     let _ = c
                         .subscribe(topics::all_device_status(), QoS::AtLeastOnce)
@@ -59,10 +55,13 @@ pub async fn run(
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if p.topic == reply_topic {
+                if let Some((device, instance)) = topics::parse_device_reply(&p.topic) {
+                    if &instance != relay.instance() {
+                        continue;
+                    }
                     match Envelope::decode(&p.payload) {
-                        Ok(envelope) => relay.on_reply(envelope),
-                        Err(e) => tracing::warn!(error = %e, "dropping malformed reply"),
+                        Ok(envelope) => relay.on_reply(&device, envelope),
+                        Err(e) => tracing::warn!(%device, error = %e, "dropping malformed reply"),
                     }
                 } else if let Some(device) = topics::parse_device_status(&p.topic) {
                     on_status(&relay, device, &p.payload);
@@ -73,7 +72,11 @@ pub async fn run(
                 relay.on_link_down();
                 connected.send_replace(false);
                 let wait = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in = ?wait, "broker connection lost");
+                // Another node of a clustered broker may be up while this one is not.
+                if nodes.len() > 1 {
+                    events.mqtt_options = nodes.next_node();
+                }
+                tracing::warn!(error = %e, retry_in = ?wait, next = %ferrocam_mqtt::node_name(&events.mqtt_options), "broker connection lost");
                 tokio::time::sleep(wait).await;
             }
         }

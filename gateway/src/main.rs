@@ -1,15 +1,18 @@
 //! `ferrocam-gateway`: serves the web viewer and relays signaling between browsers and devices.
 
+mod auth;
 mod broker;
 mod ctl;
 mod http;
 mod link;
 mod metrics;
 mod relay;
+mod serve;
 mod service;
 mod turn;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +21,9 @@ use clap::Parser;
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::viewer::IceServer;
 use ferrocam_protocol::{BrokerAddr, InstanceId};
+
+use crate::auth::Auth;
+use crate::auth::grant::GrantSigner;
 use tokio::sync::mpsc;
 
 use crate::relay::Relay;
@@ -39,9 +45,35 @@ struct Config {
     #[arg(long, env = "FERROCAM_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
     mqtt_listen: SocketAddr,
 
-    /// Use this external broker (`mqtt://host:port`) instead of the embedded one.
+    /// Use this external broker instead of the embedded one:
+    /// `mqtt://[user[:password]@]host[:port]` or `mqtts://…`; several, comma-separated, for the
+    /// nodes of a clustered broker (a lost connection moves on to the next).
     #[arg(long, env = "FERROCAM_BROKER")]
     broker: Option<String>,
+
+    /// PEM file of the CA(s) that signed the broker's certificate (`mqtts://`); without it the
+    /// system's roots are trusted.
+    #[arg(long, env = "FERROCAM_BROKER_CA")]
+    broker_ca: Option<PathBuf>,
+
+    /// File holding the broker password (instead of putting it in the URL).
+    #[arg(long, env = "FERROCAM_BROKER_PASSWORD_FILE")]
+    broker_password_file: Option<PathBuf>,
+
+    /// The authentication file: users, API tokens, session secret, allowed origins
+    /// (`ferrocam-gateway init` writes one). Required: nothing is served without it.
+    #[arg(long, env = "FERROCAM_AUTH_CONFIG")]
+    auth_config: Option<PathBuf>,
+
+    /// The Ed25519 key that signs session grants; devices hold its public half. Default:
+    /// `grant.key` next to the auth file.
+    #[arg(long, env = "FERROCAM_GRANT_SIGNING_KEY")]
+    grant_signing_key: Option<PathBuf>,
+
+    /// Answer `/healthz` and `/metrics` without credentials from any address (default: only
+    /// from loopback clients).
+    #[arg(long, env = "FERROCAM_PUBLIC_OPS")]
+    public_ops: bool,
 
     /// This instance's id, naming its reply topic; random when not set. Must be unique among
     /// gateways sharing a broker.
@@ -60,8 +92,9 @@ struct Config {
     #[arg(long, env = "FERROCAM_ANSWER_TIMEOUT_MS", default_value_t = 15_000)]
     answer_timeout_ms: u64,
 
-    /// What viewers may do on the control channel: `control` (change settings, GPIO, PTZ) or
-    /// `view` (watch and read only). Per-user roles come with authentication.
+    /// The most viewers of this gateway may do on the control channel: `control` (change
+    /// settings, GPIO, PTZ) or `view` (watch and read only). Each user's or token's own role
+    /// (auth file) is capped by it.
     #[arg(long, env = "FERROCAM_ROLE", default_value = "control", value_parser = parse_role)]
     role: Role,
 
@@ -87,9 +120,17 @@ enum Cmd {
     /// Sends one control command to a device through a running gateway and prints the reply,
     /// e.g. `ferrocam-gateway ctl demo video.set bitrate_kbps=800`.
     Ctl(ctl::CtlArgs),
+    /// Writes a first auth file (an admin user and an API token) and the grant key pair.
+    Init(auth::cli::InitArgs),
+    /// Reads a password on stdin and prints its argon2id hash for the auth file.
+    HashPassword,
+    /// Prints a new API token and its `[[token]]` entry for the auth file.
+    NewToken(auth::cli::NewTokenArgs),
+    /// Writes a new grant key pair.
+    Keygen(auth::cli::KeygenArgs),
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
+pub(crate) fn parse_role(s: &str) -> Result<Role, String> {
     match s {
         "control" => Ok(Role::Control),
         "view" => Ok(Role::View),
@@ -106,31 +147,56 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::parse();
-    if let Some(Cmd::Ctl(args)) = &config.command {
-        return ctl::run(args);
+    match &config.command {
+        Some(Cmd::Ctl(args)) => return ctl::run(args),
+        Some(Cmd::Init(args)) => return auth::cli::init(args),
+        Some(Cmd::HashPassword) => return auth::cli::hash_password(),
+        Some(Cmd::NewToken(args)) => return auth::cli::new_token(args),
+        Some(Cmd::Keygen(args)) => return auth::cli::keygen(args),
+        None => {}
     }
 
-    let broker = match &config.broker {
-        Some(url) => BrokerAddr::parse(url)?,
-        None => {
-            broker::start(config.mqtt_listen)?;
-            BrokerAddr {
-                host: config.mqtt_listen.ip().to_string(),
-                port: config.mqtt_listen.port(),
-            }
-        }
+    let Some(auth_path) = config.auth_config.clone() else {
+        anyhow::bail!(
+            "no --auth-config (FERROCAM_AUTH_CONFIG): the gateway serves nobody without one. \
+             Create one with `ferrocam-gateway init --dir /etc/ferrocam`"
+        );
     };
+    let auth = Arc::new(Auth::load(auth_path.clone())?);
     let instance = config.instance.clone().unwrap_or_else(random_instance);
+    let key_path = config
+        .grant_signing_key
+        .clone()
+        .unwrap_or_else(|| auth_path.with_file_name("grant.key"));
+    let signer = GrantSigner::load(&key_path, instance.clone())?;
+    tracing::info!(public_key = %signer.public_key(), "devices must hold this grant key");
+
+    let broker = ferrocam_mqtt::BrokerSettings {
+        urls: match &config.broker {
+            Some(urls) => BrokerAddr::parse_list(urls)?,
+            None => {
+                broker::start(config.mqtt_listen)?;
+                vec![BrokerAddr::parse(&format!(
+                    "mqtt://{}",
+                    config.mqtt_listen
+                ))?]
+            }
+        },
+        ca_file: config.broker_ca.clone(),
+        password_file: config.broker_password_file.clone(),
+    };
 
     let (publish_tx, publish_rx) = mpsc::unbounded_channel();
-    let relay = Arc::new(Relay::new(instance.clone(), publish_tx));
+    let relay = Arc::new(Relay::new(instance.clone(), publish_tx, signer));
+    let nodes = link::nodes(&broker, &relay)?;
     let (connected_tx, mut connected) = tokio::sync::watch::channel(false);
     tokio::spawn(link::run(
-        broker,
+        nodes,
         Arc::clone(&relay),
         publish_rx,
         connected_tx,
     ));
+    spawn_reload_on_sighup(Arc::clone(&auth));
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -157,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
             (None, false) => anyhow::bail!("--turn-url needs --turn-secret"),
             _ => None,
         },
+        public_ops: config.public_ops,
     };
     // `wait_for` returns a read guard on the channel: keep it to this statement, or the link's
     // next `send_replace` would block forever.
@@ -171,17 +238,33 @@ async fn main() -> anyhow::Result<()> {
     });
     service::spawn_watchdog();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    axum::serve(
+    serve::serve(
         listener,
-        http::router(http::AppState::new(relay, settings, stop_rx)),
+        http::router(http::AppState::new(relay, settings, auth, stop_rx)),
+        async move {
+            shutdown_signal().await;
+            service::stopping();
+            let _ = stop_tx.send(true);
+        },
     )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        service::stopping();
-        let _ = stop_tx.send(true);
-    })
     .await?;
     Ok(())
+}
+
+/// `systemctl reload` sends SIGHUP: re-read the auth file (a broken file keeps the old one).
+fn spawn_reload_on_sighup(auth: Arc<Auth>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(()) => tracing::info!("auth file reloaded"),
+                Err(e) => tracing::error!(error = format!("{e:#}"), "auth file not reloaded"),
+            }
+        }
+    });
 }
 
 fn random_instance() -> InstanceId {

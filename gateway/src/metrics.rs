@@ -29,6 +29,13 @@ pub struct OfferLabels {
     pub result: String,
 }
 
+/// Label of the auth-failures counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    /// `missing`, `bad_token`, `bad_password`, `forbidden_device`, `bad_origin`.
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     devices_online: Gauge,
@@ -40,6 +47,8 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Control requests relayed over REST.
     pub control_requests: Counter,
+    /// Requests refused for want of valid credentials or permission.
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
 }
 
 impl Metrics {
@@ -53,6 +62,7 @@ impl Metrics {
             offers: Family::default(),
             rate_limited: Counter::default(),
             control_requests: Counter::default(),
+            auth_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -84,6 +94,11 @@ impl Metrics {
             "control_requests",
             "Control requests relayed over REST",
             m.control_requests.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused for missing or invalid credentials, a foreign origin, or a device outside the caller's scope",
+            m.auth_failures.clone(),
         );
         registry.register(
             "answer_latency_seconds",

@@ -9,11 +9,20 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferrocam_protocol::control::Role;
-use ferrocam_protocol::viewer::ServerMsg;
+use ferrocam_protocol::viewer::{IceServer, ServerMsg};
 use ferrocam_protocol::{
     DeviceId, DeviceStatus, Envelope, ErrorCode, InstanceId, Party, SessionId, Signal, topics,
 };
 use tokio::sync::{mpsc, watch};
+
+use crate::auth::grant::GrantSigner;
+use crate::http::rate::TokenBucket;
+
+/// Offers one device may receive through this gateway: a burst of 30, then 10 a second. Far
+/// above what real viewers do; it stops a flood (from many connections or tokens at once)
+/// from making the device build peer connections faster than it can.
+const DEVICE_OFFER_BURST: u32 = 30;
+const DEVICE_OFFERS_PER_SECOND: f64 = 10.0;
 
 /// One MQTT publish requested by the relay.
 #[derive(Debug)]
@@ -30,12 +39,16 @@ pub struct ViewerId(pub u64);
 pub type ViewerTx = mpsc::UnboundedSender<ServerMsg>;
 
 /// How a session is set up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct OfferOptions {
     /// Trickle candidates (WebSocket) or answer with all of them (WHEP).
     pub trickle: bool,
     /// What the session's control channel may do.
     pub role: Role,
+    /// Who asked (a user or API token name), for the grant and the device's log.
+    pub user: String,
+    /// STUN/TURN servers for the device's side of this session (inside the signed grant).
+    pub device_ice: Vec<IceServer>,
 }
 
 /// A request the relay refuses, with the code the viewer sees.
@@ -62,12 +75,17 @@ struct State {
     sessions: HashMap<SessionId, Session>,
     /// Relayed control requests awaiting replies, by request id.
     controls: HashMap<SessionId, (DeviceId, mpsc::UnboundedSender<String>)>,
+    /// Per-device offer rate limits (devices that exist only: bounded by the device list).
+    offer_limits: HashMap<DeviceId, TokenBucket>,
 }
 
 /// Shared relay state of one gateway instance.
 pub struct Relay {
     instance: InstanceId,
-    reply_topic: String,
+    /// Subscription filter for every device's replies to this instance.
+    reply_filter: String,
+    /// Signs the grant on every offer and control request.
+    signer: GrantSigner,
     broker: mpsc::UnboundedSender<Publish>,
     state: Mutex<State>,
     devices_tx: watch::Sender<Vec<DeviceStatus>>,
@@ -77,9 +95,14 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(instance: InstanceId, broker: mpsc::UnboundedSender<Publish>) -> Self {
+    pub fn new(
+        instance: InstanceId,
+        broker: mpsc::UnboundedSender<Publish>,
+        signer: GrantSigner,
+    ) -> Self {
         Self {
-            reply_topic: topics::gateway_signal(&instance),
+            reply_filter: topics::replies_to(&instance),
+            signer,
             instance,
             broker,
             state: Mutex::default(),
@@ -93,9 +116,14 @@ impl Relay {
         &self.instance
     }
 
-    /// The topic devices send this instance's replies to.
-    pub fn reply_topic(&self) -> &str {
-        &self.reply_topic
+    /// The subscription filter matching every device's replies to this instance.
+    pub fn reply_filter(&self) -> &str {
+        &self.reply_filter
+    }
+
+    /// Where `device` sends its replies to this instance.
+    pub fn reply_topic(&self, device: &DeviceId) -> String {
+        topics::device_reply(device, &self.instance)
     }
 
     /// Allocates an id for a new viewer connection.
@@ -155,6 +183,7 @@ impl Relay {
     /// Drops a device whose retained status was cleared.
     pub fn forget_device(&self, id: &DeviceId) {
         let mut state = self.lock();
+        state.offer_limits.remove(id);
         if state.devices.remove(id).is_some() {
             self.publish_devices(&state);
         }
@@ -171,9 +200,25 @@ impl Relay {
         options: OfferOptions,
         session: SessionId,
     ) -> Result<SessionId, Refusal> {
-        let OfferOptions { trickle, role } = options;
+        let OfferOptions {
+            trickle,
+            role,
+            user,
+            device_ice,
+        } = options;
         let mut state = self.lock();
         Self::check_online(&state, &device)?;
+        let allowed = state
+            .offer_limits
+            .entry(device.clone())
+            .or_insert_with(|| TokenBucket::new(DEVICE_OFFER_BURST, DEVICE_OFFERS_PER_SECOND))
+            .try_take();
+        if !allowed {
+            return Err(Refusal {
+                code: ErrorCode::RateLimited,
+                message: format!("too many offers for device {device}; try again in a moment"),
+            });
+        }
         state.sessions.insert(
             session.clone(),
             Session {
@@ -185,13 +230,20 @@ impl Relay {
             },
         );
         drop(state);
+        let grant = self.signer.sign(&device, &session, role, &user, device_ice);
+        let reply_to = self.reply_topic(&device);
         self.send(
             self.envelope(
                 device,
                 session.clone(),
-                Signal::Offer { sdp, trickle, role },
+                Signal::Offer {
+                    sdp,
+                    trickle,
+                    role,
+                    grant: Some(grant),
+                },
             )
-            .reply_to(self.reply_topic.clone()),
+            .reply_to(reply_to),
         );
         Ok(session)
     }
@@ -216,6 +268,7 @@ impl Relay {
         &self,
         device: DeviceId,
         role: Role,
+        user: &str,
         request: String,
         id: SessionId,
     ) -> Result<mpsc::UnboundedReceiver<String>, Refusal> {
@@ -224,9 +277,19 @@ impl Relay {
         let (tx, rx) = mpsc::unbounded_channel();
         state.controls.insert(id.clone(), (device.clone(), tx));
         drop(state);
+        let grant = Some(self.signer.sign(&device, &id, role, user, Vec::new()));
+        let reply_to = self.reply_topic(&device);
         self.send(
-            self.envelope(device, id, Signal::Control { role, request })
-                .reply_to(self.reply_topic.clone()),
+            self.envelope(
+                device,
+                id,
+                Signal::Control {
+                    role,
+                    request,
+                    grant,
+                },
+            )
+            .reply_to(reply_to),
         );
         Ok(rx)
     }
@@ -263,14 +326,21 @@ impl Relay {
         Ok(())
     }
 
-    /// Routes a device's reply to the viewer that owns the session.
-    pub fn on_reply(&self, envelope: Envelope) {
+    /// Routes a reply that arrived on `device`'s reply topic to the viewer that owns the
+    /// session. The topic is the device's identity (the broker's ACL lets only that device
+    /// publish there); an envelope claiming to be from another device is dropped.
+    pub fn on_reply(&self, topic_device: &DeviceId, envelope: Envelope) {
         let Envelope {
             session,
             device,
+            from,
             body,
             ..
         } = envelope;
+        if device != *topic_device || from != Party::Device(device.clone()) {
+            tracing::warn!(%session, %topic_device, claimed = %device, "reply claims another device; dropped");
+            return;
+        }
         let mut state = self.lock();
         if let Signal::ControlReply { message } = body {
             match state.controls.get(&session) {

@@ -1,12 +1,31 @@
 //! Unit tests of the relay: sessions, relayed control requests, and broker-link loss.
 
+use crate::auth::grant::GrantSigner;
+use ferrocam_protocol::InstanceId;
+
+/// A grant signer with a fresh key, and its public key.
+fn signer() -> (GrantSigner, String) {
+    let (pem, public) = crate::auth::grant::generate();
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(der)
+        .unwrap();
+    let signer = GrantSigner::from_pkcs8(&der, InstanceId::parse("gw-test").unwrap()).unwrap();
+    (signer, public)
+}
+
 mod sessions {
     use super::super::*;
     use ferrocam_protocol::{IceCandidate, PROTOCOL_VERSION};
 
     fn relay() -> (Relay, mpsc::UnboundedReceiver<Publish>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Relay::new(InstanceId::parse("gw-test").unwrap(), tx), rx)
+        let (signer, _) = super::signer();
+        (
+            Relay::new(InstanceId::parse("gw-test").unwrap(), tx, signer),
+            rx,
+        )
     }
 
     fn status(device: &str, online: bool, epoch: u64) -> DeviceStatus {
@@ -24,13 +43,72 @@ mod sessions {
         Party::Device(id.clone())
     }
 
-    const OPTS: OfferOptions = OfferOptions {
-        trickle: true,
-        role: Role::Control,
-    };
+    fn opts() -> OfferOptions {
+        OfferOptions {
+            trickle: true,
+            role: Role::Control,
+            user: "alice".into(),
+            device_ice: Vec::new(),
+        }
+    }
 
     fn sid(n: u8) -> SessionId {
         SessionId::from_random([n; 16])
+    }
+
+    #[test]
+    fn a_flood_of_offers_for_one_device_is_rate_limited() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        relay.on_status(status("porch", true, 1));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let cam = DeviceId::parse("cam").unwrap();
+        let results: Vec<_> = (0..60)
+            .map(|n| {
+                // Every offer from a different viewer: the limit is per device.
+                let viewer = relay.new_viewer();
+                relay.offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(n))
+            })
+            .collect();
+        let limited = results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    Err(Refusal {
+                        code: ErrorCode::RateLimited,
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert!(
+            (25..=30).contains(&limited),
+            "{limited} of 60 refused; the burst is 30"
+        );
+        let mut sent = 0;
+        while broker.try_recv().is_ok() {
+            sent += 1;
+        }
+        assert_eq!(
+            sent,
+            60 - limited,
+            "refused offers must not reach the broker"
+        );
+        // Another device is unaffected.
+        let porch = DeviceId::parse("porch").unwrap();
+        assert!(
+            relay
+                .offer(
+                    relay.new_viewer(),
+                    &tx,
+                    porch,
+                    "v=0".into(),
+                    opts(),
+                    sid(99)
+                )
+                .is_ok()
+        );
     }
 
     #[test]
@@ -39,11 +117,11 @@ mod sessions {
         let (tx, _rx) = mpsc::unbounded_channel();
         let viewer = relay.new_viewer();
         let cam = DeviceId::parse("cam").unwrap();
-        let refused = relay.offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1));
+        let refused = relay.offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(1));
         assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
 
         relay.on_status(status("cam", false, 1));
-        let refused = relay.offer(viewer, &tx, cam, "v=0".into(), OPTS, sid(1));
+        let refused = relay.offer(viewer, &tx, cam, "v=0".into(), opts(), sid(1));
         assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownDevice);
         assert!(broker.try_recv().is_err(), "nothing may reach the broker");
     }
@@ -56,13 +134,34 @@ mod sessions {
         let viewer = relay.new_viewer();
         let cam = DeviceId::parse("cam").unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(1))
             .unwrap();
         let sent = broker.try_recv().unwrap();
         assert_eq!(sent.topic, topics::device_signal(&cam));
         let envelope = Envelope::decode(&sent.payload).unwrap();
-        assert_eq!(envelope.reply_to.as_deref(), Some(relay.reply_topic()));
+        assert_eq!(envelope.reply_to, Some(relay.reply_topic(&cam)));
+        assert_eq!(
+            relay.reply_topic(&cam),
+            "ferrocam/v1/devices/cam/reply/gw-test"
+        );
         assert_eq!(envelope.session, sid(1));
+        // Every offer carries a grant for exactly this device and session.
+        let Signal::Offer {
+            grant: Some(grant), ..
+        } = envelope.body
+        else {
+            panic!("offer without a grant");
+        };
+        let claims: ferrocam_protocol::GrantClaims = {
+            use base64::Engine as _;
+            let payload = grant.split('.').nth(1).unwrap();
+            let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap();
+            serde_json::from_slice(&json).unwrap()
+        };
+        assert_eq!((claims.aud.as_str(), claims.usr.as_str()), ("cam", "alice"));
+        assert_eq!(claims.sub, sid(1).to_string());
     }
 
     #[test]
@@ -74,7 +173,7 @@ mod sessions {
         let owner = relay.new_viewer();
         let intruder = relay.new_viewer();
         relay
-            .offer(owner, &owner_tx, cam.clone(), "v=0".into(), OPTS, sid(1))
+            .offer(owner, &owner_tx, cam.clone(), "v=0".into(), opts(), sid(1))
             .unwrap();
         broker.try_recv().unwrap();
 
@@ -93,20 +192,21 @@ mod sessions {
 
         // A reply claiming to come from another device is dropped.
         let other = DeviceId::parse("other").unwrap();
-        relay.on_reply(Envelope::new(
-            dev(&other),
-            other,
-            sid(1),
-            Signal::Answer { sdp: "x".into() },
-        ));
+        relay.on_reply(
+            &other.clone(),
+            Envelope::new(
+                dev(&other),
+                other,
+                sid(1),
+                Signal::Answer { sdp: "x".into() },
+            ),
+        );
         assert!(owner_rx.try_recv().is_err());
 
-        relay.on_reply(Envelope::new(
-            dev(&cam),
-            cam,
-            sid(1),
-            Signal::Answer { sdp: "x".into() },
-        ));
+        relay.on_reply(
+            &cam.clone(),
+            Envelope::new(dev(&cam), cam, sid(1), Signal::Answer { sdp: "x".into() }),
+        );
         assert!(matches!(owner_rx.try_recv(), Ok(ServerMsg::Answer { .. })));
     }
 
@@ -118,20 +218,23 @@ mod sessions {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let viewer = relay.new_viewer();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(1))
             .unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(2))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(2))
             .unwrap();
-        relay.on_reply(Envelope::new(
-            dev(&cam),
-            cam.clone(),
-            sid(1),
-            Signal::Error {
-                code: ErrorCode::NoCommonCodec,
-                message: "no".into(),
-            },
-        ));
+        relay.on_reply(
+            &cam.clone(),
+            Envelope::new(
+                dev(&cam),
+                cam.clone(),
+                sid(1),
+                Signal::Error {
+                    code: ErrorCode::NoCommonCodec,
+                    message: "no".into(),
+                },
+            ),
+        );
         assert!(matches!(
             rx.try_recv(),
             Ok(ServerMsg::Error {
@@ -157,17 +260,15 @@ mod sessions {
         let viewer = relay.new_viewer();
         let cam = DeviceId::parse("cam").unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(1))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(1))
             .unwrap();
         relay
-            .offer(viewer, &tx, cam.clone(), "v=0".into(), OPTS, sid(2))
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(2))
             .unwrap();
-        relay.on_reply(Envelope::new(
-            dev(&cam),
-            cam,
-            sid(2),
-            Signal::Answer { sdp: "x".into() },
-        ));
+        relay.on_reply(
+            &cam.clone(),
+            Envelope::new(dev(&cam), cam, sid(2), Signal::Answer { sdp: "x".into() }),
+        );
         rx.try_recv().unwrap();
 
         relay.expire_unanswered(&sid(1));
@@ -194,7 +295,7 @@ mod control {
     #[test]
     fn control_replies_reach_the_waiting_request_only_from_its_device() {
         let (tx, mut broker) = mpsc::unbounded_channel();
-        let relay = Relay::new(InstanceId::parse("gw").unwrap(), tx);
+        let relay = Relay::new(InstanceId::parse("gw").unwrap(), tx, super::signer().0);
         let cam = DeviceId::parse("cam").unwrap();
         relay.on_status(DeviceStatus {
             v: PROTOCOL_VERSION,
@@ -206,7 +307,7 @@ mod control {
         });
         let id = SessionId::from_random([9; 16]);
         let mut replies = relay
-            .control(cam.clone(), Role::View, "{}".into(), id.clone())
+            .control(cam.clone(), Role::View, "alice", "{}".into(), id.clone())
             .unwrap();
         let sent = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
         assert!(matches!(
@@ -216,7 +317,7 @@ mod control {
                 ..
             }
         ));
-        assert_eq!(sent.reply_to.as_deref(), Some(relay.reply_topic()));
+        assert_eq!(sent.reply_to, Some(relay.reply_topic(&cam)));
 
         let other = DeviceId::parse("other").unwrap();
         let reply = |from: &DeviceId, message: &str| {
@@ -229,16 +330,19 @@ mod control {
                 },
             )
         };
-        relay.on_reply(reply(&other, "forged"));
-        relay.on_reply(reply(&cam, "real"));
+        relay.on_reply(&other, reply(&other, "forged"));
+        // Arriving on cam's topic but claiming to be other: dropped too.
+        relay.on_reply(&cam, reply(&other, "forged"));
+        relay.on_reply(&cam, reply(&cam, "real"));
         assert_eq!(replies.try_recv().unwrap(), "real");
         assert!(replies.try_recv().is_err());
         relay.control_done(&id);
-        relay.on_reply(reply(&cam, "late"));
+        relay.on_reply(&cam, reply(&cam, "late"));
         assert!(replies.try_recv().is_err());
         let unknown = relay.control(
             DeviceId::parse("ghost").unwrap(),
             Role::View,
+            "alice",
             "{}".into(),
             id,
         );
@@ -253,7 +357,7 @@ mod link {
     #[test]
     fn losing_the_broker_marks_devices_offline_until_they_report_again() {
         let (tx, _broker) = mpsc::unbounded_channel();
-        let relay = Relay::new(InstanceId::parse("gw").unwrap(), tx);
+        let relay = Relay::new(InstanceId::parse("gw").unwrap(), tx, super::signer().0);
         let status = DeviceStatus {
             v: PROTOCOL_VERSION,
             device: DeviceId::parse("cam").unwrap(),
@@ -270,6 +374,8 @@ mod link {
         let opts = OfferOptions {
             trickle: true,
             role: Role::View,
+            user: "alice".into(),
+            device_ice: Vec::new(),
         };
         let refused = relay.offer(
             relay.new_viewer(),

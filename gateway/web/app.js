@@ -33,8 +33,10 @@ function connect() {
   const ws = new WebSocket(`${proto}://${location.host}/ws`);
   ferrocam.ws = ws;
   ws.onopen = () => setLinkState('connected', true);
-  ws.onclose = () => {
+  ws.onclose = async () => {
     setLinkState('reconnecting…', false);
+    // A socket refused for an expired or revoked login looks like any other close: ask.
+    if (!(await checkLogin())) return;
     // Sessions die with their socket on the gateway side; the media may outlive it a little.
     setTimeout(connect, 1000);
   };
@@ -88,6 +90,8 @@ function onServerMessage(msg) {
       showError(`The camera ended the stream (${msg.reason}).`);
       break;
     case 'error':
+      // An expired or revoked login: back to the login page.
+      if (msg.code === 'unauthorized') { checkLogin(); }
       if (msg.session && msg.session !== ferrocam.session) return;
       if (!msg.session && !ferrocam.device) return;
       stopPeer();
@@ -282,6 +286,31 @@ function renderNowWatching() {
   const state = ferrocam.pc ? ferrocam.pc.connectionState : 'closed';
   el.textContent = `${ferrocam.device} · ${state}`;
 }
+
+// ── login ────────────────────────────────────────────────────────────────────
+
+// Resolves true while logged in; otherwise goes to the login page.
+async function checkLogin() {
+  try {
+    const response = await fetch('/api/me');
+    if (response.status === 401) {
+      location.replace('/login');
+      return false;
+    }
+    if (response.ok) {
+      const me = await response.json();
+      ferrocam.me = me;
+      $('who').textContent = `${me.user} · ${me.role}`;
+    }
+  } catch { /* the gateway is restarting; the socket retries */ }
+  return true;
+}
+
+$('logout').addEventListener('click', async () => {
+  await fetch('/api/logout', { method: 'POST' }).catch(() => {});
+  location.replace('/login');
+});
+checkLogin();
 
 function setLinkState(text, ok) {
   const el = $('link-state');

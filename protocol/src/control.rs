@@ -19,7 +19,8 @@ pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
 pub const SNAPSHOT_CHUNK: usize = 12 * 1024;
 
 /// What a session may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Ordered: `View < Control`, so the lesser of two roles is `min`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Watch and read state (`ping`, `status`, lists, `snapshot`).

@@ -8,8 +8,10 @@
 pub mod backoff;
 pub mod broker_url;
 pub mod control;
+pub mod grant;
 pub mod ids;
 pub mod presence;
+pub mod sdp;
 pub mod sdpfrag;
 pub mod signal;
 pub mod topics;
@@ -17,6 +19,7 @@ pub mod viewer;
 
 pub use backoff::Backoff;
 pub use broker_url::{BrokerAddr, BrokerUrlError};
+pub use grant::GrantClaims;
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
 pub use presence::{
     AudioCapability, CameraState, Capabilities, ControlInfo, DeviceStatus, FrameSize, MenuEntry,

@@ -52,6 +52,10 @@ pub enum Signal {
         /// What the session may do on its control data channel.
         #[serde(default)]
         role: Role,
+        /// The gateway's signed permission for this session ([`crate::grant`]); a device
+        /// refuses offers without a valid one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<String>,
     },
     /// The device's SDP answer to an offer.
     Answer { sdp: String },
@@ -65,7 +69,13 @@ pub enum Signal {
     Error { code: ErrorCode, message: String },
     /// A control-protocol request relayed by the gateway (REST, CLI); `session` is the
     /// request's own id. Answered by one or more `control_reply`.
-    Control { role: Role, request: String },
+    Control {
+        role: Role,
+        request: String,
+        /// The gateway's signed permission for this request ([`crate::grant`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<String>,
+    },
     /// One message answering a relayed control request (the response, then snapshot chunks).
     ControlReply { message: String },
 }
@@ -112,6 +122,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The sender sent too many requests too quickly.
     RateLimited,
+    /// The request carries no valid grant (or the viewer no valid credentials).
+    Unauthorized,
 }
 
 fn yes() -> bool {
@@ -222,9 +234,10 @@ mod tests {
                 sdp: "v=0".into(),
                 trickle: true,
                 role: Role::View,
+                grant: None,
             },
         )
-        .reply_to("ferrocam/v1/gateways/g/signal".into());
+        .reply_to("ferrocam/v1/devices/cam/reply/g".into());
         let bytes = env.encode();
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.contains(r#""type":"offer""#), "{text}");
@@ -267,6 +280,7 @@ mod tests {
                 sdp: "v=0".into(),
                 trickle: true,
                 role: Role::View,
+                grant: None,
             }
         );
         let (d, s) = ids();
@@ -278,6 +292,7 @@ mod tests {
                 sdp: "v=0".into(),
                 trickle: false,
                 role: Role::View,
+                grant: None,
             },
         );
         assert_eq!(Envelope::decode(&whep.encode()).unwrap(), whep);

@@ -2,10 +2,14 @@
 //! the scheme lives in one place and no topic can contain a wildcard.
 //!
 //! ```text
-//! ferrocam/v1/devices/<device>/status     retained presence, last will = offline
-//! ferrocam/v1/devices/<device>/signal     requests to a device (offer, candidate, hang-up)
-//! ferrocam/v1/gateways/<instance>/signal  replies to one gateway instance (answer, candidates, errors)
+//! ferrocam/v1/devices/<device>/status            retained presence, last will = offline
+//! ferrocam/v1/devices/<device>/signal            requests to a device (offer, candidate, hang-up)
+//! ferrocam/v1/devices/<device>/reply/<instance>  the device's replies to one gateway instance
 //! ```
+//!
+//! Everything a device publishes lives under its own `devices/<device>/` prefix, so a broker
+//! ACL keyed on the device's username (`%u` in Mosquitto, `${username}` in EMQX) can confine
+//! each device to its own topics, and a gateway knows which device spoke from the topic alone.
 
 use crate::ids::{DeviceId, InstanceId};
 
@@ -22,9 +26,14 @@ pub fn device_signal(device: &DeviceId) -> String {
     format!("{ROOT}/devices/{device}/signal")
 }
 
-/// Where one gateway instance receives replies.
-pub fn gateway_signal(instance: &InstanceId) -> String {
-    format!("{ROOT}/gateways/{instance}/signal")
+/// Where `device` sends its replies for gateway instance `instance`.
+pub fn device_reply(device: &DeviceId, instance: &InstanceId) -> String {
+    format!("{ROOT}/devices/{device}/reply/{instance}")
+}
+
+/// Subscription filter matching every device's replies to `instance`.
+pub fn replies_to(instance: &InstanceId) -> String {
+    format!("{ROOT}/devices/+/reply/{instance}")
 }
 
 /// Subscription filter matching every device's status topic.
@@ -39,12 +48,16 @@ pub fn parse_device_status(topic: &str) -> Option<DeviceId> {
     DeviceId::parse(id).ok()
 }
 
-/// Recovers the instance id from a gateway reply topic. A device only replies to topics that pass
-/// this check, so a forged `reply_to` cannot make it publish anywhere else.
-pub fn parse_gateway_signal(topic: &str) -> Option<InstanceId> {
-    let rest = topic.strip_prefix(ROOT)?.strip_prefix("/gateways/")?;
-    let id = rest.strip_suffix("/signal")?;
-    InstanceId::parse(id).ok()
+/// Recovers the device and gateway instance from a reply topic. A device only replies to
+/// topics that pass this check and name itself, so a forged `reply_to` cannot make it publish
+/// anywhere else; a gateway trusts the device id of a reply only from its topic.
+pub fn parse_device_reply(topic: &str) -> Option<(DeviceId, InstanceId)> {
+    let rest = topic.strip_prefix(ROOT)?.strip_prefix("/devices/")?;
+    let (device, instance) = rest.split_once("/reply/")?;
+    Some((
+        DeviceId::parse(device).ok()?,
+        InstanceId::parse(instance).ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -58,15 +71,19 @@ mod tests {
     }
 
     #[test]
-    fn only_gateway_signal_topics_are_valid_reply_topics() {
+    fn only_device_reply_topics_are_valid_reply_topics() {
         let gw = InstanceId::parse("gw-1").unwrap();
-        assert_eq!(parse_gateway_signal(&gateway_signal(&gw)), Some(gw));
-        assert_eq!(parse_gateway_signal("ferrocam/v1/devices/x/status"), None);
-        assert_eq!(parse_gateway_signal("ferrocam/v1/gateways/#/signal"), None);
+        let cam = DeviceId::parse("cam.1").unwrap();
         assert_eq!(
-            parse_gateway_signal("ferrocam/v1/gateways/a/b/signal"),
-            None
+            parse_device_reply(&device_reply(&cam, &gw)),
+            Some((cam, gw.clone()))
         );
+        assert_eq!(parse_device_reply("ferrocam/v1/devices/x/status"), None);
+        assert_eq!(parse_device_reply("ferrocam/v1/devices/x/reply/#"), None);
+        assert_eq!(parse_device_reply("ferrocam/v1/devices/+/reply/gw"), None);
+        assert_eq!(parse_device_reply("ferrocam/v1/devices/a/reply/b/c"), None);
+        assert_eq!(parse_device_reply("ferrocam/v1/devices/a/b/reply/c"), None);
+        assert_eq!(replies_to(&gw), "ferrocam/v1/devices/+/reply/gw-1");
     }
 
     #[test]

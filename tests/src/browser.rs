@@ -86,6 +86,65 @@ impl Browser {
             .with_context(|| format!("running async script: {body}"))
     }
 
+    /// Opens `base` (a gateway's root URL), which redirects to its login page, logs in as
+    /// `user` and waits for the viewer to load.
+    pub async fn login(&self, base: &str, user: &str, password: &str) -> anyhow::Result<()> {
+        self.client.goto(base).await?;
+        // Either the login form (redirected) or, with a live session cookie, the viewer.
+        let logged_in = crate::eventually(
+            "the login form or the viewer",
+            Duration::from_secs(10),
+            || async {
+                if self
+                    .client
+                    .find(fantoccini::Locator::Id("devices"))
+                    .await
+                    .is_ok()
+                {
+                    return Ok(Some(true));
+                }
+                Ok(self
+                    .client
+                    .find(fantoccini::Locator::Id("login"))
+                    .await
+                    .ok()
+                    .map(|_| false))
+            },
+        )
+        .await?;
+        if logged_in {
+            return Ok(());
+        }
+        self.client
+            .find(fantoccini::Locator::Id("user"))
+            .await?
+            .send_keys(user)
+            .await?;
+        self.client
+            .find(fantoccini::Locator::Id("password"))
+            .await?
+            .send_keys(password)
+            .await?;
+        self.client
+            .find(fantoccini::Locator::Id("submit"))
+            .await?
+            .click()
+            .await?;
+        crate::eventually(
+            "the viewer after login",
+            Duration::from_secs(10),
+            || async {
+                Ok(self
+                    .client
+                    .find(fantoccini::Locator::Id("devices"))
+                    .await
+                    .ok())
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Waits for the page's button for `device` to be enabled (device online) and clicks it.
     pub async fn click_device(&self, device: &str) -> anyhow::Result<()> {
         let selector = format!("button.device[data-device='{device}']:not([disabled])");

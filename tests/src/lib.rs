@@ -7,13 +7,16 @@
 //! failing test prints the tail of every log.
 
 pub mod browser;
+pub mod creds;
 pub mod mqtt;
+pub mod nats;
 pub mod netns;
 pub mod process;
 pub mod stack;
 pub mod whep;
 
 pub use browser::Browser;
+pub use creds::{Credentials, NO_AUTH};
 pub use mqtt::TestMqtt;
 pub use process::{Process, free_port};
 pub use stack::{BrokerKind, Stack, StackOptions};

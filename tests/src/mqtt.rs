@@ -9,16 +9,31 @@ use tokio::sync::mpsc;
 pub struct TestMqtt {
     pub client: AsyncClient,
     pub received: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    /// Subscriptions the broker refused (SUBACK failure), e.g. by ACL.
+    pub refused_subscriptions: usize,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TestMqtt {
     /// Connects to `127.0.0.1:port` and subscribes to `filters`; returns once subscribed.
     pub async fn connect(port: u16, client_id: &str, filters: &[&str]) -> anyhow::Result<Self> {
+        Self::connect_as(port, client_id, None, filters).await
+    }
+
+    /// [`Self::connect`] with a broker username and password.
+    pub async fn connect_as(
+        port: u16,
+        client_id: &str,
+        login: Option<(&str, &str)>,
+        filters: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
         options
             .set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((user, pass)) = login {
+            options.set_credentials(user, pass);
+        }
         let (client, mut events) = AsyncClient::new(options, 64);
         for filter in filters {
             client.subscribe(*filter, QoS::AtMostOnce).await?;
@@ -27,23 +42,29 @@ impl TestMqtt {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let mut ready_tx = Some(ready_tx);
         let mut pending_acks = filters.len();
+        let mut refused = 0;
         let task = tokio::spawn(async move {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
                     }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        refused += ack
+                            .return_codes
+                            .iter()
+                            .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                            .count();
                         pending_acks = pending_acks.saturating_sub(1);
                         if pending_acks == 0
                             && let Some(ready) = ready_tx.take()
                         {
-                            let _ = ready.send(());
+                            let _ = ready.send(refused);
                         }
                     }
                     Ok(Event::Incoming(Packet::ConnAck(_))) if pending_acks == 0 => {
                         if let Some(ready) = ready_tx.take() {
-                            let _ = ready.send(());
+                            let _ = ready.send(0);
                         }
                     }
                     Ok(_) => {}
@@ -51,10 +72,12 @@ impl TestMqtt {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
+        let refused_subscriptions =
+            tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
         Ok(Self {
             client,
             received,
+            refused_subscriptions,
             task,
         })
     }

@@ -16,6 +16,9 @@ pub enum BrokerKind {
     Embedded,
     /// Debian's Mosquitto, started by the test.
     Mosquitto,
+    /// A 3-node NATS cluster (MQTT over JetStream), started by the test. The device's home is
+    /// node 1 and gateway i's node 2+i (wrapping); each lists every node for failover.
+    NatsCluster,
 }
 
 /// Knobs for [`Stack::start`].
@@ -39,6 +42,17 @@ pub struct StackOptions {
     /// Run the device inside this network namespace (`ip netns exec`), with ICE bound to
     /// `device_ice` instead of loopback.
     pub device_netns: Option<(String, String)>,
+    /// Mosquitto as in production: passwords, the shipped ACL template, and TLS for the
+    /// gateways and the device (a plain listener with the same ACL stays for test clients).
+    pub secure_broker: bool,
+}
+
+/// Broker passwords of a [`StackOptions::secure_broker`] stack: user → password.
+pub const GATEWAY_BROKER_USER: &str = "ferrocam-gateways";
+
+/// The password a secure broker gives `user` in tests.
+pub fn broker_password(user: &str) -> String {
+    format!("pw-{user}")
 }
 
 impl StackOptions {
@@ -53,11 +67,24 @@ impl StackOptions {
             device_env: Vec::new(),
             mqtt_host: "127.0.0.1".to_owned(),
             device_netns: None,
+            secure_broker: false,
         }
+    }
+
+    /// Mosquitto with passwords, the ACL template and TLS (see [`Self::secure_broker`]).
+    pub fn secure_mosquitto(mut self) -> Self {
+        self.broker = BrokerKind::Mosquitto;
+        self.secure_broker = true;
+        self
     }
 
     pub fn mosquitto(mut self) -> Self {
         self.broker = BrokerKind::Mosquitto;
+        self
+    }
+
+    pub fn nats_cluster(mut self) -> Self {
+        self.broker = BrokerKind::NatsCluster;
         self
     }
 
@@ -98,10 +125,17 @@ pub struct Gateway {
 
 /// A running deployment. Fields drop in order: device, gateways, broker.
 pub struct Stack {
+    /// The deployment's users, API token and grant keys.
+    pub creds: crate::Credentials,
     pub device: Option<Process>,
     pub gateways: Vec<Gateway>,
     pub mosquitto: Option<Process>,
+    /// The cluster of [`BrokerKind::NatsCluster`].
+    pub nats: Option<crate::nats::NatsCluster>,
+    /// The broker's MQTT port (a NATS cluster's node 1: the device's home).
     pub mqtt_port: u16,
+    /// The TLS port of a secure Mosquitto, with the CA that signed its certificate.
+    pub mqtts: Option<(u16, PathBuf)>,
     pub device_id: String,
     pub log_dir: PathBuf,
     options: StackOptions,
@@ -112,17 +146,32 @@ impl Stack {
     /// Starts everything and waits until the (first) gateway lists the device as online.
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            options.gateways == 1 || options.broker == BrokerKind::Mosquitto,
+            options.gateways == 1 || options.broker != BrokerKind::Embedded,
             "several gateways need a shared external broker"
         );
         let log_dir = workspace_root().join("target/e2e-logs").join(&options.test);
         let _ = std::fs::remove_dir_all(&log_dir);
         std::fs::create_dir_all(&log_dir)?;
-        let mqtt_port = free_port();
+        let creds = crate::Credentials::create(&log_dir.join("auth"))?;
+        let nats = match options.broker {
+            BrokerKind::NatsCluster => Some(crate::nats::NatsCluster::start(3, &log_dir).await?),
+            _ => None,
+        };
+        let mqtt_port = nats.as_ref().map_or_else(free_port, |c| c.mqtt_port(0));
 
+        let mqtts = if options.secure_broker {
+            Some((
+                free_port(),
+                secure_broker_files(&log_dir, &[&options.device_id, "cam-b"])?,
+            ))
+        } else {
+            None
+        };
         let mosquitto = match options.broker {
-            BrokerKind::Mosquitto => Some(start_mosquitto(mqtt_port, &log_dir).await?),
-            BrokerKind::Embedded => None,
+            BrokerKind::Mosquitto => {
+                Some(start_mosquitto(mqtt_port, mqtts.as_ref().map(|(p, _)| *p), &log_dir).await?)
+            }
+            BrokerKind::Embedded | BrokerKind::NatsCluster => None,
         };
         let mut gateways = Vec::new();
         for i in 0..options.gateways {
@@ -130,6 +179,8 @@ impl Stack {
             let mut cmd = Command::new(workspace_bin("ferrocam-gateway")?);
             cmd.args(["--http", &format!("127.0.0.1:{http_port}")])
                 .args(["--instance", &format!("gw-{i}")])
+                .arg("--auth-config")
+                .arg(&creds.auth_config)
                 .args(&options.gateway_args)
                 .env("RUST_LOG", "info,ferrocam_gateway=debug,rumqttd=warn");
             match options.broker {
@@ -137,20 +188,39 @@ impl Stack {
                     "--mqtt-listen",
                     &format!("{}:{mqtt_port}", options.mqtt_host),
                 ]),
-                BrokerKind::Mosquitto => cmd.args([
-                    "--broker",
-                    &format!("mqtt://{}:{mqtt_port}", options.mqtt_host),
-                ]),
+                BrokerKind::Mosquitto => match &mqtts {
+                    Some((port, ca)) => cmd
+                        .args([
+                            "--broker",
+                            &format!(
+                                "mqtts://{GATEWAY_BROKER_USER}:{}@127.0.0.1:{port}",
+                                broker_password(GATEWAY_BROKER_USER)
+                            ),
+                        ])
+                        .arg("--broker-ca")
+                        .arg(ca),
+                    None => cmd.args([
+                        "--broker",
+                        &format!("mqtt://{}:{mqtt_port}", options.mqtt_host),
+                    ]),
+                },
+                BrokerKind::NatsCluster => {
+                    let nats = nats.as_ref().expect("started above");
+                    cmd.args(["--broker", &nats.broker_list((i + 1) % nats.len())])
+                }
             };
             let process = Process::spawn(&format!("gateway-{i}"), cmd, &log_dir)?;
             gateways.push(Gateway { http_port, process });
         }
 
         let mut stack = Stack {
+            creds,
             device: None,
             gateways,
             mosquitto,
+            nats,
             mqtt_port,
+            mqtts,
             device_id: options.device_id.clone(),
             log_dir,
             options,
@@ -182,10 +252,19 @@ impl Stack {
             }
             None => (Command::new(&binary), "127.0.0.1:0".to_owned()),
         };
-        cmd.args(["--id", &self.device_id]).args([
-            "--broker",
-            &format!("mqtt://{}:{}", self.options.mqtt_host, self.mqtt_port),
-        ]);
+        let broker = match (&self.nats, &self.mqtts) {
+            (Some(nats), _) => nats.broker_list(0),
+            (None, Some((port, ca))) => {
+                cmd.arg("--broker-ca").arg(ca);
+                let id = &self.device_id;
+                format!("mqtts://{id}:{}@127.0.0.1:{port}", broker_password(id))
+            }
+            (None, None) => format!("mqtt://{}:{}", self.options.mqtt_host, self.mqtt_port),
+        };
+        cmd.args(["--id", &self.device_id])
+            .args(["--broker", &broker])
+            .arg("--grant-key")
+            .arg(&self.creds.grant_pub);
         if !self.options.device_args.iter().any(|a| a == "--source") {
             cmd.args(["--source", "test"]);
         }
@@ -218,7 +297,8 @@ impl Stack {
 
     /// Starts Mosquitto again on the same port; returns when it accepts connections.
     pub async fn restart_broker(&mut self) -> anyhow::Result<()> {
-        self.mosquitto = Some(start_mosquitto(self.mqtt_port, &self.log_dir).await?);
+        let tls = self.mqtts.as_ref().map(|(p, _)| *p);
+        self.mosquitto = Some(start_mosquitto(self.mqtt_port, tls, &self.log_dir).await?);
         Ok(())
     }
 
@@ -235,22 +315,40 @@ impl Stack {
     /// Waits until gateway `i` reports the device `online` (or offline).
     pub async fn wait_online_at(&self, i: usize, online: bool) -> anyhow::Result<()> {
         let url = self.gateway_url(i, &format!("api/devices/{}", self.device_id));
+        let bearer = self.creds.bearer();
         crate::eventually(
             &format!("gateway {i} to list the device online={online}"),
             Duration::from_secs(30),
             || {
-                let url = url.clone();
+                let (url, bearer) = (url.clone(), bearer.clone());
                 async move {
-                    let body: serde_json::Value = match ureq::get(&url).call() {
-                        Ok(mut resp) => resp.body_mut().read_json().context("device json")?,
-                        Err(ureq::Error::StatusCode(404)) => return Ok(None),
-                        Err(e) => return Err(e.into()),
-                    };
+                    let body: serde_json::Value =
+                        match ureq::get(&url).header("authorization", &bearer).call() {
+                            Ok(mut resp) => resp.body_mut().read_json().context("device json")?,
+                            Err(ureq::Error::StatusCode(404)) => return Ok(None),
+                            Err(e) => return Err(e.into()),
+                        };
                     Ok((body["online"] == online).then_some(()))
                 }
             },
         )
         .await
+    }
+
+    /// `Bearer <API token>` for requests to the gateways.
+    pub fn bearer(&self) -> String {
+        self.creds.bearer()
+    }
+
+    /// Logs `browser` in to gateway `i` through the login page and leaves it on the viewer.
+    pub async fn open_viewer(&self, browser: &crate::Browser, i: usize) -> anyhow::Result<()> {
+        browser
+            .login(
+                &self.gateway_url(i, ""),
+                &self.creds.user,
+                &self.creds.password,
+            )
+            .await
     }
 
     /// `http://127.0.0.1:<gateway 0 port>/<path>`.
@@ -264,15 +362,75 @@ impl Stack {
     }
 }
 
-async fn start_mosquitto(port: u16, log_dir: &std::path::Path) -> anyhow::Result<Process> {
+/// Writes what a production Mosquitto has: a password file (each device's user is its id, and
+/// one user for the gateways), the shipped ACL template, and a CA with a server certificate for
+/// 127.0.0.1 (openssl). Returns the CA's path.
+fn secure_broker_files(log_dir: &std::path::Path, devices: &[&str]) -> anyhow::Result<PathBuf> {
+    let dir = log_dir.join("broker");
+    std::fs::create_dir_all(&dir)?;
+    let passwords = dir.join("passwords");
+    let _ = std::fs::remove_file(&passwords);
+    for user in devices.iter().copied().chain([GATEWAY_BROKER_USER]) {
+        let status = Command::new("mosquitto_passwd")
+            .args(["-b"])
+            .args(if passwords.exists() { None } else { Some("-c") })
+            .arg(&passwords)
+            .args([user, &broker_password(user)])
+            .status()
+            .context("mosquitto_passwd (package mosquitto)")?;
+        anyhow::ensure!(status.success(), "mosquitto_passwd failed");
+    }
+    let acl = std::fs::read_to_string(workspace_root().join("deploy/mosquitto/ferrocam.acl"))?
+        .replace(
+            "user ferrocam-gateways",
+            &format!("user {GATEWAY_BROKER_USER}"),
+        );
+    std::fs::write(dir.join("acl"), acl)?;
+    let sh = format!(
+        "set -e; cd {dir:?}; \
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+           -keyout ca.key -out ca.pem -days 2 -subj /CN=ferrocam-test-ca; \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+           -keyout server.key -out server.csr -subj /CN=127.0.0.1; \
+         printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext; \
+         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+           -out server.pem -days 2 -extfile ext"
+    );
+    let out = Command::new("sh").args(["-c", &sh]).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "making test certificates: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(dir.join("ca.pem"))
+}
+
+async fn start_mosquitto(
+    port: u16,
+    tls_port: Option<u16>,
+    log_dir: &std::path::Path,
+) -> anyhow::Result<Process> {
     let conf = log_dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n"
-        ),
-    )?;
+    let mut text = String::from(
+        "per_listener_settings false\npersistence false\n\
+         log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n",
+    );
+    match tls_port {
+        None => text.push_str(&format!(
+            "allow_anonymous true\nlistener {port} 127.0.0.1\n"
+        )),
+        Some(tls) => {
+            let dir = log_dir.join("broker");
+            let d = dir.display();
+            // Root in the test sandbox: keep root so the 0600 files stay readable.
+            text.push_str(&format!(
+                "user root\nallow_anonymous false\npassword_file {d}/passwords\nacl_file {d}/acl\n\
+                 listener {port} 127.0.0.1\n\
+                 listener {tls} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+            ));
+        }
+    }
+    std::fs::write(&conf, text)?;
     let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())

@@ -57,9 +57,20 @@ pub async fn http(
     headers: Vec<(&'static str, String)>,
     body: Option<String>,
 ) -> anyhow::Result<HttpReply> {
+    let mut headers = headers;
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        && let Some(bearer) = crate::creds::default_bearer()
+    {
+        headers.push(("authorization", bearer));
+    }
+    // An empty value means "no credentials at all".
+    headers.retain(|(k, v)| !(k.eq_ignore_ascii_case("authorization") && v.is_empty()));
     tokio::task::spawn_blocking(move || {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_redirects(0)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .new_agent();

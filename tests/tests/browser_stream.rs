@@ -14,7 +14,7 @@ async fn play_from_page(
     browser: &Browser,
     transport: &str,
 ) -> anyhow::Result<Value> {
-    browser.client.goto(&stack.url("")).await?;
+    stack.open_viewer(browser, 0).await?;
     browser
         .client
         .find(fantoccini::Locator::Css("#transport"))
@@ -114,7 +114,7 @@ async fn browser_plays_live_h264_from_the_gateway_page() -> anyhow::Result<()> {
 async fn an_offer_without_h264_gets_a_clear_error_on_the_page() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::new("offer_without_h264")).await?;
     let browser = Browser::start(&stack.log_dir).await?;
-    browser.client.goto(&stack.url("")).await?;
+    stack.open_viewer(&browser, 0).await?;
     eventually("the device list", Duration::from_secs(15), || async {
         Ok(browser
             .js("return window.ferrocam.devices.some((d) => d.online);")
@@ -235,7 +235,7 @@ async fn an_offer_flood_is_throttled_while_other_viewers_keep_playing() -> anyho
 async fn the_page_shows_a_device_going_offline_and_back_without_reload() -> anyhow::Result<()> {
     let mut stack = Stack::start(StackOptions::new("page_presence")).await?;
     let browser = Browser::start(&stack.log_dir).await?;
-    browser.client.goto(&stack.url("")).await?;
+    stack.open_viewer(&browser, 0).await?;
     let state = || async {
         browser
             .js(
@@ -320,6 +320,7 @@ async fn closing_the_control_channel_or_the_tab_frees_the_session() -> anyhow::R
     )
     .await?;
     let status = ureq::post(&stack.url("api/devices/demo/control"))
+        .header("authorization", &stack.bearer())
         .send_json(serde_json::json!({ "cmd": "status" }))?
         .body_mut()
         .read_json::<Value>()?;

@@ -24,7 +24,7 @@ fn options(test: &str, state: &std::path::Path) -> StackOptions {
 }
 
 async fn open_panel(stack: &Stack, browser: &Browser) -> anyhow::Result<()> {
-    browser.client.goto(&stack.url("")).await?;
+    stack.open_viewer(browser, 0).await?;
     browser.click_device(&stack.device_id).await?;
     eventually(
         "the control panel with its GPIO toggle",
@@ -130,7 +130,9 @@ async fn the_page_controls_bitrate_snapshot_and_gpio() -> anyhow::Result<()> {
     .await?;
 
     // The same snapshot over REST, and the CLI through the REST relay.
-    let mut resp = ureq::get(&stack.url("api/devices/demo/snapshot.jpg")).call()?;
+    let mut resp = ureq::get(&stack.url("api/devices/demo/snapshot.jpg"))
+        .header("authorization", &stack.bearer())
+        .call()?;
     assert_eq!(resp.headers().get("content-type").unwrap(), "image/jpeg");
     let jpeg = resp
         .body_mut()
@@ -144,6 +146,8 @@ async fn the_page_controls_bitrate_snapshot_and_gpio() -> anyhow::Result<()> {
             "ctl",
             "--url",
             &stack.url(""),
+            "--token",
+            &stack.creds.token,
             "demo",
             "gpio.set",
             "name=lamp",
@@ -163,6 +167,8 @@ async fn the_page_controls_bitrate_snapshot_and_gpio() -> anyhow::Result<()> {
             "ctl",
             "--url",
             &stack.url(""),
+            "--token",
+            &stack.creds.token,
             "demo",
             "gpio.set",
             "name=heater",

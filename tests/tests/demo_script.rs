@@ -18,6 +18,10 @@ async fn demo_prints_the_url_serves_the_device_and_stops_cleanly_on_ctrl_c() -> 
         .env("FERROCAM_MQTT_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("FERROCAM_SOURCE", "test")
         .env("FERROCAM_ICE_UDP", "127.0.0.1:0")
+        .env(
+            "FERROCAM_DEMO_DIR",
+            root.join("target/e2e-logs/demo_script"),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -30,18 +34,45 @@ async fn demo_prints_the_url_serves_the_device_and_stops_cleanly_on_ctrl_c() -> 
         }
     });
     let url = format!("http://{http}/");
-    let printed = (0..50).any(|_| {
-        line_rx
-            .recv_timeout(Duration::from_millis(200))
-            .is_ok_and(|line| line.contains(&url))
-    });
-    assert!(printed, "the demo did not print {url}");
+    // The banner names the URL, a login and an API token.
+    let (mut printed_url, mut login, mut token) = (false, None, None);
+    for _ in 0..100 {
+        let Ok(line) = line_rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        printed_url |= line.contains(&url);
+        if let Some(rest) = line.trim().strip_prefix("login:") {
+            login = Some(rest.trim().to_owned());
+        }
+        if let Some(rest) = line.trim().strip_prefix("API token:") {
+            token = Some(rest.trim().to_owned());
+        }
+        if printed_url && login.is_some() && token.is_some() {
+            break;
+        }
+    }
+    assert!(printed_url, "the demo did not print {url}");
+    let login = login.expect("the demo prints a login");
+    assert!(login.starts_with("demo / ") && login.len() > 10, "{login}");
+    let token = token.expect("the demo prints an API token");
+    assert!(token.starts_with("fct_"), "{token}");
 
     let devices = format!("{url}api/devices/demo");
+    // Without the token: refused.
+    let refused = ureq::get(&devices).call();
+    assert!(
+        matches!(refused, Err(ureq::Error::StatusCode(401))),
+        "{refused:?}"
+    );
+    let bearer = format!("Bearer {token}");
     eventually("the demo device online", Duration::from_secs(30), || {
-        let devices = devices.clone();
+        let (devices, bearer) = (devices.clone(), bearer.clone());
         async move {
-            let body: serde_json::Value = ureq::get(&devices).call()?.body_mut().read_json()?;
+            let body: serde_json::Value = ureq::get(&devices)
+                .header("authorization", &bearer)
+                .call()?
+                .body_mut()
+                .read_json()?;
             Ok((body["online"] == true).then_some(()))
         }
     })

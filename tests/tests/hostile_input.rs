@@ -23,7 +23,10 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     let device = DeviceId::parse(&stack.device_id)?;
     let signal = topics::device_signal(&device);
     let status = topics::device_status(&device);
-    let reply = "ferrocam/v1/gateways/test-probe/signal";
+    let probe_instance = InstanceId::parse("test-probe")?;
+    let reply = topics::device_reply(&device, &probe_instance);
+    let reply = reply.as_str();
+    let grant = |n: u8| stack.creds.grant("demo", &session(n), Role::View, 30);
     let mut mqtt = TestMqtt::connect(stack.mqtt_port, "hostile-test", &[reply, &status]).await?;
     // The retained online status arrives first.
     let (_, retained) = mqtt
@@ -49,6 +52,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
                 sdp: "v=0".into(),
                 trickle: true,
                 role: Role::View,
+                grant: Some(grant(1)?),
             },
         )
         .reply_to(status.clone())
@@ -81,6 +85,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
                     .into(),
                 trickle: true,
                 role: Role::View,
+                grant: Some(grant(3)?),
             },
         )
         .reply_to(reply.into())
@@ -98,6 +103,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
                 sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n".into(),
                 trickle: true,
                 role: Role::View,
+                grant: Some(grant(4)?),
             },
         )
         .reply_to(reply.into())
@@ -139,6 +145,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     // Still alive and still online.
     assert!(stack.device_running(), "device process died");
     let body: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))
+        .header("authorization", &stack.bearer())
         .call()?
         .body_mut()
         .read_json()?;
@@ -150,7 +157,10 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
 async fn unknown_devices_get_404_over_rest_and_an_error_over_websocket() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::new("unknown_device")).await?;
 
-    let status = |path: &str| match ureq::get(&stack.url(path)).call() {
+    let status = |path: &str| match ureq::get(&stack.url(path))
+        .header("authorization", &stack.bearer())
+        .call()
+    {
         Ok(resp) => resp.status().as_u16(),
         Err(ureq::Error::StatusCode(code)) => code,
         Err(e) => panic!("GET {path}: {e}"),
@@ -161,7 +171,7 @@ async fn unknown_devices_get_404_over_rest_and_an_error_over_websocket() -> anyh
     assert_eq!(status("api/devices/bad%23id"), 400);
 
     let browser = Browser::start(&stack.log_dir).await?;
-    browser.client.goto(&stack.url("")).await?;
+    stack.open_viewer(&browser, 0).await?;
     eventually("the page's WebSocket", Duration::from_secs(15), || async {
         Ok(browser
             .js("return window.ferrocam.ws && window.ferrocam.ws.readyState === 1;")

@@ -7,6 +7,7 @@ use ferrocam_tests::{Stack, StackOptions, WhepOptions, WhepPlayer};
 
 async fn device_status(stack: &Stack) -> anyhow::Result<serde_json::Value> {
     Ok(ureq::get(&stack.url("api/devices/demo"))
+        .header("authorization", &stack.bearer())
         .call()?
         .body_mut()
         .read_json()?)

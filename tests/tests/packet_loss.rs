@@ -35,7 +35,7 @@ async fn the_stream_survives_five_percent_loss_and_recovers_at_once() -> anyhow:
     )
     .await?;
     let browser = Browser::start(&stack.log_dir).await?;
-    browser.client.goto(&stack.url("")).await?;
+    stack.open_viewer(&browser, 0).await?;
     browser.click_device(&stack.device_id).await?;
     eventually("60 decoded frames", Duration::from_secs(30), || async {
         Ok((n(&video_stats(&browser).await?, "decoded") >= 60.0).then_some(()))

@@ -1,5 +1,6 @@
-//! Presence and multi-gateway signaling on real brokers: the gateway's embedded rumqttd and a
-//! Mosquitto started by the test.
+//! Presence and multi-gateway signaling on real brokers: the gateway's embedded rumqttd, a
+//! Mosquitto started by the test, and a 3-node NATS cluster started by the test (device and
+//! gateways on different nodes, so every message crosses the cluster).
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ async fn presence_follows_kill_and_restart(options: StackOptions) -> anyhow::Res
     stack.kill_device();
     stack.wait_online(false).await?;
     let devices: serde_json::Value = ureq::get(&stack.url("api/devices"))
+        .header("authorization", &stack.bearer())
         .call()?
         .body_mut()
         .read_json()?;
@@ -68,6 +70,7 @@ async fn presence_follows_kill_and_restart(options: StackOptions) -> anyhow::Res
         .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let now: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))
+        .header("authorization", &stack.bearer())
         .call()?
         .body_mut()
         .read_json()?;
@@ -89,8 +92,32 @@ async fn presence_on_mosquitto() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_on_a_nats_cluster() -> anyhow::Result<()> {
+    presence_follows_kill_and_restart(StackOptions::new("presence_nats").nats_cluster()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_mosquitto_stream_the_same_device_at_once() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::new("two_gateways").mosquitto().gateways(2)).await?;
+    two_gateways_stream_the_same_device_at_once(
+        StackOptions::new("two_gateways").mosquitto().gateways(2),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_a_nats_cluster_stream_the_same_device_at_once() -> anyhow::Result<()> {
+    two_gateways_stream_the_same_device_at_once(
+        StackOptions::new("two_gateways_nats")
+            .nats_cluster()
+            .gateways(2),
+    )
+    .await
+}
+
+/// Two gateways on one shared broker each set up their own WHEP session with the same device
+/// at the same time; ending one leaves the other streaming.
+async fn two_gateways_stream_the_same_device_at_once(options: StackOptions) -> anyhow::Result<()> {
+    let stack = Stack::start(options).await?;
     stack.wait_online_at(1, true).await?;
 
     // Both sessions are set up concurrently, each through its own gateway.

@@ -74,6 +74,7 @@ async fn a_failing_camera_is_rebuilt_and_viewers_resume_without_reconnecting() -
     // The fault shows in presence…
     let state = |stack: &Stack| -> anyhow::Result<serde_json::Value> {
         let status: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))
+            .header("authorization", &stack.bearer())
             .call()?
             .body_mut()
             .read_json()?;

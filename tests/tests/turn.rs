@@ -75,7 +75,7 @@ async fn chromium_streams_through_coturn_with_minted_credentials() -> anyhow::Re
     .await?;
     let _coturn = start_coturn(turn_port, &stack.log_dir)?;
     let browser = Browser::start(&stack.log_dir).await?;
-    browser.client.goto(&stack.url("")).await?;
+    stack.open_viewer(&browser, 0).await?;
 
     // The page got fresh credentials in its hello.
     let servers = eventually(

@@ -98,6 +98,7 @@ impl Peer {
         settings: &RtcSettings,
         offer_sdp: String,
         with_audio: bool,
+        session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
     ) -> Result<(Peer, String, mpsc::UnboundedReceiver<PeerEvent>), AnswerError> {
         if let Err(problem) = sdp::check_offer(&offer_sdp) {
             return Err(AnswerError::NoCommonCodec(problem.to_string()));
@@ -115,17 +116,21 @@ impl Peer {
             .context("registering Opus")?;
         let registry = interceptors(&mut media_engine);
 
+        let mut ice_servers: Vec<RTCIceServer> = settings
+            .ice_servers
+            .iter()
+            .map(|url| RTCIceServer {
+                urls: vec![url.clone()],
+                ..Default::default()
+            })
+            .collect();
+        ice_servers.extend(session_ice_servers.iter().map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        }));
         let config = RTCConfigurationBuilder::new()
-            .with_ice_servers(
-                settings
-                    .ice_servers
-                    .iter()
-                    .map(|url| RTCIceServer {
-                        urls: vec![url.clone()],
-                        ..Default::default()
-                    })
-                    .collect(),
-            )
+            .with_ice_servers(ice_servers)
             .build();
         // A 20 ms check interval instead of 200 ms takes ~150 ms off the first frame (measured);
         // mDNS stays off: browsers reach us through peer-reflexive candidates anyway.

@@ -1,13 +1,14 @@
 //! REST endpoints.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use ferrocam_protocol::DeviceId;
 use serde_json::json;
 
 use super::AppState;
+use crate::auth::Principal;
 
 /// `GET /healthz`: liveness, with the number of sessions in flight.
 pub async fn healthz(State(state): State<AppState>) -> Response {
@@ -26,17 +27,36 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /api/devices`: every known device with its live online state.
-pub async fn list_devices(State(state): State<AppState>) -> Response {
-    Json(json!({ "devices": *state.relay.watch_devices().borrow() })).into_response()
+/// `GET /api/devices`: every device the caller may watch, with its live online state.
+pub async fn list_devices(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let devices: Vec<_> = state
+        .relay
+        .watch_devices()
+        .borrow()
+        .iter()
+        .filter(|d| principal.may_watch(&d.device))
+        .cloned()
+        .collect();
+    Json(json!({ "devices": devices })).into_response()
 }
 
-/// `GET /api/devices/{id}`: one device, 404 if unknown, 400 if the id is malformed.
-pub async fn get_device(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+/// `GET /api/devices/{id}`: one device, 404 if unknown (or not the caller's), 400 if the id is
+/// malformed.
+pub async fn get_device(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match DeviceId::parse(&id) {
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
     };
+    if !principal.may_watch(&id) {
+        return super::guard::not_yours(&state, "/api/", &principal, id.as_str());
+    }
     match state.relay.device(&id) {
         Some(status) => Json(status).into_response(),
         None => error(

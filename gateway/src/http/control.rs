@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -16,17 +17,19 @@ use tokio::sync::mpsc;
 
 use super::api::error;
 use super::{AppState, new_session_id};
+use crate::auth::Principal;
 use crate::relay::Refusal;
 
 /// How long a device has to answer a relayed control request (snapshots included).
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn refusal(Refusal { code, message }: Refusal) -> Response {
-    let status = match code {
-        ErrorCode::UnknownDevice => StatusCode::NOT_FOUND,
-        _ => StatusCode::BAD_GATEWAY,
+    let (status, label) = match code {
+        ErrorCode::UnknownDevice => (StatusCode::NOT_FOUND, "unknown_device"),
+        ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        _ => (StatusCode::BAD_GATEWAY, "device_error"),
     };
-    error(status, "unknown_device", &message)
+    error(status, label, &message)
 }
 
 fn timeout() -> Response {
@@ -39,7 +42,12 @@ fn timeout() -> Response {
 
 /// `POST /api/devices/{id}/control`: body is a control request (`v` and `id` may be left out);
 /// the answer is the device's response, as JSON.
-pub async fn relay(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Response {
+pub async fn relay(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let Ok(device) = DeviceId::parse(&id) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -47,6 +55,9 @@ pub async fn relay(State(state): State<AppState>, Path(id): Path<String>, body: 
             "malformed device id",
         );
     };
+    if !principal.may_watch(&device) {
+        return super::guard::not_yours(&state, "/api/", &principal, device.as_str());
+    }
     if body.len() > MAX_CONTROL_MESSAGE {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -70,9 +81,10 @@ pub async fn relay(State(state): State<AppState>, Path(id): Path<String>, body: 
     let request = serde_json::Value::Object(map).to_string();
     state.metrics.control_requests.inc();
     let id = new_session_id();
+    let role = state.role_for(&principal);
     let mut replies = match state
         .relay
-        .control(device, state.settings.role, request, id.clone())
+        .control(device, role, &principal.name, request, id.clone())
     {
         Ok(rx) => rx,
         Err(r) => return refusal(r),
@@ -98,7 +110,11 @@ pub async fn relay(State(state): State<AppState>, Path(id): Path<String>, body: 
 }
 
 /// `GET /api/devices/{id}/snapshot.jpg`: a JPEG of the live picture.
-pub async fn snapshot(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let Ok(device) = DeviceId::parse(&id) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -106,13 +122,17 @@ pub async fn snapshot(State(state): State<AppState>, Path(id): Path<String>) -> 
             "malformed device id",
         );
     };
+    if !principal.may_watch(&device) {
+        return super::guard::not_yours(&state, "/api/", &principal, device.as_str());
+    }
     let request =
         serde_json::json!({ "v": PROTOCOL_VERSION, "id": 1, "cmd": "snapshot" }).to_string();
     debug_assert!(ControlRequest::decode(&request).is_ok());
     let id = new_session_id();
+    let role = state.role_for(&principal);
     let replies = match state
         .relay
-        .control(device, state.settings.role, request, id.clone())
+        .control(device, role, &principal.name, request, id.clone())
     {
         Ok(rx) => rx,
         Err(r) => return refusal(r),

@@ -3,7 +3,9 @@
 mod api;
 mod assets;
 mod control;
-mod rate;
+mod guard;
+mod login;
+pub(crate) mod rate;
 mod whep;
 mod ws;
 
@@ -25,10 +27,13 @@ pub struct HttpSettings {
     pub ice_servers: Vec<IceServer>,
     /// How long a device has to answer an offer.
     pub answer_timeout: Duration,
-    /// What viewers' sessions may do (until authentication assigns roles per user).
+    /// The most any session through this gateway may do; each caller's own role (from the
+    /// auth file) is capped by it.
     pub role: Role,
     /// A TURN server this gateway mints credentials for.
     pub turn: Option<crate::turn::TurnConfig>,
+    /// Serve `/healthz` and `/metrics` to anyone, not only to loopback clients.
+    pub public_ops: bool,
 }
 
 impl HttpSettings {
@@ -39,6 +44,11 @@ impl HttpSettings {
             servers.push(turn.mint(who));
         }
         servers
+    }
+
+    /// TURN credentials for a device's side of one session (they travel in the signed grant).
+    pub fn device_ice_for(&self, who: &str) -> Vec<IceServer> {
+        self.turn.iter().map(|turn| turn.mint(who)).collect()
     }
 }
 
@@ -52,12 +62,17 @@ pub struct AppState {
     /// server's graceful shutdown would wait for them forever.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Users, tokens and session tokens.
+    pub auth: Arc<crate::auth::Auth>,
+    /// Per-address login rate limits.
+    pub logins: Arc<login::LoginLimiter>,
 }
 
 impl AppState {
     pub fn new(
         relay: Arc<Relay>,
         settings: HttpSettings,
+        auth: Arc<crate::auth::Auth>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -66,7 +81,21 @@ impl AppState {
             settings: Arc::new(settings),
             whep: Arc::default(),
             shutdown,
+            auth,
+            logins: Arc::default(),
         }
+    }
+
+    pub fn count_auth_failure(&self, reason: &'static str) {
+        self.metrics
+            .auth_failures
+            .get_or_create(&crate::metrics::AuthFailureLabels { reason })
+            .inc();
+    }
+
+    /// What a caller's sessions may do: its own role, capped by this gateway's.
+    pub fn role_for(&self, principal: &crate::auth::Principal) -> Role {
+        principal.role.min(self.settings.role)
     }
 }
 
@@ -77,6 +106,11 @@ pub fn router(state: AppState) -> Router {
         .route("/app.js", get(assets::app_js))
         .route("/control.js", get(assets::control_js))
         .route("/style.css", get(assets::style_css))
+        .route("/login", get(login::page))
+        .route("/login.js", get(login::script))
+        .route("/api/login", axum::routing::post(login::login))
+        .route("/api/logout", axum::routing::post(login::logout))
+        .route("/api/me", get(login::me))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/devices", get(api::list_devices))
@@ -88,6 +122,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/devices/:id/snapshot.jpg", get(control::snapshot))
         .route("/ws", get(ws::upgrade))
         .merge(whep::routes(MAX_SIGNAL_PAYLOAD))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .with_state(state)
 }
 

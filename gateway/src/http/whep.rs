@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -27,6 +28,7 @@ use tokio::sync::mpsc;
 
 use super::rate::TokenBucket;
 use super::{AppState, new_session_id};
+use crate::auth::Principal;
 use crate::relay::{OfferOptions, Refusal, ViewerId};
 
 const SDP: &str = "application/sdp";
@@ -43,6 +45,8 @@ pub struct WhepSessions {
 
 struct WhepSession {
     device: DeviceId,
+    /// The principal that created it; only it may PATCH or DELETE.
+    owner: String,
     viewer: ViewerId,
     etag: String,
     ice_ufrag: Option<String>,
@@ -66,21 +70,6 @@ pub fn routes(body_limit: usize) -> Router<AppState> {
                 .options(preflight),
         )
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::map_response(cors))
-}
-
-/// CORS on every WHEP response: players run on other origins.
-async fn cors(mut response: Response) -> Response {
-    let h = response.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, Accept-Post, Retry-After"),
-    );
-    response
 }
 
 async fn preflight() -> Response {
@@ -157,13 +146,16 @@ fn refusal_response(code: ErrorCode, message: String) -> Response {
         ErrorCode::BadRequest | ErrorCode::UnsupportedVersion | ErrorCode::UnknownSession => {
             problem(StatusCode::BAD_REQUEST, message)
         }
-        ErrorCode::Internal => problem(StatusCode::BAD_GATEWAY, message),
+        // The device refused the gateway's grant: a key mismatch between them, not the
+        // player's fault.
+        ErrorCode::Internal | ErrorCode::Unauthorized => problem(StatusCode::BAD_GATEWAY, message),
     }
 }
 
 /// `POST /whep/{device}`: offer in, answer out.
 async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(device): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -177,6 +169,9 @@ async fn create(
     let Ok(device) = DeviceId::parse(&device) else {
         return problem(StatusCode::BAD_REQUEST, "malformed device id");
     };
+    if !principal.may_watch(&device) {
+        return super::guard::not_yours(&state, "/whep/", &principal, device.as_str());
+    }
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return problem(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
     };
@@ -197,7 +192,11 @@ async fn create(
     let ufrag = ice_ufrag(&offer).map(str::to_owned);
     let options = OfferOptions {
         trickle: false,
-        role: state.settings.role,
+        role: state.role_for(&principal),
+        user: principal.name.clone(),
+        device_ice: state
+            .settings
+            .device_ice_for(&format!("device-whep{}", viewer.0)),
     };
     let session = match state.relay.offer(
         viewer,
@@ -253,6 +252,7 @@ async fn create(
         session.clone(),
         WhepSession {
             device: device.clone(),
+            owner: principal.name.clone(),
             viewer,
             etag: etag.clone(),
             ice_ufrag: ufrag,
@@ -287,6 +287,7 @@ async fn create(
 /// `PATCH /whep/{device}/{session}`: trickle ICE from the player.
 async fn patch(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((device, session)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -294,7 +295,7 @@ async fn patch(
     let (Ok(device), Ok(session)) = (DeviceId::parse(&device), SessionId::parse(&session)) else {
         return problem(StatusCode::NOT_FOUND, "no such session");
     };
-    let (viewer, frag) = match check_patch(&state, &device, &session, &headers, &body) {
+    let (viewer, frag) = match check_patch(&state, &principal, &device, &session, &headers, &body) {
         Ok(ok) => ok,
         Err((status, message)) => return problem(status, message),
     };
@@ -317,6 +318,7 @@ async fn patch(
 /// The PATCH preconditions, in the draft's order: session, media type, If-Match, body.
 fn check_patch(
     state: &AppState,
+    principal: &Principal,
     device: &DeviceId,
     session: &SessionId,
     headers: &HeaderMap,
@@ -330,7 +332,10 @@ fn check_patch(
         )
     };
     let mut sessions = state.whep.lock();
-    let Some(entry) = sessions.get_mut(session).filter(|s| &s.device == device) else {
+    let Some(entry) = sessions
+        .get_mut(session)
+        .filter(|s| &s.device == device && s.owner == principal.name)
+    else {
         return refuse(StatusCode::NOT_FOUND, "no such session");
     };
     if !content_type_is(headers, SDP_FRAG) {
@@ -373,6 +378,7 @@ fn check_patch(
 /// `DELETE /whep/{device}/{session}`: the player is done.
 async fn delete(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((device, session)): Path<(String, String)>,
 ) -> Response {
     let (Ok(device), Ok(session)) = (DeviceId::parse(&device), SessionId::parse(&session)) else {
@@ -381,7 +387,9 @@ async fn delete(
     let entry = {
         let mut sessions = state.whep.lock();
         match sessions.get(&session) {
-            Some(entry) if entry.device == device => sessions.remove(&session),
+            Some(entry) if entry.device == device && entry.owner == principal.name => {
+                sessions.remove(&session)
+            }
             _ => None,
         }
     };

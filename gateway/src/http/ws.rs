@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::rate::TokenBucket;
 use super::{AppState, new_session_id};
+use crate::auth::Principal;
 use crate::relay::{OfferOptions, Refusal, ViewerId, ViewerTx};
 
 /// Offers one connection may start: a burst of 5, then one every 2 s. Clicking between cameras
@@ -25,23 +27,36 @@ const MESSAGES_PER_SECOND: f64 = 50.0;
 /// [`MAX_VIEWER_MESSAGE`] and this they get a `too_large` error and the socket lives on.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: axum::http::HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Kept to re-check on every offer: a socket outlives its token's expiry or revocation.
+    let credential = super::guard::credential(&headers).unwrap_or_default();
     ws.max_message_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| serve(socket, state))
+        .on_upgrade(move |socket| serve(socket, state, principal, credential))
 }
 
 /// Per-connection state.
 struct Connection {
     state: AppState,
+    /// Who opened the socket (checked by the guard before the upgrade).
+    principal: Principal,
+    /// The token it opened with, re-checked on each offer.
+    credential: String,
     viewer: ViewerId,
     tx: ViewerTx,
     offers: TokenBucket,
     messages: TokenBucket,
 }
 
-async fn serve(socket: WebSocket, state: AppState) {
+async fn serve(socket: WebSocket, state: AppState, principal: Principal, credential: String) {
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
     let mut conn = Connection {
+        principal,
+        credential,
         viewer: state.relay.new_viewer(),
         state,
         tx,
@@ -71,7 +86,12 @@ async fn serve(socket: WebSocket, state: AppState) {
             Some(msg) = rx.recv() => msg,
             _ = shutdown.wait_for(|stop| *stop) => break,
             Ok(()) = devices.changed() => ServerMsg::Devices {
-                devices: devices.borrow_and_update().clone(),
+                devices: devices
+                    .borrow_and_update()
+                    .iter()
+                    .filter(|d| conn.principal.may_watch(&d.device))
+                    .cloned()
+                    .collect(),
             },
         };
         let text = serde_json::to_string(&outgoing).expect("server messages serialize");
@@ -150,10 +170,34 @@ impl Connection {
                 "too many offers from this connection; wait a moment",
             );
         }
+        // The token may have expired or been revoked since the socket opened; the file's
+        // current entry also decides the scope and role.
+        match self.state.auth.authenticate(&self.credential) {
+            Ok(principal) => self.principal = principal,
+            Err(e) => {
+                self.state.count_auth_failure(e.label());
+                return self.refuse(None, ErrorCode::Unauthorized, &e.to_string());
+            }
+        }
+        if !self.principal.may_watch(&device) {
+            self.state.count_auth_failure("forbidden_device");
+            self.count_offer("unknown_device".into());
+            // Same words as for a device that does not exist: no probing for other devices.
+            return self.refuse(
+                None,
+                ErrorCode::UnknownDevice,
+                &format!("no device called {device}"),
+            );
+        }
         let relay = &self.state.relay;
         let options = OfferOptions {
             trickle: true,
-            role: self.state.settings.role,
+            role: self.state.role_for(&self.principal),
+            user: self.principal.name.clone(),
+            device_ice: self
+                .state
+                .settings
+                .device_ice_for(&format!("device-viewer{}", self.viewer.0)),
         };
         match relay.offer(
             self.viewer,

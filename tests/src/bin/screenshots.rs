@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)?;
 
     browser.client.set_window_size(1280, 1150).await?;
-    browser.client.goto(&stack.url("")).await?;
+    stack.open_viewer(&browser, 0).await?;
     browser.click_device(&stack.device_id).await?;
     eventually("a playing stream and the panel", Duration::from_secs(20), || async {
         let ready = browser

@@ -1,0 +1,146 @@
+//! Checking session grants: the gateway's signed permission for each session (see
+//! `ferrocam_protocol::grant`). The device holds only the gateway's public key, so it can
+//! verify grants but never make one.
+//!
+//! Sans-IO apart from the clock: [`GrantVerifier::verify`] takes the grant and the session it
+//! claims to be for and says yes (with the claims) or why not.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use ferrocam_protocol::grant::{GRANT_LEEWAY_SECS, GRANT_TTL_SECS};
+use ferrocam_protocol::{DeviceId, GrantClaims, SessionId};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+/// Grants remembered for replay detection; past this many unexpired ones, new sessions are
+/// refused rather than letting the memory grow (that is hundreds of sessions a second).
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Why a grant was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("the request carries no grant; only a gateway holding the grant key can open sessions")]
+    Missing,
+    #[error("the grant is invalid: {0}")]
+    Invalid(String),
+    #[error("the grant is for device {0}, not this one")]
+    WrongDevice(String),
+    #[error("the grant is for another session")]
+    WrongSession,
+    #[error("the grant has expired (check that this device's clock is set, e.g. by NTP)")]
+    Expired,
+    #[error("the grant was already used (replayed session)")]
+    Replayed,
+    #[error("too many sessions granted in the last minute")]
+    TooMany,
+}
+
+/// Verifies grants for one device and remembers the ones it accepted.
+pub struct GrantVerifier {
+    device: DeviceId,
+    key: DecodingKey,
+    validation: Validation,
+    /// Session ids granted, with their expiry: a grant works once.
+    used: HashMap<String, u64>,
+}
+
+impl GrantVerifier {
+    /// A verifier for `device` trusting the Ed25519 public key `public_key` (base64url, as
+    /// `ferrocam-gateway init` writes it to `grant.pub`).
+    pub fn new(device: DeviceId, public_key: &str) -> anyhow::Result<Self> {
+        let public_key = public_key.trim();
+        let raw = decode_base64url(public_key).context("the grant key is not base64url")?;
+        anyhow::ensure!(
+            raw.len() == 32,
+            "the grant key must be a 32-byte Ed25519 public key, got {} bytes",
+            raw.len()
+        );
+        let key = DecodingKey::from_ed_components(public_key).context("loading the grant key")?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[device.as_str()]);
+        validation.leeway = GRANT_LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        Ok(Self {
+            device,
+            key,
+            validation,
+            used: HashMap::new(),
+        })
+    }
+
+    /// Reads the public key from a file.
+    pub fn load(device: DeviceId, path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the gateway's grant key {}", path.display()))?;
+        Self::new(device, &text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Checks `grant` for `session` and, if it is good, marks it used.
+    pub fn verify(
+        &mut self,
+        grant: Option<&str>,
+        session: &SessionId,
+    ) -> Result<GrantClaims, GrantError> {
+        let grant = grant.ok_or(GrantError::Missing)?;
+        let claims = match jsonwebtoken::decode::<GrantClaims>(grant, &self.key, &self.validation) {
+            Ok(data) => data.claims,
+            Err(e) => {
+                use jsonwebtoken::errors::ErrorKind;
+                return Err(match e.kind() {
+                    ErrorKind::ExpiredSignature => GrantError::Expired,
+                    ErrorKind::InvalidAudience => GrantError::WrongDevice(
+                        audience_of(grant).unwrap_or_else(|| "?".to_owned()),
+                    ),
+                    _ => GrantError::Invalid(e.to_string()),
+                });
+            }
+        };
+        if claims.aud != self.device.as_str() {
+            return Err(GrantError::WrongDevice(claims.aud));
+        }
+        if claims.sub != session.as_str() {
+            return Err(GrantError::WrongSession);
+        }
+        // A grant longer-lived than the protocol allows was not made by a ferrocam gateway
+        // (or its clock is far off): refuse rather than remember it for long.
+        if claims.exp > claims.iat + GRANT_TTL_SECS * 4 {
+            return Err(GrantError::Invalid("lifetime too long".to_owned()));
+        }
+        let now = now_secs();
+        self.used.retain(|_, exp| *exp + GRANT_LEEWAY_SECS >= now);
+        if self.used.contains_key(&claims.sub) {
+            return Err(GrantError::Replayed);
+        }
+        if self.used.len() >= MAX_REMEMBERED {
+            return Err(GrantError::TooMany);
+        }
+        self.used.insert(claims.sub.clone(), claims.exp);
+        Ok(claims)
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn decode_base64url(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('='))
+}
+
+/// The `aud` of an unverified grant, only to say which device it was for in the error.
+fn audience_of(grant: &str) -> Option<String> {
+    let payload = decode_base64url(grant.split('.').nth(1)?).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    let aud = value.get("aud")?.as_str()?;
+    // Echo it only if it is a well-formed id: it ends up in logs and replies.
+    DeviceId::parse(aud).ok().map(|d| d.to_string())
+}
+
+#[cfg(test)]
+mod tests;

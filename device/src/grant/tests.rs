@@ -1,0 +1,124 @@
+use ferrocam_protocol::control::Role;
+use jsonwebtoken::{EncodingKey, Header};
+use ring::signature::KeyPair;
+
+use super::*;
+
+/// A gateway's key pair: the PKCS#8 private key and the base64url public key.
+fn keypair() -> (Vec<u8>, String) {
+    use base64::Engine;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let public =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    (pkcs8.as_ref().to_vec(), public)
+}
+
+fn claims(device: &str, session: &SessionId, exp_offset: i64) -> GrantClaims {
+    let now = now_secs();
+    GrantClaims {
+        aud: device.to_owned(),
+        sub: session.to_string(),
+        role: Role::Control,
+        exp: now.saturating_add_signed(exp_offset),
+        iat: now.saturating_add_signed(exp_offset - GRANT_TTL_SECS as i64),
+        iss: "gw".into(),
+        usr: "alice".into(),
+        ice: vec![],
+    }
+}
+
+fn sign(private: &[u8], claims: &GrantClaims) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::EdDSA),
+        claims,
+        &EncodingKey::from_ed_der(private),
+    )
+    .unwrap()
+}
+
+fn setup() -> (Vec<u8>, GrantVerifier, SessionId) {
+    let (private, public) = keypair();
+    let verifier = GrantVerifier::new(DeviceId::parse("cam").unwrap(), &public).unwrap();
+    (private, verifier, SessionId::from_random([9; 16]))
+}
+
+#[test]
+fn a_good_grant_is_accepted_once() {
+    let (key, mut v, session) = setup();
+    let grant = sign(&key, &claims("cam", &session, 30));
+    let accepted = v.verify(Some(&grant), &session).unwrap();
+    assert_eq!(
+        (accepted.role, accepted.usr.as_str()),
+        (Role::Control, "alice")
+    );
+    assert_eq!(v.verify(Some(&grant), &session), Err(GrantError::Replayed));
+}
+
+#[test]
+fn unsigned_and_forged_grants_are_refused() {
+    let (_, mut v, session) = setup();
+    assert_eq!(v.verify(None, &session), Err(GrantError::Missing));
+    assert!(matches!(
+        v.verify(Some("not.a.jwt"), &session),
+        Err(GrantError::Invalid(_))
+    ));
+    // Signed by another key: a leaked broker password is not a grant key.
+    let (other, _) = keypair();
+    let forged = sign(&other, &claims("cam", &session, 30));
+    assert!(matches!(
+        v.verify(Some(&forged), &session),
+        Err(GrantError::Invalid(_))
+    ));
+    // An HMAC token with the public key as secret (algorithm confusion) must fail too.
+    let hs = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims("cam", &session, 30),
+        &EncodingKey::from_secret(b"whatever"),
+    )
+    .unwrap();
+    assert!(matches!(
+        v.verify(Some(&hs), &session),
+        Err(GrantError::Invalid(_))
+    ));
+}
+
+#[test]
+fn expired_wrong_device_and_wrong_session_grants_are_refused() {
+    let (key, mut v, session) = setup();
+    let expired = sign(
+        &key,
+        &claims("cam", &session, -(GRANT_LEEWAY_SECS as i64) - 5),
+    );
+    assert_eq!(v.verify(Some(&expired), &session), Err(GrantError::Expired));
+    let elsewhere = sign(&key, &claims("garage", &session, 30));
+    assert_eq!(
+        v.verify(Some(&elsewhere), &session),
+        Err(GrantError::WrongDevice("garage".into()))
+    );
+    let other_session = SessionId::from_random([1; 16]);
+    let grant = sign(&key, &claims("cam", &other_session, 30));
+    assert_eq!(
+        v.verify(Some(&grant), &session),
+        Err(GrantError::WrongSession)
+    );
+}
+
+#[test]
+fn overlong_grants_are_refused() {
+    let (key, mut v, session) = setup();
+    let mut c = claims("cam", &session, 30);
+    c.exp += 3600;
+    assert!(matches!(
+        v.verify(Some(&sign(&key, &c)), &session),
+        Err(GrantError::Invalid(_))
+    ));
+}
+
+#[test]
+fn bad_keys_are_refused_at_load() {
+    let id = DeviceId::parse("cam").unwrap();
+    assert!(GrantVerifier::new(id.clone(), "not base64 !").is_err());
+    assert!(GrantVerifier::new(id, "AAAA").is_err());
+}

@@ -1,0 +1,153 @@
+//! Signing session grants (see `ferrocam_protocol::grant`): EdDSA (Ed25519) JWS, so devices
+//! verify with a public key and cannot mint grants themselves.
+//!
+//! Key files, as `ferrocam-gateway init` / `keygen` write them:
+//! - `grant.key`: the PKCS#8 private key in PEM (`-----BEGIN PRIVATE KEY-----`), mode 0600,
+//!   the same on every gateway of a site;
+//! - `grant.pub`: the 32-byte public key in base64url on one line, for every device.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use base64::Engine as _;
+use ferrocam_protocol::control::Role;
+use ferrocam_protocol::grant::GRANT_TTL_SECS;
+use ferrocam_protocol::viewer::IceServer;
+use ferrocam_protocol::{DeviceId, GrantClaims, InstanceId, SessionId};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+
+/// Signs grants for one gateway instance.
+pub struct GrantSigner {
+    key: EncodingKey,
+    issuer: InstanceId,
+    public: String,
+}
+
+impl GrantSigner {
+    /// A signer from a PKCS#8 Ed25519 key.
+    pub fn from_pkcs8(pkcs8: &[u8], issuer: InstanceId) -> anyhow::Result<Self> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+            .map_err(|e| anyhow::anyhow!("not an Ed25519 PKCS#8 key: {e}"))?;
+        Ok(Self {
+            key: EncodingKey::from_ed_der(pkcs8),
+            issuer,
+            public: base64url(pair.public_key().as_ref()),
+        })
+    }
+
+    /// Reads `grant.key`.
+    pub fn load(path: &Path, issuer: InstanceId) -> anyhow::Result<Self> {
+        let pem = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading the grant signing key {} (create one with `ferrocam-gateway init`)",
+                path.display()
+            )
+        })?;
+        let der =
+            pem_decode(&pem).with_context(|| format!("{} is not a PEM key", path.display()))?;
+        Self::from_pkcs8(&der, issuer).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// The public key devices need (`grant.pub`).
+    pub fn public_key(&self) -> &str {
+        &self.public
+    }
+
+    /// A grant for `session` with `device`, valid for [`GRANT_TTL_SECS`].
+    pub fn sign(
+        &self,
+        device: &DeviceId,
+        session: &SessionId,
+        role: Role,
+        user: &str,
+        ice: Vec<IceServer>,
+    ) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let claims = GrantClaims {
+            aud: device.to_string(),
+            sub: session.to_string(),
+            role,
+            exp: now + GRANT_TTL_SECS,
+            iat: now,
+            iss: self.issuer.to_string(),
+            usr: user.to_owned(),
+            ice,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
+            .expect("signing with a loaded Ed25519 key cannot fail")
+    }
+}
+
+/// A new key pair: (PEM private key, base64url public key).
+pub fn generate() -> (String, String) {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("the OS random source works");
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a key ring just made");
+    (
+        pem_encode(pkcs8.as_ref()),
+        base64url(pair.public_key().as_ref()),
+    )
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn pem_encode(der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+fn pem_decode(pem: &str) -> anyhow::Result<Vec<u8>> {
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_load_and_sign_verifiable_grants() {
+        let (pem, public) = generate();
+        let der = pem_decode(&pem).unwrap();
+        let signer = GrantSigner::from_pkcs8(&der, InstanceId::parse("gw").unwrap()).unwrap();
+        assert_eq!(signer.public_key(), public);
+        let device = DeviceId::parse("cam").unwrap();
+        let session = SessionId::from_random([3; 16]);
+        let grant = signer.sign(&device, &session, Role::View, "alice", vec![]);
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&["cam"]);
+        let key = jsonwebtoken::DecodingKey::from_ed_components(&public).unwrap();
+        let claims = jsonwebtoken::decode::<GrantClaims>(&grant, &key, &validation)
+            .unwrap()
+            .claims;
+        assert_eq!(claims.sub, session.to_string());
+        assert_eq!(claims.role, Role::View);
+        assert_eq!(claims.exp - claims.iat, GRANT_TTL_SECS);
+    }
+
+    #[test]
+    fn garbage_keys_are_refused() {
+        let gw = InstanceId::parse("gw").unwrap();
+        assert!(GrantSigner::from_pkcs8(b"nope", gw).is_err());
+        assert!(pem_decode("-----BEGIN-----\n!!!\n").is_err());
+    }
+}

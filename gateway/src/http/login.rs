@@ -1,0 +1,167 @@
+//! Logging in and out: the login page, `POST /api/login` (password → session token, also set
+//! as an HttpOnly cookie for the web viewer), `POST /api/logout`, and `GET /api/me`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::api::error;
+use super::guard::SESSION_COOKIE;
+use super::rate::TokenBucket;
+use crate::auth::Principal;
+
+/// Login attempts per client address: a burst of 10, then one every 5 s. Argon2 already makes
+/// each guess cost ~50 ms of CPU; this keeps a guesser from costing us a core.
+const LOGIN_BURST: u32 = 10;
+const LOGINS_PER_SECOND: f64 = 0.2;
+/// Addresses remembered; beyond this the table is cleared (a distributed guesser gets fresh
+/// buckets, but each guess still pays argon2).
+const MAX_TRACKED: usize = 10_000;
+
+/// Per-address login rate limits.
+#[derive(Default)]
+pub struct LoginLimiter {
+    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+}
+
+impl LoginLimiter {
+    fn allow(&self, ip: IpAddr) -> bool {
+        let mut buckets = self.buckets.lock().expect("login limiter lock");
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
+            buckets.clear();
+        }
+        buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(LOGIN_BURST, LOGINS_PER_SECOND))
+            .try_take()
+    }
+}
+
+const LOGIN_HTML: &str = include_str!("../../web/login.html");
+const LOGIN_JS: &str = include_str!("../../web/login.js");
+
+pub async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        LOGIN_HTML,
+    )
+        .into_response()
+}
+
+pub async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        LOGIN_JS,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+/// `POST /api/login` with `{"user": …, "password": …}`.
+pub async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| {
+        a.ip()
+    });
+    if !state.logins.allow(ip) {
+        state.metrics.rate_limited.inc();
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many login attempts; wait a minute",
+        );
+    }
+    let Ok(LoginRequest { user, password }) = serde_json::from_slice(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "send {\"user\": …, \"password\": …} as JSON",
+        );
+    };
+    if user.len() > 256 || password.len() > 1024 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "user or password too long",
+        );
+    }
+    match state.auth.login(&user, &password).await {
+        Ok((principal, token)) => {
+            tracing::info!(user = %principal.name, %ip, "login");
+            let ttl = state.auth.config().session_ttl_secs;
+            let cookie = session_cookie(&token, ttl, &headers);
+            (
+                [(header::SET_COOKIE, cookie)],
+                Json(json!({
+                    "token": token,
+                    "user": principal.name,
+                    "role": principal.role,
+                    "devices": principal.devices.to_strings(),
+                    "expires_in": ttl,
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            state.count_auth_failure(e.label());
+            tracing::warn!(%user, %ip, "failed login");
+            error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string())
+        }
+    }
+}
+
+/// `POST /api/logout`: clears the cookie. (Session tokens expire on their own; to cut one
+/// short, remove the user and reload.)
+pub async fn logout(headers: HeaderMap) -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, session_cookie("", 0, &headers))],
+    )
+        .into_response()
+}
+
+/// `GET /api/me`: who the caller is.
+pub async fn me(Extension(principal): Extension<Principal>) -> Response {
+    Json(json!({
+        "user": principal.name,
+        "role": principal.role,
+        "devices": principal.devices.to_strings(),
+    }))
+    .into_response()
+}
+
+/// HttpOnly so page scripts (and injected ones) cannot read it; SameSite=Strict so other sites
+/// cannot make the browser send it; Secure behind an HTTPS proxy.
+fn session_cookie(token: &str, max_age: u64, headers: &HeaderMap) -> String {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let secure = if https { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+    )
+}

@@ -1,0 +1,45 @@
+//! Session grants: the gateway's signed permission for one session with one device.
+//!
+//! Anyone who can publish on a device's signal topic could otherwise open a session with it, so
+//! the topic alone proves nothing. Every request that opens something on a device (an offer, a
+//! relayed control request) carries a grant: a compact JWS (`header.claims.signature`, EdDSA
+//! over Ed25519) whose claims are below. Gateways hold the private key; devices hold only the
+//! public key, so a leaked device or broker credential cannot mint grants.
+//!
+//! A device accepts a grant only if the signature verifies, `aud` is its own id, `sub` is the
+//! envelope's session id, the grant has not expired (with a small leeway for clock skew), and
+//! the session id was not granted before (replay). The signing and checking live with each
+//! side (`jsonwebtoken` in the gateway and the device); this module is the shared vocabulary.
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::Role;
+use crate::viewer::IceServer;
+
+/// How long a grant stays valid. It only has to outlive the trip from gateway to device.
+pub const GRANT_TTL_SECS: u64 = 30;
+
+/// Clock skew a device tolerates between its clock and the gateway's.
+pub const GRANT_LEEWAY_SECS: u64 = 60;
+
+/// The claims of a session grant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantClaims {
+    /// The device the grant is for.
+    pub aud: String,
+    /// The session (or relayed control request) id the grant is for.
+    pub sub: String,
+    /// What the session may do; the device never grants more.
+    pub role: Role,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issue time, seconds since the Unix epoch.
+    pub iat: u64,
+    /// The gateway instance that issued it.
+    pub iss: String,
+    /// The user or API token the gateway authenticated (for the device's log).
+    pub usr: String,
+    /// STUN/TURN servers for this session's device side, with fresh TURN credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice: Vec<IceServer>,
+}

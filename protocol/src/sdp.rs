@@ -1,0 +1,135 @@
+//! Checks on SDP made before and after the WebRTC machinery runs: does a viewer's offer have
+//! video the device can send, and did the answer keep it. Plain string scans, no SDP parser, so
+//! both sides (and the fuzz targets in `fuzz/`) can use them without the media stack.
+
+/// Why an offer cannot be answered with video.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferProblem {
+    /// No H.264 in any video section.
+    NoH264,
+    /// H.264 is offered only with packetization-mode 0 (single NAL), which cannot carry 720p
+    /// frames in MTU-sized packets.
+    NoPacketizationMode1,
+}
+
+impl std::fmt::Display for OfferProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NoH264 => "the offer has no H.264 video; this camera sends H.264 only",
+            Self::NoPacketizationMode1 => {
+                "the offer has H.264 only with packetization-mode=0; this camera needs packetization-mode=1"
+            }
+        })
+    }
+}
+
+/// Checks that an offer's video can be H.264 with packetization-mode=1.
+pub fn check_offer(sdp: &str) -> Result<(), OfferProblem> {
+    let h264 = h264_payload_types(sdp);
+    if h264.is_empty() {
+        return Err(OfferProblem::NoH264);
+    }
+    let mode1 = sdp.lines().any(|line| {
+        line.strip_prefix("a=fmtp:").is_some_and(|rest| {
+            rest.split_once(' ').is_some_and(|(pt, params)| {
+                h264.contains(&pt)
+                    && params
+                        .split(';')
+                        .any(|kv| kv.trim() == "packetization-mode=1")
+            })
+        })
+    });
+    if mode1 {
+        Ok(())
+    } else {
+        Err(OfferProblem::NoPacketizationMode1)
+    }
+}
+
+/// Whether an answer kept a video section with H.264 (an answerer rejects a section by giving
+/// it port 0 and no codecs).
+pub fn answer_has_h264(sdp: &str) -> bool {
+    let mut accepted_video = false;
+    for line in sdp.lines() {
+        if let Some(media) = line.strip_prefix("m=") {
+            accepted_video = media.starts_with("video ") && !media.starts_with("video 0 ");
+        } else if accepted_video && is_h264_rtpmap(line).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the offer has an audio section with Opus.
+pub fn offer_has_opus(sdp: &str) -> bool {
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        if let Some(media) = line.strip_prefix("m=") {
+            in_audio = media.starts_with("audio ");
+        } else if in_audio
+            && let Some(map) = line.strip_prefix("a=rtpmap:")
+            && let Some((_, codec)) = map.split_once(' ')
+            && codec.to_ascii_lowercase().starts_with("opus/48000")
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn h264_payload_types(sdp: &str) -> Vec<&str> {
+    let mut in_video = false;
+    let mut out = Vec::new();
+    for line in sdp.lines() {
+        if let Some(media) = line.strip_prefix("m=") {
+            in_video = media.starts_with("video ");
+        } else if in_video && let Some(pt) = is_h264_rtpmap(line) {
+            out.push(pt);
+        }
+    }
+    out
+}
+
+fn is_h264_rtpmap(line: &str) -> Option<&str> {
+    let map = line.trim_end_matches('\r').strip_prefix("a=rtpmap:")?;
+    let (pt, codec) = map.split_once(' ')?;
+    codec
+        .to_ascii_uppercase()
+        .starts_with("H264/")
+        .then_some(pt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHROME_LIKE: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96 102 103\r\na=rtpmap:96 VP8/90000\r\n\
+        a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
+        a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n";
+
+    #[test]
+    fn accepts_h264_with_packetization_mode_1() {
+        assert_eq!(check_offer(CHROME_LIKE), Ok(()));
+        assert!(offer_has_opus(CHROME_LIKE));
+    }
+
+    #[test]
+    fn refuses_offers_without_usable_h264() {
+        let vp8 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(check_offer(vp8), Err(OfferProblem::NoH264));
+        let mode0 = "v=0\r\nm=video 9 RTP 103\r\na=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=0;profile-level-id=42001f\r\n";
+        assert_eq!(check_offer(mode0), Err(OfferProblem::NoPacketizationMode1));
+        let audio_only = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+        assert_eq!(check_offer(audio_only), Err(OfferProblem::NoH264));
+        assert!(!offer_has_opus("garbage"));
+    }
+
+    #[test]
+    fn recognises_rejected_video_in_an_answer() {
+        assert!(answer_has_h264(
+            "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n"
+        ));
+        assert!(!answer_has_h264("m=video 0 UDP/TLS/RTP/SAVPF 0\r\n"));
+    }
+}

@@ -1,0 +1,114 @@
+//! Credentials of a test deployment, made by the real `ferrocam-gateway init` so the tests use
+//! what users get: an auth file with one user and one API token, and the grant key pair.
+//!
+//! The HTTP helpers ([`crate::whep::http`], [`crate::WhepPlayer`]) send the current stack's API
+//! token unless a request sets its own `Authorization`; tests about authentication set it (or
+//! [`NO_AUTH`]) explicitly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::Context;
+
+use crate::process::workspace_bin;
+
+/// Pass as the `authorization` header value to send a request without credentials.
+pub const NO_AUTH: &str = "";
+
+/// What `ferrocam-gateway init --json` printed.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    /// A long-lived API token with the `control` role for every device.
+    pub token: String,
+    pub auth_config: PathBuf,
+    pub grant_key: PathBuf,
+    pub grant_pub: PathBuf,
+}
+
+impl Credentials {
+    /// Runs `ferrocam-gateway init` into `dir` (replacing what is there).
+    pub fn create(dir: &Path) -> anyhow::Result<Self> {
+        let _ = std::fs::remove_dir_all(dir);
+        let output = Command::new(workspace_bin("ferrocam-gateway")?)
+            .args([
+                "init",
+                "--json",
+                "--user",
+                "tester",
+                "--password",
+                "correct horse battery",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .output()
+            .context("running ferrocam-gateway init")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "ferrocam-gateway init failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let creds: Self = serde_json::from_slice(&output.stdout).context("init --json output")?;
+        set_default_token(&creds.token);
+        Ok(creds)
+    }
+
+    /// `Bearer <token>`.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+}
+
+static DEFAULT_TOKEN: Mutex<Option<String>> = Mutex::new(None);
+
+/// Makes `token` the one the HTTP helpers send by default.
+pub fn set_default_token(token: &str) {
+    *DEFAULT_TOKEN.lock().expect("token lock") = Some(token.to_owned());
+}
+
+/// `Bearer <token>` of the current stack, if any.
+pub fn default_bearer() -> Option<String> {
+    DEFAULT_TOKEN
+        .lock()
+        .expect("token lock")
+        .as_ref()
+        .map(|t| format!("Bearer {t}"))
+}
+
+impl Credentials {
+    /// A grant signed with the deployment's grant key, as a gateway would make it, expiring
+    /// `ttl_secs` from now (negative: already expired). For tests that speak MQTT to a device
+    /// directly.
+    pub fn grant(
+        &self,
+        device: &str,
+        session: &ferrocam_protocol::SessionId,
+        role: ferrocam_protocol::control::Role,
+        ttl_secs: i64,
+    ) -> anyhow::Result<String> {
+        use base64::Engine as _;
+        let pem = std::fs::read_to_string(&self.grant_key)?;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(body)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let claims = ferrocam_protocol::GrantClaims {
+            aud: device.to_owned(),
+            sub: session.to_string(),
+            role,
+            exp: now.saturating_add_signed(ttl_secs),
+            iat: now.saturating_add_signed(ttl_secs.min(0)),
+            iss: "test-probe".to_owned(),
+            usr: "test".to_owned(),
+            ice: Vec::new(),
+        };
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_der(&der),
+        )?)
+    }
+}
