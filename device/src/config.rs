@@ -34,6 +34,11 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_GRANT_KEY")]
     pub grant_key: Option<PathBuf>,
 
+    /// Paint each frame's capture time into its top-left corner as a strip of blocks, for the
+    /// glass-to-glass meter in the web viewer (and `make bench`). Raw and MJPEG capture only.
+    #[arg(long, env = "FERROCAM_LATENCY_STAMP")]
+    pub latency_stamp: bool,
+
     /// Check the configuration (broker URLs, password file, CA, grant key), print a summary
     /// and exit without touching the camera or the network.
     #[arg(long)]

@@ -115,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             fps: config.fps,
             bitrate_kbps: config.bitrate_kbps,
             keyframe_interval: config.keyframe_interval,
+            stamp: config.latency_stamp,
         },
         audio: audio.clone(),
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),

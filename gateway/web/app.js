@@ -73,6 +73,7 @@ function onServerMessage(msg) {
       break;
     case 'answer':
       if (msg.session !== ferrocam.session || !ferrocam.pc) return;
+      if (ferrocam.mark) ferrocam.mark('answer');
       ferrocam.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp })
         .catch((e) => showError(`Could not apply the camera's answer: ${e.message}`));
       break;
@@ -121,6 +122,12 @@ function describeError(code) {
 // and `options.iceTransportPolicy` override the gateway's ICE servers and the policy ('relay'
 // forces TURN).
 async function watch(device, options = {}) {
+  // Time to first frame, split into its steps (ms since the click; `make bench` reads these).
+  const t0 = performance.now();
+  const timing = { transport: options.transport || ferrocam.transport };
+  const mark = (name) => { if (timing[name] == null) timing[name] = performance.now() - t0; };
+  ferrocam.timing = timing;
+  ferrocam.mark = mark;
   hangUp();
   clearError();
   ferrocam.device = device;
@@ -139,14 +146,27 @@ async function watch(device, options = {}) {
       .filter((c) => options.codecs.includes(c.mimeType));
     transceiver.setCodecPreferences(wanted);
   }
+  pc.oniceconnectionstatechange = () => {
+    if (pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed') mark('ice_connected');
+  };
   pc.ontrack = (event) => {
     const video = $('video');
-    const stream = event.streams[0] || new MediaStream([event.track]);
+    // One stream of our own for every track: the device's audio and video may arrive in
+    // different streams (or none), and the <video> element must show both.
+    if (!ferrocam.stream) ferrocam.stream = new MediaStream();
+    const stream = ferrocam.stream;
+    stream.getTracks().filter((t) => t.kind === event.track.kind).forEach((t) => stream.removeTrack(t));
+    stream.addTrack(event.track);
+    if (event.track.kind === 'video') {
+      event.track.onunmute = () => mark('first_packet');
+      startMeter(video, mark);
+    }
     if (video.srcObject !== stream) video.srcObject = stream;
     $('placeholder').hidden = true;
     if (event.track.kind === 'audio') $('unmute').disabled = false;
   };
   pc.onconnectionstatechange = () => {
+    if (pc.connectionState === 'connected') mark('dtls_connected');
     renderNowWatching();
     if (pc.connectionState === 'failed') showError('The connection to the camera failed.');
   };
@@ -167,7 +187,19 @@ async function watch(device, options = {}) {
 
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
+  mark('offer_sent');
   send({ type: 'offer', device, sdp: offer.sdp });
+}
+
+// The glass-to-glass meter (meter.js): live latency when the device stamps its frames, and the
+// first presented frame for the time-to-first-frame breakdown.
+function startMeter(video, mark) {
+  if (ferrocam.meter) ferrocam.meter.stop();
+  const meter = new FerrocamMeter(video, {
+    onFirstFrame: () => mark('first_frame'),
+  });
+  ferrocam.meter = meter;
+  meter.start();
 }
 
 // WHEP (draft-ietf-wish-whep): POST the offer, get the answer with the camera's candidates,
@@ -181,6 +213,7 @@ async function watchOverWhep(pc, device) {
   };
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
+  if (ferrocam.mark) ferrocam.mark('offer_sent');
   const response = await fetch(`/whep/${encodeURIComponent(device)}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/sdp' },
@@ -196,7 +229,9 @@ async function watchOverWhep(pc, device) {
   }
   const session = { url: new URL(response.headers.get('Location'), location.href).href, etag: response.headers.get('ETag') };
   ferrocam.whep = session;
-  await pc.setRemoteDescription({ type: 'answer', sdp: await response.text() });
+  const answerSdp = await response.text();
+  if (ferrocam.mark) ferrocam.mark('answer');
+  await pc.setRemoteDescription({ type: 'answer', sdp: answerSdp });
   const ufrag = /a=ice-ufrag:(.*)/.exec(offer.sdp);
   const mid = pc.getTransceivers()[0].mid;
   flush = () => {
@@ -234,6 +269,8 @@ function stopPeer() {
   ferrocam.whep = null;
   ferrocam.pendingCandidates = [];
   $('video').srcObject = null;
+  ferrocam.stream = null;
+  if (ferrocam.meter) ferrocam.meter.stop();
   $('placeholder').hidden = false;
   $('hangup').disabled = true;
   $('fullscreen').disabled = true;
@@ -357,6 +394,14 @@ async function updateStats() {
       ? `${((1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount).toFixed(0)} ms` : '–',
     RTT: pair && pair.currentRoundTripTime != null ? `${(pair.currentRoundTripTime * 1000).toFixed(1)} ms` : '–',
   };
+  const meter = ferrocam.meter;
+  if (meter && meter.samples.length) {
+    const last = meter.samples.slice(-30).sort((a, b) => a - b);
+    rows['Glass to glass'] = `${last[last.length >> 1].toFixed(0)} ms (p95 ${meter.percentile(95).toFixed(0)})`;
+  }
+  if (ferrocam.timing && ferrocam.timing.first_frame != null) {
+    rows['First frame'] = `${ferrocam.timing.first_frame.toFixed(0)} ms after the click`;
+  }
   // A connected stream whose frame count stops moving has stalled.
   const frames = inbound.framesDecoded || 0;
   if (previous && frames === previous.frames && pc.connectionState === 'connected') {

@@ -14,6 +14,7 @@ pub mod presence;
 pub mod sdp;
 pub mod sdpfrag;
 pub mod signal;
+pub mod stamp;
 pub mod topics;
 pub mod viewer;
 

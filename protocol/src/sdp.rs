@@ -77,6 +77,27 @@ pub fn offer_has_opus(sdp: &str) -> bool {
     false
 }
 
+/// Marks every `m=<kind>` section of `sdp` `a=inactive`: for an answer whose side sends
+/// nothing of that kind. (webrtc-rs answers a browser's `recvonly` audio with `sendonly` even
+/// when no track is attached; the browser then waits for audio that never comes.)
+pub fn make_inactive(sdp: &str, kind: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    let mut in_kind = false;
+    for line in sdp.split_inclusive('\n') {
+        let text = line.trim_end_matches(['\r', '\n']);
+        if let Some(media) = text.strip_prefix("m=") {
+            in_kind = media.split(' ').next() == Some(kind);
+        }
+        if in_kind && matches!(text, "a=sendonly" | "a=sendrecv" | "a=recvonly") {
+            out.push_str("a=inactive");
+            out.push_str(&line[text.len()..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 fn h264_payload_types(sdp: &str) -> Vec<&str> {
     let mut in_video = false;
     let mut out = Vec::new();
@@ -102,6 +123,18 @@ fn is_h264_rtpmap(line: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn make_inactive_touches_only_the_named_sections() {
+        let sdp =
+            "v=0\r\nm=video 9 X 96\r\na=sendonly\r\nm=audio 9 X 111\r\na=sendonly\r\na=mid:1\r\n";
+        let out = make_inactive(sdp, "audio");
+        assert_eq!(
+            out,
+            "v=0\r\nm=video 9 X 96\r\na=sendonly\r\nm=audio 9 X 111\r\na=inactive\r\na=mid:1\r\n"
+        );
+        assert_eq!(make_inactive(sdp, "text"), sdp);
+    }
 
     const CHROME_LIKE: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96 102 103\r\na=rtpmap:96 VP8/90000\r\n\

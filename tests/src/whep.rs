@@ -110,6 +110,8 @@ pub struct WhepPlayer {
     /// Candidates this player gathered, as `a=candidate:` lines.
     pub candidates: Vec<String>,
     decoded: Arc<AtomicU64>,
+    /// Glass-to-glass samples read from stamped frames ([`ferrocam_protocol::stamp`]).
+    stamps: Arc<Stamps>,
     counters: Arc<Counters>,
     video_track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
     pipeline: gst::Pipeline,
@@ -262,7 +264,7 @@ impl WhepPlayer {
         options: WhepOptions,
     ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<PlayerEvent>)> {
         gst::init()?;
-        let (pipeline, appsrc, decoded) = decoder()?;
+        let (pipeline, appsrc, decoded, stamps) = decoder()?;
 
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(
@@ -365,6 +367,7 @@ impl WhepPlayer {
                 created,
                 candidates: Vec::new(),
                 decoded,
+                stamps,
                 counters,
                 video_track,
                 pipeline,
@@ -416,6 +419,16 @@ impl WhepPlayer {
     }
 
     /// Frames the H.264 decoder has produced.
+    /// Milliseconds from capture to decode of every stamped frame so far.
+    pub fn latencies_ms(&self) -> Vec<f64> {
+        self.stamps.latencies.lock().expect("stamps lock").clone()
+    }
+
+    /// When the first frame was decoded.
+    pub fn first_frame_at(&self) -> Option<std::time::Instant> {
+        *self.stamps.first_frame.lock().expect("stamps lock")
+    }
+
     pub fn frames_decoded(&self) -> u64 {
         self.decoded.load(Ordering::Relaxed)
     }
@@ -500,8 +513,48 @@ fn absolute(endpoint: &str, location: &str) -> String {
     format!("{}{location}", &endpoint[..origin_end])
 }
 
+/// What the decoder saw of stamped frames.
+#[derive(Default)]
+pub struct Stamps {
+    latencies: std::sync::Mutex<Vec<f64>>,
+    first_frame: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Stamps {
+    fn record(&self, sample: &gst::Sample) {
+        self.first_frame
+            .lock()
+            .expect("stamps lock")
+            .get_or_insert_with(std::time::Instant::now);
+        let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+            return;
+        };
+        let Ok(info) = gstreamer_video::VideoInfo::from_caps(caps) else {
+            return;
+        };
+        let Ok(frame) = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+        else {
+            return;
+        };
+        let Ok(y) = frame.plane_data(0) else {
+            return;
+        };
+        let stride = info.stride()[0] as usize;
+        if let Some(captured) = ferrocam_protocol::stamp::read(y, stride, info.width() as usize) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .unwrap_or(0.0);
+            self.latencies
+                .lock()
+                .expect("stamps lock")
+                .push(now - captured as f64);
+        }
+    }
+}
+
 /// RTP in, decoded frames counted: appsrc → depayloader → parser → software H.264 decoder.
-fn decoder() -> anyhow::Result<(gst::Pipeline, gst_app::AppSrc, Arc<AtomicU64>)> {
+fn decoder() -> anyhow::Result<(gst::Pipeline, gst_app::AppSrc, Arc<AtomicU64>, Arc<Stamps>)> {
     let decoder = ["avdec_h264", "openh264dec"]
         .into_iter()
         .find(|e| gst::ElementFactory::find(e).is_some())
@@ -523,15 +576,19 @@ fn decoder() -> anyhow::Result<(gst::Pipeline, gst_app::AppSrc, Arc<AtomicU64>)>
         .context("appsink")?;
     let decoded = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&decoded);
+    let stamps = Arc::new(Stamps::default());
+    let seen = Arc::clone(&stamps);
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
-                let _ = sink.pull_sample();
+                if let Ok(sample) = sink.pull_sample() {
+                    seen.record(&sample);
+                }
                 counter.fetch_add(1, Ordering::Relaxed);
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
     );
     pipeline.set_state(gst::State::Playing)?;
-    Ok((pipeline, appsrc, decoded))
+    Ok((pipeline, appsrc, decoded, stamps))
 }

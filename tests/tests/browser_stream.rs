@@ -328,3 +328,69 @@ async fn closing_the_control_channel_or_the_tab_frees_the_session() -> anyhow::R
     let _ = browser.close().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_measures_glass_to_glass_and_the_first_frame() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::new("page_meter").device_args(&[
+        "--latency-stamp",
+        "--audio",
+        "off",
+    ]))
+    .await?;
+    let browser = Browser::start(&stack.log_dir).await?;
+    play_from_page(&stack, &browser, "ws").await?;
+    let samples = eventually(
+        "30 glass-to-glass samples",
+        Duration::from_secs(20),
+        || async {
+            let v = browser
+                .js("return window.ferrocam.meter ? window.ferrocam.meter.samples : [];")
+                .await?;
+            let samples: Vec<f64> = serde_json::from_value(v)?;
+            Ok((samples.len() >= 30).then_some(samples))
+        },
+    )
+    .await?;
+    // (With `--audio off` the page plays video alone: the device answers audio `inactive`.)
+    // The stamp is read back as this moment's wall clock (a sanity bound, not a target; both
+    // ends read the clock in whole milliseconds).
+    assert!(
+        samples.iter().all(|ms| (-2.0..5_000.0).contains(ms)),
+        "{samples:?}"
+    );
+    // Every step of the time to first frame is recorded, in order.
+    let timing = browser.js("return window.ferrocam.timing;").await?;
+    let steps = [
+        "offer_sent",
+        "answer",
+        "ice_connected",
+        "dtls_connected",
+        "first_packet",
+        "first_frame",
+    ];
+    let at: Vec<f64> = steps
+        .iter()
+        .map(|s| timing[s].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert!(at.iter().all(|t| t.is_finite()), "{timing}");
+    assert!(
+        at[0] <= at[1] && at[1] <= at[3] && at[2] <= at[3],
+        "{timing}"
+    );
+    assert!(at[3] <= at[5] && at[4] <= at[5], "{timing}");
+    // And the page shows it.
+    let stats = eventually(
+        "the latency in the stats",
+        Duration::from_secs(5),
+        || async {
+            let v = browser.js("return window.ferrocam.stats || {};").await?;
+            Ok(v.get("Glass to glass")
+                .and_then(Value::as_str)
+                .map(str::to_owned))
+        },
+    )
+    .await?;
+    assert!(stats.ends_with(')') && stats.contains("ms"), "{stats}");
+    let _ = browser.close().await;
+    Ok(())
+}

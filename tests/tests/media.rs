@@ -107,3 +107,40 @@ async fn a_missing_microphone_degrades_to_video_only() -> anyhow::Result<()> {
     player.delete().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latency_stamp_survives_h264_and_reads_back_as_a_recent_capture_time()
+-> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::new("latency_stamp").device_args(&[
+        "--latency-stamp",
+        "--audio",
+        "off",
+    ]))
+    .await?;
+    let player = WhepPlayer::connect(&stack.url("whep/demo")).await?;
+    player.wait_frames(60, Duration::from_secs(20)).await?;
+    let samples = player.latencies_ms();
+    player.close().await;
+    // Nearly every decoded frame carries a readable stamp after 2 Mbit/s H.264.
+    assert!(
+        samples.len() >= 55,
+        "only {} of 60 frames had a readable stamp",
+        samples.len()
+    );
+    // And it is this moment's wall clock, not garbage that passed the checksum (a sanity
+    // bound, not a performance target: the benchmark measures latency).
+    assert!(
+        samples.iter().all(|ms| (0.0..5_000.0).contains(ms)),
+        "{samples:?}"
+    );
+
+    // Without the flag, nothing is painted.
+    let plain =
+        Stack::start(StackOptions::new("latency_stamp_off").device_args(&["--audio", "off"]))
+            .await?;
+    let player = WhepPlayer::connect(&plain.url("whep/demo")).await?;
+    player.wait_frames(30, Duration::from_secs(20)).await?;
+    assert!(player.latencies_ms().is_empty());
+    player.close().await;
+    Ok(())
+}

@@ -27,6 +27,7 @@ fn handler() -> ControlHandler {
             fps: 30,
             bitrate_kbps: 800,
             keyframe_interval: 30,
+            stamp: false,
         },
         audio: None,
         idle_timeout: Duration::from_secs(5),

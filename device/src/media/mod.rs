@@ -10,6 +10,7 @@ mod keyframes;
 mod pipeline;
 mod snapshot;
 mod source;
+pub mod stamp;
 
 #[cfg(test)]
 mod tests;

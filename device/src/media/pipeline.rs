@@ -24,6 +24,8 @@ pub struct VideoPlan {
     pub fps: u32,
     pub bitrate_kbps: u32,
     pub keyframe_interval: u32,
+    /// Paint each frame's capture time into it (the glass-to-glass meter, [`super::stamp`]).
+    pub stamp: bool,
 }
 
 impl VideoPlan {
@@ -52,7 +54,7 @@ impl VideoPlan {
         // (no copy: the appsink just holds a reference to one buffer).
         format!(
             "{source} ! {decode}videoconvert ! videoscale ! videorate \
-             ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 ! tee name=raw \
+             ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 {stamp}! tee name=raw \
              raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
              ! {encoder} ! {tail} \
              raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
@@ -60,6 +62,11 @@ impl VideoPlan {
             w = self.width,
             h = self.height,
             fps = self.fps,
+            stamp = if self.stamp {
+                "! identity name=stamp "
+            } else {
+                ""
+            },
         )
     }
 }
@@ -150,6 +157,9 @@ impl VideoPipeline {
                 .build(),
         );
 
+        if plan.stamp && plan.format != CaptureFormat::H264 {
+            super::stamp::attach(&pipeline, plan.width)?;
+        }
         let bus = BusWatch::start(&pipeline, on_fault)?;
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             let _ = pipeline.set_state(gst::State::Null);

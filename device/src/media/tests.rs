@@ -21,6 +21,7 @@ fn plan(source: Source, format: CaptureFormat, encoder: Option<&str>, gop: u32) 
         fps: 30,
         bitrate_kbps: 800,
         keyframe_interval: gop,
+        stamp: false,
     }
 }
 

@@ -10,6 +10,7 @@ use rtc::interceptor::Slot;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -180,6 +181,20 @@ impl Peer {
         pc.set_remote_description(offer)
             .await
             .context("applying the offer")?;
+        if audio.is_none() {
+            // Say "no audio" instead of promising a track that never comes: left alone, the
+            // answer says `sendonly` for the browser's audio and the page waits for it.
+            let ours = Arc::as_ptr(&video.sender).cast::<()>() as usize;
+            for transceiver in pc.get_transceivers().await {
+                let sender = transceiver.sender().await.ok().flatten();
+                if sender.is_none_or(|s| Arc::as_ptr(&s).cast::<()>() as usize != ours) {
+                    transceiver
+                        .set_direction(RTCRtpTransceiverDirection::Inactive)
+                        .await
+                        .context("marking audio inactive")?;
+                }
+            }
+        }
         let answer = pc
             .create_answer(None)
             .await

@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const CONTROL_JS: &str = include_str!("../../web/control.js");
+const METER_JS: &str = include_str!("../../web/meter.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -30,6 +31,10 @@ pub async fn app_js() -> impl IntoResponse {
 
 pub async fn control_js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", CONTROL_JS)
+}
+
+pub async fn meter_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", METER_JS)
 }
 
 pub async fn style_css() -> impl IntoResponse {

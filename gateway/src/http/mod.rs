@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(assets::index))
         .route("/app.js", get(assets::app_js))
         .route("/control.js", get(assets::control_js))
+        .route("/meter.js", get(assets::meter_js))
         .route("/style.css", get(assets::style_css))
         .route("/login", get(login::page))
         .route("/login.js", get(login::script))

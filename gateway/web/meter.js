@@ -1,0 +1,94 @@
+// ferrocam glass-to-glass meter. A device started with --latency-stamp paints each frame's
+// capture time (wall clock, ms) into the frame's top-left corner as a row of 64 black/white
+// cells (format: protocol/src/stamp.rs). This reads the row back from every frame the browser
+// presents (requestVideoFrameCallback + a canvas) and reports "presented at − captured at".
+// On one machine both clocks are the same clock, so the difference is the whole pipeline:
+// capture, encode, send, jitter buffer, decode, display.
+'use strict';
+
+class FerrocamMeter {
+  // `onSample(ms)` gets each latency; `onFirstFrame(presentedAtPerfNow)` the first frame.
+  constructor(video, { onSample = () => {}, onFirstFrame = () => {} } = {}) {
+    this.video = video;
+    this.onSample = onSample;
+    this.onFirstFrame = onFirstFrame;
+    this.samples = [];
+    this.frames = 0;
+    this.misses = 0;
+    this.running = false;
+    this.canvas = document.createElement('canvas');
+    this.ctx = this.canvas.getContext('2d', { willReadFrequently: true });
+  }
+
+  start() {
+    if (this.running || !this.video.requestVideoFrameCallback) return;
+    this.running = true;
+    this.video.requestVideoFrameCallback((now, meta) => this.onFrame(now, meta));
+  }
+
+  stop() { this.running = false; }
+
+  onFrame(now, meta) {
+    if (!this.running) return;
+    this.frames += 1;
+    if (this.frames === 1) this.onFirstFrame(meta.expectedDisplayTime || now);
+    // Give up reading after 60 frames without a stamp: this stream has none.
+    if (this.samples.length > 0 || this.misses < 60) {
+      const captured = this.read(meta.width || this.video.videoWidth);
+      if (captured != null) {
+        // Date.now() is the system clock the device stamps with; performance.timeOrigin can be
+        // a few ms off it. Map the frame's display time (performance clock) onto Date.now().
+        const presented = Date.now() - performance.now() + (meta.expectedDisplayTime || now);
+        const ms = presented - captured;
+        this.samples.push(ms);
+        if (this.samples.length > 100000) this.samples.shift();
+        this.onSample(ms);
+      } else {
+        this.misses += 1;
+      }
+    }
+    this.video.requestVideoFrameCallback((n, m) => this.onFrame(n, m));
+  }
+
+  // The capture time in the presented frame, or null.
+  read(width) {
+    if (!width) return null;
+    const cell = width >= 1024 ? 16 : width >= 512 ? 8 : 4;
+    const w = 64 * cell;
+    if (this.canvas.width !== w || this.canvas.height !== cell) {
+      this.canvas.width = w;
+      this.canvas.height = cell;
+    }
+    this.ctx.drawImage(this.video, 0, 0, w, cell, 0, 0, w, cell);
+    const px = this.ctx.getImageData(0, 0, w, cell).data;
+    const bits = [];
+    for (let i = 0; i < 64; i++) {
+      const at = ((cell >> 1) * w + i * cell + (cell >> 1)) * 4;
+      const luma = 0.299 * px[at] + 0.587 * px[at + 1] + 0.114 * px[at + 2];
+      bits.push(luma > 128 ? 1 : 0);
+    }
+    return FerrocamMeter.decode(bits);
+  }
+
+  // Markers 1011 … 0101, 48-bit ms, 8-bit XOR checksum of the ms bytes.
+  static decode(bits) {
+    const marks = bits.slice(0, 4).join('') + bits.slice(60).join('');
+    if (marks !== '10110101') return null;
+    let ms = 0;
+    for (let i = 4; i < 52; i++) ms = ms * 2 + bits[i];
+    let checksum = 0;
+    for (let i = 52; i < 60; i++) checksum = (checksum << 1) | bits[i];
+    let x = 0;
+    let rest = ms;
+    for (let b = 0; b < 6; b++) { x ^= rest % 256; rest = Math.floor(rest / 256); }
+    return x === checksum ? ms : null;
+  }
+
+  // The p-th percentile (0–100) of the samples so far.
+  percentile(p) {
+    if (!this.samples.length) return null;
+    const sorted = [...this.samples].sort((a, b) => a - b);
+    return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+  }
+}
+window.FerrocamMeter = FerrocamMeter;
