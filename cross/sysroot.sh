@@ -7,10 +7,11 @@
 #
 #   cross/sysroot.sh arm64     → target/sysroot-arm64
 #   cross/sysroot.sh armhf     → target/sysroot-armhf
+#   SYSROOT_DIR=/opt/sysroot-arm64 cross/sysroot.sh arm64   (elsewhere; cross/Dockerfile does)
 set -euo pipefail
 arch=${1:-arm64}
 root=$(cd "$(dirname "$0")/.." && pwd)
-sysroot="$root/target/sysroot-$arch"
+sysroot=${SYSROOT_DIR:-"$root/target/sysroot-$arch"}
 stamp="$sysroot/.complete"
 [[ -f "$stamp" ]] && { echo "$sysroot"; exit 0; }
 
@@ -18,7 +19,9 @@ sudo=()
 [[ $(id -u) -ne 0 ]] && sudo=(sudo)
 if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
   "${sudo[@]}" dpkg --add-architecture "$arch"
-  "${sudo[@]}" apt-get update -qq
+  # A mirror mid-sync can fail one index (often -security's); `apt-get download` below fails
+  # loudly if what it needs is missing.
+  "${sudo[@]}" apt-get update -qq || echo "sysroot: apt-get update reported errors; trying anyway" >&2
 fi
 
 # Headers and link-time libraries for GStreamer (+app, video), GLib, V4L2 (bindgen), libc.

@@ -6,6 +6,8 @@
 #                                    image and package tools, cargo-deb)
 #   scripts/setup-system.sh pi       also the ARM cross toolchains, qemu and cargo-deb for `make pi`
 #   scripts/setup-system.sh deb      build + cargo-deb, for `make deb`
+#   scripts/setup-system.sh bench    test, plus the peers `make bench-peers` compares against
+#                                    (Janus's streaming plugin; python3-venv for aiortc)
 #
 # Works on Debian 12+, Ubuntu 22.04+ and Raspberry Pi OS (bookworm). Uses sudo when not root.
 set -euo pipefail
@@ -20,6 +22,7 @@ build_packages=(
   gstreamer1.0-tools      # gst-inspect-1.0, handy when a camera misbehaves
 )
 test_packages=(chromium chromium-driver mosquitto coturn gstreamer1.0-libav iptables iproute2
+  nats-server             # tests/tests/cluster.rs: a 3-node NATS cluster as the clustered MQTT broker
   # tests/tests/packaging.rs (.deb contents, systemd-analyze verify/security on the units) and
   # tests/tests/pi_image.rs (a synthetic Raspberry Pi OS image edited without mounting it)
   systemd fdisk dosfstools mtools e2fsprogs xz-utils)
@@ -27,6 +30,9 @@ test_packages=(chromium chromium-driver mosquitto coturn gstreamer1.0-libav ipta
 pi_packages=(gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static file binutils
   # cross/pi-image
   fdisk dosfstools mtools e2fsprogs xz-utils)
+
+# make bench-peers: reference WebRTC peers; aiortc itself goes into a venv the harness makes
+bench_packages=(janus python3-venv)
 
 # cargo-deb makes the .deb packages (make pi, make deb, tests/tests/packaging.rs). Pinned: its
 # output format and options are part of what the tests check.
@@ -36,6 +42,7 @@ wanted=("${build_packages[@]}")
 case "${1:-}" in
   test) wanted+=("${test_packages[@]}") ;;
   pi) wanted+=("${pi_packages[@]}") ;;
+  bench) wanted+=("${test_packages[@]}" "${bench_packages[@]}") ;;
 esac
 
 missing=()
@@ -68,6 +75,8 @@ if [[ $(id -u) -ne 0 ]]; then
   sudo=(sudo)
 fi
 echo "setup: installing ${missing[*]}"
-"${sudo[@]}" apt-get update -qq
+# One stale index (a mirror mid-sync, often a foreign architecture's that `make pi` added) must
+# not stop the install; apt-get install fails loudly if something it needs is really missing.
+"${sudo[@]}" apt-get update -qq || echo "setup: apt-get update reported errors; installing anyway" >&2
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 case "${1:-}" in test | pi | deb) install_cargo_deb ;; esac

@@ -76,9 +76,23 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
 
     let publisher = tokio::spawn(publish_outbound(client.clone(), outbound));
     let mut backoff = Backoff::default();
+    // When to announce presence once more after a connect (see REANNOUNCE_AFTER).
+    let mut reannounce_at: Option<tokio::time::Instant> = None;
     while !*shutdown.borrow() {
+        let reannounce = async {
+            match reannounce_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => {}
+            () = reannounce => {
+                reannounce_at = None;
+                if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
+                    tracing::warn!(error = %e, "could not queue the presence re-announce");
+                }
+            }
             Ok(()) = camera.changed() => {
                 // Presence carries the camera's health: re-announce on every change.
                 let state = camera.borrow_and_update().clone();
@@ -93,6 +107,7 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();
+                    reannounce_at = Some(tokio::time::Instant::now() + REANNOUNCE_AFTER);
                     tracing::info!(topic = %signal_topic, broker = %ferrocam_mqtt::node_name(&events.mqtt_options), "connected to broker");
                     // Queued from a task: awaiting here could deadlock, since only this loop's
                     // `poll` drains rumqttc's request queue, which may be full after an outage.
@@ -107,6 +122,18 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
                         if subscribed.is_ok() && announced.is_ok() {
                             connected.send_replace(true);
                         }
+                    });
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack)))
+                    if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
+                {
+                    // A broker busy re-electing after a node loss may refuse; without the
+                    // subscription no offer would ever arrive, so ask again.
+                    tracing::warn!("the broker refused the signal subscription; retrying in 1 s");
+                    let (c, signal) = (client.clone(), signal_topic.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = c.subscribe(signal, QoS::AtMostOnce).await;
                     });
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == signal_topic => {
@@ -137,6 +164,11 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
     drain(&mut events).await;
     Ok(())
 }
+
+/// A clustered broker that just lost a node can acknowledge a retained publish without storing
+/// it while it re-elects (measured on NATS: 4–8 s). Presence is announced once more this long
+/// after every connect, so gateways that subscribe later still see the device.
+const REANNOUNCE_AFTER: Duration = Duration::from_secs(15);
 
 /// Publishes what sessions say. Signaling uses QoS 0: a lost message only matters across a
 /// broker disconnect, and then the session fails and the viewer retries, whereas QoS 1 could

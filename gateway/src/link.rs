@@ -1,10 +1,11 @@
 //! The gateway's link to the MQTT broker: device presence in, signaling replies in, requests out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferrocam_mqtt::BrokerSettings;
 use ferrocam_protocol::{Backoff, DeviceStatus, Envelope, topics};
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 
 use crate::relay::{Publish, Relay};
@@ -23,6 +24,12 @@ pub async fn run(
 ) {
     let reply_filter = relay.reply_filter().to_owned();
     let (client, mut events) = AsyncClient::new(nodes.first(), 256);
+    // Signaling is small messages both ways on this one connection. With Nagle's algorithm, a
+    // publish queued while the previous one is unacknowledged waits for the broker's delayed
+    // ACK (40 ms on Linux): under load that was most offers' and answers' relay latency.
+    let mut network = events.network_options();
+    network.set_tcp_nodelay(true);
+    events.set_network_options(network);
 
     let publisher = client.clone();
     tokio::spawn(async move {
@@ -43,16 +50,21 @@ pub async fn run(
                 backoff.reset();
                 connected.send_replace(true);
                 tracing::info!(topic = %reply_filter, broker = %ferrocam_mqtt::node_name(&events.mqtt_options), "gateway connected to broker");
-                // Clean sessions drop subscriptions: subscribe again after every ConnAck. From a
-                // task: awaiting here could deadlock, since only this loop's `poll` drains
-                // rumqttc's request queue, which may be full after an outage.
-                let (c, reply) = (client.clone(), reply_filter.clone());
-                tokio::spawn(async move {
-                    let _ = c
-                        .subscribe(topics::all_device_status(), QoS::AtLeastOnce)
-                        .await;
-                    let _ = c.subscribe(reply, QoS::AtMostOnce).await;
-                });
+                // Clean sessions drop subscriptions: subscribe again after every ConnAck.
+                relay.on_link_up();
+                subscribe(client.clone(), reply_filter.clone(), Duration::ZERO);
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack)))
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
+            {
+                // A clustered broker refuses subscriptions while it re-elects leaders after a
+                // node died (NATS: "unable to add JetStream consumer"). Without them the
+                // gateway would show every device offline for good: try again.
+                tracing::warn!("the broker refused a subscription; retrying in 1 s");
+                subscribe(client.clone(), reply_filter.clone(), Duration::from_secs(1));
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if let Some((device, instance)) = topics::parse_device_reply(&p.topic) {
@@ -81,6 +93,21 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Subscribes to device presence and this instance's replies, after `delay`. Both at QoS 0:
+/// retained presence is delivered at any QoS, and on NATS a QoS 1 subscription needs a
+/// JetStream consumer, which cannot be made while the cluster re-elects after losing a node.
+/// From a task: awaiting in the event loop could deadlock, since only the loop's `poll` drains
+/// rumqttc's request queue, which may be full after an outage.
+fn subscribe(client: AsyncClient, reply_filter: String, delay: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = client
+            .subscribe(topics::all_device_status(), QoS::AtMostOnce)
+            .await;
+        let _ = client.subscribe(reply_filter, QoS::AtMostOnce).await;
+    });
 }
 
 fn on_status(relay: &Relay, device: ferrocam_protocol::DeviceId, payload: &[u8]) {

@@ -40,6 +40,8 @@ pub struct Metrics {
     registry: Registry,
     devices_online: Gauge,
     devices_known: Gauge,
+    broker_connected: Gauge,
+    broker_link_losses: Gauge,
     sessions: Family<SessionLabels, Gauge>,
     /// Offers by transport and outcome.
     pub offers: Family<OfferLabels, Counter>,
@@ -58,6 +60,8 @@ impl Metrics {
         let m = Self {
             devices_online: Gauge::default(),
             devices_known: Gauge::default(),
+            broker_connected: Gauge::default(),
+            broker_link_losses: Gauge::default(),
             sessions: Family::default(),
             offers: Family::default(),
             rate_limited: Counter::default(),
@@ -74,6 +78,16 @@ impl Metrics {
             "devices_known",
             "Devices this gateway has seen",
             m.devices_known.clone(),
+        );
+        registry.register(
+            "broker_connected",
+            "1 while the link to the MQTT broker is up",
+            m.broker_connected.clone(),
+        );
+        registry.register(
+            "broker_link_losses",
+            "Times the link to the MQTT broker was lost since start",
+            m.broker_link_losses.clone(),
         );
         registry.register(
             "sessions",
@@ -114,6 +128,9 @@ impl Metrics {
         self.devices_known.set(devices.len() as i64);
         self.devices_online
             .set(devices.iter().filter(|d| d.online).count() as i64);
+        let (up, losses) = relay.link_state();
+        self.broker_connected.set(i64::from(up));
+        self.broker_link_losses.set(losses as i64);
         let (awaiting, answered) = relay.sessions_by_state();
         for (state, n) in [("awaiting_answer", awaiting), ("answered", answered)] {
             self.sessions

@@ -90,6 +90,9 @@ pub struct Relay {
     state: Mutex<State>,
     devices_tx: watch::Sender<Vec<DeviceStatus>>,
     next_viewer: AtomicU64,
+    /// Whether the broker link is up, and how often it went down (for `/metrics`).
+    link_up: std::sync::atomic::AtomicBool,
+    link_losses: AtomicU64,
     /// Offer relayed → answer relayed, in seconds.
     pub answer_latency: prometheus_client::metrics::histogram::Histogram,
 }
@@ -108,6 +111,8 @@ impl Relay {
             state: Mutex::default(),
             devices_tx: watch::Sender::new(Vec::new()),
             next_viewer: AtomicU64::new(1),
+            link_up: std::sync::atomic::AtomicBool::new(false),
+            link_losses: AtomicU64::new(0),
             answer_latency: crate::metrics::latency_histogram(),
         }
     }
@@ -162,6 +167,9 @@ impl Relay {
     /// device shows offline (and offers fail fast with "offline" instead of timing out) until
     /// its status arrives again after the reconnect.
     pub fn on_link_down(&self) {
+        if self.link_up.swap(false, Ordering::Relaxed) {
+            self.link_losses.fetch_add(1, Ordering::Relaxed);
+        }
         let mut state = self.lock();
         let mut changed = false;
         let ids: Vec<DeviceId> = state.devices.keys().cloned().collect();
@@ -178,6 +186,19 @@ impl Relay {
             tracing::warn!("broker link down; devices shown offline until they report again");
             self.publish_devices(&state);
         }
+    }
+
+    /// The broker link is (again) up.
+    pub fn on_link_up(&self) {
+        self.link_up.store(true, Ordering::Relaxed);
+    }
+
+    /// (link up now, times it was lost).
+    pub fn link_state(&self) -> (bool, u64) {
+        (
+            self.link_up.load(Ordering::Relaxed),
+            self.link_losses.load(Ordering::Relaxed),
+        )
     }
 
     /// Drops a device whose retained status was cleared.

@@ -405,7 +405,9 @@ fn secure_broker_files(log_dir: &std::path::Path, devices: &[&str]) -> anyhow::R
     Ok(dir.join("ca.pem"))
 }
 
-async fn start_mosquitto(
+/// Starts a plain Mosquitto (anonymous; with `tls_port`, the secure setup
+/// [`Stack::start`] prepared in `log_dir`) on `port`; returns when it accepts connections.
+pub async fn start_mosquitto(
     port: u16,
     tls_port: Option<u16>,
     log_dir: &std::path::Path,

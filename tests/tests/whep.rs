@@ -33,11 +33,15 @@ async fn a_whep_player_posts_patches_decodes_and_deletes() -> anyhow::Result<()>
     let created = &player.created;
     assert_eq!(created.status, 201);
     assert_eq!(created.header("Content-Type"), Some("application/sdp"));
+    // The session URL names the gateway instance, for load balancers to route on.
     assert!(
-        player.session_url.contains("/whep/demo/"),
+        player.session_url.contains("/i/gw-0/whep/demo/"),
         "{}",
         player.session_url
     );
+    let elsewhere = player.session_url.replace("/i/gw-0/", "/i/gw-9/");
+    let misdirected = http("DELETE", elsewhere, vec![], None).await?;
+    assert_eq!(misdirected.status, 421, "{}", misdirected.body);
     assert!(player.etag.starts_with('"') && player.etag.ends_with('"'));
     assert!(
         created.body.contains("a=candidate:"),

@@ -23,6 +23,11 @@ pub struct InitArgs {
     /// Replace existing files (which logs everyone out and needs grant.pub re-copied to devices).
     #[arg(long)]
     pub force: bool,
+    /// The grant signing key to use (as the gateway's `--grant-signing-key`). When it exists it
+    /// is kept and its public half written to `<dir>/grant.pub`; otherwise a new pair is made
+    /// there. Default: `<dir>/grant.key`.
+    #[arg(long, env = "FERROCAM_GRANT_SIGNING_KEY")]
+    pub grant_key: Option<PathBuf>,
     /// Print the credentials as JSON (for scripts).
     #[arg(long)]
     pub json: bool,
@@ -82,7 +87,10 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let auth_path = args.dir.join("auth.toml");
-    let key_path = args.dir.join("grant.key");
+    let key_path = args
+        .grant_key
+        .clone()
+        .unwrap_or_else(|| args.dir.join("grant.key"));
     let pub_path = args.dir.join("grant.pub");
     let password = args.password.clone().unwrap_or_else(random_password);
     let (token, token_hash) = super::token::generate();
@@ -110,10 +118,20 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     );
     // Parse what we are about to write: a typo here would lock the user out.
     super::AuthConfig::parse(&auth).context("the generated auth file")?;
-    let (private, public) = super::grant::generate();
     write_new(&auth_path, &auth, 0o600, args.force)?;
-    write_new(&key_path, &private, 0o600, args.force)?;
-    write_new(&pub_path, &format!("{public}\n"), 0o644, args.force)?;
+    // An existing signing key (a packaged gateway makes one at install) stays: devices may
+    // already hold its public half.
+    let public = if key_path.exists() && !args.force {
+        let instance = ferrocam_protocol::InstanceId::parse("init").expect("valid id");
+        super::grant::GrantSigner::load(&key_path, instance)?
+            .public_key()
+            .to_owned()
+    } else {
+        let (private, public) = super::grant::generate();
+        write_new(&key_path, &private, 0o600, args.force)?;
+        public
+    };
+    write_new(&pub_path, &format!("{public}\n"), 0o644, true)?;
     if args.json {
         println!(
             "{}",

@@ -8,8 +8,9 @@
 //! - `OPTIONS` on both answers CORS preflights and advertises `Accept-Post: application/sdp`.
 //!
 //! A session URL is served by the gateway instance that created it: the session's routing state
-//! lives here, so a load balancer must send PATCH/DELETE for a session to the same instance (the
-//! URL path is enough to route on).
+//! lives here. So the URL names the instance — `/i/<instance>/whep/<device>/<session>` — and a
+//! load balancer in front of several gateways routes on that prefix (docs/deploy.md). A request
+//! that reaches another instance anyway gets `421 Misdirected Request`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -67,6 +68,12 @@ pub fn routes(body_limit: usize) -> Router<AppState> {
             "/whep/:device/:session",
             axum::routing::patch(patch)
                 .delete(delete)
+                .options(preflight),
+        )
+        .route(
+            "/i/:instance/whep/:device/:session",
+            axum::routing::patch(routed_patch)
+                .delete(routed_delete)
                 .options(preflight),
         )
         .layer(DefaultBodyLimit::max(body_limit))
@@ -272,7 +279,10 @@ async fn create(
         StatusCode::CREATED,
         [
             (header::CONTENT_TYPE, SDP.to_owned()),
-            (header::LOCATION, format!("/whep/{device}/{session}")),
+            (
+                header::LOCATION,
+                format!("/i/{}/whep/{device}/{session}", state.relay.instance()),
+            ),
             (header::ETAG, etag),
         ],
         sdp,
@@ -282,6 +292,44 @@ async fn create(
         response.headers_mut().append(header::LINK, link);
     }
     response
+}
+
+/// Refuses a session URL of another instance.
+fn misdirected(state: &AppState, instance: &str) -> Option<Response> {
+    (instance != state.relay.instance().as_str()).then(|| {
+        problem(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this session belongs to gateway instance {instance:?}; route /i/{instance}/ there"
+            ),
+        )
+    })
+}
+
+/// `PATCH /i/{instance}/whep/{device}/{session}`.
+async fn routed_patch(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    Path((instance, device, session)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refusal) = misdirected(&state, &instance) {
+        return refusal;
+    }
+    patch(state, principal, Path((device, session)), headers, body).await
+}
+
+/// `DELETE /i/{instance}/whep/{device}/{session}`.
+async fn routed_delete(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    Path((instance, device, session)): Path<(String, String, String)>,
+) -> Response {
+    if let Some(refusal) = misdirected(&state, &instance) {
+        return refusal;
+    }
+    delete(state, principal, Path((device, session))).await
 }
 
 /// `PATCH /whep/{device}/{session}`: trickle ICE from the player.

@@ -3,7 +3,8 @@
 //! Starts a gateway and a device (720p30 test pattern, 2 Mbit/s, video only) from
 //! `FERROCAM_BIN_DIR` (the Makefile points it at `target/release`), connects WHEP viewers
 //! (packets counted, not decoded, to keep the load generator cheap) and samples the device
-//! process's CPU time and RSS from /proc at 1, 4 and 8 viewers. Prints a Markdown table.
+//! process's CPU time and RSS from /proc at 1, 4, 8 and 16 viewers. Prints a Markdown table
+//! and writes target/bench/viewers.json.
 //!
 //! Run with `make bench`.
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ferrocam_tests::{Stack, StackOptions, WhepOptions, WhepPlayer};
 
-const LEVELS: [usize; 3] = [1, 4, 8];
+const LEVELS: [usize; 4] = [1, 4, 8, 16];
 const SETTLE: Duration = Duration::from_secs(3);
 const SAMPLE: Duration = Duration::from_secs(10);
 
@@ -105,6 +106,18 @@ async fn main() -> anyhow::Result<()> {
     for (n, cpu, rss, pps) in &rows {
         println!("| {n} | {cpu:.1} | {rss:.1} | {pps:.0} |");
     }
+    let json: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(n, cpu, rss, pps)| {
+            serde_json::json!({ "viewers": n, "cpu_pct": cpu, "rss_mib": rss, "packets_per_s": pps })
+        })
+        .collect();
+    let out = ferrocam_tests::process::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(
+        out.join("viewers.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "peer": "ferrocam", "cpu": json }))?,
+    )?;
     let (n1, cpu1, rss1, _) = rows[0];
     let (nk, cpuk, rssk, _) = rows[rows.len() - 1];
     let extra = (nk - n1) as f64;
