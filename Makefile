@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench screenshots pi pi-armv7 pi-check deb clean fuzz-smoke fuzz
+.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench bench-peers bench-gateway screenshots pi pi-armv7 pi-check deb clean fuzz-smoke fuzz
 
 ## demo: install system packages, build, run gateway + embedded broker + a `demo` device
 demo: setup release
@@ -59,6 +59,24 @@ fuzz:
 bench: setup-test
 	$(CARGO) build --release --locked --workspace --bins
 	FERROCAM_BIN_DIR=target/release target/release/bench-viewers
+
+## bench-peers: the same stamped 720p30 source through Janus's streaming plugin (Debian
+## `janus`, fed RTP by stamp-source) and aiortc (PyPI, in target/bench/venv): glass-to-glass,
+## time to first frame and CPU per viewer, measured as ferrocam is; target/bench/peers.json
+bench-peers:
+	scripts/setup-system.sh bench
+	$(CARGO) build --release --locked -p ferrocam-tests --bins
+	target/release/bench-peers
+
+## bench-gateway: one gateway with 1k and 10k simulated devices (MQTT clients answering with a
+## canned SDP) on the embedded broker and on Mosquitto: time to all online, RSS, WHEP sessions/s,
+## POST and relay latency; a Markdown table, and JSON in target/bench-gateway/
+bench-gateway: setup-test
+	$(CARGO) build --release --locked -p ferrocam-gateway -p ferrocam-tests --bins
+	@header=; for n in 1000 10000; do for broker in embedded mosquitto; do \
+	  FERROCAM_BIN_DIR=target/release target/release/bench-gateway --devices $$n --broker $$broker \
+	    --json target/bench-gateway/$$n-$$broker.json $$header || exit 1; header=--no-header; \
+	done; done
 
 ## screenshots: regenerate docs/screenshots/*.png of the web viewer
 screenshots: setup-test build

@@ -72,7 +72,7 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
             true,
         ));
     })?;
-    let (client, mut events) = AsyncClient::new(nodes.first(), 64);
+    let (client, mut events) = ferrocam_mqtt::client(nodes.first(), 64);
 
     let publisher = tokio::spawn(publish_outbound(client.clone(), outbound));
     let mut backoff = Backoff::default();

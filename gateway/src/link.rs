@@ -23,13 +23,7 @@ pub async fn run(
     connected: tokio::sync::watch::Sender<bool>,
 ) {
     let reply_filter = relay.reply_filter().to_owned();
-    let (client, mut events) = AsyncClient::new(nodes.first(), 256);
-    // Signaling is small messages both ways on this one connection. With Nagle's algorithm, a
-    // publish queued while the previous one is unacknowledged waits for the broker's delayed
-    // ACK (40 ms on Linux): under load that was most offers' and answers' relay latency.
-    let mut network = events.network_options();
-    network.set_tcp_nodelay(true);
-    events.set_network_options(network);
+    let (client, mut events) = ferrocam_mqtt::client(nodes.first(), 256);
 
     let publisher = client.clone();
     tokio::spawn(async move {

@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod creds;
+pub mod gateway_bench;
 pub mod mqtt;
 pub mod nats;
 pub mod netns;

@@ -1,0 +1,920 @@
+//! Gateway scale benchmark: one gateway, N simulated devices, M WHEP sessions.
+//!
+//! The devices are lightweight MQTT clients in this process (one rumqttc client and event-loop
+//! task each): they publish a retained `online` status with an `offline` last will, subscribe to
+//! their signal topic and answer every offer with a canned SDP answer. Nothing media-related
+//! runs, so what is measured is the gateway (HTTP, auth, relay, grant signing, MQTT link) and
+//! the broker (the gateway's embedded rumqttd, or a Mosquitto started here).
+//!
+//! Measured: time until the gateway lists all devices online, gateway (and Mosquitto) RSS idle
+//! and after the load, WHEP sessions per second (`POST /whep/<random device>` then `DELETE`,
+//! `concurrency` at a time over keep-alive connections), POST latency percentiles, the
+//! gateway's own offer → answer relay latency (its `answer_latency_seconds` histogram, diffed
+//! over the load), and the CPU time the gateway used during the load.
+//!
+//! Used by the `bench-gateway` binary (`make bench-gateway`) and the `bench_smoke` test. It
+//! reports numbers; it never judges them.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use ferrocam_protocol::{
+    DeviceId, DeviceStatus, Envelope, MAX_SIGNAL_PAYLOAD, PROTOCOL_VERSION, Party, Signal, topics,
+};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+
+use crate::process::{Process, free_port, workspace_bin, workspace_root};
+
+/// The gateway instance id the benchmark starts.
+pub const INSTANCE: &str = "gw-bench";
+
+/// Which broker the gateway uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchBroker {
+    /// rumqttd inside the gateway (`--mqtt-listen`).
+    Embedded,
+    /// A Mosquitto started by the benchmark (`--broker mqtt://…`).
+    Mosquitto,
+}
+
+impl std::str::FromStr for BenchBroker {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "embedded" => Ok(Self::Embedded),
+            "mosquitto" => Ok(Self::Mosquitto),
+            other => anyhow::bail!("unknown broker {other:?}: embedded or mosquitto"),
+        }
+    }
+}
+
+impl std::fmt::Display for BenchBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Embedded => "embedded",
+            Self::Mosquitto => "mosquitto",
+        })
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Simulated devices (`sim-00000`, `sim-00001`, …).
+    pub devices: usize,
+    pub broker: BenchBroker,
+    /// WHEP sessions to create (each followed by its DELETE).
+    pub sessions: usize,
+    /// Sessions in flight at once (one keep-alive connection each).
+    pub concurrency: usize,
+    /// Devices connecting per second, so the broker is not stormed.
+    pub connect_rate: usize,
+    /// Log folder under `target/e2e-logs/`.
+    pub name: String,
+}
+
+impl BenchOptions {
+    pub fn new(devices: usize, broker: BenchBroker) -> Self {
+        Self {
+            devices,
+            broker,
+            sessions: 2000,
+            concurrency: 16,
+            connect_rate: 500,
+            name: format!("bench-gateway-{devices}-{broker}"),
+        }
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// Quantiles estimated from a Prometheus histogram (linear inside a bucket), in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HistogramEstimate {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    /// Exact: the histogram's sum over its count.
+    pub mean: f64,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub devices: usize,
+    pub broker: BenchBroker,
+    pub sessions: usize,
+    pub concurrency: usize,
+    pub connect_rate: usize,
+    /// Devices `GET /api/devices` listed online before the load.
+    pub devices_online: usize,
+    /// From the first device connecting until the gateway listed all of them online.
+    pub all_online_secs: f64,
+    /// Devices whose MQTT connection dropped or failed at least once (reconnects).
+    pub device_connection_errors: u64,
+    pub gateway_rss_idle_mib: f64,
+    pub gateway_rss_after_mib: f64,
+    /// Mosquitto's RSS; the embedded broker's is part of the gateway's.
+    pub broker_rss_idle_mib: Option<f64>,
+    pub broker_rss_after_mib: Option<f64>,
+    /// Wall time of the load (all POSTs and DELETEs).
+    pub load_secs: f64,
+    /// Sessions created (201) per second of load.
+    pub sessions_per_sec: f64,
+    /// POSTs answered `201 Created`.
+    pub created: u64,
+    /// Other POST outcomes: status code (or `error` for a transport failure) → count.
+    pub failures: BTreeMap<String, u64>,
+    /// POSTs refused with 429 (the gateway's per-device offer limit).
+    pub rate_limited: u64,
+    /// DELETEs not answered 200.
+    pub delete_failures: u64,
+    /// `POST /whep/…` sent → `201` received, of the created sessions.
+    pub post_ms: Percentiles,
+    /// The gateway's offer relayed → answer relayed histogram over the load.
+    pub relay_ms: HistogramEstimate,
+    /// Gateway user + system CPU during the load.
+    pub gateway_cpu_secs: f64,
+    /// Mosquitto's CPU during the load.
+    pub broker_cpu_secs: Option<f64>,
+    /// Offers the simulated devices answered.
+    pub offers_answered: u64,
+}
+
+impl BenchReport {
+    /// The header of [`Self::markdown_row`].
+    pub fn markdown_header() -> String {
+        "| devices | broker | all online (s) | gateway RSS idle / after load (MiB) | broker RSS idle / after (MiB) | sessions/s | POST p50 / p95 / p99 (ms) | relay p50 / p99 (ms) | gateway CPU in load (s) | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
+            .to_owned()
+    }
+
+    /// One Markdown table row.
+    pub fn markdown_row(&self) -> String {
+        let broker_rss = match (self.broker_rss_idle_mib, self.broker_rss_after_mib) {
+            (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+            _ => "(in gateway)".to_owned(),
+        };
+        let mut errors: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(code, n)| format!("{n}× {code}"))
+            .collect();
+        if self.delete_failures > 0 {
+            errors.push(format!("{} DELETE", self.delete_failures));
+        }
+        if self.devices_online < self.devices {
+            errors.push(format!(
+                "{} devices not online",
+                self.devices - self.devices_online
+            ));
+        }
+        let errors = if errors.is_empty() {
+            "0".to_owned()
+        } else {
+            errors.join(", ")
+        };
+        format!(
+            "| {} | {} | {:.1} | {:.1} / {:.1} | {broker_rss} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {errors} |",
+            self.devices,
+            self.broker,
+            self.all_online_secs,
+            self.gateway_rss_idle_mib,
+            self.gateway_rss_after_mib,
+            self.sessions_per_sec,
+            self.post_ms.p50,
+            self.post_ms.p95,
+            self.post_ms.p99,
+            self.relay_ms.p50,
+            self.relay_ms.p99,
+            self.gateway_cpu_secs,
+        )
+    }
+}
+
+/// Raises this process's open-file limit to the hard limit (to at least 65 536 when allowed);
+/// children inherit it. Returns the new soft limit.
+pub fn raise_nofile_limit() -> anyhow::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error()).context("getrlimit");
+        }
+        if limit.rlim_max != libc::RLIM_INFINITY && limit.rlim_max < 65_536 {
+            let wanted = libc::rlimit {
+                rlim_cur: 65_536,
+                rlim_max: 65_536,
+            };
+            // Needs CAP_SYS_RESOURCE; without it, the hard limit below is the best we get.
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                return Ok(65_536);
+            }
+        }
+        limit.rlim_cur = if limit.rlim_max == libc::RLIM_INFINITY {
+            1 << 20
+        } else {
+            limit.rlim_max
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(std::io::Error::last_os_error()).context("setrlimit");
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// Resident set size of `pid` in MiB.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no VmRSS")?
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+/// User + system CPU seconds `pid` has used.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("short stat")?.parse()?;
+    let stime: f64 = fields.get(12).context("short stat")?.parse()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    Ok((utime + stime) / ticks)
+}
+
+/// Nearest-rank percentiles of `samples` (milliseconds).
+pub fn percentiles(samples: &mut [f64]) -> Percentiles {
+    if samples.is_empty() {
+        return Percentiles::default();
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1]
+    };
+    Percentiles {
+        count: samples.len(),
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+        max: samples[samples.len() - 1],
+        mean: samples.iter().sum::<f64>() / samples.len() as f64,
+    }
+}
+
+/// A Prometheus histogram read from the text exposition: cumulative `(le, count)` buckets
+/// (the last is `+Inf`) and the sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Reads histogram `name` (without the `_bucket` suffix) from `text`.
+    pub fn parse(text: &str, name: &str) -> Self {
+        let mut h = Self::default();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            let value = || rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+            if let Some(labels) = rest.strip_prefix("_bucket{") {
+                let le = labels
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .map(|v| {
+                        if v == "+Inf" {
+                            f64::INFINITY
+                        } else {
+                            v.parse().unwrap_or(f64::NAN)
+                        }
+                    });
+                if let (Some(le), Some(n)) = (le, value()) {
+                    h.buckets.push((le, n as u64));
+                }
+            } else if rest.starts_with("_sum") {
+                h.sum = value().unwrap_or_default();
+            } else if rest.starts_with("_count") {
+                h.count = value().unwrap_or_default() as u64;
+            }
+        }
+        h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        h
+    }
+
+    /// What was observed between `earlier` and `self`.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let before = |le: f64| {
+            earlier
+                .buckets
+                .iter()
+                .find(|(l, _)| *l == le)
+                .map_or(0, |(_, n)| *n)
+        };
+        Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|&(le, n)| (le, n.saturating_sub(before(le))))
+                .collect(),
+            sum: self.sum - earlier.sum,
+            count: self.count.saturating_sub(earlier.count),
+        }
+    }
+
+    /// The `q` quantile, interpolated linearly inside its bucket (in the histogram's unit).
+    /// In the `+Inf` bucket, the largest finite bound.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let total = self.buckets.last().map_or(0, |b| b.1);
+        if total == 0 {
+            return 0.0;
+        }
+        let target = q * total as f64;
+        let (mut lower, mut below) = (0.0, 0u64);
+        for &(le, n) in &self.buckets {
+            if n as f64 >= target && n > below {
+                if le.is_infinite() {
+                    return lower;
+                }
+                return lower + (le - lower) * (target - below as f64) / (n - below) as f64;
+            }
+            lower = le;
+            below = n;
+        }
+        lower
+    }
+
+    fn estimate_ms(&self) -> HistogramEstimate {
+        HistogramEstimate {
+            count: self.count,
+            p50: self.quantile(0.50) * 1000.0,
+            p99: self.quantile(0.99) * 1000.0,
+            mean: if self.count > 0 {
+                self.sum / self.count as f64 * 1000.0
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// What a WHEP player might offer: receive-only H.264. The gateway reads only the ufrag.
+const OFFER_SDP: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:bnch\r\n\
+a=ice-pwd:benchbenchbenchbenchbe\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=recvonly\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+/// The simulated device's answer, candidates included (a `trickle: false` answer).
+const ANSWER_SDP: &str = "v=0\r\n\
+o=- 1790000000000000000 1 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:simd\r\n\
+a=ice-pwd:simulatedsimulatedsimu\r\n\
+a=fingerprint:sha-256 1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08:6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64\r\n\
+a=setup:active\r\n\
+a=mid:0\r\n\
+a=sendonly\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n\
+a=end-of-candidates\r\n";
+
+/// Counters shared by every simulated device.
+#[derive(Default)]
+struct SimStats {
+    /// Connection errors (each is followed by a reconnect).
+    errors: AtomicU64,
+    answered: AtomicU64,
+    /// Answers the client's request queue had no room for.
+    dropped: AtomicU64,
+}
+
+/// The simulated devices; dropping it disconnects them all (without goodbyes: last wills).
+struct Fleet {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stats: Arc<SimStats>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The answer to `payload` if it is an offer for `me` whose reply topic is `me`'s own.
+fn answer(me: &DeviceId, payload: &[u8]) -> Option<(String, Vec<u8>)> {
+    let envelope = Envelope::decode(payload).ok()?;
+    if envelope.device != *me || !matches!(envelope.body, Signal::Offer { .. }) {
+        return None;
+    }
+    let reply_to = envelope.reply_to?;
+    let (device, _instance) = topics::parse_device_reply(&reply_to)?;
+    if device != *me {
+        return None;
+    }
+    let reply = Envelope::new(
+        Party::Device(me.clone()),
+        me.clone(),
+        envelope.session,
+        Signal::Answer {
+            sdp: ANSWER_SDP.to_owned(),
+        },
+    );
+    Some((reply_to, reply.encode()))
+}
+
+/// One simulated device: connect, announce, answer offers, reconnect after errors.
+fn spawn_device(
+    id: DeviceId,
+    port: u16,
+    epoch: u64,
+    stats: Arc<SimStats>,
+) -> tokio::task::JoinHandle<()> {
+    let status_topic = topics::device_status(&id);
+    let signal_topic = topics::device_signal(&id);
+    let status = |online: bool| {
+        serde_json::to_vec(&DeviceStatus {
+            v: PROTOCOL_VERSION,
+            device: id.clone(),
+            online,
+            epoch,
+            version: "bench-sim".to_owned(),
+            capabilities: None,
+        })
+        .expect("status serializes")
+    };
+    let online = status(true);
+    let mut options = MqttOptions::new(format!("ferrocam-{id}"), "127.0.0.1", port);
+    options
+        .set_keep_alive(Duration::from_secs(45))
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_SIGNAL_PAYLOAD * 2, MAX_SIGNAL_PAYLOAD * 2)
+        .set_last_will(LastWill::new(
+            &status_topic,
+            status(false),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    let (client, mut events) = AsyncClient::new(options, 8);
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    // Subscribe before announcing, so no offer can come before the
+                    // subscription. `try_`: only this loop drains the request queue.
+                    let _ = client.try_subscribe(&signal_topic, QoS::AtMostOnce);
+                    let _ =
+                        client.try_publish(&status_topic, QoS::AtLeastOnce, true, online.clone());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some((topic, payload)) = answer(&id, &p.payload) {
+                        match client.try_publish(topic, QoS::AtMostOnce, false, payload) {
+                            Ok(()) => stats.answered.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => stats.dropped.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    })
+}
+
+/// A blocking HTTP client that reports every status instead of failing on 4xx/5xx.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+/// `GET url` (with `bearer` if any) → body, off the async runtime.
+async fn get_text(
+    agent: &ureq::Agent,
+    url: String,
+    bearer: Option<String>,
+) -> anyhow::Result<String> {
+    let agent = agent.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut req = agent.get(&url);
+        if let Some(bearer) = &bearer {
+            req = req.header("authorization", bearer);
+        }
+        let mut resp = req.call().with_context(|| format!("GET {url}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()?;
+        anyhow::ensure!(status == 200, "GET {url}: {status} {body}");
+        Ok(body)
+    })
+    .await?
+}
+
+/// How many `sim-*` devices the gateway lists online.
+async fn online_devices(agent: &ureq::Agent, base: &str, bearer: &str) -> anyhow::Result<usize> {
+    let body = get_text(
+        agent,
+        format!("{base}/api/devices"),
+        Some(bearer.to_owned()),
+    )
+    .await?;
+    let list: serde_json::Value = serde_json::from_str(&body).context("device list JSON")?;
+    Ok(list["devices"]
+        .as_array()
+        .context("no devices array")?
+        .iter()
+        .filter(|d| {
+            d["online"] == true
+                && d["device"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("sim-"))
+        })
+        .count())
+}
+
+const ANSWER_HISTOGRAM: &str = "ferrocam_gateway_answer_latency_seconds";
+
+async fn answer_histogram(agent: &ureq::Agent, base: &str) -> anyhow::Result<Histogram> {
+    // Loopback clients need no credentials for /metrics.
+    let text = get_text(agent, format!("{base}/metrics"), None).await?;
+    Ok(Histogram::parse(&text, ANSWER_HISTOGRAM))
+}
+
+/// What the load workers collected.
+#[derive(Default)]
+struct LoadResult {
+    post_ms: Vec<f64>,
+    failures: BTreeMap<String, u64>,
+    delete_failures: u64,
+}
+
+/// xorshift64*: cheap, deterministic device picks.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// `sessions` POST + DELETE cycles on `concurrency` threads, one keep-alive connection each.
+fn run_load(
+    base: &str,
+    bearer: &str,
+    devices: usize,
+    sessions: usize,
+    concurrency: usize,
+) -> LoadResult {
+    let next = AtomicUsize::new(0);
+    let total = Mutex::new(LoadResult::default());
+    std::thread::scope(|scope| {
+        for worker in 0..concurrency {
+            let (next, total) = (&next, &total);
+            scope.spawn(move || {
+                let agent = agent();
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((worker as u64 + 1) << 32));
+                let mut mine = LoadResult::default();
+                while next.fetch_add(1, Ordering::Relaxed) < sessions {
+                    let device = format!("sim-{:05}", rng.next() % devices as u64);
+                    let url = format!("{base}/whep/{device}");
+                    let started = Instant::now();
+                    let reply = agent
+                        .post(&url)
+                        .header("authorization", bearer)
+                        .header("content-type", "application/sdp")
+                        .send(OFFER_SDP);
+                    let mut resp = match reply {
+                        Ok(resp) => resp,
+                        Err(e) => {
+                            *mine.failures.entry(format!("error ({e})")).or_default() += 1;
+                            continue;
+                        }
+                    };
+                    let status = resp.status().as_u16();
+                    let location = resp
+                        .headers()
+                        .get("location")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let _ = resp.body_mut().read_to_string();
+                    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+                    match (status, location) {
+                        (201, Some(location)) => {
+                            mine.post_ms.push(elapsed);
+                            let deleted = agent
+                                .delete(&format!("{base}{location}"))
+                                .header("authorization", bearer)
+                                .call()
+                                .map(|mut r| {
+                                    let _ = r.body_mut().read_to_string();
+                                    r.status().as_u16()
+                                });
+                            if !matches!(deleted, Ok(200)) {
+                                mine.delete_failures += 1;
+                            }
+                        }
+                        (status, _) => *mine.failures.entry(status.to_string()).or_default() += 1,
+                    }
+                }
+                let mut total = total.lock().expect("load result lock");
+                total.post_ms.extend(mine.post_ms);
+                total.delete_failures += mine.delete_failures;
+                for (k, n) in mine.failures {
+                    *total.failures.entry(k).or_default() += n;
+                }
+            });
+        }
+    });
+    total.into_inner().expect("load result lock")
+}
+
+/// Runs one benchmark: starts Mosquitto (if asked) and a gateway, connects the devices, waits
+/// until the gateway lists them all online, runs the load, and tears everything down.
+pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(
+        options.devices > 0 && options.devices <= 100_000,
+        "1–100000 devices"
+    );
+    anyhow::ensure!(
+        options.concurrency > 0 && options.connect_rate > 0,
+        "concurrency and connect rate must be positive"
+    );
+    let log_dir = workspace_root().join("target/e2e-logs").join(&options.name);
+    let _ = std::fs::remove_dir_all(&log_dir);
+    std::fs::create_dir_all(&log_dir)?;
+    let creds = crate::Credentials::create(&log_dir.join("auth"))?;
+    let bearer = creds.bearer();
+    let (mqtt_port, http_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{http_port}");
+
+    let mosquitto = match options.broker {
+        BenchBroker::Mosquitto => {
+            Some(crate::stack::start_mosquitto(mqtt_port, None, &log_dir).await?)
+        }
+        BenchBroker::Embedded => None,
+    };
+    let mut cmd = Command::new(workspace_bin("ferrocam-gateway")?);
+    cmd.args(["--http", &format!("127.0.0.1:{http_port}")])
+        .args(["--instance", INSTANCE])
+        .arg("--auth-config")
+        .arg(&creds.auth_config)
+        // The gateway's own default log filter, as in production.
+        .env_remove("RUST_LOG");
+    match options.broker {
+        BenchBroker::Embedded => cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")]),
+        BenchBroker::Mosquitto => cmd.args(["--broker", &format!("mqtt://127.0.0.1:{mqtt_port}")]),
+    };
+    let gateway = Process::spawn("gateway", cmd, &log_dir)?;
+    let gateway_pid = gateway.pid();
+    let http = agent();
+    crate::eventually("the gateway to serve", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("{base}/healthz"));
+        async move { Ok(get_text(&http, url, None).await.ok().map(|_| ())) }
+    })
+    .await
+    .with_context(|| gateway.log_tail(3000))?;
+
+    // Devices connect at a bounded rate, a batch every 100 ms.
+    let epoch = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let stats = Arc::new(SimStats::default());
+    let mut fleet = Fleet {
+        tasks: Vec::with_capacity(options.devices),
+        stats: Arc::clone(&stats),
+    };
+    let started = Instant::now();
+    let per_tick = options.connect_rate.div_ceil(10).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for first in (0..options.devices).step_by(per_tick) {
+        tick.tick().await;
+        for i in first..(first + per_tick).min(options.devices) {
+            let id = DeviceId::parse(&format!("sim-{i:05}"))?;
+            fleet
+                .tasks
+                .push(spawn_device(id, mqtt_port, epoch, Arc::clone(&stats)));
+        }
+    }
+
+    // Until the gateway lists all of them online.
+    let patience = Duration::from_secs(60)
+        + Duration::from_secs_f64(3.0 * options.devices as f64 / options.connect_rate as f64);
+    let mut devices_online;
+    loop {
+        devices_online = online_devices(&http, &base, &bearer).await.unwrap_or(0);
+        if devices_online >= options.devices || started.elapsed() > patience {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let all_online_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} devices, {}: {devices_online} online after {all_online_secs:.1} s",
+        options.devices, options.broker
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let broker_pid = mosquitto.as_ref().map(Process::pid);
+    let gateway_rss_idle_mib = rss_mib(gateway_pid)?;
+    let broker_rss_idle_mib = broker_pid.map(rss_mib).transpose()?;
+
+    // The load.
+    let histogram_before = answer_histogram(&http, &base).await?;
+    let cpu_before = cpu_seconds(gateway_pid)?;
+    let broker_cpu_before = broker_pid.map(cpu_seconds).transpose()?;
+    let load_started = Instant::now();
+    let load = {
+        let (base, bearer) = (base.clone(), bearer.clone());
+        let (devices, sessions, concurrency) =
+            (options.devices, options.sessions, options.concurrency);
+        tokio::task::spawn_blocking(move || {
+            run_load(&base, &bearer, devices, sessions, concurrency)
+        })
+        .await?
+    };
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let gateway_cpu_secs = cpu_seconds(gateway_pid)? - cpu_before;
+    let broker_cpu_secs = match (broker_pid, broker_cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+        _ => None,
+    };
+    let relay = answer_histogram(&http, &base)
+        .await?
+        .since(&histogram_before);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let gateway_rss_after_mib = rss_mib(gateway_pid)?;
+    let broker_rss_after_mib = broker_pid.map(rss_mib).transpose()?;
+
+    let LoadResult {
+        mut post_ms,
+        failures,
+        delete_failures,
+    } = load;
+    let created = post_ms.len() as u64;
+    let report = BenchReport {
+        devices: options.devices,
+        broker: options.broker,
+        sessions: options.sessions,
+        concurrency: options.concurrency,
+        connect_rate: options.connect_rate,
+        devices_online,
+        all_online_secs,
+        device_connection_errors: fleet.stats.errors.load(Ordering::Relaxed),
+        gateway_rss_idle_mib,
+        gateway_rss_after_mib,
+        broker_rss_idle_mib,
+        broker_rss_after_mib,
+        load_secs,
+        sessions_per_sec: created as f64 / load_secs,
+        created,
+        rate_limited: failures.get("429").copied().unwrap_or(0),
+        failures,
+        delete_failures,
+        post_ms: percentiles(&mut post_ms),
+        relay_ms: relay.estimate_ms(),
+        gateway_cpu_secs,
+        broker_cpu_secs,
+        offers_answered: fleet.stats.answered.load(Ordering::Relaxed),
+    };
+    if fleet.stats.dropped.load(Ordering::Relaxed) > 0 {
+        eprintln!(
+            "warning: {} answers found the device's MQTT queue full",
+            fleet.stats.dropped.load(Ordering::Relaxed)
+        );
+    }
+    // Gateway first, so the devices' last wills do not keep it busy; then the broker.
+    drop(gateway);
+    drop(mosquitto);
+    drop(fleet);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPOSITION: &str = "# TYPE ferrocam_gateway_answer_latency_seconds histogram\n\
+ferrocam_gateway_answer_latency_seconds_sum 0.05\n\
+ferrocam_gateway_answer_latency_seconds_count 10\n\
+ferrocam_gateway_answer_latency_seconds_bucket{le=\"0.001\"} 0\n\
+ferrocam_gateway_answer_latency_seconds_bucket{le=\"0.002\"} 4\n\
+ferrocam_gateway_answer_latency_seconds_bucket{le=\"0.004\"} 9\n\
+ferrocam_gateway_answer_latency_seconds_bucket{le=\"+Inf\"} 10\n";
+
+    #[test]
+    fn histogram_quantiles_interpolate_inside_buckets() {
+        let h = Histogram::parse(EXPOSITION, ANSWER_HISTOGRAM);
+        assert_eq!(h.count, 10);
+        assert_eq!(h.buckets.len(), 4);
+        // 5th of 10 lies in (0.002, 0.004], the first of its 5 observations.
+        assert!(
+            (h.quantile(0.5) - 0.0024).abs() < 1e-9,
+            "{}",
+            h.quantile(0.5)
+        );
+        // The 10th is in +Inf: reported as the largest finite bound.
+        assert_eq!(h.quantile(0.99), 0.004);
+        let none = h.since(&h);
+        assert_eq!((none.count, none.quantile(0.5)), (0, 0.0));
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = percentiles(&mut samples);
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
+    }
+
+    #[test]
+    fn simulated_devices_answer_only_their_own_offers() {
+        let me = DeviceId::parse("sim-00001").unwrap();
+        let session = ferrocam_protocol::SessionId::from_random([3; 16]);
+        let offer = |device: &str, reply_to: &str| {
+            Envelope::new(
+                Party::Gateway(ferrocam_protocol::InstanceId::parse(INSTANCE).unwrap()),
+                DeviceId::parse(device).unwrap(),
+                session.clone(),
+                Signal::Offer {
+                    sdp: OFFER_SDP.to_owned(),
+                    trickle: false,
+                    role: Default::default(),
+                    grant: None,
+                },
+            )
+            .reply_to(reply_to.to_owned())
+            .encode()
+        };
+        let own = "ferrocam/v1/devices/sim-00001/reply/gw-bench";
+        let (topic, payload) = answer(&me, &offer("sim-00001", own)).unwrap();
+        assert_eq!(topic, own);
+        let reply = Envelope::decode(&payload).unwrap();
+        assert_eq!(reply.from, Party::Device(me.clone()));
+        assert_eq!(reply.session, session);
+        assert!(matches!(reply.body, Signal::Answer { .. }));
+        assert!(answer(&me, &offer("sim-00002", own)).is_none());
+        assert!(
+            answer(
+                &me,
+                &offer("sim-00001", "ferrocam/v1/devices/sim-00002/reply/gw")
+            )
+            .is_none()
+        );
+    }
+}
