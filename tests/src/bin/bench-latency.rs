@@ -50,8 +50,15 @@ async fn page_session(browser: &Browser) -> anyhow::Result<Value> {
         .js("window.ferrocam.hangUp(); window.ferrocam.watch('demo', { transport: 'ws' }); return null;")
         .await?;
     eventually("the first frame", Duration::from_secs(20), || async {
-        let timing = browser.js("return window.ferrocam.timing;").await?;
-        Ok(timing["first_frame"].is_number().then_some(timing))
+        let v = browser
+            .js("return { timing: window.ferrocam.timing, error: window.ferrocam.lastError };")
+            .await?;
+        if !v["error"].is_null() {
+            anyhow::bail!("the page shows an error: {}", v["error"]);
+        }
+        Ok(v["timing"]["first_frame"]
+            .is_number()
+            .then(|| v["timing"].clone()))
     })
     .await
 }
@@ -74,11 +81,12 @@ async fn chromium(stack: &Stack, browser: &Browser) -> anyhow::Result<Value> {
     .await?;
     eprintln!("chromium: {} glass-to-glass samples", samples.len());
 
-    // Warm sessions: the pipeline is running (another viewer just left).
+    // Warm sessions: the pipeline is running (another viewer just left). 2.1 s apart: the
+    // gateway lets one WebSocket start a burst of 5 offers, then one every 2 s.
     let mut warm = Vec::new();
     for _ in 0..SESSIONS {
+        tokio::time::sleep(Duration::from_millis(2100)).await;
         warm.push(page_session(browser).await?);
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Cold sessions: the pipeline stopped (idle timeout 1 s) before each.
     let mut cold = Vec::new();
