@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench bench-peers bench-gateway screenshots pi pi-armv7 pi-check deb clean fuzz-smoke fuzz
+.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench bench-peers bench-gateway bench-gateway-runs screenshots pi pi-armv7 pi-check deb clean fuzz-smoke fuzz
 
 ## demo: install system packages, build, run gateway + embedded broker + a `demo` device
 demo: setup release
@@ -55,10 +55,20 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-## bench: per-viewer device cost at 1/4/8 viewers (release build); paste the table into BENCHMARKS.md
-bench: setup-test
+## bench: everything BENCHMARKS.md reports, in one run on a release build: glass to glass and
+## time to first frame in Chromium and a WHEP player (bench-latency), device cost at 1/4/8/16
+## viewers (bench-viewers), the same stamped source through Janus and aiortc (bench-peers),
+## gateway scale with 1k/10k simulated devices (bench-gateway), then docs/bench/*.png.
+## Results: target/bench/*.json and the tables printed on the way. About 15 minutes.
+bench:
+	scripts/setup-system.sh bench
 	$(CARGO) build --release --locked --workspace --bins
+	FERROCAM_BIN_DIR=target/release target/release/bench-latency
 	FERROCAM_BIN_DIR=target/release target/release/bench-viewers
+	target/release/bench-peers
+	$(MAKE) --no-print-directory bench-gateway-runs
+	target/bench/venv/bin/pip install --quiet matplotlib==3.9.2
+	target/bench/venv/bin/python scripts/plot-bench.py
 
 ## bench-peers: the same stamped 720p30 source through Janus's streaming plugin (Debian
 ## `janus`, fed RTP by stamp-source) and aiortc (PyPI, in target/bench/venv): glass-to-glass,
@@ -73,6 +83,9 @@ bench-peers:
 ## POST and relay latency; a Markdown table, and JSON in target/bench-gateway/
 bench-gateway: setup-test
 	$(CARGO) build --release --locked -p ferrocam-gateway -p ferrocam-tests --bins
+	$(MAKE) --no-print-directory bench-gateway-runs
+
+bench-gateway-runs:
 	@header=; for n in 1000 10000; do for broker in embedded mosquitto; do \
 	  FERROCAM_BIN_DIR=target/release target/release/bench-gateway --devices $$n --broker $$broker \
 	    --json target/bench-gateway/$$n-$$broker.json $$header || exit 1; header=--no-header; \

@@ -8,12 +8,42 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
 
-/// A port nobody is listening on right now (the OS picks it).
+/// A loopback port nobody is listening on right now, for a server a test starts.
+///
+/// Chosen at random below Linux's ephemeral range (32768–60999), not by binding port 0: the OS
+/// hands out ephemeral ports to outgoing connections too, so one picked that way can be taken
+/// by some client's connection before the server binds it (seen: a NATS node failing to start).
+/// Ports handed out before are not handed out again in this process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port")
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().expect("ports lock");
+    for _ in 0..1000 {
+        let port = 20_000 + (rand_u32() % 12_000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        let tcp = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if tcp && udp {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
+}
+
+/// A random number from the process's hashing seed (no extra crate for a port lottery).
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
 }
 
 /// The workspace root (parent of this crate).

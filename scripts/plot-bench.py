@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Draws BENCHMARKS.md's plots from the JSON that `make bench` leaves in target/bench/.
+
+    target/bench/ferrocam-latency.json   bench-latency (glass to glass, first frame)
+    target/bench/viewers.json            bench-viewers (device CPU/RSS by viewers)
+    target/bench/peers.json              bench-peers (Janus, aiortc: same measures)
+
+Writes docs/bench/latency-cdf.png, cpu-vs-viewers.png and ttff-breakdown.png. Needs matplotlib
+(`make bench` installs it into target/bench/venv).
+"""
+import json
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BENCH = ROOT / "target" / "bench"
+OUT = ROOT / "docs" / "bench"
+STEPS = ["answer", "ice_connected", "dtls_connected", "first_packet", "first_frame"]
+COLORS = {"ferrocam": "#d9480f", "janus": "#1c7ed6", "aiortc": "#2b8a3e"}
+
+
+def load(name):
+    path = BENCH / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def peers():
+    """Every peer's results as one list of dicts with ferrocam's first."""
+    out = []
+    latency, viewers = load("ferrocam-latency.json"), load("viewers.json")
+    if latency:
+        out.append({
+            "peer": "ferrocam",
+            "g2g_samples": latency["chromium"].get("g2g_samples", []),
+            "ttff_steps": {k: v["p50"] for k, v in latency["chromium"]["ttff_ms"].items()},
+            "cpu": (viewers or {}).get("cpu", []),
+        })
+    others = load("peers.json") or []
+    for p in others if isinstance(others, list) else others.get("peers", []):
+        steps = p.get("ttff_ms", {}).get("steps", {})
+        out.append({
+            "peer": p["peer"],
+            "g2g_samples": p.get("g2g_samples", []),
+            "ttff_steps": {k: (v["p50"] if isinstance(v, dict) else v) for k, v in steps.items()},
+            "cpu": p.get("cpu", []),
+        })
+    return out
+
+
+def latency_cdf(results):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        s = sorted(r["g2g_samples"])
+        if not s:
+            continue
+        ax.plot(s, [(i + 1) / len(s) for i in range(len(s))], label=f'{r["peer"]} (n={len(s)})',
+                color=COLORS.get(r["peer"]))
+    ax.set_xlabel("glass to glass, capture → displayed in Chromium (ms)")
+    ax.set_ylabel("fraction of frames")
+    ax.set_title("Glass-to-glass latency, 1280×720 @ 30 fps, 2 Mbit/s, loopback")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "latency-cdf.png", dpi=110)
+
+
+def cpu_vs_viewers(results):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        pts = sorted((c["viewers"], c["cpu_pct"]) for c in r["cpu"])
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=r["peer"], color=COLORS.get(r["peer"]))
+    ax.set_xlabel("viewers")
+    ax.set_ylabel("server CPU (% of one core)")
+    ax.set_yscale("log")
+    ax.set_title("CPU by number of viewers (device / media server process)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "cpu-vs-viewers.png", dpi=110)
+
+
+def ttff_breakdown(results):
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    names = [r["peer"] for r in results if r["ttff_steps"]]
+    for y, r in enumerate(r for r in results if r["ttff_steps"]):
+        start = 0.0
+        for step in STEPS:
+            at = r["ttff_steps"].get(step)
+            if at is None or at < start:
+                continue
+            ax.barh(y, at - start, left=start, label=step if y == 0 else None,
+                    color=plt.cm.viridis(STEPS.index(step) / len(STEPS)))
+            start = at
+        ax.text(start + 3, y, f"{start:.0f} ms", va="center")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("ms after the click (p50 of each step)")
+    ax.set_title("Time to first frame in Chromium, by step")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "ttff-breakdown.png", dpi=110)
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = peers()
+    if not results:
+        sys.exit("no results in target/bench: run make bench first")
+    latency_cdf(results)
+    cpu_vs_viewers(results)
+    ttff_breakdown(results)
+    print("wrote", ", ".join(str(p.relative_to(ROOT)) for p in sorted(OUT.glob("*.png"))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,653 @@
+//! Benchmark: ferrocam's stamped source through real third-party WebRTC peers, measured the way
+//! ferrocam is measured, so the numbers sit side by side.
+//!
+//! Peers:
+//! - **janus**: Debian's `janus` (streaming plugin, one RTP mountpoint with keyframe buffering)
+//!   fed RTP by `stamp-source` (the device's stamped 720p30 pattern through the device's x264
+//!   settings at 2 Mbit/s). Configuration: `bench/peers/janus/*.jcfg`, templates filled in at
+//!   run time into `target/bench/janus/conf/`.
+//! - **aiortc**: `bench/peers/aiortc_server.py` in a venv this harness makes
+//!   (`target/bench/venv`, pinned by `bench/peers/requirements.txt`): the same stamp on colour
+//!   bars, encoded per viewer by aiortc's libx264 encoder held at 2 Mbit/s.
+//!
+//! For each: (a) glass-to-glass from ferrocam's meter (`gateway/web/meter.js`) in headless
+//! Chromium, (b) time to first frame over fresh page loads with the step breakdown, (c) the
+//! peer process's CPU and RSS at 1, 4 and 8 receive-only viewers (`bench/peers/receivers.py`:
+//! aiortc clients that count packets without decoding), read from /proc over 10 s after 3 s of
+//! settling. Prints Markdown and writes `target/bench/peers.json`.
+//!
+//! Run with `make bench-peers` (needs `scripts/setup-system.sh bench`: janus, python3-venv,
+//! chromium). `BENCH_PEERS=janus` or `=aiortc` runs one; `BENCH_TTFF_RUNS`, `BENCH_G2G_SAMPLES`
+//! change the sample counts.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ferrocam_tests::process::workspace_root;
+use ferrocam_tests::{Browser, Process, free_port};
+use serde_json::{Value, json};
+
+const LEVELS: [usize; 3] = [1, 4, 8];
+const SETTLE: Duration = Duration::from_secs(3);
+const SAMPLE: Duration = Duration::from_secs(10);
+/// Meter samples dropped at the start of the glass-to-glass run (the first second: jitter
+/// buffer and decoder warming up).
+const G2G_SKIP: usize = 30;
+const STEPS: [&str; 9] = [
+    "request_sent",
+    "gathered",
+    "offer_sent",
+    "answer",
+    "start_sent",
+    "ice_connected",
+    "dtls_connected",
+    "first_packet",
+    "first_frame",
+];
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow::anyhow!("bad stat"))? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields[11].parse()?;
+    let stime: f64 = fields[12].parse()?;
+    Ok((utime + stime) / ticks_per_second)
+}
+
+/// Resident set size in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Nearest-rank percentile, as `FerrocamMeter.percentile` computes it.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * sorted.len() as f64).floor() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+/// Blocking HTTP GET, for readiness checks.
+fn http_ok(url: &str) -> bool {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .new_agent();
+    agent.get(url).call().is_ok()
+}
+
+async fn wait_http(what: &str, url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let url = url.to_owned();
+    ferrocam_tests::eventually(what, timeout, || {
+        let url = url.clone();
+        async move {
+            Ok(tokio::task::spawn_blocking(move || http_ok(&url))
+                .await?
+                .then_some(()))
+        }
+    })
+    .await
+}
+
+/// The venv with aiortc, made (or brought up to date with `requirements.txt`) on first use.
+fn python_venv(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join("target/bench/venv");
+    let python = venv.join("bin/python");
+    let requirements = root.join("bench/peers/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)?;
+    let marker = venv.join("ferrocam-requirements.txt");
+    if python.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(&wanted) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        eprintln!("bench-peers: making {}", venv.display());
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("python3 -m venv (install python3-venv: scripts/setup-system.sh bench)")?;
+        anyhow::ensure!(status.success(), "python3 -m venv failed");
+    }
+    eprintln!("bench-peers: pip install -r {}", requirements.display());
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements)
+        .status()
+        .context("pip install")?;
+    anyhow::ensure!(status.success(), "pip install -r requirements.txt failed");
+    std::fs::write(&marker, wanted)?;
+    Ok(python)
+}
+
+fn release_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("FERROCAM_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release"));
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: cargo build --release -p ferrocam-tests --bins (make bench-peers does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A running peer: its processes and where a browser and the load generator reach it.
+struct Peer {
+    name: &'static str,
+    /// The process whose CPU and RSS are the peer's cost.
+    server: Process,
+    /// The RTP source feeding it, if separate (Janus).
+    source: Option<Process>,
+    /// Page path and query under the static server.
+    page: String,
+    /// Arguments for `receivers.py`.
+    receiver_args: Vec<String>,
+}
+
+async fn start_janus(root: &Path, logs: &Path) -> anyhow::Result<Peer> {
+    let janus = ["/usr/bin/janus", "/usr/local/bin/janus"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("janus not installed: run scripts/setup-system.sh bench")?;
+    let conf = root.join("target/bench/janus/conf");
+    std::fs::create_dir_all(&conf)?;
+    let http_port = free_port();
+    let rtp_port = free_port();
+    for name in [
+        "janus.jcfg",
+        "janus.transport.http.jcfg",
+        "janus.plugin.streaming.jcfg",
+    ] {
+        let template = std::fs::read_to_string(root.join("bench/peers/janus").join(name))?;
+        let text = template
+            .replace("@CONF_DIR@", &conf.display().to_string())
+            .replace("@HTTP_PORT@", &http_port.to_string())
+            .replace("@RTP_PORT@", &rtp_port.to_string());
+        std::fs::write(conf.join(name), text)?;
+    }
+    let mut cmd = Command::new(janus);
+    cmd.arg("-F")
+        .arg(&conf)
+        .arg("-L")
+        .arg(logs.join("janus-internal.log"))
+        .args(["-N", "-o"]);
+    let server = Process::spawn("janus", cmd, logs)?;
+    let base = format!("http://127.0.0.1:{http_port}/janus");
+    wait_http(
+        "janus's REST API",
+        &format!("{base}/info"),
+        Duration::from_secs(15),
+    )
+    .await?;
+
+    let mut src = Command::new(release_bin("stamp-source")?);
+    src.args(["--port", &rtp_port.to_string(), "--bitrate-kbps", "2000"]);
+    let source = Process::spawn("stamp-source", src, logs)?;
+    Ok(Peer {
+        name: "janus",
+        server,
+        source: Some(source),
+        page: format!(
+            "/bench/peers/janus.html?janus={}&mountpoint=1",
+            urlencode(&base)
+        ),
+        receiver_args: vec!["--peer".into(), "janus".into(), "--url".into(), base],
+    })
+}
+
+async fn start_aiortc(root: &Path, logs: &Path, python: &Path) -> anyhow::Result<Peer> {
+    let port = free_port();
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join("bench/peers/aiortc_server.py")).args([
+        "--port",
+        &port.to_string(),
+        "--bitrate-kbps",
+        "2000",
+    ]);
+    let server = Process::spawn("aiortc", cmd, logs)?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(
+        "the aiortc server",
+        &format!("{base}/health"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    Ok(Peer {
+        name: "aiortc",
+        server,
+        source: None,
+        page: format!("/bench/peers/aiortc.html?server={}", urlencode(&base)),
+        receiver_args: vec!["--peer".into(), "aiortc".into(), "--url".into(), base],
+    })
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Loads the page fresh and starts watching; returns once signaling is under way.
+async fn start_session(browser: &Browser, url: &str) -> anyhow::Result<()> {
+    browser.client.goto(url).await?;
+    let result = browser
+        .js_async("window.bench.start().then(() => done(null), (e) => done(String(e)));")
+        .await?;
+    anyhow::ensure!(result.is_null(), "bench.start() failed: {result}");
+    Ok(())
+}
+
+async fn stop_session(browser: &Browser) -> anyhow::Result<()> {
+    browser
+        .js_async("window.bench.stop().then(() => done(null), (e) => done(String(e)));")
+        .await?;
+    Ok(())
+}
+
+/// (a) Glass-to-glass: `n` meter samples from one viewer, after the first second's.
+async fn glass_to_glass(browser: &Browser, url: &str, n: usize) -> anyhow::Result<Value> {
+    start_session(browser, url).await?;
+    let want = n + G2G_SKIP;
+    let timeout = Duration::from_secs((want / 20 + 30) as u64);
+    let count = ferrocam_tests::eventually("meter samples", timeout, || async {
+        let v = browser
+            .js("return [window.bench.meter ? window.bench.meter.samples.length : 0, window.bench.error];")
+            .await?;
+        if let Some(err) = v[1].as_str() {
+            anyhow::bail!("the page reports: {err}");
+        }
+        let count = v[0].as_u64().unwrap_or(0) as usize;
+        Ok((count >= want).then_some(count))
+    })
+    .await?;
+    let v = browser
+        .js(&format!(
+            "return {{ samples: window.bench.meter.samples.slice({G2G_SKIP}), frames: window.bench.meter.frames, misses: window.bench.meter.misses }};"
+        ))
+        .await?;
+    stop_session(browser).await?;
+    let samples: Vec<f64> = v["samples"]
+        .as_array()
+        .context("no samples")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    eprintln!(
+        "  g2g: {} samples ({count} read, {} frames, {} unreadable)",
+        samples.len(),
+        v["frames"],
+        v["misses"]
+    );
+    let s = sorted(samples);
+    Ok(json!({
+        "p50": percentile(&s, 50.0),
+        "p95": percentile(&s, 95.0),
+        "p99": percentile(&s, 99.0),
+        "n": s.len(),
+    }))
+}
+
+/// (b) Time to first frame: `runs` fresh page loads (one more first, not counted: Chromium's
+/// first WebRTC session in a profile pays one-off start-up costs).
+async fn time_to_first_frame(browser: &Browser, url: &str, runs: usize) -> anyhow::Result<Value> {
+    let mut firsts = Vec::new();
+    let mut steps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut setups = Vec::new();
+    for run in 0..=runs {
+        start_session(browser, url).await?;
+        let timing =
+            ferrocam_tests::eventually("the first frame", Duration::from_secs(15), || async {
+                let v = browser
+                    .js("return [window.bench.timing, window.bench.error, window.bench.setup_ms];")
+                    .await?;
+                if let Some(err) = v[1].as_str() {
+                    anyhow::bail!("the page reports: {err}");
+                }
+                Ok(v[0].get("first_frame").is_some().then_some(v))
+            })
+            .await?;
+        stop_session(browser).await?;
+        if run == 0 {
+            continue;
+        }
+        let t = &timing[0];
+        firsts.push(t["first_frame"].as_f64().unwrap_or(f64::NAN));
+        for step in STEPS {
+            if let Some(ms) = t.get(step).and_then(Value::as_f64) {
+                steps.entry(step).or_default().push(ms);
+            }
+        }
+        if let Some(ms) = timing[2].as_f64() {
+            setups.push(ms);
+        }
+    }
+    let s = sorted(firsts);
+    let mut step_p50 = serde_json::Map::new();
+    for step in STEPS {
+        if let Some(v) = steps.remove(step) {
+            step_p50.insert(step.to_owned(), json!(percentile(&sorted(v), 50.0)));
+        }
+    }
+    let mut out = json!({
+        "p50": percentile(&s, 50.0),
+        "p95": percentile(&s, 95.0),
+        "n": s.len(),
+        "steps": step_p50,
+    });
+    if !setups.is_empty() {
+        // Janus: session create + plugin attach, before the clock starts (ferrocam's page has
+        // its signaling WebSocket open before the click too).
+        out["session_setup_ms_p50"] = json!(percentile(&sorted(setups), 50.0));
+    }
+    Ok(out)
+}
+
+/// The receive-only load generator (`bench/peers/receivers.py`), driven over stdin/stdout.
+struct Receivers {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Receivers {
+    fn spawn(python: &Path, args: &[String], logs: &Path) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(logs.join("receivers.log"))?;
+        let mut child = Command::new(python)
+            .arg(workspace_root().join("bench/peers/receivers.py"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("starting receivers.py")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = Some(BufReader::new(child.stdout.take().context("stdout")?));
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    async fn ask(&mut self, command: &str) -> anyhow::Result<Value> {
+        writeln!(self.stdin, "{command}")?;
+        self.stdin.flush()?;
+        // Blocking read, on a blocking thread; the reader moves there and back.
+        let mut stdout = self
+            .stdout
+            .take()
+            .context("receivers.py's stdout is gone")?;
+        let (stdout, line) = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let n = stdout.read_line(&mut line);
+            (stdout, n.map(|_| line))
+        })
+        .await?;
+        self.stdout = Some(stdout);
+        let line = line?;
+        let v: Value = serde_json::from_str(line.trim())
+            .with_context(|| format!("receivers.py said {line:?}"))?;
+        if let Some(err) = v.get("error") {
+            anyhow::bail!("receivers.py: {err}");
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (c) CPU and RSS of the peer's process (and of its RTP source) at each viewer level.
+async fn cpu_per_viewer(
+    peer: &Peer,
+    python: &Path,
+    logs: &Path,
+    ticks: f64,
+) -> anyhow::Result<Vec<Value>> {
+    let pid = peer.server.pid();
+    let source_pid = peer.source.as_ref().map(Process::pid);
+    let mut receivers = Receivers::spawn(python, &peer.receiver_args, logs)?;
+    let mut rows = Vec::new();
+    for level in LEVELS {
+        receivers.ask(&format!("viewers {level}")).await?;
+        tokio::time::sleep(SETTLE).await;
+        let before = receivers.ask("packets").await?;
+        let packets_before = before["packets"].as_u64().unwrap_or(0);
+        let bytes_before = before["bytes"].as_u64().unwrap_or(0);
+        let cpu_before = cpu_seconds(pid, ticks)?;
+        let source_before = source_pid.map(|p| cpu_seconds(p, ticks)).transpose()?;
+        let started = Instant::now();
+        tokio::time::sleep(SAMPLE).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = (cpu_seconds(pid, ticks)? - cpu_before) / elapsed * 100.0;
+        let source_cpu = match (source_pid, source_before) {
+            (Some(p), Some(before)) => Some((cpu_seconds(p, ticks)? - before) / elapsed * 100.0),
+            _ => None,
+        };
+        let reply = receivers.ask("packets").await?;
+        let packets = reply["packets"].as_u64().unwrap_or(0) - packets_before;
+        let bytes = reply["bytes"].as_u64().unwrap_or(0) - bytes_before;
+        let kbps_per_viewer = bytes as f64 * 8.0 / 1000.0 / elapsed / level as f64;
+        let rss = rss_mib(pid)?;
+        eprintln!(
+            "  {level} viewers: {cpu:.1} % CPU, {rss:.1} MiB RSS, {:.0} packets/s, \
+             {kbps_per_viewer:.0} kbit/s each{}",
+            packets as f64 / elapsed,
+            source_cpu
+                .map(|c| format!(" (source {c:.1} % CPU)"))
+                .unwrap_or_default()
+        );
+        let mut row = json!({
+            "viewers": level,
+            "cpu_pct": cpu,
+            "rss_mib": rss,
+            "packets_per_s": packets as f64 / elapsed,
+            "payload_kbps_per_viewer": kbps_per_viewer,
+        });
+        if let Some(c) = source_cpu {
+            row["source_cpu_pct"] = json!(c);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+async fn bench_peer(
+    peer: &Peer,
+    browser: &Browser,
+    static_base: &str,
+    python: &Path,
+    logs: &Path,
+) -> anyhow::Result<Value> {
+    let url = format!("{static_base}{}", peer.page);
+    let ticks = clock_ticks();
+    let g2g_n = env_usize("BENCH_G2G_SAMPLES", 600);
+    let ttff_runs = env_usize("BENCH_TTFF_RUNS", 20);
+    eprintln!("{}: glass-to-glass ({g2g_n} samples)", peer.name);
+    let g2g = glass_to_glass(browser, &url, g2g_n).await?;
+    eprintln!("{}: time to first frame ({ttff_runs} sessions)", peer.name);
+    let ttff = time_to_first_frame(browser, &url, ttff_runs).await?;
+    // The browser idles on a blank page while the lightweight viewers run.
+    browser.client.goto("about:blank").await?;
+    eprintln!("{}: CPU per viewer", peer.name);
+    let cpu = cpu_per_viewer(peer, python, logs, ticks).await?;
+    Ok(json!({ "peer": peer.name, "g2g_ms": g2g, "ttff_ms": ttff, "cpu": cpu }))
+}
+
+fn markdown(results: &[Value]) -> String {
+    let f = |v: &Value| v.as_f64().map_or("–".to_owned(), |x| format!("{x:.0}"));
+    let f1 = |v: &Value| v.as_f64().map_or("–".to_owned(), |x| format!("{x:.1}"));
+    let mut out = String::new();
+    out.push_str(
+        "| peer | g2g p50 / p95 / p99 (ms, n) | first frame p50 / p95 (ms, n) | answer | ICE connected | DTLS connected | first packet |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in results {
+        let g = &r["g2g_ms"];
+        let t = &r["ttff_ms"];
+        let s = &t["steps"];
+        out.push_str(&format!(
+            "| {} | {} / {} / {} ({}) | {} / {} ({}) | {} | {} | {} | {} |\n",
+            r["peer"].as_str().unwrap_or("?"),
+            f(&g["p50"]),
+            f(&g["p95"]),
+            f(&g["p99"]),
+            g["n"],
+            f(&t["p50"]),
+            f(&t["p95"]),
+            t["n"],
+            f(&s["answer"]),
+            f(&s["ice_connected"]),
+            f(&s["dtls_connected"]),
+            f(&s["first_packet"]),
+        ));
+    }
+    out.push_str("\n| peer | viewers | peer CPU (% of one core) | peer RSS (MiB) | RTP packets/s received (all viewers) | video kbit/s per viewer | RTP source CPU (%) |\n|---|---|---|---|---|---|---|\n");
+    for r in results {
+        for row in r["cpu"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                r["peer"].as_str().unwrap_or("?"),
+                row["viewers"],
+                f1(&row["cpu_pct"]),
+                f1(&row["rss_mib"]),
+                f(&row["packets_per_s"]),
+                f(&row["payload_kbps_per_viewer"]),
+                f1(&row["source_cpu_pct"]),
+            ));
+        }
+        let rows = r["cpu"].as_array().cloned().unwrap_or_default();
+        if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+            let n = (last["viewers"].as_f64().unwrap_or(0.0)
+                - first["viewers"].as_f64().unwrap_or(0.0))
+            .max(1.0);
+            out.push_str(&format!(
+                "\n{}: each viewer past the first **{:.2} % of a core** and **{:.2} MiB RSS**.\n\n",
+                r["peer"].as_str().unwrap_or("?"),
+                (last["cpu_pct"].as_f64().unwrap_or(0.0)
+                    - first["cpu_pct"].as_f64().unwrap_or(0.0))
+                    / n,
+                (last["rss_mib"].as_f64().unwrap_or(0.0)
+                    - first["rss_mib"].as_f64().unwrap_or(0.0))
+                    / n,
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let logs = root.join("target/bench/peers-logs");
+    std::fs::create_dir_all(&logs)?;
+    let which = std::env::var("BENCH_PEERS").unwrap_or_else(|_| "janus,aiortc".into());
+    let python = python_venv(&root)?;
+
+    // The pages and meter.js from the repository, on loopback.
+    let static_port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
+        .arg(static_port.to_string())
+        .arg("--directory")
+        .arg(&root);
+    let _static = Process::spawn("static", cmd, &logs)?;
+    let static_base = format!("http://127.0.0.1:{static_port}");
+    wait_http(
+        "the static server",
+        &format!("{static_base}/gateway/web/meter.js"),
+        Duration::from_secs(10),
+    )
+    .await?;
+    let browser = Browser::start(&logs).await?;
+
+    let mut results = Vec::new();
+    for name in which.split(',').map(str::trim) {
+        let peer_logs = logs.join(name);
+        let peer = match name {
+            "janus" => start_janus(&root, &peer_logs).await?,
+            "aiortc" => start_aiortc(&root, &peer_logs, &python).await?,
+            other => anyhow::bail!("unknown peer {other} (janus, aiortc)"),
+        };
+        // Let the source's first keyframe reach the peer.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let result = bench_peer(&peer, &browser, &static_base, &python, &peer_logs)
+            .await
+            .with_context(|| {
+                format!(
+                    "benchmarking {name} (logs in {}):\n{}",
+                    peer_logs.display(),
+                    peer.server.log_tail(3000)
+                )
+            })?;
+        results.push(result);
+    }
+    browser.close().await?;
+
+    let table = markdown(&results);
+    println!("{table}");
+    let out = root.join("target/bench/peers.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
