@@ -45,7 +45,7 @@ def peers():
         steps = p.get("ttff_ms", {}).get("steps", {})
         out.append({
             "peer": p["peer"],
-            "g2g_samples": p.get("g2g_samples", []),
+            "g2g_samples": p.get("g2g_ms", {}).get("samples", []),
             "ttff_steps": {k: (v["p50"] if isinstance(v, dict) else v) for k, v in steps.items()},
             "cpu": p.get("cpu", []),
         })

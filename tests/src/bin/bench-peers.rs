@@ -326,12 +326,13 @@ async fn glass_to_glass(browser: &Browser, url: &str, n: usize) -> anyhow::Resul
         v["frames"],
         v["misses"]
     );
-    let s = sorted(samples);
+    let s = sorted(samples.clone());
     Ok(json!({
         "p50": percentile(&s, 50.0),
         "p95": percentile(&s, 95.0),
         "p99": percentile(&s, 99.0),
         "n": s.len(),
+        "samples": samples,
     }))
 }
 
