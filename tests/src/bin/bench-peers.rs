@@ -27,7 +27,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ferrocam_tests::process::workspace_root;
+use ferrocam_tests::process::{cpu_seconds, rss_mib, workspace_root};
 use ferrocam_tests::{Browser, Process, free_port};
 use serde_json::{Value, json};
 
@@ -54,38 +54,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// CPU seconds (user + system) the process has used.
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow::anyhow!("bad stat"))? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / ticks_per_second)
-}
-
-/// Resident set size in MiB.
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?
-        .parse()?;
-    Ok(kib / 1024.0)
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Nearest-rank percentile, as `FerrocamMeter.percentile` computes it.
@@ -460,12 +428,7 @@ impl Drop for Receivers {
 }
 
 /// (c) CPU and RSS of the peer's process (and of its RTP source) at each viewer level.
-async fn cpu_per_viewer(
-    peer: &Peer,
-    python: &Path,
-    logs: &Path,
-    ticks: f64,
-) -> anyhow::Result<Vec<Value>> {
+async fn cpu_per_viewer(peer: &Peer, python: &Path, logs: &Path) -> anyhow::Result<Vec<Value>> {
     let pid = peer.server.pid();
     let source_pid = peer.source.as_ref().map(Process::pid);
     let mut receivers = Receivers::spawn(python, &peer.receiver_args, logs)?;
@@ -476,14 +439,14 @@ async fn cpu_per_viewer(
         let before = receivers.ask("packets").await?;
         let packets_before = before["packets"].as_u64().unwrap_or(0);
         let bytes_before = before["bytes"].as_u64().unwrap_or(0);
-        let cpu_before = cpu_seconds(pid, ticks)?;
-        let source_before = source_pid.map(|p| cpu_seconds(p, ticks)).transpose()?;
+        let cpu_before = cpu_seconds(pid)?;
+        let source_before = source_pid.map(cpu_seconds).transpose()?;
         let started = Instant::now();
         tokio::time::sleep(SAMPLE).await;
         let elapsed = started.elapsed().as_secs_f64();
-        let cpu = (cpu_seconds(pid, ticks)? - cpu_before) / elapsed * 100.0;
+        let cpu = (cpu_seconds(pid)? - cpu_before) / elapsed * 100.0;
         let source_cpu = match (source_pid, source_before) {
-            (Some(p), Some(before)) => Some((cpu_seconds(p, ticks)? - before) / elapsed * 100.0),
+            (Some(p), Some(before)) => Some((cpu_seconds(p)? - before) / elapsed * 100.0),
             _ => None,
         };
         let reply = receivers.ask("packets").await?;
@@ -522,7 +485,6 @@ async fn bench_peer(
     logs: &Path,
 ) -> anyhow::Result<Value> {
     let url = format!("{static_base}{}", peer.page);
-    let ticks = clock_ticks();
     let g2g_n = env_usize("BENCH_G2G_SAMPLES", 600);
     let ttff_runs = env_usize("BENCH_TTFF_RUNS", 20);
     eprintln!("{}: glass-to-glass ({g2g_n} samples)", peer.name);
@@ -532,7 +494,7 @@ async fn bench_peer(
     // The browser idles on a blank page while the lightweight viewers run.
     browser.client.goto("about:blank").await?;
     eprintln!("{}: CPU per viewer", peer.name);
-    let cpu = cpu_per_viewer(peer, python, logs, ticks).await?;
+    let cpu = cpu_per_viewer(peer, python, logs).await?;
     Ok(json!({ "peer": peer.name, "g2g_ms": g2g, "ttff_ms": ttff, "cpu": cpu }))
 }
 

@@ -10,48 +10,15 @@
 
 use std::time::{Duration, Instant};
 
+use ferrocam_tests::process::{cpu_seconds, rss_mib};
 use ferrocam_tests::{Stack, StackOptions, WhepOptions, WhepPlayer};
 
 const LEVELS: [usize; 4] = [1, 4, 8, 16];
 const SETTLE: Duration = Duration::from_secs(3);
 const SAMPLE: Duration = Duration::from_secs(10);
 
-/// CPU seconds (user + system) the process has used.
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow::anyhow!("bad stat"))? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / ticks_per_second)
-}
-
-/// Resident set size in MiB.
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?
-        .parse()?;
-    Ok(kib / 1024.0)
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let ticks = clock_ticks();
     let stack = Stack::start(StackOptions::new("bench_viewers").device_args(&[
         "--audio",
         "off",
@@ -74,10 +41,10 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(SETTLE).await;
         let packets_before: u64 = players.iter().map(|p| p.rtp_packets()).sum();
-        let cpu_before = cpu_seconds(pid, ticks)?;
+        let cpu_before = cpu_seconds(pid)?;
         let started = Instant::now();
         tokio::time::sleep(SAMPLE).await;
-        let cpu = (cpu_seconds(pid, ticks)? - cpu_before) / started.elapsed().as_secs_f64();
+        let cpu = (cpu_seconds(pid)? - cpu_before) / started.elapsed().as_secs_f64();
         let packets: u64 = players.iter().map(|p| p.rtp_packets()).sum::<u64>() - packets_before;
         let rss = rss_mib(pid)?;
         anyhow::ensure!(
