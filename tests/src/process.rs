@@ -185,3 +185,23 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
     Ok((utime + stime) / ticks)
 }
+
+/// Runs a command to completion; fails with its output when it exits unsuccessfully.
+pub fn run(command: &mut Command) -> anyhow::Result<std::process::Output> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{command:?} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(output)
+}
+
+/// [`run`], returning what the command printed.
+pub fn stdout(command: &mut Command) -> anyhow::Result<String> {
+    Ok(String::from_utf8(run(command)?.stdout)?)
+}

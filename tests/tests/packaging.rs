@@ -11,10 +11,10 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use anyhow::Context;
-use ferrocam_tests::process::{workspace_bin, workspace_root};
+use ferrocam_tests::process::{run, stdout, workspace_bin, workspace_root};
 
 /// A fresh scratch folder under cargo's target/tmp.
 fn scratch(name: &str) -> anyhow::Result<PathBuf> {
@@ -22,25 +22,6 @@ fn scratch(name: &str) -> anyhow::Result<PathBuf> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-/// Runs a command and returns its output, failing with its stderr when it fails.
-fn run(command: &mut Command) -> anyhow::Result<Output> {
-    let output = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "{command:?} failed ({}): {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(output)
-}
-
-fn stdout(command: &mut Command) -> anyhow::Result<String> {
-    Ok(String::from_utf8(run(command)?.stdout)?)
 }
 
 fn cargo_deb_installed() -> bool {

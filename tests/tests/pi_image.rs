@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::Context;
-use ferrocam_tests::process::workspace_root;
+use ferrocam_tests::process::{self, workspace_root};
 
 const SECTOR: u64 = 512;
 const BOOT_START: u64 = 8192;
@@ -18,23 +18,13 @@ const PART_SECTORS: u64 = 131_072; // 64 MiB each
 const ROOT_START: u64 = BOOT_START + PART_SECTORS;
 const CMDLINE: &str = "console=serial0,115200 console=tty1 root=PARTUUID=5e3da3da-02 rootfstype=ext4 fsck.repair=yes rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot";
 
+/// mtools refuses FAT images whose geometry it finds odd; ours are made by mkfs.vfat.
 fn run(command: &mut Command) -> anyhow::Result<Output> {
-    let output = command
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "{command:?} failed ({}): {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(output)
+    process::run(command.env("MTOOLS_SKIP_CHECK", "1"))
 }
 
 fn stdout(command: &mut Command) -> anyhow::Result<String> {
-    Ok(String::from_utf8(run(command)?.stdout)?)
+    process::stdout(command.env("MTOOLS_SKIP_CHECK", "1"))
 }
 
 /// Copies `len` bytes at `offset` of `from` into a new file.

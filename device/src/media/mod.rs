@@ -10,7 +10,6 @@ mod keyframes;
 mod pipeline;
 mod snapshot;
 mod source;
-pub mod stamp;
 
 #[cfg(test)]
 mod tests;

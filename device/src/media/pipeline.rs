@@ -24,7 +24,7 @@ pub struct VideoPlan {
     pub fps: u32,
     pub bitrate_kbps: u32,
     pub keyframe_interval: u32,
-    /// Paint each frame's capture time into it (the glass-to-glass meter, [`super::stamp`]).
+    /// Paint each frame's capture time into it (the glass-to-glass meter, `ferrocam_stamp_gst`).
     pub stamp: bool,
 }
 
@@ -158,7 +158,7 @@ impl VideoPipeline {
         );
 
         if plan.stamp && plan.format != CaptureFormat::H264 {
-            super::stamp::attach(&pipeline, plan.width)?;
+            ferrocam_stamp_gst::attach(&pipeline, plan.width)?;
         }
         let bus = BusWatch::start(&pipeline, on_fault)?;
         if let Err(e) = pipeline.set_state(gst::State::Playing) {

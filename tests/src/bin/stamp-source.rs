@@ -8,10 +8,6 @@
 //!
 //! `stamp-source --port 5004 [--bitrate-kbps 2000] [--keyframe-interval 60]`; runs until killed.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Context;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -19,13 +15,6 @@ use gstreamer::prelude::*;
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
 const FPS: u32 = 30;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 struct Args {
     port: u16,
@@ -81,71 +70,6 @@ fn launch_line(args: &Args) -> String {
     )
 }
 
-/// Records each frame's wall-clock time where the source produces it and paints it in the
-/// `stamp` element, as `device/src/media/stamp.rs` does.
-fn attach_stamp(pipeline: &gst::Pipeline) -> anyhow::Result<()> {
-    let captured: Arc<Mutex<VecDeque<(gst::ClockTime, u64)>>> = Arc::default();
-    let src = pipeline.by_name("src").context("no src element")?;
-    let src_pad = src.static_pad("src").context("src without a src pad")?;
-    {
-        let captured = Arc::clone(&captured);
-        src_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
-                let mut q = captured.lock().expect("stamp lock");
-                q.push_back((pts, now_ms()));
-                if q.len() > 64 {
-                    q.pop_front();
-                }
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
-    let stamp = pipeline.by_name("stamp").context("no stamp element")?;
-    let pad = stamp.static_pad("src").context("stamp without a src pad")?;
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let Some(buffer) = info.buffer_mut() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let ms = buffer
-            .pts()
-            .and_then(|pts| {
-                let q = captured.lock().expect("stamp lock");
-                q.iter().rev().find(|(p, _)| *p == pts).map(|(_, ms)| *ms)
-            })
-            .unwrap_or_else(now_ms);
-        let Some(caps) = pad.current_caps() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let Ok(video) = gstreamer_video::VideoInfo::from_caps(&caps) else {
-            return gst::PadProbeReturn::Ok;
-        };
-        if video.format() != gstreamer_video::VideoFormat::I420 {
-            return gst::PadProbeReturn::Ok;
-        }
-        let buffer = buffer.make_mut();
-        let Ok(mut frame) =
-            gstreamer_video::VideoFrameRef::from_buffer_ref_writable(buffer, &video)
-        else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let strides = [
-            video.stride()[0] as usize,
-            video.stride()[1] as usize,
-            video.stride()[2] as usize,
-        ];
-        let [y, u, v, _] = frame.planes_data_mut();
-        ferrocam_protocol::stamp::paint(
-            y,
-            strides[0],
-            [(u, strides[1]), (v, strides[2])],
-            video.width() as usize,
-            ms,
-        );
-        gst::PadProbeReturn::Ok
-    });
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     gst::init()?;
@@ -154,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("building {line}"))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    attach_stamp(&pipeline)?;
+    ferrocam_stamp_gst::attach(&pipeline, WIDTH)?;
     pipeline.set_state(gst::State::Playing)?;
     eprintln!("stamp-source: {line}");
     let bus = pipeline.bus().context("pipeline without a bus")?;

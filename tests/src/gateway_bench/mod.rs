@@ -19,16 +19,19 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use ferrocam_protocol::{
-    DeviceId, DeviceStatus, Envelope, MAX_SIGNAL_PAYLOAD, PROTOCOL_VERSION, Party, Signal, topics,
-};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use ferrocam_protocol::DeviceId;
 
 use crate::process::{Process, cpu_seconds, free_port, rss_mib, workspace_bin, workspace_root};
+
+mod fleet;
+mod stats;
+
+use fleet::{Fleet, SimStats, spawn_device};
+pub use stats::{Histogram, HistogramEstimate, Percentiles, percentiles};
 
 /// The gateway instance id the benchmark starts.
 pub const INSTANCE: &str = "gw-bench";
@@ -91,27 +94,6 @@ impl BenchOptions {
             name: format!("bench-gateway-{devices}-{broker}"),
         }
     }
-}
-
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Percentiles {
-    pub count: usize,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub mean: f64,
-}
-
-/// Quantiles estimated from a Prometheus histogram (linear inside a bucket), in milliseconds.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct HistogramEstimate {
-    pub count: u64,
-    pub p50: f64,
-    pub p99: f64,
-    /// Exact: the histogram's sum over its count.
-    pub mean: f64,
 }
 
 /// What one run measured.
@@ -242,125 +224,6 @@ pub fn raise_nofile_limit() -> anyhow::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// Nearest-rank percentiles of `samples` (milliseconds).
-pub fn percentiles(samples: &mut [f64]) -> Percentiles {
-    if samples.is_empty() {
-        return Percentiles::default();
-    }
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-        samples[rank - 1]
-    };
-    Percentiles {
-        count: samples.len(),
-        p50: at(0.50),
-        p95: at(0.95),
-        p99: at(0.99),
-        max: samples[samples.len() - 1],
-        mean: samples.iter().sum::<f64>() / samples.len() as f64,
-    }
-}
-
-/// A Prometheus histogram read from the text exposition: cumulative `(le, count)` buckets
-/// (the last is `+Inf`) and the sum.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Histogram {
-    pub buckets: Vec<(f64, u64)>,
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl Histogram {
-    /// Reads histogram `name` (without the `_bucket` suffix) from `text`.
-    pub fn parse(text: &str, name: &str) -> Self {
-        let mut h = Self::default();
-        for line in text.lines() {
-            let Some(rest) = line.strip_prefix(name) else {
-                continue;
-            };
-            let value = || rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-            if let Some(labels) = rest.strip_prefix("_bucket{") {
-                let le = labels
-                    .split("le=\"")
-                    .nth(1)
-                    .and_then(|v| v.split('"').next())
-                    .map(|v| {
-                        if v == "+Inf" {
-                            f64::INFINITY
-                        } else {
-                            v.parse().unwrap_or(f64::NAN)
-                        }
-                    });
-                if let (Some(le), Some(n)) = (le, value()) {
-                    h.buckets.push((le, n as u64));
-                }
-            } else if rest.starts_with("_sum") {
-                h.sum = value().unwrap_or_default();
-            } else if rest.starts_with("_count") {
-                h.count = value().unwrap_or_default() as u64;
-            }
-        }
-        h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        h
-    }
-
-    /// What was observed between `earlier` and `self`.
-    pub fn since(&self, earlier: &Histogram) -> Histogram {
-        let before = |le: f64| {
-            earlier
-                .buckets
-                .iter()
-                .find(|(l, _)| *l == le)
-                .map_or(0, |(_, n)| *n)
-        };
-        Histogram {
-            buckets: self
-                .buckets
-                .iter()
-                .map(|&(le, n)| (le, n.saturating_sub(before(le))))
-                .collect(),
-            sum: self.sum - earlier.sum,
-            count: self.count.saturating_sub(earlier.count),
-        }
-    }
-
-    /// The `q` quantile, interpolated linearly inside its bucket (in the histogram's unit).
-    /// In the `+Inf` bucket, the largest finite bound.
-    pub fn quantile(&self, q: f64) -> f64 {
-        let total = self.buckets.last().map_or(0, |b| b.1);
-        if total == 0 {
-            return 0.0;
-        }
-        let target = q * total as f64;
-        let (mut lower, mut below) = (0.0, 0u64);
-        for &(le, n) in &self.buckets {
-            if n as f64 >= target && n > below {
-                if le.is_infinite() {
-                    return lower;
-                }
-                return lower + (le - lower) * (target - below as f64) / (n - below) as f64;
-            }
-            lower = le;
-            below = n;
-        }
-        lower
-    }
-
-    fn estimate_ms(&self) -> HistogramEstimate {
-        HistogramEstimate {
-            count: self.count,
-            p50: self.quantile(0.50) * 1000.0,
-            p99: self.quantile(0.99) * 1000.0,
-            mean: if self.count > 0 {
-                self.sum / self.count as f64 * 1000.0
-            } else {
-                0.0
-            },
-        }
-    }
-}
-
 /// What a WHEP player might offer: receive-only H.264. The gateway reads only the ufrag.
 const OFFER_SDP: &str = "v=0\r\n\
 o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
@@ -378,133 +241,6 @@ a=recvonly\r\n\
 a=rtcp-mux\r\n\
 a=rtpmap:102 H264/90000\r\n\
 a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
-
-/// The simulated device's answer, candidates included (a `trickle: false` answer).
-const ANSWER_SDP: &str = "v=0\r\n\
-o=- 1790000000000000000 1 IN IP4 127.0.0.1\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=group:BUNDLE 0\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
-c=IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:simd\r\n\
-a=ice-pwd:simulatedsimulatedsimu\r\n\
-a=fingerprint:sha-256 1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08:6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64\r\n\
-a=setup:active\r\n\
-a=mid:0\r\n\
-a=sendonly\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:102 H264/90000\r\n\
-a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
-a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n\
-a=end-of-candidates\r\n";
-
-/// Counters shared by every simulated device.
-#[derive(Default)]
-struct SimStats {
-    /// Connection errors (each is followed by a reconnect).
-    errors: AtomicU64,
-    answered: AtomicU64,
-    /// Answers the client's request queue had no room for.
-    dropped: AtomicU64,
-}
-
-/// The simulated devices; dropping it disconnects them all (without goodbyes: last wills).
-struct Fleet {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    stats: Arc<SimStats>,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-/// The answer to `payload` if it is an offer for `me` whose reply topic is `me`'s own.
-fn answer(me: &DeviceId, payload: &[u8]) -> Option<(String, Vec<u8>)> {
-    let envelope = Envelope::decode(payload).ok()?;
-    if envelope.device != *me || !matches!(envelope.body, Signal::Offer { .. }) {
-        return None;
-    }
-    let reply_to = envelope.reply_to?;
-    let (device, _instance) = topics::parse_device_reply(&reply_to)?;
-    if device != *me {
-        return None;
-    }
-    let reply = Envelope::new(
-        Party::Device(me.clone()),
-        me.clone(),
-        envelope.session,
-        Signal::Answer {
-            sdp: ANSWER_SDP.to_owned(),
-        },
-    );
-    Some((reply_to, reply.encode()))
-}
-
-/// One simulated device: connect, announce, answer offers, reconnect after errors.
-fn spawn_device(
-    id: DeviceId,
-    port: u16,
-    epoch: u64,
-    stats: Arc<SimStats>,
-) -> tokio::task::JoinHandle<()> {
-    let status_topic = topics::device_status(&id);
-    let signal_topic = topics::device_signal(&id);
-    let status = |online: bool| {
-        serde_json::to_vec(&DeviceStatus {
-            v: PROTOCOL_VERSION,
-            device: id.clone(),
-            online,
-            epoch,
-            version: "bench-sim".to_owned(),
-            capabilities: None,
-        })
-        .expect("status serializes")
-    };
-    let online = status(true);
-    let mut options = MqttOptions::new(format!("ferrocam-{id}"), "127.0.0.1", port);
-    options
-        .set_keep_alive(Duration::from_secs(45))
-        .set_clean_session(true)
-        .set_max_packet_size(MAX_SIGNAL_PAYLOAD * 2, MAX_SIGNAL_PAYLOAD * 2)
-        .set_last_will(LastWill::new(
-            &status_topic,
-            status(false),
-            QoS::AtLeastOnce,
-            true,
-        ));
-    let (client, mut events) = AsyncClient::new(options, 8);
-    tokio::spawn(async move {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    // Subscribe before announcing, so no offer can come before the
-                    // subscription. `try_`: only this loop drains the request queue.
-                    let _ = client.try_subscribe(&signal_topic, QoS::AtMostOnce);
-                    let _ =
-                        client.try_publish(&status_topic, QoS::AtLeastOnce, true, online.clone());
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Some((topic, payload)) = answer(&id, &p.payload) {
-                        match client.try_publish(topic, QoS::AtMostOnce, false, payload) {
-                            Ok(()) => stats.answered.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => stats.dropped.fetch_add(1, Ordering::Relaxed),
-                        };
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    })
-}
 
 /// A blocking HTTP client that reports every status instead of failing on 4xx/5xx.
 fn agent() -> ureq::Agent {
@@ -854,41 +590,5 @@ ferrocam_gateway_answer_latency_seconds_bucket{le=\"+Inf\"} 10\n";
         let mut samples: Vec<f64> = (1..=100).map(f64::from).collect();
         let p = percentiles(&mut samples);
         assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
-    }
-
-    #[test]
-    fn simulated_devices_answer_only_their_own_offers() {
-        let me = DeviceId::parse("sim-00001").unwrap();
-        let session = ferrocam_protocol::SessionId::from_random([3; 16]);
-        let offer = |device: &str, reply_to: &str| {
-            Envelope::new(
-                Party::Gateway(ferrocam_protocol::InstanceId::parse(INSTANCE).unwrap()),
-                DeviceId::parse(device).unwrap(),
-                session.clone(),
-                Signal::Offer {
-                    sdp: OFFER_SDP.to_owned(),
-                    trickle: false,
-                    role: Default::default(),
-                    grant: None,
-                },
-            )
-            .reply_to(reply_to.to_owned())
-            .encode()
-        };
-        let own = "ferrocam/v1/devices/sim-00001/reply/gw-bench";
-        let (topic, payload) = answer(&me, &offer("sim-00001", own)).unwrap();
-        assert_eq!(topic, own);
-        let reply = Envelope::decode(&payload).unwrap();
-        assert_eq!(reply.from, Party::Device(me.clone()));
-        assert_eq!(reply.session, session);
-        assert!(matches!(reply.body, Signal::Answer { .. }));
-        assert!(answer(&me, &offer("sim-00002", own)).is_none());
-        assert!(
-            answer(
-                &me,
-                &offer("sim-00001", "ferrocam/v1/devices/sim-00002/reply/gw")
-            )
-            .is_none()
-        );
     }
 }

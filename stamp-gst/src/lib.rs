@@ -1,5 +1,7 @@
 //! Wires the glass-to-glass stamp (`ferrocam_protocol::stamp`: each frame's capture time
-//! painted into the frame as a row of blocks) into the capture pipeline.
+//! painted into the frame as a row of blocks) into a GStreamer pipeline. Used by the device's
+//! capture pipeline and by the benchmark's `stamp-source`, which feeds the same stamped picture
+//! to Janus, so both are measured with one meter.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
