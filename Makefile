@@ -39,7 +39,7 @@ e2e: build
 # `build`, so nothing is compiled twice (selecting one package re-resolves features and
 # rebuilds shared dependencies).
 all-tests: build
-	$(CARGO) test --workspace --locked -- --test-threads=1
+	$(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=1
 
 clean:
 	$(CARGO) clean

@@ -40,6 +40,16 @@ def peers():
             "ttff_steps": {k: v["p50"] for k, v in latency["chromium"]["ttff_ms"].items()},
             "cpu": (viewers or {}).get("cpu", []),
         })
+        # The same page with the browser writing the offer: first frame only (its CPU and
+        # glass to glass do not depend on who offers).
+        browser_offer = latency["chromium"].get("ttff_browser_offer_ms")
+        if browser_offer:
+            out.append({
+                "peer": "ferrocam, browser offers",
+                "g2g_samples": [],
+                "ttff_steps": {k: v["p50"] for k, v in browser_offer.items()},
+                "cpu": [],
+            })
     others = load("peers.json") or []
     for p in others if isinstance(others, list) else others.get("peers", []):
         steps = p.get("ttff_ms", {}).get("steps", {})

@@ -12,12 +12,12 @@ use ferrocam_protocol::{Envelope, ErrorCode, GrantClaims, SessionId, Signal};
 use tokio::sync::mpsc;
 
 use crate::grant::GrantVerifier;
-use crate::session::{self, Offer, SessionContext, SessionInput};
+use crate::session::{self, Request, SessionContext, SessionInput};
 
 /// Inbox depth of one session; excess messages (a candidate flood) are dropped.
 const SESSION_INBOX: usize = 64;
 
-/// Routes inbound envelopes to sessions and starts sessions on offers.
+/// Routes inbound envelopes to sessions and starts sessions on offers and invites.
 pub struct Agent {
     ctx: SessionContext,
     max_sessions: usize,
@@ -142,15 +142,26 @@ impl Agent {
                 role,
                 grant,
             } => {
-                let offer = Offer {
+                let request = Request {
                     session: session.clone(),
                     reply_to: String::new(), // filled in once validated
-                    sdp,
+                    offer: Some(sdp),
                     trickle,
                     role,
                     ice_servers: Vec::new(), // from the grant
                 };
-                return self.start_session(session, reply_to, grant, offer);
+                return self.start_session(session, reply_to, grant, request);
+            }
+            Signal::Invite { role, grant } => {
+                let request = Request {
+                    session: session.clone(),
+                    reply_to: String::new(),
+                    offer: None,
+                    trickle: true,
+                    role,
+                    ice_servers: Vec::new(),
+                };
+                return self.start_session(session, reply_to, grant, request);
             }
             Signal::Control {
                 role,
@@ -159,6 +170,7 @@ impl Agent {
             } => {
                 return self.relayed_control(session, reply_to, role, grant, request);
             }
+            Signal::Answer { sdp } => SessionInput::Answer(sdp),
             Signal::Candidate { candidate } => SessionInput::Candidate(candidate),
             Signal::EndOfCandidates => SessionInput::EndOfCandidates,
             Signal::HangUp { reason } => SessionInput::HangUp(reason),
@@ -214,10 +226,10 @@ impl Agent {
         session: SessionId,
         reply_to: Option<String>,
         grant: Option<String>,
-        offer: Offer,
+        request: Request,
     ) {
         let Some(reply_to) = self.valid_reply_topic(reply_to) else {
-            tracing::warn!(%session, "offer without a valid reply topic");
+            tracing::warn!(%session, "session request without a valid reply topic");
             return;
         };
         if self
@@ -226,17 +238,17 @@ impl Agent {
             .expect("sessions lock")
             .contains_key(&session)
         {
-            tracing::warn!(%session, "duplicate offer ignored");
+            tracing::warn!(%session, "duplicate session request ignored");
             return;
         }
         let Some(claims) = self.check_grant(grant.as_deref(), &session, &reply_to) else {
             return;
         };
         tracing::info!(%session, user = %claims.usr, gateway = %claims.iss, role = ?claims.role, "session granted");
-        let offer = Offer {
-            role: offer.role.min(claims.role),
+        let request = Request {
+            role: request.role.min(claims.role),
             ice_servers: claims.ice,
-            ..offer
+            ..request
         };
         let mut sessions = self.sessions.lock().expect("sessions lock");
         if sessions.len() >= self.max_sessions {
@@ -261,7 +273,15 @@ impl Agent {
         let ctx = self.ctx.clone();
         let registry = Arc::clone(&self.sessions);
         tokio::spawn(async move {
-            session::run(ctx, Offer { reply_to, ..offer }, rx).await;
+            session::run(
+                ctx,
+                Request {
+                    reply_to,
+                    ..request
+                },
+                rx,
+            )
+            .await;
             registry.lock().expect("sessions lock").remove(&session);
         });
     }

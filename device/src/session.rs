@@ -1,7 +1,9 @@
-//! One viewer session on the device: answer the offer, trade candidates, stream until it ends.
+//! One viewer session on the device: answer the viewer's offer (or make one and take the
+//! viewer's answer), trade candidates, stream until it ends.
 //!
 //! A session is a task with an inbox. Messages for it arrive in order (offer first, then
-//! candidates), so no candidate can race ahead of the offer it belongs to.
+//! candidates), so no candidate can race ahead of the offer it belongs to. When the device
+//! offers, the viewer's candidates may still arrive before its answer is applied: they wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,8 @@ pub const MAX_REMOTE_CANDIDATES: usize = 64;
 /// A message for a running session.
 #[derive(Debug)]
 pub enum SessionInput {
+    /// The viewer's answer to the device's offer.
+    Answer(String),
     Candidate(IceCandidate),
     EndOfCandidates,
     HangUp(String),
@@ -74,10 +78,11 @@ impl SessionContext {
 }
 
 /// What a session starts from.
-pub struct Offer {
+pub struct Request {
     pub session: SessionId,
     pub reply_to: String,
-    pub sdp: String,
+    /// The viewer's offer, or `None` when the viewer asked the device to offer.
+    pub offer: Option<String>,
     /// Trickle candidates (browsers over WebSocket) or put them all in the answer (WHEP).
     pub trickle: bool,
     /// What the session's control channel may do.
@@ -87,15 +92,15 @@ pub struct Offer {
 }
 
 /// Runs one session to its end.
-pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<SessionInput>) {
-    let Offer {
+pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receiver<SessionInput>) {
+    let Request {
         session,
         reply_to,
-        sdp: offer_sdp,
+        offer: offer_sdp,
         trickle,
         role,
         ice_servers,
-    } = offer;
+    } = request;
     let say = |body: Signal| ctx.say(&reply_to, &session, body);
 
     // Start (or keep) the pipeline now, so it warms up while ICE and DTLS run.
@@ -111,28 +116,44 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
         }
     };
     let with_audio = ctx.media.audio_enabled();
-    let (peer, answer, mut events) =
-        match Peer::answer(&ctx.rtc, offer_sdp, with_audio, &ice_servers).await {
-            Ok(ok) => ok,
-            Err(AnswerError::NoCommonCodec(message)) => {
-                say(Signal::Error {
-                    code: ErrorCode::NoCommonCodec,
-                    message,
-                });
-                return;
+    let built = match offer_sdp {
+        Some(offer_sdp) => Peer::answer(&ctx.rtc, offer_sdp, with_audio, &ice_servers)
+            .await
+            .map(|(peer, answer, events)| (peer, answer, events, None)),
+        None => Peer::offer(&ctx.rtc, with_audio, &ice_servers)
+            .await
+            .map(|(peer, offer, events, channel)| (peer, offer, events, Some(channel)))
+            .map_err(AnswerError::Failed),
+    };
+    let (peer, local_sdp, mut events, offered_channel) = match built {
+        Ok(ok) => ok,
+        Err(e) => return say(refusal(&session, e)),
+    };
+    // Our offer names the control channel; the viewer's answer cannot refuse it.
+    let we_offer = offered_channel.is_some();
+    let mut channels: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // The viewer closing its control channel is a hang-up too (a closing tab often does only
+    // that before its connection times out).
+    let (control_closed_tx, mut control_closed) = mpsc::unbounded_channel::<()>();
+    if let Some(channel) = offered_channel {
+        channels.push(spawn_control(channel, role, &ctx, &control_closed_tx));
+    }
+    // Ask for the viewer's keyframe as ICE starts (our answer goes out, or the viewer's answer
+    // comes in), not when DTLS is up: the encoder then has it ready by the time media can flow
+    // (ICE + DTLS take longer than one frame), and the feed holds it.
+    let mut early_feed = (!we_offer).then(|| ctx.media.video_feed());
+    let describe = |sdp: String| {
+        if we_offer {
+            Signal::Offer {
+                sdp,
+                trickle: true,
+                role,
+                grant: None,
             }
-            Err(AnswerError::Failed(e)) => {
-                tracing::warn!(%session, error = format!("{e:#}"), "could not answer offer");
-                say(Signal::Error {
-                    code: ErrorCode::BadRequest,
-                    message: format!("could not answer the offer: {e:#}"),
-                });
-                return;
-            }
-        };
-    // Ask for the viewer's keyframe now, not when DTLS is up: the encoder then has it ready by
-    // the time media can flow (ICE + DTLS take longer than one frame), and the feed holds it.
-    let mut early_feed = Some(ctx.media.video_feed());
+        } else {
+            Signal::Answer { sdp }
+        }
+    };
     let answered = if trickle {
         let gathered = tokio::time::timeout(HOST_GATHER_WAIT, async {
             // Candidates gathered meanwhile are in the local description: not trickled again.
@@ -145,12 +166,12 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
         })
         .await
         .unwrap_or(false);
-        let sdp = peer.local_sdp().await.unwrap_or(answer);
-        say(Signal::Answer { sdp });
+        let sdp = peer.local_sdp().await.unwrap_or(local_sdp);
+        say(describe(sdp));
         if gathered {
             say(Signal::EndOfCandidates);
         }
-        tracing::info!(%session, "answered offer");
+        tracing::info!(%session, we_offer, "sent our description");
         true
     } else {
         false
@@ -160,25 +181,42 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
     let mut answered = answered;
 
     let mut remote_candidates = 0usize;
+    // When we offered: whether the viewer's answer is applied, and its candidates until then.
+    let mut remote_answered = !we_offer;
+    let mut early_candidates: Vec<IceCandidate> = Vec::new();
     let mut streaming: Option<Streaming> = None;
-    let mut channels: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    // The viewer closing its control channel is a hang-up too (a closing tab often does only
-    // that before its connection times out).
-    let (control_closed_tx, mut control_closed) = mpsc::unbounded_channel::<()>();
     let deadline = tokio::time::sleep(ctx.connect_timeout);
     tokio::pin!(deadline);
 
     let reason = loop {
         tokio::select! {
             input = inbox.recv() => match input {
+                Some(SessionInput::Answer(sdp)) => {
+                    if remote_answered {
+                        tracing::warn!(%session, "unexpected answer ignored");
+                        continue;
+                    }
+                    if let Err(e) = peer.accept_answer(sdp).await {
+                        say(refusal(&session, e));
+                        break "the viewer's answer was refused".to_owned();
+                    }
+                    remote_answered = true;
+                    early_feed = Some(ctx.media.video_feed());
+                    tracing::info!(%session, "viewer answered");
+                    for candidate in early_candidates.drain(..) {
+                        add_candidate(&peer, &session, candidate).await;
+                    }
+                }
                 Some(SessionInput::Candidate(candidate)) => {
                     remote_candidates += 1;
                     if remote_candidates > MAX_REMOTE_CANDIDATES {
                         tracing::warn!(%session, "candidate limit reached; ignoring the rest");
                         continue;
                     }
-                    if let Err(e) = peer.add_remote_candidate(candidate).await {
-                        tracing::debug!(%session, error = %e, "bad remote candidate");
+                    if remote_answered {
+                        add_candidate(&peer, &session, candidate).await;
+                    } else {
+                        early_candidates.push(candidate);
                     }
                 }
                 Some(SessionInput::EndOfCandidates) => {}
@@ -210,13 +248,7 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
                 }
                 Some(PeerEvent::KeyframeRequest) => ctx.media.request_keyframe(KeyframeReason::Feedback),
                 Some(PeerEvent::DataChannel(channel)) => {
-                    let closed = control_closed_tx.clone();
-                    let handler = Arc::clone(&ctx.control);
-                    channels.push(tokio::spawn(async move {
-                        if serve_control(channel, role, handler).await {
-                            let _ = closed.send(());
-                        }
-                    }));
+                    channels.push(spawn_control(channel, role, &ctx, &control_closed_tx));
                 }
                 Some(PeerEvent::Connected) => {}
                 Some(PeerEvent::Ended(state)) => {
@@ -247,6 +279,45 @@ pub async fn run(ctx: SessionContext, offer: Offer, mut inbox: mpsc::Receiver<Se
     }
     peer.close().await;
     tracing::info!(%session, %reason, "session ended");
+}
+
+/// The error reply for a connection that could not be set up.
+fn refusal(session: &SessionId, error: AnswerError) -> Signal {
+    match error {
+        AnswerError::NoCommonCodec(message) => Signal::Error {
+            code: ErrorCode::NoCommonCodec,
+            message,
+        },
+        AnswerError::Failed(e) => {
+            tracing::warn!(%session, error = format!("{e:#}"), "could not set up the connection");
+            Signal::Error {
+                code: ErrorCode::BadRequest,
+                message: format!("could not set up the connection: {e:#}"),
+            }
+        }
+    }
+}
+
+async fn add_candidate(peer: &Peer, session: &SessionId, candidate: IceCandidate) {
+    if let Err(e) = peer.add_remote_candidate(candidate).await {
+        tracing::debug!(%session, error = %e, "bad remote candidate");
+    }
+}
+
+/// Serves a control channel in its own task; reports on `closed` when the viewer closes it.
+fn spawn_control(
+    channel: ControlChannel,
+    role: Role,
+    ctx: &SessionContext,
+    closed: &mpsc::UnboundedSender<()>,
+) -> tokio::task::JoinHandle<()> {
+    let closed = closed.clone();
+    let handler = Arc::clone(&ctx.control);
+    tokio::spawn(async move {
+        if serve_control(channel, role, handler).await {
+            let _ = closed.send(());
+        }
+    })
 }
 
 /// Answers control requests on a viewer's `control` data channel, one at a time and in order.

@@ -62,8 +62,22 @@ struct Session {
     device: DeviceId,
     viewer: ViewerId,
     tx: ViewerTx,
+    /// Who makes the offer.
+    offerer: Offerer,
+    /// The device has sent its SDP (answer or offer).
     answered: bool,
+    /// The viewer has answered the device's offer.
+    viewer_answered: bool,
     offered_at: std::time::Instant,
+}
+
+/// Which side of a session writes the SDP offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offerer {
+    /// The viewer offers, the device answers (WHEP, `offer` on the WebSocket).
+    Viewer,
+    /// The device offers after an invite, the viewer answers (`watch` on the WebSocket).
+    Device,
 }
 
 #[derive(Default)]
@@ -93,7 +107,8 @@ pub struct Relay {
     /// Whether the broker link is up, and how often it went down (for `/metrics`).
     link_up: std::sync::atomic::AtomicBool,
     link_losses: AtomicU64,
-    /// Offer relayed → answer relayed, in seconds.
+    /// Request relayed → the device's SDP relayed (its answer, or its offer after an invite),
+    /// in seconds.
     pub answer_latency: prometheus_client::metrics::histogram::Histogram,
 }
 
@@ -210,8 +225,9 @@ impl Relay {
         }
     }
 
-    /// Starts session `session` (minted by the caller from a CSPRNG) by sending the offer to
-    /// the device. `trickle: false` asks for an answer that carries all candidates (WHEP).
+    /// Starts session `session` (minted by the caller from a CSPRNG) by sending the viewer's
+    /// offer to the device. `trickle: false` asks for an answer that carries all candidates
+    /// (WHEP).
     pub fn offer(
         &self,
         viewer: ViewerId,
@@ -221,11 +237,51 @@ impl Relay {
         options: OfferOptions,
         session: SessionId,
     ) -> Result<SessionId, Refusal> {
+        let trickle = options.trickle;
+        self.open(viewer, tx, device, options, session, |role, grant| {
+            Signal::Offer {
+                sdp,
+                trickle,
+                role,
+                grant: Some(grant),
+            }
+        })
+    }
+
+    /// Starts session `session` by asking the device to offer; its offer reaches the viewer as
+    /// [`ServerMsg::Offer`], the viewer's answer comes back through [`Self::forward`].
+    pub fn invite(
+        &self,
+        viewer: ViewerId,
+        tx: &ViewerTx,
+        device: DeviceId,
+        options: OfferOptions,
+        session: SessionId,
+    ) -> Result<SessionId, Refusal> {
+        self.open(viewer, tx, device, options, session, |role, grant| {
+            Signal::Invite {
+                role,
+                grant: Some(grant),
+            }
+        })
+    }
+
+    /// What `offer` and `invite` share: the device must be online and under its offer limit;
+    /// the session is recorded before the request goes out, with a signed grant.
+    fn open(
+        &self,
+        viewer: ViewerId,
+        tx: &ViewerTx,
+        device: DeviceId,
+        options: OfferOptions,
+        session: SessionId,
+        request: impl FnOnce(Role, String) -> Signal,
+    ) -> Result<SessionId, Refusal> {
         let OfferOptions {
-            trickle,
             role,
             user,
             device_ice,
+            ..
         } = options;
         let mut state = self.lock();
         Self::check_online(&state, &device)?;
@@ -240,31 +296,31 @@ impl Relay {
                 message: format!("too many offers for device {device}; try again in a moment"),
             });
         }
-        state.sessions.insert(
+        drop(state);
+        // Signing takes tens of microseconds: not under the lock every viewer shares.
+        let grant = self.signer.sign(&device, &session, role, &user, device_ice);
+        let body = request(role, grant);
+        let offerer = if matches!(body, Signal::Invite { .. }) {
+            Offerer::Device
+        } else {
+            Offerer::Viewer
+        };
+        self.lock().sessions.insert(
             session.clone(),
             Session {
                 device: device.clone(),
                 viewer,
                 tx: tx.clone(),
+                offerer,
                 answered: false,
+                viewer_answered: false,
                 offered_at: std::time::Instant::now(),
             },
         );
-        drop(state);
-        let grant = self.signer.sign(&device, &session, role, &user, device_ice);
         let reply_to = self.reply_topic(&device);
         self.send(
-            self.envelope(
-                device,
-                session.clone(),
-                Signal::Offer {
-                    sdp,
-                    trickle,
-                    role,
-                    grant: Some(grant),
-                },
-            )
-            .reply_to(reply_to),
+            self.envelope(device, session.clone(), body)
+                .reply_to(reply_to),
         );
         Ok(session)
     }
@@ -338,8 +394,22 @@ impl Relay {
                 });
             };
             let device = entry.device.clone();
-            if matches!(body, Signal::HangUp { .. }) {
-                state.sessions.remove(session);
+            match body {
+                Signal::HangUp { .. } => {
+                    state.sessions.remove(session);
+                }
+                Signal::Answer { .. } => {
+                    let entry = state.sessions.get_mut(session).expect("looked up above");
+                    if entry.offerer != Offerer::Device || !entry.answered || entry.viewer_answered
+                    {
+                        return Err(Refusal {
+                            code: ErrorCode::BadRequest,
+                            message: "this session expects no answer from the viewer".to_owned(),
+                        });
+                    }
+                    entry.viewer_answered = true;
+                }
+                _ => {}
             }
             device
         };
@@ -381,12 +451,24 @@ impl Relay {
             return;
         }
         let (msg, ends) = match body {
-            Signal::Answer { sdp } => {
+            Signal::Answer { sdp } if entry.offerer == Offerer::Viewer && !entry.answered => {
                 entry.answered = true;
                 self.answer_latency
                     .observe(entry.offered_at.elapsed().as_secs_f64());
                 (
                     ServerMsg::Answer {
+                        session: session.clone(),
+                        sdp,
+                    },
+                    false,
+                )
+            }
+            Signal::Offer { sdp, .. } if entry.offerer == Offerer::Device && !entry.answered => {
+                entry.answered = true;
+                self.answer_latency
+                    .observe(entry.offered_at.elapsed().as_secs_f64());
+                (
+                    ServerMsg::Offer {
                         session: session.clone(),
                         sdp,
                     },
@@ -421,7 +503,11 @@ impl Relay {
                 },
                 true,
             ),
-            Signal::Offer { .. } | Signal::Control { .. } | Signal::ControlReply { .. } => {
+            Signal::Offer { .. } | Signal::Answer { .. } => {
+                tracing::warn!(%session, "device sent SDP the session does not expect; ignored");
+                return;
+            }
+            Signal::Invite { .. } | Signal::Control { .. } | Signal::ControlReply { .. } => {
                 tracing::warn!(%session, "device sent a gateway-to-device message; ignored");
                 return;
             }

@@ -211,6 +211,125 @@ mod sessions {
     }
 
     #[test]
+    fn an_invite_carries_a_grant_and_the_devices_offer_meets_the_viewers_answer() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let cam = DeviceId::parse("cam").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        relay
+            .invite(viewer, &tx, cam.clone(), opts(), sid(1))
+            .unwrap();
+        let invite = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert_eq!(invite.reply_to, Some(relay.reply_topic(&cam)));
+        assert!(
+            matches!(
+                invite.body,
+                Signal::Invite {
+                    role: Role::Control,
+                    grant: Some(_)
+                }
+            ),
+            "{invite:?}"
+        );
+
+        // The viewer cannot answer before there is an offer to answer.
+        let early = relay.forward(viewer, &sid(1), Signal::Answer { sdp: "a".into() });
+        assert_eq!(early.unwrap_err().code, ErrorCode::BadRequest);
+        assert!(broker.try_recv().is_err());
+
+        // A device answer (instead of an offer) is not what an invite waits for.
+        relay.on_reply(
+            &cam.clone(),
+            Envelope::new(
+                dev(&cam),
+                cam.clone(),
+                sid(1),
+                Signal::Answer { sdp: "x".into() },
+            ),
+        );
+        assert!(rx.try_recv().is_err());
+
+        let offer = Signal::Offer {
+            sdp: "o".into(),
+            trickle: true,
+            role: Role::View,
+            grant: None,
+        };
+        relay.on_reply(
+            &cam.clone(),
+            Envelope::new(dev(&cam), cam.clone(), sid(1), offer.clone()),
+        );
+        assert!(
+            matches!(rx.try_recv(), Ok(ServerMsg::Offer { ref sdp, .. }) if sdp == "o"),
+            "the device's offer reaches the viewer"
+        );
+        // A second offer for the same session is ignored.
+        relay.on_reply(&cam.clone(), Envelope::new(dev(&cam), cam, sid(1), offer));
+        assert!(rx.try_recv().is_err());
+
+        // Someone else's answer is refused; the owner's goes through, once.
+        let intruder = relay.new_viewer();
+        let refused = relay.forward(intruder, &sid(1), Signal::Answer { sdp: "a".into() });
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownSession);
+        relay
+            .forward(viewer, &sid(1), Signal::Answer { sdp: "a".into() })
+            .unwrap();
+        let answer = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert_eq!(answer.body, Signal::Answer { sdp: "a".into() });
+        let again = relay.forward(viewer, &sid(1), Signal::Answer { sdp: "a".into() });
+        assert_eq!(again.unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn a_viewer_cannot_answer_a_session_it_offered_and_invites_share_the_offer_limit() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let cam = DeviceId::parse("cam").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(1))
+            .unwrap();
+        broker.try_recv().unwrap();
+        let refused = relay.forward(viewer, &sid(1), Signal::Answer { sdp: "a".into() });
+        assert_eq!(refused.unwrap_err().code, ErrorCode::BadRequest);
+        // Nor does a device offer reach a viewer that made its own.
+        relay.on_reply(
+            &cam.clone(),
+            Envelope::new(
+                dev(&cam),
+                cam.clone(),
+                sid(1),
+                Signal::Offer {
+                    sdp: "o".into(),
+                    trickle: true,
+                    role: Role::View,
+                    grant: None,
+                },
+            ),
+        );
+        assert!(rx.try_recv().is_err());
+
+        let limited = (2..70)
+            .map(|n| relay.invite(relay.new_viewer(), &tx, cam.clone(), opts(), sid(n)))
+            .filter(|r| {
+                matches!(
+                    r,
+                    Err(Refusal {
+                        code: ErrorCode::RateLimited,
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert!(
+            limited >= 35,
+            "{limited} of 68 invites refused; the burst is 30"
+        );
+    }
+
+    #[test]
     fn device_errors_end_the_session_and_a_departed_viewer_hangs_up() {
         let (relay, mut broker) = relay();
         relay.on_status(status("cam", true, 1));

@@ -182,15 +182,20 @@ async function buildPanel(capabilities) {
 }
 
 // Opens the control channel on a new peer connection (before the offer, so it is negotiated).
-function attachControl(pc, device) {
-  const channel = pc.createDataChannel('control');
+// `channel` is the device's, when the device made the offer; otherwise the page opens one.
+function attachControl(pc, device, channel = pc.createDataChannel('control')) {
   const client = new ControlClient(channel);
-  channel.onopen = () => {
-    if (window.ferrocam.pc !== pc) return;
+  let ready = false;
+  const onOpen = () => {
+    if (ready || window.ferrocam.pc !== pc) return;
+    ready = true;
     window.ferrocam.control = client;
     const status = window.ferrocam.devices.find((d) => d.device === device);
     buildPanel(status && status.capabilities).catch(() => {});
   };
+  // A channel announced by the other side may already be open when it reaches us.
+  channel.addEventListener('open', onOpen);
+  if (channel.readyState === 'open') onOpen();
 }
 
 function detachControl() {

@@ -77,19 +77,22 @@ pub fn offer_has_opus(sdp: &str) -> bool {
     false
 }
 
-/// Marks every `m=<kind>` section of `sdp` `a=inactive`: for an answer whose side sends
-/// nothing of that kind. (webrtc-rs answers a browser's `recvonly` audio with `sendonly` even
-/// when no track is attached; the browser then waits for audio that never comes.)
-pub fn make_inactive(sdp: &str, kind: &str) -> String {
+/// Rewrites an offer's `a=setup:actpass` to `a=setup:active`: the offerer will be the DTLS
+/// client, so the answerer (`setup:passive`) waits for our ClientHello.
+///
+/// Why a device offers this way: the answering browser, as ICE's controlled side, otherwise
+/// starts DTLS the moment its first check succeeds — before the device has nominated a pair —
+/// and the device's ICE layer drops that early ClientHello; Chromium retransmits it only after
+/// 50 ms (measured: DTLS up 58 ms after ICE instead of ~10 ms). As the client the device sends
+/// its ClientHello once its own pair is selected, and nothing is lost. Browsers accept `active`
+/// in an offer (RFC 4145 allows it; RFC 5763 asks offerers for `actpass`, which webrtc-rs
+/// writes into the description it applies locally, so only the copy sent is rewritten).
+pub fn offer_as_dtls_client(sdp: &str) -> String {
     let mut out = String::with_capacity(sdp.len());
-    let mut in_kind = false;
     for line in sdp.split_inclusive('\n') {
         let text = line.trim_end_matches(['\r', '\n']);
-        if let Some(media) = text.strip_prefix("m=") {
-            in_kind = media.split(' ').next() == Some(kind);
-        }
-        if in_kind && matches!(text, "a=sendonly" | "a=sendrecv" | "a=recvonly") {
-            out.push_str("a=inactive");
+        if text == "a=setup:actpass" {
+            out.push_str("a=setup:active");
             out.push_str(&line[text.len()..]);
         } else {
             out.push_str(line);
@@ -124,22 +127,22 @@ fn is_h264_rtpmap(line: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn make_inactive_touches_only_the_named_sections() {
-        let sdp =
-            "v=0\r\nm=video 9 X 96\r\na=sendonly\r\nm=audio 9 X 111\r\na=sendonly\r\na=mid:1\r\n";
-        let out = make_inactive(sdp, "audio");
-        assert_eq!(
-            out,
-            "v=0\r\nm=video 9 X 96\r\na=sendonly\r\nm=audio 9 X 111\r\na=inactive\r\na=mid:1\r\n"
-        );
-        assert_eq!(make_inactive(sdp, "text"), sdp);
-    }
-
     const CHROME_LIKE: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96 102 103\r\na=rtpmap:96 VP8/90000\r\n\
         a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
         a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n";
+
+    #[test]
+    fn an_offer_as_dtls_client_changes_only_the_setup_lines() {
+        let sdp = "v=0\r\nm=video 9 X 96\r\na=setup:actpass\r\na=mid:0\r\nm=application 9 X\r\na=setup:actpass\r\n";
+        assert_eq!(
+            offer_as_dtls_client(sdp),
+            "v=0\r\nm=video 9 X 96\r\na=setup:active\r\na=mid:0\r\nm=application 9 X\r\na=setup:active\r\n"
+        );
+        // Already explicit roles and other lines are left alone.
+        let other = "a=setup:passive\na=setup:actpassx\n";
+        assert_eq!(offer_as_dtls_client(other), other);
+    }
 
     #[test]
     fn accepts_h264_with_packetization_mode_1() {

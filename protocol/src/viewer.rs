@@ -1,7 +1,9 @@
 //! Messages between a browser (or any viewer) and the gateway over the WebSocket at `/ws`.
 //!
-//! The gateway mints the session id when it receives an offer and says so with
-//! [`ServerMsg::Session`]; the viewer tags its later candidates with that id.
+//! Two ways to start a session: the viewer asks the device to offer ([`ClientMsg::Watch`], what
+//! the web page does: the device then controls ICE and the first frame comes sooner), or the
+//! viewer offers ([`ClientMsg::Offer`]). Either way the gateway mints the session id and says so
+//! with [`ServerMsg::Session`]; the viewer tags its later messages with that id.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +15,13 @@ use crate::signal::{ErrorCode, IceCandidate};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
-    /// Start a session with a device by offering SDP. At most a few per second per connection.
+    /// Start a session with a device by offering SDP. At most a few per second per connection
+    /// (`offer` and `watch` share the limit).
     Offer { device: DeviceId, sdp: String },
+    /// Start a session with a device that makes the offer ([`ServerMsg::Offer`] follows).
+    Watch { device: DeviceId },
+    /// The viewer's answer to the device's offer.
+    Answer { session: SessionId, sdp: String },
     /// One trickled ICE candidate for a session.
     Candidate {
         session: SessionId,
@@ -52,8 +59,10 @@ pub enum ServerMsg {
         device: DeviceId,
         session: SessionId,
     },
-    /// The device's SDP answer.
+    /// The device's SDP answer (to an `offer`).
     Answer { session: SessionId, sdp: String },
+    /// The device's SDP offer (after a `watch`); the viewer replies with an `answer`.
+    Offer { session: SessionId, sdp: String },
     /// One of the device's ICE candidates.
     Candidate {
         session: SessionId,

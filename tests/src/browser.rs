@@ -148,16 +148,17 @@ impl Browser {
     /// Waits for the page's button for `device` to be enabled (device online) and clicks it.
     pub async fn click_device(&self, device: &str) -> anyhow::Result<()> {
         let selector = format!("button.device[data-device='{device}']:not([disabled])");
-        let button = crate::eventually("the device button", Duration::from_secs(15), || async {
-            Ok(self
-                .client
-                .find(fantoccini::Locator::Css(&selector))
-                .await
-                .ok())
+        // Find and click in one retried step: should the page replace the button between the
+        // two (a device that went offline and came back), the click fails as "stale element"
+        // and the next attempt finds the new one.
+        crate::eventually("the device button", Duration::from_secs(15), || async {
+            let Ok(button) = self.client.find(fantoccini::Locator::Css(&selector)).await else {
+                return Ok(None);
+            };
+            button.click().await?;
+            Ok(Some(()))
         })
-        .await?;
-        button.click().await?;
-        Ok(())
+        .await
     }
 
     /// Ends the WebDriver session (closing the browser).

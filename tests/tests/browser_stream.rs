@@ -107,6 +107,38 @@ async fn browser_plays_live_h264_from_the_gateway_page() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(codec, "video/H264");
+
+    // The device made the offer (and with it the control channel), and is the DTLS client.
+    let shape = browser
+        .js("const pc = window.ferrocam.pc;
+             return { remote: pc.remoteDescription.type,
+                      setup: /a=setup:(\\w+)/.exec(pc.remoteDescription.sdp)[1] };")
+        .await?;
+    assert_eq!(shape["remote"], "offer", "{shape}");
+    assert_eq!(shape["setup"], "active", "{shape}");
+    eventually(
+        "the device's control channel",
+        Duration::from_secs(10),
+        || async {
+            Ok(browser
+                .js("return !!window.ferrocam.control;")
+                .await?
+                .as_bool()
+                .filter(|open| *open))
+        },
+    )
+    .await?;
+
+    // A client that offers itself is still served over the same WebSocket.
+    browser
+        .js("window.ferrocam.watch('demo', { offerer: 'browser' }); return null;")
+        .await?;
+    let seen = wait_for_frames(&browser, 30).await?;
+    assert!(seen["frames"].as_u64().unwrap() >= 30, "{seen}");
+    let remote = browser
+        .js("return window.ferrocam.pc.remoteDescription.type;")
+        .await?;
+    assert_eq!(remote, "answer");
     browser.close().await
 }
 

@@ -142,6 +142,89 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     assert_eq!(errors[&session(5)], ErrorCode::BadRequest);
     assert_eq!(errors[&session(6)], ErrorCode::UnsupportedVersion);
 
+    // Sessions the device offers: an invite without a grant is refused; answers that are not
+    // SDP, or that reject the video, end the session with a typed error.
+    let invite = |n: u8, grant: Option<String>| {
+        Envelope::new(
+            probe(),
+            device.clone(),
+            session(n),
+            Signal::Invite {
+                role: Role::View,
+                grant,
+            },
+        )
+        .reply_to(reply.into())
+        .encode()
+    };
+    mqtt.publish(&signal, invite(7, Some(grant(7)?))).await?;
+    mqtt.publish(&signal, invite(8, Some(grant(8)?))).await?;
+    mqtt.publish(&signal, invite(9, None)).await?;
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < 3 {
+        let Some((_, payload)) = mqtt.next(Duration::from_secs(10)).await else {
+            anyhow::bail!("expected two offers and a refusal, got {replies:?}");
+        };
+        let envelope = Envelope::decode(&payload)?;
+        // Trickled candidates and end-of-candidates follow the offers; not what is counted.
+        if matches!(envelope.body, Signal::Offer { .. } | Signal::Error { .. }) {
+            replies.insert(envelope.session, envelope.body);
+        }
+    }
+    for n in [7, 8] {
+        let Signal::Offer { sdp, .. } = &replies[&session(n)] else {
+            panic!("invite {n} was not answered with an offer: {replies:?}");
+        };
+        assert!(
+            sdp.contains("H264") && sdp.contains("a=setup:active"),
+            "{sdp}"
+        );
+    }
+    assert!(
+        matches!(
+            replies[&session(9)],
+            Signal::Error {
+                code: ErrorCode::Unauthorized,
+                ..
+            }
+        ),
+        "{replies:?}"
+    );
+    let answer = |n: u8, sdp: &str| {
+        Envelope::new(
+            probe(),
+            device.clone(),
+            session(n),
+            Signal::Answer { sdp: sdp.into() },
+        )
+        .encode()
+    };
+    mqtt.publish(
+        &signal,
+        answer(
+            7,
+            "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\nnot sdp",
+        ),
+    )
+    .await?;
+    mqtt.publish(
+        &signal,
+        answer(8, "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\n"),
+    )
+    .await?;
+    let mut errors = std::collections::HashMap::new();
+    while errors.len() < 2 {
+        let Some((_, payload)) = mqtt.next(Duration::from_secs(10)).await else {
+            anyhow::bail!("expected two errors for the bad answers, got {errors:?}");
+        };
+        let envelope = Envelope::decode(&payload)?;
+        if let Signal::Error { code, .. } = envelope.body {
+            errors.insert(envelope.session, code);
+        }
+    }
+    assert_eq!(errors[&session(7)], ErrorCode::BadRequest);
+    assert_eq!(errors[&session(8)], ErrorCode::NoCommonCodec);
+
     // Still alive and still online.
     assert!(stack.device_running(), "device process died");
     let body: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))

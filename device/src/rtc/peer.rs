@@ -1,4 +1,5 @@
-//! One viewer's peer connection, with the device as the answering side.
+//! One viewer's peer connection: the device answers a viewer's offer, or makes the offer
+//! itself (and then controls ICE).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,11 +11,11 @@ use rtc::interceptor::Slot;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -40,6 +41,11 @@ const H264_PROFILES: [(&str, u8); 4] = [
     ("64001f", 108), // high 3.1
 ];
 const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+/// How often the ICE agent acts while connecting, and how many checks a pair gets before it
+/// counts as failed (see [`Building::new`]).
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+const ICE_CHECKS_PER_PAIR: u16 = 140;
 
 /// Network settings shared by every peer of this device.
 #[derive(Debug, Clone)]
@@ -82,6 +88,8 @@ pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     video: LocalTrack,
     audio: Option<LocalTrack>,
+    /// We made the offer (the SDP we send then names us the DTLS client).
+    offering: bool,
 }
 
 /// A track we send, with the sender that negotiated it.
@@ -89,6 +97,13 @@ struct LocalTrack {
     track: Arc<TrackLocalStaticSample>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
+}
+
+/// A connection under construction, before either description is applied.
+struct Building {
+    pc: Arc<dyn PeerConnection>,
+    video: LocalTrack,
+    events: mpsc::UnboundedReceiver<PeerEvent>,
 }
 
 impl Peer {
@@ -105,74 +120,10 @@ impl Peer {
             return Err(AnswerError::NoCommonCodec(problem.to_string()));
         }
         let with_audio = with_audio && sdp::offer_has_opus(&offer_sdp);
-        let mut media_engine = MediaEngine::default();
-        let video_codecs = h264_codecs();
-        for codec in &video_codecs {
-            media_engine
-                .register_codec(codec.clone(), RtpCodecKind::Video)
-                .context("registering H.264")?;
-        }
-        media_engine
-            .register_codec(opus_codec(), RtpCodecKind::Audio)
-            .context("registering Opus")?;
-        let registry = interceptors(&mut media_engine);
-
-        let mut ice_servers: Vec<RTCIceServer> = settings
-            .ice_servers
-            .iter()
-            .map(|url| RTCIceServer {
-                urls: vec![url.clone()],
-                ..Default::default()
-            })
-            .collect();
-        ice_servers.extend(session_ice_servers.iter().map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone().unwrap_or_default(),
-            credential: s.credential.clone().unwrap_or_default(),
-        }));
-        let config = RTCConfigurationBuilder::new()
-            .with_ice_servers(ice_servers)
-            .build();
-        // A 20 ms check interval instead of 200 ms takes ~150 ms off the first frame (measured);
-        // mDNS stays off: browsers reach us through peer-reflexive candidates anyway.
-        let setting_engine = SettingEngineBuilder::new()
-            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(25))
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .build();
-
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let keyframe_requests = events_tx.clone();
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(config)
-            .with_media_engine(media_engine)
-            .with_setting_engine(setting_engine)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Events { tx: events_tx }))
-            .with_udp_addrs(settings.udp_addrs.clone())
-            .build()
-            .await
-            .context("creating the peer connection")?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-
-        let video = LocalTrack::add(&pc, RtpCodecKind::Video, &video_codecs[0]).await?;
-        // PLI/FIR arrive as events on the video track (see `rtcp`); forward them to the session.
-        let track = Arc::clone(&video.track);
-        tokio::spawn(async move {
-            while let Some(event) = track.poll().await {
-                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
-                    continue;
-                };
-                if packets
-                    .iter()
-                    .any(|p| rtcp::is_keyframe_request(p.as_ref()))
-                    && keyframe_requests.send(PeerEvent::KeyframeRequest).is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let Building { pc, video, events } =
+            Building::new(settings, session_ice_servers, None).await?;
         let audio = if with_audio {
-            Some(LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec()).await?)
+            Some(LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec(), None).await?)
         } else {
             None
         };
@@ -209,12 +160,84 @@ impl Peer {
             .await
             .context("applying the answer")?;
 
-        Ok((Peer { pc, video, audio }, answer.sdp, events))
+        let peer = Peer {
+            pc,
+            video,
+            audio,
+            offering: false,
+        };
+        Ok((peer, answer.sdp, events))
     }
 
-    /// The current local description, candidates included once gathered.
+    /// Builds a connection that offers: send-only H.264 (and Opus with `with_audio`) and the
+    /// `control` data channel, created here so the viewer receives it. Returns the offer SDP;
+    /// the viewer's answer goes to [`Self::accept_answer`]. As the offerer the device is ICE's
+    /// controlling agent (it nominates the first pair that works) and, through the SDP it
+    /// sends, the DTLS client ([`sdp::offer_as_dtls_client`]).
+    pub async fn offer(
+        settings: &RtcSettings,
+        with_audio: bool,
+        session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
+    ) -> anyhow::Result<(
+        Peer,
+        String,
+        mpsc::UnboundedReceiver<PeerEvent>,
+        super::ControlChannel,
+    )> {
+        let send_only = Some(RTCRtpTransceiverDirection::Sendonly);
+        let Building { pc, video, events } =
+            Building::new(settings, session_ice_servers, send_only).await?;
+        let audio = if with_audio {
+            Some(LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec(), send_only).await?)
+        } else {
+            None
+        };
+        let channel = pc
+            .create_data_channel("control", None)
+            .await
+            .context("creating the control channel")?;
+        let offer = pc.create_offer(None).await.context("creating the offer")?;
+        pc.set_local_description(offer.clone())
+            .await
+            .context("applying the offer")?;
+        let peer = Peer {
+            pc,
+            video,
+            audio,
+            offering: true,
+        };
+        Ok((
+            peer,
+            sdp::offer_as_dtls_client(&offer.sdp),
+            events,
+            super::ControlChannel::new(channel),
+        ))
+    }
+
+    /// Applies the viewer's answer to our offer. A viewer that cannot play H.264 rejects the
+    /// video section; that is [`AnswerError::NoCommonCodec`].
+    pub async fn accept_answer(&self, answer_sdp: String) -> Result<(), AnswerError> {
+        if !sdp::answer_has_h264(&answer_sdp) {
+            return Err(AnswerError::NoCommonCodec(
+                "the viewer's answer has no H.264 video: it cannot play this camera".to_owned(),
+            ));
+        }
+        let answer = RTCSessionDescription::answer(answer_sdp).context("parsing the answer")?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .context("applying the answer")?;
+        Ok(())
+    }
+
+    /// The current local description as we send it, candidates included once gathered.
     pub async fn local_sdp(&self) -> Option<String> {
-        self.pc.local_description().await.map(|d| d.sdp)
+        let sdp = self.pc.local_description().await?.sdp;
+        Some(if self.offering {
+            sdp::offer_as_dtls_client(&sdp)
+        } else {
+            sdp
+        })
     }
 
     /// Adds a candidate trickled by the viewer.
@@ -251,11 +274,102 @@ impl Peer {
     }
 }
 
+impl Building {
+    /// The peer connection with our codecs, interceptors and ICE settings, and the video track.
+    /// `direction` is `None` when answering (the offer decides), `Sendonly` when offering.
+    async fn new(
+        settings: &RtcSettings,
+        session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
+        direction: Option<RTCRtpTransceiverDirection>,
+    ) -> anyhow::Result<Self> {
+        let mut media_engine = MediaEngine::default();
+        let video_codecs = h264_codecs();
+        for codec in &video_codecs {
+            media_engine
+                .register_codec(codec.clone(), RtpCodecKind::Video)
+                .context("registering H.264")?;
+        }
+        media_engine
+            .register_codec(opus_codec(), RtpCodecKind::Audio)
+            .context("registering Opus")?;
+        let registry = interceptors(&mut media_engine);
+
+        let mut ice_servers: Vec<RTCIceServer> = settings
+            .ice_servers
+            .iter()
+            .map(|url| RTCIceServer {
+                urls: vec![url.clone()],
+                ..Default::default()
+            })
+            .collect();
+        ice_servers.extend(session_ice_servers.iter().map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        }));
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(ice_servers)
+            .build();
+        // The ICE agent acts on a timer tick while it connects (the crate's default: 200 ms):
+        // the controlling side nominates a working pair only on the next tick, and the DTLS
+        // ClientHello queued when a pair is selected leaves only on the tick after that (packet
+        // capture: each step one full interval). A 10 ms tick makes both ~10 ms instead of
+        // 200 ms each; 140 checks per pair keep the crate's window of 1.4 s before a pair counts
+        // as failed. Once connected the agent ticks at its keep-alive rate, so the short tick
+        // costs nothing while streaming. mDNS stays off: browsers reach us through
+        // peer-reflexive candidates anyway. For the same reason a peer-reflexive pair may be
+        // nominated at once (the default waits 1 s for something better): a browser's real
+        // address only ever shows up as peer-reflexive, because it hides its host candidates
+        // behind mDNS names.
+        let setting_engine = SettingEngineBuilder::new()
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS_PER_PAIR))
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let keyframe_requests = events_tx.clone();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(media_engine)
+            .with_setting_engine(setting_engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Events { tx: events_tx }))
+            .with_udp_addrs(settings.udp_addrs.clone())
+            .build()
+            .await
+            .context("creating the peer connection")?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let video = LocalTrack::add(&pc, RtpCodecKind::Video, &video_codecs[0], direction).await?;
+        // PLI/FIR arrive as events on the video track (see `rtcp`); forward them to the session.
+        let track = Arc::clone(&video.track);
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                    continue;
+                };
+                if packets
+                    .iter()
+                    .any(|p| rtcp::is_keyframe_request(p.as_ref()))
+                    && keyframe_requests.send(PeerEvent::KeyframeRequest).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Self { pc, video, events })
+    }
+}
+
 impl LocalTrack {
+    /// Adds a track of `kind`: with `add_track` when answering (it joins the offer's
+    /// transceiver), or in a new transceiver of the given direction when offering.
     async fn add(
         pc: &Arc<dyn PeerConnection>,
         kind: RtpCodecKind,
         codec: &RTCRtpCodecParameters,
+        direction: Option<RTCRtpTransceiverDirection>,
     ) -> anyhow::Result<Self> {
         let ssrc = rand_ssrc();
         let track = Arc::new(TrackLocalStaticSample::new(
@@ -275,10 +389,29 @@ impl LocalTrack {
                 }],
             ),
         )?);
-        let sender = pc
-            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-            .await
-            .with_context(|| format!("adding the {kind} track"))?;
+        let local = Arc::clone(&track) as Arc<dyn TrackLocal>;
+        let sender = match direction {
+            None => pc
+                .add_track(local)
+                .await
+                .with_context(|| format!("adding the {kind} track"))?,
+            Some(direction) => pc
+                .add_transceiver_from_track(
+                    local,
+                    Some(RTCRtpTransceiverInit {
+                        direction,
+                        streams: Vec::new(),
+                        send_encodings: Vec::new(),
+                    }),
+                )
+                .await
+                .with_context(|| format!("adding the {kind} transceiver"))?
+                .sender()
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| anyhow!("the {kind} transceiver has no sender"))?,
+        };
         Ok(Self {
             track,
             sender,

@@ -141,7 +141,12 @@ impl Connection {
         };
         let relay = &self.state.relay;
         let (session, result) = match msg {
-            ClientMsg::Offer { device, sdp } => return self.offer(device, sdp),
+            ClientMsg::Offer { device, sdp } => return self.open(device, Some(sdp)),
+            ClientMsg::Watch { device } => return self.open(device, None),
+            ClientMsg::Answer { session, sdp } => {
+                let r = relay.forward(self.viewer, &session, Signal::Answer { sdp });
+                (session, r)
+            }
             ClientMsg::Candidate { session, candidate } => {
                 let r = relay.forward(self.viewer, &session, Signal::Candidate { candidate });
                 (session, r)
@@ -161,7 +166,8 @@ impl Connection {
         }
     }
 
-    fn offer(&mut self, device: ferrocam_protocol::DeviceId, sdp: String) {
+    /// Starts a session: with the viewer's offer (`sdp`), or asking the device to offer.
+    fn open(&mut self, device: ferrocam_protocol::DeviceId, sdp: Option<String>) {
         if !self.offers.try_take() {
             self.state.metrics.rate_limited.inc();
             return self.refuse(
@@ -199,14 +205,24 @@ impl Connection {
                 .settings
                 .device_ice_for(&format!("device-viewer{}", self.viewer.0)),
         };
-        match relay.offer(
-            self.viewer,
-            &self.tx,
-            device.clone(),
-            sdp,
-            options,
-            new_session_id(),
-        ) {
+        let opened = match sdp {
+            Some(sdp) => relay.offer(
+                self.viewer,
+                &self.tx,
+                device.clone(),
+                sdp,
+                options,
+                new_session_id(),
+            ),
+            None => relay.invite(
+                self.viewer,
+                &self.tx,
+                device.clone(),
+                options,
+                new_session_id(),
+            ),
+        };
+        match opened {
             Ok(session) => {
                 self.count_offer("accepted".into());
                 let _ = self.tx.send(ServerMsg::Session {

@@ -11,6 +11,9 @@
 //!   decoded) for comparison without a browser's jitter buffer and display.
 //! - "Cold" variants: the first viewer after the pipeline stopped (it then starts the camera
 //!   and the encoder too).
+//! - "Browser offers": the same page with `offerer: 'browser'` (the browser writes the offer,
+//!   as before the device offered), 20 warm sessions and a glass-to-glass run, so the two
+//!   signaling shapes are compared in one run.
 //!
 //! Prints Markdown and writes target/bench/ferrocam-latency.json.
 
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 use ferrocam_tests::{Browser, Stack, StackOptions, WhepOptions, WhepPlayer, eventually};
 use serde_json::{Value, json};
 
-const SESSIONS: usize = 20;
+const SESSIONS: usize = 30;
 const G2G_FRAMES: usize = 600;
 
 /// p-th percentile (0–100), nearest rank.
@@ -45,9 +48,14 @@ fn summary(mut values: Vec<f64>) -> Value {
 }
 
 /// One session from the page: watch, wait for the first frame, return the step marks.
-async fn page_session(browser: &Browser) -> anyhow::Result<Value> {
+/// `offerer` is the page's option: `device` (the default) or `browser`.
+async fn page_session(browser: &Browser, offerer: &str) -> anyhow::Result<Value> {
     browser
-        .js("window.ferrocam.hangUp(); window.ferrocam.watch('demo', { transport: 'ws' }); return null;")
+        .js(&format!(
+            "window.ferrocam.hangUp(); \
+             window.ferrocam.watch('demo', {{ transport: 'ws', offerer: '{offerer}' }}); \
+             return null;"
+        ))
         .await?;
     eventually("the first frame", Duration::from_secs(20), || async {
         let v = browser
@@ -63,11 +71,10 @@ async fn page_session(browser: &Browser) -> anyhow::Result<Value> {
     .await
 }
 
-async fn chromium(stack: &Stack, browser: &Browser) -> anyhow::Result<Value> {
-    stack.open_viewer(browser, 0).await?;
-    browser.click_device(&stack.device_id).await?;
-    // Glass to glass: skip the first second (start-up), then take G2G_FRAMES samples.
-    let samples: Vec<f64> = eventually(
+/// Glass to glass of the session playing now: skip the first second (start-up), then take
+/// G2G_FRAMES samples.
+async fn g2g_samples(browser: &Browser) -> anyhow::Result<Vec<f64>> {
+    eventually(
         "glass-to-glass samples",
         Duration::from_secs(60),
         || async {
@@ -78,7 +85,13 @@ async fn chromium(stack: &Stack, browser: &Browser) -> anyhow::Result<Value> {
             Ok((all.len() >= G2G_FRAMES + 30).then(|| all[30..].to_vec()))
         },
     )
-    .await?;
+    .await
+}
+
+async fn chromium(stack: &Stack, browser: &Browser) -> anyhow::Result<Value> {
+    stack.open_viewer(browser, 0).await?;
+    browser.click_device(&stack.device_id).await?;
+    let samples = g2g_samples(browser).await?;
     eprintln!("chromium: {} glass-to-glass samples", samples.len());
 
     // Warm sessions: the pipeline is running (another viewer just left). 2.1 s apart: the
@@ -86,14 +99,20 @@ async fn chromium(stack: &Stack, browser: &Browser) -> anyhow::Result<Value> {
     let mut warm = Vec::new();
     for _ in 0..SESSIONS {
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        warm.push(page_session(browser).await?);
+        warm.push(page_session(browser, "device").await?);
     }
+    let mut browser_offers = Vec::new();
+    for _ in 0..SESSIONS {
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        browser_offers.push(page_session(browser, "browser").await?);
+    }
+    let browser_offer_samples = g2g_samples(browser).await?;
     // Cold sessions: the pipeline stopped (idle timeout 1 s) before each.
     let mut cold = Vec::new();
     for _ in 0..5 {
         browser.js("window.ferrocam.hangUp(); return null;").await?;
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        cold.push(page_session(browser).await?);
+        cold.push(page_session(browser, "device").await?);
     }
     browser.js("window.ferrocam.hangUp(); return null;").await?;
     let steps = [
@@ -117,6 +136,8 @@ async fn chromium(stack: &Stack, browser: &Browser) -> anyhow::Result<Value> {
         "g2g_samples": samples,
         "ttff_ms": breakdown(&warm),
         "ttff_cold_ms": breakdown(&cold),
+        "ttff_browser_offer_ms": breakdown(&browser_offers),
+        "g2g_browser_offer_ms": summary(browser_offer_samples),
     }))
 }
 
@@ -187,6 +208,14 @@ async fn main() -> anyhow::Result<()> {
         f(&g["p95"]),
         f(&g["p99"])
     );
+    let g = &result["chromium"]["g2g_browser_offer_ms"];
+    println!(
+        "| glass to glass, Chromium, browser offers | {} | {} | {} | {} |",
+        g["n"],
+        f(&g["p50"]),
+        f(&g["p95"]),
+        f(&g["p99"])
+    );
     let g = &result["whep"]["g2g_decoded_ms"];
     println!(
         "| glass to glass, WHEP player (capture → decoded) | {} | {} | {} | {} |",
@@ -195,7 +224,11 @@ async fn main() -> anyhow::Result<()> {
         f(&g["p95"]),
         f(&g["p99"])
     );
-    for (name, key) in [("warm", "ttff_ms"), ("cold", "ttff_cold_ms")] {
+    for (name, key) in [
+        ("warm", "ttff_ms"),
+        ("cold", "ttff_cold_ms"),
+        ("warm, browser offers", "ttff_browser_offer_ms"),
+    ] {
         for (step, v) in result["chromium"][key].as_object().expect("steps") {
             println!(
                 "| Chromium first frame ({name}): {step} | {} | {} | {} | {} |",
