@@ -170,7 +170,20 @@ impl Agent {
             } => {
                 return self.relayed_control(session, reply_to, role, grant, request);
             }
-            Signal::Answer { sdp } => SessionInput::Answer(sdp),
+            Signal::Answer { sdp, grant } => {
+                // The answer names the certificate the media will be encrypted for: only one
+                // the gateway vouches for may reach a session.
+                let checked = self.grants.lock().expect("grants lock").verify_answer(
+                    grant.as_deref(),
+                    &session,
+                    &sdp,
+                );
+                if let Err(e) = checked {
+                    tracing::warn!(%session, error = %e, "answer without a valid grant dropped");
+                    return;
+                }
+                SessionInput::Answer(sdp)
+            }
             Signal::Candidate { candidate } => SessionInput::Candidate(candidate),
             Signal::EndOfCandidates => SessionInput::EndOfCandidates,
             Signal::HangUp { reason } => SessionInput::HangUp(reason),

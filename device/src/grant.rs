@@ -35,6 +35,10 @@ pub enum GrantError {
     Replayed,
     #[error("too many sessions granted in the last minute")]
     TooMany,
+    #[error("the grant is for another answer")]
+    WrongAnswer,
+    #[error("an answer's grant cannot open a session")]
+    AnswerOnly,
 }
 
 /// Verifies grants for one device and remembers the ones it accepted.
@@ -83,6 +87,45 @@ impl GrantVerifier {
         grant: Option<&str>,
         session: &SessionId,
     ) -> Result<GrantClaims, GrantError> {
+        let claims = self.check(grant, session)?;
+        if claims.answer.is_some() {
+            return Err(GrantError::AnswerOnly);
+        }
+        let now = now_secs();
+        self.used.retain(|_, exp| *exp + GRANT_LEEWAY_SECS >= now);
+        if self.used.contains_key(&claims.sub) {
+            return Err(GrantError::Replayed);
+        }
+        if self.used.len() >= MAX_REMEMBERED {
+            return Err(GrantError::TooMany);
+        }
+        self.used.insert(claims.sub.clone(), claims.exp);
+        Ok(claims)
+    }
+
+    /// Checks the grant relayed with a viewer's answer to our offer in `session`: signed, for
+    /// this device and session, unexpired, and naming exactly `sdp`. (No replay bookkeeping: a
+    /// session applies one answer, and replaying the same one changes nothing.)
+    pub fn verify_answer(
+        &self,
+        grant: Option<&str>,
+        session: &SessionId,
+        sdp: &str,
+    ) -> Result<(), GrantError> {
+        let claims = self.check(grant, session)?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, sdp.as_bytes());
+        let expected = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+        };
+        if claims.answer.as_deref() != Some(expected.as_str()) {
+            return Err(GrantError::WrongAnswer);
+        }
+        Ok(())
+    }
+
+    /// Signature, audience, subject, expiry and lifetime: what every grant must pass.
+    fn check(&self, grant: Option<&str>, session: &SessionId) -> Result<GrantClaims, GrantError> {
         let grant = grant.ok_or(GrantError::Missing)?;
         let claims = match jsonwebtoken::decode::<GrantClaims>(grant, &self.key, &self.validation) {
             Ok(data) => data.claims,
@@ -108,15 +151,6 @@ impl GrantVerifier {
         if claims.exp > claims.iat + GRANT_TTL_SECS * 4 {
             return Err(GrantError::Invalid("lifetime too long".to_owned()));
         }
-        let now = now_secs();
-        self.used.retain(|_, exp| *exp + GRANT_LEEWAY_SECS >= now);
-        if self.used.contains_key(&claims.sub) {
-            return Err(GrantError::Replayed);
-        }
-        if self.used.len() >= MAX_REMEMBERED {
-            return Err(GrantError::TooMany);
-        }
-        self.used.insert(claims.sub.clone(), claims.exp);
         Ok(claims)
     }
 }

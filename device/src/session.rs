@@ -51,6 +51,11 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 /// loopback, measured). Slower candidates (STUN, TURN) still trickle.
 const HOST_GATHER_WAIT: Duration = Duration::from_millis(40);
 
+/// How long the device's offer waits for the viewer's answer. A browser answers in
+/// milliseconds; a watch that is never answered must not hold a viewer slot and the camera for
+/// the whole connect timeout.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything a session needs from the device.
 #[derive(Clone)]
 pub struct SessionContext {
@@ -120,10 +125,17 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
         Some(offer_sdp) => Peer::answer(&ctx.rtc, offer_sdp, with_audio, &ice_servers)
             .await
             .map(|(peer, answer, events)| (peer, answer, events, None)),
-        None => Peer::offer(&ctx.rtc, with_audio, &ice_servers)
-            .await
-            .map(|(peer, offer, events, channel)| (peer, offer, events, Some(channel)))
-            .map_err(AnswerError::Failed),
+        None => match Peer::offer(&ctx.rtc, with_audio, &ice_servers).await {
+            Ok((peer, offer, events, channel)) => Ok((peer, offer, events, Some(channel))),
+            // Nothing the viewer sent is at fault here.
+            Err(e) => {
+                tracing::error!(%session, error = format!("{e:#}"), "could not make an offer");
+                return say(Signal::Error {
+                    code: ErrorCode::Internal,
+                    message: format!("the device could not make an offer: {e:#}"),
+                });
+            }
+        },
     };
     let (peer, local_sdp, mut events, offered_channel) = match built {
         Ok(ok) => ok,
@@ -151,7 +163,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                 grant: None,
             }
         } else {
-            Signal::Answer { sdp }
+            Signal::Answer { sdp, grant: None }
         }
     };
     let answered = if trickle {
@@ -187,6 +199,8 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
     let mut streaming: Option<Streaming> = None;
     let deadline = tokio::time::sleep(ctx.connect_timeout);
     tokio::pin!(deadline);
+    let answer_deadline = tokio::time::sleep(ANSWER_TIMEOUT);
+    tokio::pin!(answer_deadline);
 
     let reason = loop {
         tokio::select! {
@@ -234,7 +248,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                 Some(PeerEvent::GatheringComplete) => {
                     if !answered {
                         answered = true;
-                        say(Signal::Answer { sdp: peer.local_sdp().await.unwrap_or_default() });
+                        say(Signal::Answer { sdp: peer.local_sdp().await.unwrap_or_default(), grant: None });
                         tracing::info!(%session, "answered offer with all candidates");
                     }
                 }
@@ -264,7 +278,11 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
             _ = &mut gather_deadline, if !answered => {
                 answered = true;
                 tracing::warn!(%session, "candidate gathering is slow; answering with what there is");
-                say(Signal::Answer { sdp: peer.local_sdp().await.unwrap_or_default() });
+                say(Signal::Answer { sdp: peer.local_sdp().await.unwrap_or_default(), grant: None });
+            }
+            _ = &mut answer_deadline, if !remote_answered => {
+                say(Signal::Error { code: ErrorCode::Timeout, message: "the viewer did not answer the offer in time".into() });
+                break "answer timeout".to_owned();
             }
             _ = &mut deadline, if streaming.is_none() => {
                 say(Signal::Error { code: ErrorCode::Timeout, message: "the viewer did not connect in time".into() });

@@ -376,7 +376,8 @@ impl Relay {
         self.lock().controls.remove(id);
     }
 
-    /// Forwards a viewer's message for one of its own sessions to the device.
+    /// Forwards a viewer's message for one of its own sessions to the device. An answer goes
+    /// with a grant that binds it to the session ([`GrantSigner::sign_answer`]).
     pub fn forward(
         &self,
         viewer: ViewerId,
@@ -412,6 +413,13 @@ impl Relay {
                 _ => {}
             }
             device
+        };
+        let body = match body {
+            Signal::Answer { sdp, .. } => Signal::Answer {
+                grant: Some(self.signer.sign_answer(&device, session, &sdp)),
+                sdp,
+            },
+            other => other,
         };
         self.send(self.envelope(device, session.clone(), body));
         Ok(())
@@ -451,7 +459,7 @@ impl Relay {
             return;
         }
         let (msg, ends) = match body {
-            Signal::Answer { sdp } if entry.offerer == Offerer::Viewer && !entry.answered => {
+            Signal::Answer { sdp, .. } if entry.offerer == Offerer::Viewer && !entry.answered => {
                 entry.answered = true;
                 self.answer_latency
                     .observe(entry.offered_at.elapsed().as_secs_f64());
@@ -527,7 +535,7 @@ impl Relay {
             let _ = entry.tx.send(ServerMsg::Error {
                 session: Some(session.clone()),
                 code: ErrorCode::Timeout,
-                message: format!("device {} did not answer", entry.device),
+                message: format!("device {} did not reply", entry.device),
             });
             drop(state);
             self.send(self.envelope(

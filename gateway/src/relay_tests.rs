@@ -56,6 +56,16 @@ mod sessions {
         SessionId::from_random([n; 16])
     }
 
+    /// The claims of a grant the relay signed (the signature is the device's business).
+    fn claims_of(grant: &str) -> ferrocam_protocol::GrantClaims {
+        use base64::Engine as _;
+        let payload = grant.split('.').nth(1).unwrap();
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        serde_json::from_slice(&json).unwrap()
+    }
+
     #[test]
     fn a_flood_of_offers_for_one_device_is_rate_limited() {
         let (relay, mut broker) = relay();
@@ -152,14 +162,7 @@ mod sessions {
         else {
             panic!("offer without a grant");
         };
-        let claims: ferrocam_protocol::GrantClaims = {
-            use base64::Engine as _;
-            let payload = grant.split('.').nth(1).unwrap();
-            let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .unwrap();
-            serde_json::from_slice(&json).unwrap()
-        };
+        let claims = claims_of(&grant);
         assert_eq!((claims.aud.as_str(), claims.usr.as_str()), ("cam", "alice"));
         assert_eq!(claims.sub, sid(1).to_string());
     }
@@ -198,14 +201,25 @@ mod sessions {
                 dev(&other),
                 other,
                 sid(1),
-                Signal::Answer { sdp: "x".into() },
+                Signal::Answer {
+                    sdp: "x".into(),
+                    grant: None,
+                },
             ),
         );
         assert!(owner_rx.try_recv().is_err());
 
         relay.on_reply(
             &cam.clone(),
-            Envelope::new(dev(&cam), cam, sid(1), Signal::Answer { sdp: "x".into() }),
+            Envelope::new(
+                dev(&cam),
+                cam,
+                sid(1),
+                Signal::Answer {
+                    sdp: "x".into(),
+                    grant: None,
+                },
+            ),
         );
         assert!(matches!(owner_rx.try_recv(), Ok(ServerMsg::Answer { .. })));
     }
@@ -234,7 +248,14 @@ mod sessions {
         );
 
         // The viewer cannot answer before there is an offer to answer.
-        let early = relay.forward(viewer, &sid(1), Signal::Answer { sdp: "a".into() });
+        let early = relay.forward(
+            viewer,
+            &sid(1),
+            Signal::Answer {
+                sdp: "a".into(),
+                grant: None,
+            },
+        );
         assert_eq!(early.unwrap_err().code, ErrorCode::BadRequest);
         assert!(broker.try_recv().is_err());
 
@@ -245,7 +266,10 @@ mod sessions {
                 dev(&cam),
                 cam.clone(),
                 sid(1),
-                Signal::Answer { sdp: "x".into() },
+                Signal::Answer {
+                    sdp: "x".into(),
+                    grant: None,
+                },
             ),
         );
         assert!(rx.try_recv().is_err());
@@ -270,14 +294,46 @@ mod sessions {
 
         // Someone else's answer is refused; the owner's goes through, once.
         let intruder = relay.new_viewer();
-        let refused = relay.forward(intruder, &sid(1), Signal::Answer { sdp: "a".into() });
+        let refused = relay.forward(
+            intruder,
+            &sid(1),
+            Signal::Answer {
+                sdp: "a".into(),
+                grant: None,
+            },
+        );
         assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownSession);
         relay
-            .forward(viewer, &sid(1), Signal::Answer { sdp: "a".into() })
+            .forward(
+                viewer,
+                &sid(1),
+                Signal::Answer {
+                    sdp: "a".into(),
+                    grant: None,
+                },
+            )
             .unwrap();
         let answer = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
-        assert_eq!(answer.body, Signal::Answer { sdp: "a".into() });
-        let again = relay.forward(viewer, &sid(1), Signal::Answer { sdp: "a".into() });
+        // It goes with a grant for exactly this answer in this session.
+        let Signal::Answer {
+            sdp,
+            grant: Some(grant),
+        } = answer.body
+        else {
+            panic!("an answer relayed without a grant: {answer:?}");
+        };
+        assert_eq!(sdp, "a");
+        let claims = claims_of(&grant);
+        assert_eq!(claims.sub, sid(1).to_string());
+        assert_eq!(claims.answer, Some(crate::auth::grant::answer_digest("a")));
+        let again = relay.forward(
+            viewer,
+            &sid(1),
+            Signal::Answer {
+                sdp: "a".into(),
+                grant: None,
+            },
+        );
         assert_eq!(again.unwrap_err().code, ErrorCode::BadRequest);
     }
 
@@ -292,7 +348,14 @@ mod sessions {
             .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(1))
             .unwrap();
         broker.try_recv().unwrap();
-        let refused = relay.forward(viewer, &sid(1), Signal::Answer { sdp: "a".into() });
+        let refused = relay.forward(
+            viewer,
+            &sid(1),
+            Signal::Answer {
+                sdp: "a".into(),
+                grant: None,
+            },
+        );
         assert_eq!(refused.unwrap_err().code, ErrorCode::BadRequest);
         // Nor does a device offer reach a viewer that made its own.
         relay.on_reply(
@@ -386,7 +449,15 @@ mod sessions {
             .unwrap();
         relay.on_reply(
             &cam.clone(),
-            Envelope::new(dev(&cam), cam, sid(2), Signal::Answer { sdp: "x".into() }),
+            Envelope::new(
+                dev(&cam),
+                cam,
+                sid(2),
+                Signal::Answer {
+                    sdp: "x".into(),
+                    grant: None,
+                },
+            ),
         );
         rx.try_recv().unwrap();
 

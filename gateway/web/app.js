@@ -4,7 +4,7 @@
 // gateway relays that to the device over MQTT, and the device makes the offer (send-only video,
 // audio if it has a microphone, and the `control` data channel); the page answers. The offerer
 // controls ICE, so the device nominates the first working path at once instead of waiting for
-// the browser's next check (first frame ~60 ms sooner). ICE candidates trickle both ways,
+// the browser's next check (first frame in about half the time). ICE candidates trickle both ways,
 // tagged with the session id the gateway minted. The page can also offer itself
 // (`watch(device, { offerer: 'browser' })`), and WHEP always has the player offer.
 'use strict';
@@ -70,7 +70,12 @@ function onServerMessage(msg) {
       break;
     }
     case 'session':
-      if (msg.device !== ferrocam.device || ferrocam.session) return;
+      // A session for a camera the user has since left (or a second one for the same click):
+      // end it at once instead of leaving the device holding it until its timeout.
+      if (msg.device !== ferrocam.device || ferrocam.session) {
+        send({ type: 'hang_up', session: msg.session });
+        return;
+      }
       ferrocam.session = msg.session;
       for (const candidate of ferrocam.pendingCandidates) sendCandidate(candidate);
       ferrocam.pendingCandidates = [];
@@ -81,13 +86,16 @@ function onServerMessage(msg) {
       ferrocam.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp })
         .catch((e) => showError(`Could not apply the camera's answer: ${e.message}`));
       break;
-    case 'offer':
+    case 'offer': {
       if (msg.session !== ferrocam.session || !ferrocam.pc) return;
       // The step is "the camera's description arrived", whichever side offered.
       if (ferrocam.mark) ferrocam.mark('answer');
-      answerCamera(ferrocam.pc, msg.session, msg.sdp)
-        .catch((e) => showError(`Could not answer the camera: ${e.message}`));
+      const pc = ferrocam.pc;
+      answerCamera(pc, msg.session, msg.sdp).catch((e) => {
+        if (pc === ferrocam.pc) showError(`Could not answer the camera: ${e.message}`);
+      });
       break;
+    }
     case 'candidate':
       if (msg.session !== ferrocam.session || !ferrocam.pc) return;
       ferrocam.pc.addIceCandidate(msg.candidate).catch(() => {});
@@ -106,6 +114,9 @@ function onServerMessage(msg) {
       if (msg.code === 'unauthorized') { checkLogin(); }
       if (msg.session && msg.session !== ferrocam.session) return;
       if (!msg.session && !ferrocam.device) return;
+      // Tell the gateway too when the error did not come from the device (then the session
+      // is already gone there, and this is answered with an error the page ignores).
+      if (msg.session) send({ type: 'hang_up', session: msg.session });
       stopPeer();
       showError(`${describeError(msg.code)} ${msg.message}`, msg.code);
       break;
@@ -184,7 +195,13 @@ async function watch(device, options = {}) {
     if (event.track.kind === 'audio') $('unmute').disabled = false;
   };
   pc.onconnectionstatechange = () => {
-    if (pc.connectionState === 'connected') mark('dtls_connected');
+    if (pc.connectionState === 'connected') {
+      mark('dtls_connected');
+      // Once more now that media flows: a target set earlier (in `ontrack`, while the
+      // descriptions were still being applied) does not always hold — measured 52 instead of
+      // 25 ms glass to glass in some sessions, whichever side offered.
+      for (const receiver of pc.getReceivers()) lowLatency(receiver);
+    }
     renderNowWatching();
     if (pc.connectionState === 'failed') showError('The connection to the camera failed.');
   };
@@ -225,6 +242,7 @@ async function answerCamera(pc, session, sdp) {
   try {
     answer = await pc.createAnswer();
   } catch (e) {
+    if (pc !== ferrocam.pc) return; // the user moved on meanwhile
     // Nothing both sides can do: tell the device, and say why here.
     send({ type: 'hang_up', session });
     stopPeer();
@@ -238,14 +256,12 @@ async function answerCamera(pc, session, sdp) {
   try {
     await pc.setLocalDescription(answer);
   } catch (e) {
+    if (pc !== ferrocam.pc) return;
     send({ type: 'hang_up', session });
     stopPeer();
     showError(`Could not apply our answer: ${e.message}`);
     return;
   }
-  // Again now that the answer is applied: a target set while only the offer was (in `ontrack`)
-  // does not hold (measured: 52 instead of 30 ms glass to glass).
-  for (const receiver of pc.getReceivers()) lowLatency(receiver);
 }
 
 // A live camera wants the smallest jitter buffer the network allows: Chrome otherwise holds
@@ -392,7 +408,13 @@ function newDeviceItem(device) {
   const meta = document.createElement('span');
   meta.className = 'meta';
   button.append(dot, name, meta);
-  button.onclick = () => watch(device).catch((e) => showError(e.message));
+  // Clicking the camera already playing (or connecting) keeps it; after an error it retries.
+  button.onclick = () => {
+    const pc = ferrocam.pc;
+    const live = pc && ['new', 'connecting', 'connected'].includes(pc.connectionState);
+    if (ferrocam.device === device && live && !ferrocam.lastError) return;
+    watch(device).catch((e) => showError(e.message));
+  };
   item.append(button);
   return item;
 }

@@ -10,6 +10,12 @@
 //! envelope's session id, the grant has not expired (with a small leeway for clock skew), and
 //! the session id was not granted before (replay). The signing and checking live with each
 //! side (`jsonwebtoken` in the gateway and the device); this module is the shared vocabulary.
+//!
+//! When the device makes the offer, the viewer's answer travels over MQTT too, and it names the
+//! DTLS certificate the media will be encrypted for: an answer from anyone who can publish on the
+//! signal topic would take the stream. So the gateway relays each answer with a grant of its own
+//! whose `answer` claim is the SDP's SHA-256 ([`ANSWER_DIGEST`]); the device applies an answer
+//! only with such a grant for its session. Such a grant opens nothing by itself.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +27,10 @@ pub const GRANT_TTL_SECS: u64 = 30;
 
 /// Clock skew a device tolerates between its clock and the gateway's.
 pub const GRANT_LEEWAY_SECS: u64 = 60;
+
+/// How the `answer` claim digests the answer's SDP: SHA-256 of its UTF-8 bytes, base64url
+/// without padding.
+pub const ANSWER_DIGEST: &str = "sha-256, base64url";
 
 /// The claims of a session grant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,4 +52,8 @@ pub struct GrantClaims {
     /// STUN/TURN servers for this session's device side, with fresh TURN credentials.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ice: Vec<IceServer>,
+    /// Only in the grant relayed with a viewer's answer to the device's offer: the digest of
+    /// that answer ([`ANSWER_DIGEST`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }

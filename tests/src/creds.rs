@@ -88,14 +88,36 @@ impl Credentials {
         role: ferrocam_protocol::control::Role,
         ttl_secs: i64,
     ) -> anyhow::Result<String> {
+        self.sign(self.claims(device, session, role, ttl_secs)?)
+    }
+
+    /// A grant for the viewer's answer `sdp` in `session`, as a gateway relays it.
+    pub fn answer_grant(
+        &self,
+        device: &str,
+        session: &ferrocam_protocol::SessionId,
+        sdp: &str,
+    ) -> anyhow::Result<String> {
         use base64::Engine as _;
-        let pem = std::fs::read_to_string(&self.grant_key)?;
-        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = base64::engine::general_purpose::STANDARD.decode(body)?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, sdp.as_bytes());
+        let answer = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        self.sign(ferrocam_protocol::GrantClaims {
+            answer: Some(answer),
+            ..self.claims(device, session, ferrocam_protocol::control::Role::View, 30)?
+        })
+    }
+
+    fn claims(
+        &self,
+        device: &str,
+        session: &ferrocam_protocol::SessionId,
+        role: ferrocam_protocol::control::Role,
+        ttl_secs: i64,
+    ) -> anyhow::Result<ferrocam_protocol::GrantClaims> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs();
-        let claims = ferrocam_protocol::GrantClaims {
+        Ok(ferrocam_protocol::GrantClaims {
             aud: device.to_owned(),
             sub: session.to_string(),
             role,
@@ -104,7 +126,15 @@ impl Credentials {
             iss: "test-probe".to_owned(),
             usr: "test".to_owned(),
             ice: Vec::new(),
-        };
+            answer: None,
+        })
+    }
+
+    fn sign(&self, claims: ferrocam_protocol::GrantClaims) -> anyhow::Result<String> {
+        use base64::Engine as _;
+        let pem = std::fs::read_to_string(&self.grant_key)?;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(body)?;
         Ok(jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
             &claims,

@@ -190,26 +190,61 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         ),
         "{replies:?}"
     );
-    let answer = |n: u8, sdp: &str| {
+    let answer = |n: u8, sdp: &str| -> anyhow::Result<Vec<u8>> {
+        let grant = stack.creds.answer_grant("demo", &session(n), sdp)?;
+        Ok(Envelope::new(
+            probe(),
+            device.clone(),
+            session(n),
+            Signal::Answer {
+                sdp: sdp.into(),
+                grant: Some(grant),
+            },
+        )
+        .encode())
+    };
+    // Answers the gateway did not vouch for are dropped without a word (anyone on the broker
+    // could otherwise hand the stream to their own certificate), and the session lives on.
+    let forged = |n: u8, grant: Option<String>| {
         Envelope::new(
             probe(),
             device.clone(),
             session(n),
-            Signal::Answer { sdp: sdp.into() },
+            Signal::Answer {
+                sdp: "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\n".into(),
+                grant,
+            },
         )
         .encode()
     };
+    mqtt.publish(&signal, forged(7, None)).await?;
+    mqtt.publish(&signal, forged(7, Some(grant(7)?))).await?;
+    mqtt.publish(
+        &signal,
+        forged(
+            8,
+            Some(stack.creds.answer_grant("demo", &session(8), "v=0")?),
+        ),
+    )
+    .await?;
+    while let Some((_, payload)) = mqtt.next(Duration::from_millis(500)).await {
+        let body = Envelope::decode(&payload)?.body;
+        assert!(
+            !matches!(body, Signal::Error { .. } | Signal::HangUp { .. }),
+            "a forged answer got a reaction: {body:?}"
+        );
+    }
     mqtt.publish(
         &signal,
         answer(
             7,
             "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\nnot sdp",
-        ),
+        )?,
     )
     .await?;
     mqtt.publish(
         &signal,
-        answer(8, "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\n"),
+        answer(8, "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\n")?,
     )
     .await?;
     let mut errors = std::collections::HashMap::new();

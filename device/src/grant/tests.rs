@@ -26,6 +26,7 @@ fn claims(device: &str, session: &SessionId, exp_offset: i64) -> GrantClaims {
         iss: "gw".into(),
         usr: "alice".into(),
         ice: vec![],
+        answer: None,
     }
 }
 
@@ -121,4 +122,46 @@ fn bad_keys_are_refused_at_load() {
     let id = DeviceId::parse("cam").unwrap();
     assert!(GrantVerifier::new(id.clone(), "not base64 !").is_err());
     assert!(GrantVerifier::new(id, "AAAA").is_err());
+}
+
+#[test]
+fn an_answer_needs_a_grant_naming_exactly_it_and_such_a_grant_opens_nothing() {
+    use base64::Engine;
+    let (key, mut v, session) = setup();
+    let sdp = "v=0\r\na=fingerprint:sha-256 AB:CD\r\n";
+    let digest = ring::digest::digest(&ring::digest::SHA256, sdp.as_bytes());
+    let answer_claims = GrantClaims {
+        answer: Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())),
+        ..claims("cam", &session, 30)
+    };
+    let grant = sign(&key, &answer_claims);
+    assert_eq!(v.verify_answer(Some(&grant), &session, sdp), Ok(()));
+    // Another answer (say, another certificate) under the same grant is refused.
+    assert_eq!(
+        v.verify_answer(
+            Some(&grant),
+            &session,
+            "v=0\r\na=fingerprint:sha-256 EE:FF\r\n"
+        ),
+        Err(GrantError::WrongAnswer)
+    );
+    assert_eq!(
+        v.verify_answer(None, &session, sdp),
+        Err(GrantError::Missing)
+    );
+    // A session grant is no answer grant, and an answer grant opens no session.
+    let session_grant = sign(&key, &claims("cam", &session, 30));
+    assert_eq!(
+        v.verify_answer(Some(&session_grant), &session, sdp),
+        Err(GrantError::WrongAnswer)
+    );
+    let other = SessionId::from_random([3; 16]);
+    assert_eq!(
+        v.verify_answer(Some(&grant), &other, sdp),
+        Err(GrantError::WrongSession)
+    );
+    assert_eq!(
+        v.verify(Some(&grant), &session).map(|_| ()),
+        Err(GrantError::AnswerOnly)
+    );
 }

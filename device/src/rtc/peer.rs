@@ -101,7 +101,7 @@ struct LocalTrack {
 
 /// A connection under construction, before either description is applied.
 struct Building {
-    pc: Arc<dyn PeerConnection>,
+    pc: CloseUnlessKept,
     video: LocalTrack,
     events: mpsc::UnboundedReceiver<PeerEvent>,
 }
@@ -151,7 +151,6 @@ impl Peer {
             .await
             .context("creating the answer")?;
         if !sdp::answer_has_h264(&answer.sdp) {
-            let _ = pc.close().await;
             return Err(AnswerError::NoCommonCodec(
                 "no H.264 profile in the offer is one this camera can send".to_owned(),
             ));
@@ -161,7 +160,7 @@ impl Peer {
             .context("applying the answer")?;
 
         let peer = Peer {
-            pc,
+            pc: pc.keep(),
             video,
             audio,
             offering: false,
@@ -201,7 +200,7 @@ impl Peer {
             .await
             .context("applying the offer")?;
         let peer = Peer {
-            pc,
+            pc: pc.keep(),
             video,
             audio,
             offering: true,
@@ -339,7 +338,7 @@ impl Building {
             .build()
             .await
             .context("creating the peer connection")?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let pc = CloseUnlessKept(Some(Arc::new(pc)));
 
         let video = LocalTrack::add(&pc, RtpCodecKind::Video, &video_codecs[0], direction).await?;
         // PLI/FIR arrive as events on the video track (see `rtcp`); forward them to the session.
@@ -359,6 +358,34 @@ impl Building {
             }
         });
         Ok(Self { pc, video, events })
+    }
+}
+
+/// A peer connection that has not made it into a [`Peer`] yet. Should building it fail part-way
+/// (any `?` above), dropping it closes the connection: dropping the handle alone would leave
+/// the crate's driver task and sockets running.
+struct CloseUnlessKept(Option<Arc<dyn PeerConnection>>);
+
+impl CloseUnlessKept {
+    fn keep(mut self) -> Arc<dyn PeerConnection> {
+        self.0.take().expect("a connection is kept once")
+    }
+}
+
+impl std::ops::Deref for CloseUnlessKept {
+    type Target = Arc<dyn PeerConnection>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("not kept yet")
+    }
+}
+
+impl Drop for CloseUnlessKept {
+    fn drop(&mut self) {
+        if let Some(pc) = self.0.take() {
+            tokio::spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
     }
 }
 

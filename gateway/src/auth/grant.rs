@@ -64,23 +64,52 @@ impl GrantSigner {
         user: &str,
         ice: Vec<IceServer>,
     ) -> String {
+        self.encode(&GrantClaims {
+            role,
+            usr: user.to_owned(),
+            ice,
+            ..self.claims(device, session)
+        })
+    }
+
+    /// The grant relayed with a viewer's `answer` SDP to the device's offer in `session`: it
+    /// binds exactly this answer to the session, and opens nothing by itself.
+    pub fn sign_answer(&self, device: &DeviceId, session: &SessionId, sdp: &str) -> String {
+        self.encode(&GrantClaims {
+            answer: Some(answer_digest(sdp)),
+            ..self.claims(device, session)
+        })
+    }
+
+    /// Claims for `session` with `device` from this issuer, valid from now, viewing only.
+    fn claims(&self, device: &DeviceId, session: &SessionId) -> GrantClaims {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let claims = GrantClaims {
+        GrantClaims {
             aud: device.to_string(),
             sub: session.to_string(),
-            role,
+            role: Role::View,
             exp: now + GRANT_TTL_SECS,
             iat: now,
             iss: self.issuer.to_string(),
-            usr: user.to_owned(),
-            ice,
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
+            usr: String::new(),
+            ice: Vec::new(),
+            answer: None,
+        }
+    }
+
+    fn encode(&self, claims: &GrantClaims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key)
             .expect("signing with a loaded Ed25519 key cannot fail")
     }
+}
+
+/// The `answer` claim for `sdp` (`ferrocam_protocol::grant::ANSWER_DIGEST`).
+pub fn answer_digest(sdp: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, sdp.as_bytes());
+    base64url(digest.as_ref())
 }
 
 /// A new key pair: (PEM private key, base64url public key).

@@ -144,7 +144,8 @@ impl Connection {
             ClientMsg::Offer { device, sdp } => return self.open(device, Some(sdp)),
             ClientMsg::Watch { device } => return self.open(device, None),
             ClientMsg::Answer { session, sdp } => {
-                let r = relay.forward(self.viewer, &session, Signal::Answer { sdp });
+                let answer = Signal::Answer { sdp, grant: None };
+                let r = relay.forward(self.viewer, &session, answer);
                 (session, r)
             }
             ClientMsg::Candidate { session, candidate } => {

@@ -71,6 +71,7 @@ pub(super) fn answer(me: &DeviceId, payload: &[u8]) -> Option<(String, Vec<u8>)>
         envelope.session,
         Signal::Answer {
             sdp: ANSWER_SDP.to_owned(),
+            grant: None,
         },
     );
     Some((reply_to, reply.encode()))
