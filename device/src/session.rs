@@ -166,7 +166,13 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
             Signal::Answer { sdp, grant: None }
         }
     };
-    let answered = if trickle {
+    let answered = if we_offer {
+        // Our offer goes out at once and without candidates; they follow once the viewer's
+        // answer is applied here (see `held`).
+        say(describe(local_sdp));
+        tracing::info!(%session, "sent our offer");
+        true
+    } else if trickle {
         let gathered = tokio::time::timeout(HOST_GATHER_WAIT, async {
             // Candidates gathered meanwhile are in the local description: not trickled again.
             while let Some(event) = events.recv().await {
@@ -183,7 +189,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
         if gathered {
             say(Signal::EndOfCandidates);
         }
-        tracing::info!(%session, we_offer, "sent our description");
+        tracing::info!(%session, "answered the offer");
         true
     } else {
         false
@@ -196,6 +202,12 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
     // When we offered: whether the viewer's answer is applied, and its candidates until then.
     let mut remote_answered = !we_offer;
     let mut early_candidates: Vec<IceCandidate> = Vec::new();
+    // When we offered: our own candidates, held until the viewer's answer is applied. A viewer
+    // that had them sooner would start its checks at once, and one reaching us before the
+    // answer does is dropped (the ICE agent starts with the answer) and repeated only ~50 ms
+    // later: the slowest tenth of first frames, measured. Held, they reach the viewer when we
+    // can answer its checks.
+    let mut held: Vec<Signal> = Vec::new();
     let mut streaming: Option<Streaming> = None;
     let deadline = tokio::time::sleep(ctx.connect_timeout);
     tokio::pin!(deadline);
@@ -217,6 +229,9 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                     remote_answered = true;
                     early_feed = Some(ctx.media.video_feed());
                     tracing::info!(%session, "viewer answered");
+                    for signal in held.drain(..) {
+                        say(signal);
+                    }
                     for candidate in early_candidates.drain(..) {
                         add_candidate(&peer, &session, candidate).await;
                     }
@@ -242,8 +257,10 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                 None => break "device shutting down".to_owned(),
             },
             event = events.recv() => match event {
+                Some(PeerEvent::LocalCandidate(candidate)) if !remote_answered => held.push(Signal::Candidate { candidate }),
                 Some(PeerEvent::LocalCandidate(candidate)) if trickle => say(Signal::Candidate { candidate }),
                 Some(PeerEvent::LocalCandidate(_)) => {}
+                Some(PeerEvent::GatheringComplete) if !remote_answered => held.push(Signal::EndOfCandidates),
                 Some(PeerEvent::GatheringComplete) if trickle => say(Signal::EndOfCandidates),
                 Some(PeerEvent::GatheringComplete) => {
                     if !answered {
