@@ -21,6 +21,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BENCH = ROOT / "target" / "bench"
 OUT = ROOT / "docs" / "bench"
 STEPS = ["answer", "ice_connected", "dtls_connected", "first_packet", "first_frame"]
+# The page's mark "answer" is the server's SDP arriving, whichever side offered.
+LABELS = {"answer": "server's SDP received"}
 COLORS = {"ferrocam": "#d9480f", "janus": "#1c7ed6", "aiortc": "#2b8a3e"}
 
 
@@ -104,7 +106,7 @@ def ttff_breakdown(results):
             at = r["ttff_steps"].get(step)
             if at is None or at < start:
                 continue
-            ax.barh(y, at - start, left=start, label=step if y == 0 else None,
+            ax.barh(y, at - start, left=start, label=LABELS.get(step, step) if y == 0 else None,
                     color=plt.cm.viridis(STEPS.index(step) / len(STEPS)))
             start = at
         ax.text(start + 3, y, f"{start:.0f} ms", va="center")
