@@ -458,30 +458,16 @@ impl Relay {
             tracing::warn!(%session, %device, "reply from a device that does not own the session");
             return;
         }
+        // The device's SDP, once: its answer when the viewer offered, its offer after an invite.
+        let sdp_expected = |offerer| entry.offerer == offerer && !entry.answered;
         let (msg, ends) = match body {
-            Signal::Answer { sdp, .. } if entry.offerer == Offerer::Viewer && !entry.answered => {
-                entry.answered = true;
-                self.answer_latency
-                    .observe(entry.offered_at.elapsed().as_secs_f64());
-                (
-                    ServerMsg::Answer {
-                        session: session.clone(),
-                        sdp,
-                    },
-                    false,
-                )
+            Signal::Answer { sdp, .. } if sdp_expected(Offerer::Viewer) => {
+                let session = session.clone();
+                (ServerMsg::Answer { session, sdp }, false)
             }
-            Signal::Offer { sdp, .. } if entry.offerer == Offerer::Device && !entry.answered => {
-                entry.answered = true;
-                self.answer_latency
-                    .observe(entry.offered_at.elapsed().as_secs_f64());
-                (
-                    ServerMsg::Offer {
-                        session: session.clone(),
-                        sdp,
-                    },
-                    false,
-                )
+            Signal::Offer { sdp, .. } if sdp_expected(Offerer::Device) => {
+                let session = session.clone();
+                (ServerMsg::Offer { session, sdp }, false)
             }
             Signal::Candidate { candidate } => (
                 ServerMsg::Candidate {
@@ -520,6 +506,11 @@ impl Relay {
                 return;
             }
         };
+        if matches!(msg, ServerMsg::Answer { .. } | ServerMsg::Offer { .. }) {
+            entry.answered = true;
+            self.answer_latency
+                .observe(entry.offered_at.elapsed().as_secs_f64());
+        }
         let _ = entry.tx.send(msg);
         if ends {
             state.sessions.remove(&session);
