@@ -76,7 +76,7 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
 
     let publisher = tokio::spawn(publish_outbound(client.clone(), outbound));
     let mut backoff = Backoff::default();
-    // When to announce presence once more after a connect (see REANNOUNCE_AFTER).
+    // When to subscribe and announce presence once more after a connect (see REANNOUNCE_AFTER).
     let mut reannounce_at: Option<tokio::time::Instant> = None;
     while !*shutdown.borrow() {
         let reannounce = async {
@@ -89,6 +89,13 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
             _ = shutdown.changed() => {}
             () = reannounce => {
                 reannounce_at = None;
+                // Subscribe again too: a clustered broker re-electing after a node loss can
+                // acknowledge a subscription it then does not serve (NATS, seen in CI), and a
+                // device that shows online but never hears an offer is the worst failure.
+                // Subscribing to the same filter again replaces the subscription; it is harmless.
+                if let Err(e) = client.try_subscribe(&signal_topic, QoS::AtMostOnce) {
+                    tracing::warn!(error = %e, "could not queue the re-subscription");
+                }
                 if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
                     tracing::warn!(error = %e, "could not queue the presence re-announce");
                 }
@@ -166,8 +173,9 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
 }
 
 /// A clustered broker that just lost a node can acknowledge a retained publish without storing
-/// it while it re-elects (measured on NATS: 4–8 s). Presence is announced once more this long
-/// after every connect, so gateways that subscribe later still see the device.
+/// it, or a subscription without serving it, while it re-elects (measured on NATS: 4–8 s).
+/// The device subscribes and announces presence once more this long after every connect, so
+/// gateways that subscribe later still see it and its offers still arrive.
 const REANNOUNCE_AFTER: Duration = Duration::from_secs(15);
 
 /// Publishes what sessions say. Signaling uses QoS 0: a lost message only matters across a
