@@ -56,6 +56,10 @@ mod sessions {
         SessionId::from_random([n; 16])
     }
 
+    fn rate_limited(result: &Result<SessionId, Refusal>) -> bool {
+        matches!(result, Err(r) if r.code == ErrorCode::RateLimited)
+    }
+
     /// The claims of a grant the relay signed (the signature is the device's business).
     fn claims_of(grant: &str) -> ferrocam_protocol::GrantClaims {
         use base64::Engine as _;
@@ -80,18 +84,7 @@ mod sessions {
                 relay.offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(n))
             })
             .collect();
-        let limited = results
-            .iter()
-            .filter(|r| {
-                matches!(
-                    r,
-                    Err(Refusal {
-                        code: ErrorCode::RateLimited,
-                        ..
-                    })
-                )
-            })
-            .count();
+        let limited = results.iter().filter(|r| rate_limited(r)).count();
         assert!(
             (25..=30).contains(&limited),
             "{limited} of 60 refused; the burst is 30"
@@ -376,15 +369,7 @@ mod sessions {
 
         let limited = (2..70)
             .map(|n| relay.invite(relay.new_viewer(), &tx, cam.clone(), opts(), sid(n)))
-            .filter(|r| {
-                matches!(
-                    r,
-                    Err(Refusal {
-                        code: ErrorCode::RateLimited,
-                        ..
-                    })
-                )
-            })
+            .filter(rate_limited)
             .count();
         assert!(
             limited >= 35,
