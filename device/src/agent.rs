@@ -21,9 +21,16 @@ const SESSION_INBOX: usize = 64;
 pub struct Agent {
     ctx: SessionContext,
     max_sessions: usize,
-    sessions: Arc<Mutex<HashMap<SessionId, mpsc::Sender<SessionInput>>>>,
+    sessions: Arc<Mutex<HashMap<SessionId, Running>>>,
     /// Checks the gateway's signature on every request that opens something.
     grants: Mutex<GrantVerifier>,
+}
+
+/// A session in progress, as the agent knows it.
+struct Running {
+    inbox: mpsc::Sender<SessionInput>,
+    /// Who it was granted to: only the same user may move its signaling elsewhere.
+    user: String,
 }
 
 impl Agent {
@@ -73,8 +80,10 @@ impl Agent {
 
     /// Asks every session to end, telling its gateway why.
     pub fn hang_up_all(&self, reason: &str) {
-        for inbox in self.sessions.lock().expect("sessions lock").values() {
-            let _ = inbox.try_send(SessionInput::Shutdown(reason.to_owned()));
+        for running in self.sessions.lock().expect("sessions lock").values() {
+            let _ = running
+                .inbox
+                .try_send(SessionInput::Shutdown(reason.to_owned()));
         }
     }
 
@@ -184,6 +193,7 @@ impl Agent {
                 }
                 SessionInput::Answer(sdp)
             }
+            Signal::Attach { grant } => return self.attach(session, reply_to, grant),
             Signal::Candidate { candidate } => SessionInput::Candidate(candidate),
             Signal::EndOfCandidates => SessionInput::EndOfCandidates,
             Signal::HangUp { reason } => SessionInput::HangUp(reason),
@@ -197,7 +207,7 @@ impl Agent {
             .lock()
             .expect("sessions lock")
             .get(&session)
-            .cloned();
+            .map(|running| running.inbox.clone());
         match inbox {
             Some(inbox) => {
                 if inbox.try_send(input).is_err() {
@@ -205,6 +215,44 @@ impl Agent {
                 }
             }
             None => tracing::debug!(%session, "signal for an unknown session"),
+        }
+    }
+
+    /// Moves a session's signaling to the gateway behind `reply_to` (the viewer reconnected
+    /// there). Only the user the session was granted to may do that; anyone else learns no
+    /// more than that there is no such session.
+    fn attach(&self, session: SessionId, reply_to: Option<String>, grant: Option<String>) {
+        let Some(reply_to) = self.valid_reply_topic(reply_to) else {
+            tracing::warn!(%session, "attach without a valid reply topic");
+            return;
+        };
+        let Some(claims) = self.check_grant(grant.as_deref(), &session, &reply_to) else {
+            return;
+        };
+        let inbox = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(&session)
+            .filter(|running| running.user == claims.usr)
+            .map(|running| running.inbox.clone());
+        let attached = inbox.is_some_and(|inbox| {
+            inbox
+                .try_send(SessionInput::Attach(reply_to.clone()))
+                .is_ok()
+        });
+        if attached {
+            tracing::info!(%session, gateway = %claims.iss, "session signaling moved");
+        } else {
+            tracing::info!(%session, user = %claims.usr, "attach for no session of this user");
+            self.ctx.say(
+                &reply_to,
+                &session,
+                Signal::Error {
+                    code: ErrorCode::UnknownSession,
+                    message: "the session has ended".into(),
+                },
+            );
         }
     }
 
@@ -266,10 +314,10 @@ impl Agent {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         if sessions.len() >= self.max_sessions {
             drop(sessions);
-            let message = format!(
-                "the device is at its limit of {} viewers",
-                self.max_sessions
-            );
+            let message = match self.max_sessions {
+                1 => "the device is at its limit of 1 viewer".to_owned(),
+                n => format!("the device is at its limit of {n} viewers"),
+            };
             return self.ctx.say(
                 &reply_to,
                 &session,
@@ -280,7 +328,13 @@ impl Agent {
             );
         }
         let (tx, rx) = mpsc::channel(SESSION_INBOX);
-        sessions.insert(session.clone(), tx);
+        sessions.insert(
+            session.clone(),
+            Running {
+                inbox: tx,
+                user: claims.usr.clone(),
+            },
+        );
         drop(sessions);
 
         let ctx = self.ctx.clone();

@@ -4,6 +4,12 @@
 //! rumqttc splits a connection into a command handle (`AsyncClient`) and an I/O loop
 //! (`EventLoop`); the loop must be polled for anything to happen, including reconnects.
 //! A clean session forgets subscriptions, so every ConnAck re-subscribes and re-announces.
+//!
+//! Every connection gets its own number (`seq` in presence) and a last will naming it, so the
+//! will of a dropped connection can never outrank the "online" of the next one (see
+//! `ferrocam_protocol::presence`). The device also listens to its own status topic: a broker
+//! that hands out an old will after the device is back (late keep-alive expiry, a restart)
+//! leaves that will as the retained status, and the device then announces itself once more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,22 +63,14 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
     let connected = Arc::new(connected);
     let status_topic = topics::device_status(&online.device);
     let signal_topic = topics::device_signal(&online.device);
-    let offline = DeviceStatus {
-        online: false,
-        capabilities: None,
-        ..online.clone()
-    };
-    let offline_payload = serde_json::to_vec(&offline)?;
-
+    online.seq = 1;
     let mut nodes = broker.connect(&client_id, |options| {
-        options.set_last_will(LastWill::new(
-            &status_topic,
-            offline_payload.clone(),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        options.set_last_will(last_will(&status_topic, &online));
     })?;
     let (client, mut events) = ferrocam_mqtt::client(nodes.first(), 64);
+    // When the device last answered a stale retained status, so a broker replaying old wills
+    // (or a forger) cannot make it publish in a loop.
+    let mut last_repair: Option<tokio::time::Instant> = None;
 
     let publisher = tokio::spawn(publish_outbound(client.clone(), outbound));
     let mut backoff = Backoff::default();
@@ -120,13 +118,16 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
                     // `poll` drains rumqttc's request queue, which may be full after an outage.
                     // Subscribe first: the broker handles both in order, so no offer can arrive
                     // for a device that has announced itself but not yet subscribed.
+                    // The own status topic comes last, so the retained message it brings is this
+                    // announcement unless an older will overtook it.
                     let (c, topic, status) = (client.clone(), status_topic.clone(), serde_json::to_vec(&online)?);
                     let signal = signal_topic.clone();
                     let connected = connected.clone();
                     tokio::spawn(async move {
                         let subscribed = c.subscribe(signal, QoS::AtMostOnce).await;
-                        let announced = c.publish(topic, QoS::AtLeastOnce, true, status).await;
-                        if subscribed.is_ok() && announced.is_ok() {
+                        let announced = c.publish(&topic, QoS::AtLeastOnce, true, status).await;
+                        let watching = c.subscribe(topic, QoS::AtMostOnce).await;
+                        if subscribed.is_ok() && announced.is_ok() && watching.is_ok() {
                             connected.send_replace(true);
                         }
                     });
@@ -146,6 +147,16 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
                 Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == signal_topic => {
                     agent.handle_payload(&publish.payload);
                 }
+                Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == status_topic => {
+                    let repair_due = last_repair.is_none_or(|at| at.elapsed() >= MIN_REPAIR_INTERVAL);
+                    if repair_due && outdated_by_stale_will(&publish.payload, &online) {
+                        last_repair = Some(tokio::time::Instant::now());
+                        tracing::info!("the broker holds an old will as this device's status; announcing again");
+                        if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
+                            tracing::warn!(error = %e, "could not queue the presence repair");
+                        }
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     reconnects.inc();
@@ -155,6 +166,9 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
                     if nodes.len() > 1 {
                         events.mqtt_options = nodes.next_node();
                     }
+                    // The next connection is a new one: its presence and its will say so.
+                    online.seq += 1;
+                    events.mqtt_options.set_last_will(last_will(&status_topic, &online));
                     tracing::warn!(error = %e, retry_in = ?wait, next = %ferrocam_mqtt::node_name(&events.mqtt_options), "broker connection lost");
                     sleep_or_shutdown(wait, &mut shutdown).await;
                 }
@@ -165,7 +179,12 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
     // A clean exit says "offline" itself: the broker only sends the will on an unclean drop.
     publisher.abort();
     let _ = client
-        .publish(&status_topic, QoS::AtLeastOnce, true, offline_payload)
+        .publish(
+            &status_topic,
+            QoS::AtLeastOnce,
+            true,
+            offline_payload(&online),
+        )
         .await;
     let _ = client.disconnect().await;
     drain(&mut events).await;
@@ -177,6 +196,40 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
 /// The device subscribes and announces presence once more this long after every connect, so
 /// gateways that subscribe later still see it and its offers still arrive.
 const REANNOUNCE_AFTER: Duration = Duration::from_secs(15);
+
+/// At most one presence repair this often (see `outdated_by_stale_will`).
+const MIN_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The "offline" document of the connection `online` describes.
+fn offline_payload(online: &DeviceStatus) -> Vec<u8> {
+    let offline = DeviceStatus {
+        online: false,
+        capabilities: None,
+        ..online.clone()
+    };
+    serde_json::to_vec(&offline).expect("a status always serializes")
+}
+
+/// The last will of the connection `online` describes: retained, so a gateway that starts later
+/// still learns the device is gone.
+fn last_will(status_topic: &str, online: &DeviceStatus) -> LastWill {
+    LastWill::new(
+        status_topic,
+        offline_payload(online),
+        QoS::AtLeastOnce,
+        true,
+    )
+}
+
+/// Whether `payload`, seen on the device's own status topic while connected, is the will of an
+/// earlier connection (or run) of this device: then the broker's retained status says offline
+/// although the device is here, and gateways that subscribe from now on would believe it.
+/// Anything else (its own announcement, garbage, another device's document) needs nothing.
+fn outdated_by_stale_will(payload: &[u8], online: &DeviceStatus) -> bool {
+    serde_json::from_slice::<DeviceStatus>(payload).is_ok_and(|seen| {
+        !seen.online && seen.device == online.device && seen.connection() < online.connection()
+    })
+}
 
 /// Publishes what sessions say. Signaling uses QoS 0: a lost message only matters across a
 /// broker disconnect, and then the session fails and the viewer retries, whereas QoS 1 could
@@ -204,5 +257,62 @@ async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>)
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
         _ = shutdown.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrocam_protocol::DeviceId;
+
+    fn status(online: bool, epoch: u64, seq: u64) -> DeviceStatus {
+        DeviceStatus {
+            v: 1,
+            device: DeviceId::parse("cam").unwrap(),
+            online,
+            epoch,
+            seq,
+            version: String::new(),
+            capabilities: None,
+        }
+    }
+
+    fn payload(status: &DeviceStatus) -> Vec<u8> {
+        serde_json::to_vec(status).unwrap()
+    }
+
+    #[test]
+    fn an_older_connections_will_is_repaired() {
+        let me = status(true, 10, 3);
+        assert!(outdated_by_stale_will(&payload(&status(false, 10, 2)), &me));
+        assert!(outdated_by_stale_will(&payload(&status(false, 9, 7)), &me));
+    }
+
+    #[test]
+    fn nothing_else_is() {
+        let me = status(true, 10, 3);
+        // Its own announcement coming back, and the current connection's own will.
+        assert!(!outdated_by_stale_will(&payload(&me), &me));
+        assert!(!outdated_by_stale_will(
+            &payload(&status(false, 10, 3)),
+            &me
+        ));
+        // A newer run of the same id (another process took over): not ours to fight.
+        assert!(!outdated_by_stale_will(
+            &payload(&status(false, 11, 1)),
+            &me
+        ));
+        let mut other = status(false, 1, 1);
+        other.device = DeviceId::parse("other").unwrap();
+        assert!(!outdated_by_stale_will(&payload(&other), &me));
+        assert!(!outdated_by_stale_will(b"{not json", &me));
+    }
+
+    #[test]
+    fn the_will_names_its_connection() {
+        let will = last_will("ferrocam/v1/devices/cam/status", &status(true, 10, 3));
+        let said: DeviceStatus = serde_json::from_slice(&will.message).unwrap();
+        assert_eq!((said.online, said.epoch, said.seq), (false, 10, 3));
+        assert!(will.retain);
     }
 }

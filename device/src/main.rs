@@ -22,7 +22,7 @@ use ferrocam_protocol::{
 use tokio::sync::{mpsc, watch};
 
 use crate::agent::Agent;
-use crate::config::Config;
+use crate::config::{Config, GpioChips};
 use crate::control::camera::{NoControls, V4l2Controls};
 use crate::control::gpio::{CdevGpio, FakeGpio};
 use crate::control::{ControlHandler, Gpio, Ptz};
@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     // Fail before touching the camera if the device could never serve a session.
     let grants = config.grant_verifier()?;
     let broker = config.broker_settings()?;
+    config.check_media()?;
 
     gstreamer::init().context("GStreamer failed to initialise")?;
     let cameras = media::capture_devices();
@@ -55,13 +56,15 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(path = %cam.path, name = %cam.name, driver = %cam.driver, "camera found");
     }
     let source = Source::resolve(&config.source, &cameras)?;
+    let forced_format = CaptureFormat::parse(&config.capture_format)?;
+    // Again now that `auto` has picked its source.
+    source.check_format(forced_format)?;
     let camera = match &source {
         Source::V4l2(path) => cameras
             .iter()
             .find(|c| c.path == path.display().to_string()),
         _ => None,
     };
-    let forced_format = CaptureFormat::parse(&config.capture_format)?;
     // Probe the encoder unless the camera's own H.264 is forced: whether there is a hardware
     // encoder also decides what `auto` captures.
     let selection = if forced_format == Some(CaptureFormat::H264) {
@@ -173,6 +176,8 @@ async fn main() -> anyhow::Result<()> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        // The link numbers its connections from 1 (see `link::run`).
+        seq: 0,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         capabilities: Some(Capabilities {
             video: Some(video_capability),
@@ -238,12 +243,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// The GPIO lines from the config, on the kernel's chips or on a fake one.
 fn open_gpio(config: &Config) -> anyhow::Result<Arc<dyn Gpio>> {
-    Ok(match &config.gpio_fake {
-        Some(state) => {
-            let path = (!state.is_empty() && state != "true").then(|| state.into());
-            Arc::new(FakeGpio::new(&config.gpio_lines, path))
+    Ok(match config.gpio_chips() {
+        GpioChips::Fake { state } => Arc::new(FakeGpio::new(&config.gpio_lines, state)),
+        GpioChips::Kernel => {
+            Arc::new(CdevGpio::open(&config.gpio_lines).context("opening GPIO lines")?)
         }
-        None => Arc::new(CdevGpio::open(&config.gpio_lines).context("opening GPIO lines")?),
     })
 }
 

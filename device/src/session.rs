@@ -30,6 +30,8 @@ pub enum SessionInput {
     Candidate(IceCandidate),
     EndOfCandidates,
     HangUp(String),
+    /// The viewer's signaling moved to another gateway: reply to this topic from now on.
+    Attach(String),
     /// The device is going away: tell the viewer, then end.
     Shutdown(String),
 }
@@ -106,7 +108,13 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
         role,
         ice_servers,
     } = request;
-    let say = |body: Signal| ctx.say(&reply_to, &session, body);
+    // Where the viewer's gateway listens; it changes when the viewer resumes through another
+    // gateway (`Attach`). Only this task touches it; the mutex just keeps the future `Send`.
+    let reply_to = std::sync::Mutex::new(reply_to);
+    let say = |body: Signal| {
+        let topic = reply_to.lock().expect("reply topic lock").clone();
+        ctx.say(&topic, &session, body)
+    };
 
     // Start (or keep) the pipeline now, so it warms up while ICE and DTLS run.
     let _lease = match ctx.media.acquire() {
@@ -250,6 +258,10 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                 }
                 Some(SessionInput::EndOfCandidates) => {}
                 Some(SessionInput::HangUp(reason)) => break format!("viewer hung up: {reason}"),
+                Some(SessionInput::Attach(topic)) => {
+                    *reply_to.lock().expect("reply topic lock") = topic;
+                    say(Signal::Attached);
+                }
                 Some(SessionInput::Shutdown(reason)) => {
                     say(Signal::HangUp { reason: reason.clone() });
                     break reason;

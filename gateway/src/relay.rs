@@ -71,6 +71,13 @@ struct Session {
     offered_at: std::time::Instant,
 }
 
+impl Session {
+    /// Both descriptions are on their way: from here on the peers need no gateway to stream.
+    fn established(&self) -> bool {
+        self.answered && (self.offerer == Offerer::Viewer || self.viewer_answered)
+    }
+}
+
 /// Which side of a session writes the SDP offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Offerer {
@@ -325,6 +332,59 @@ impl Relay {
         Ok(session)
     }
 
+    /// Takes over a session this viewer started earlier, through this gateway before it
+    /// restarted or through another one: its messages reach `tx` from now on, and the device is
+    /// asked (with a grant naming the session and the user) to reply here. The device checks
+    /// that the user is the one who started the session, and answers `attached` (relayed as
+    /// [`ServerMsg::Resumed`]) or an error when the session is gone.
+    ///
+    /// The device need not be known yet: a gateway that has just started may not have its
+    /// retained status yet when the viewer's WebSocket is back.
+    pub fn resume(
+        &self,
+        viewer: ViewerId,
+        tx: &ViewerTx,
+        device: DeviceId,
+        options: OfferOptions,
+        session: SessionId,
+    ) -> Result<(), Refusal> {
+        {
+            let mut state = self.lock();
+            if let Some(entry) = state.sessions.get(&session) {
+                // Another live connection holds it: same answer as for no such session, so
+                // nobody can probe for session ids.
+                if entry.viewer != viewer || entry.device != device {
+                    return Err(Refusal {
+                        code: ErrorCode::UnknownSession,
+                        message: "no such session".to_owned(),
+                    });
+                }
+            }
+            state.sessions.insert(
+                session.clone(),
+                Session {
+                    device: device.clone(),
+                    viewer,
+                    tx: tx.clone(),
+                    // Whoever offered, the descriptions were exchanged long ago.
+                    offerer: Offerer::Device,
+                    answered: true,
+                    viewer_answered: true,
+                    offered_at: std::time::Instant::now(),
+                },
+            );
+        }
+        let grant = self
+            .signer
+            .sign(&device, &session, options.role, &options.user, Vec::new());
+        let reply_to = self.reply_topic(&device);
+        self.send(
+            self.envelope(device, session, Signal::Attach { grant: Some(grant) })
+                .reply_to(reply_to),
+        );
+        Ok(())
+    }
+
     fn check_online(state: &State, device: &DeviceId) -> Result<(), Refusal> {
         match state.devices.get(device) {
             Some(status) if status.online => Ok(()),
@@ -501,7 +561,16 @@ impl Relay {
                 tracing::warn!(%session, "device sent SDP the session does not expect; ignored");
                 return;
             }
-            Signal::Invite { .. } | Signal::Control { .. } | Signal::ControlReply { .. } => {
+            Signal::Attached => (
+                ServerMsg::Resumed {
+                    session: session.clone(),
+                },
+                false,
+            ),
+            Signal::Invite { .. }
+            | Signal::Control { .. }
+            | Signal::ControlReply { .. }
+            | Signal::Attach { .. } => {
                 tracing::warn!(%session, "device sent a gateway-to-device message; ignored");
                 return;
             }
@@ -539,7 +608,12 @@ impl Relay {
         }
     }
 
-    /// Hangs up every session of a viewer that went away.
+    /// Forgets every session of a viewer whose connection went away, and hangs up those still
+    /// being set up. A session whose descriptions were exchanged is left running: its media and
+    /// control channel flow peer to peer, so a viewer that lost only its WebSocket (this gateway
+    /// restarting, a proxy timing out) keeps watching and resumes signaling with
+    /// [`Self::resume`]. A viewer that really left closes its peer connection, and the device
+    /// ends the session on its own (control channel closed, or ICE consent lost).
     pub fn viewer_gone(&self, viewer: ViewerId) {
         let gone: Vec<(SessionId, DeviceId)> = {
             let mut state = self.lock();
@@ -550,7 +624,9 @@ impl Relay {
                 .map(|(id, _)| id.clone())
                 .collect();
             ids.into_iter()
-                .filter_map(|id| state.sessions.remove(&id).map(|s| (id, s.device)))
+                .filter_map(|id| state.sessions.remove(&id).map(|s| (id, s)))
+                .filter(|(_, s)| !s.established())
+                .map(|(id, s)| (id, s.device))
                 .collect()
         };
         for (session, device) in gone {

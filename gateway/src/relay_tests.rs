@@ -34,6 +34,7 @@ mod sessions {
             device: DeviceId::parse(device).unwrap(),
             online,
             epoch,
+            seq: 0,
             version: String::new(),
             capabilities: None,
         }
@@ -420,6 +421,102 @@ mod sessions {
     }
 
     #[test]
+    fn a_departed_viewers_established_session_is_left_to_the_peers_and_can_be_resumed() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let cam = DeviceId::parse("cam").unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        relay
+            .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(1))
+            .unwrap();
+        let answer = Signal::Answer {
+            sdp: "a".into(),
+            grant: None,
+        };
+        relay.on_reply(&cam, Envelope::new(dev(&cam), cam.clone(), sid(1), answer));
+        while broker.try_recv().is_ok() {}
+
+        // The socket drops (gateway restart, proxy timeout): nothing is said to the device,
+        // whose media keeps flowing peer to peer.
+        relay.viewer_gone(viewer);
+        assert_eq!(relay.session_count(), 0);
+        assert!(
+            broker.try_recv().is_err(),
+            "an established session was hung up"
+        );
+
+        // The viewer is back on a new socket and resumes: the device is asked to reply here,
+        // with a grant naming the session and the user.
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let back = relay.new_viewer();
+        relay
+            .resume(back, &tx2, cam.clone(), opts(), sid(1))
+            .unwrap();
+        let attach = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert_eq!(attach.reply_to, Some(relay.reply_topic(&cam)));
+        let Signal::Attach { grant: Some(grant) } = attach.body else {
+            panic!("not an attach with a grant: {attach:?}");
+        };
+        let claims = claims_of(&grant);
+        assert_eq!(claims.sub, sid(1).to_string());
+        assert_eq!(claims.usr, "alice");
+        relay.on_reply(
+            &cam,
+            Envelope::new(dev(&cam), cam.clone(), sid(1), Signal::Attached),
+        );
+        assert!(
+            matches!(rx2.try_recv(), Ok(ServerMsg::Resumed { ref session }) if *session == sid(1))
+        );
+
+        // Another connection cannot take the session over while this one holds it…
+        let (tx3, _rx3) = mpsc::unbounded_channel();
+        let intruder = relay.new_viewer();
+        let refused = relay.resume(intruder, &tx3, cam.clone(), opts(), sid(1));
+        assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownSession);
+        assert!(broker.try_recv().is_err());
+        // …and the session's owner can hang up through this gateway.
+        relay
+            .forward(
+                back,
+                &sid(1),
+                Signal::HangUp {
+                    reason: "bye".into(),
+                },
+            )
+            .unwrap();
+        let hang_up = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert!(matches!(hang_up.body, Signal::HangUp { .. }));
+        assert_eq!(relay.session_count(), 0);
+    }
+
+    #[test]
+    fn resuming_a_session_the_device_no_longer_has_ends_with_its_error() {
+        let (relay, mut broker) = relay();
+        let cam = DeviceId::parse("cam").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        // A gateway that just started may not know the device yet: the attach goes out anyway.
+        relay
+            .resume(viewer, &tx, cam.clone(), opts(), sid(4))
+            .unwrap();
+        assert!(broker.try_recv().is_ok());
+        let gone = Signal::Error {
+            code: ErrorCode::UnknownSession,
+            message: "the session has ended".into(),
+        };
+        relay.on_reply(&cam, Envelope::new(dev(&cam), cam.clone(), sid(4), gone));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ServerMsg::Error {
+                code: ErrorCode::UnknownSession,
+                ..
+            })
+        ));
+        assert_eq!(relay.session_count(), 0);
+    }
+
+    #[test]
     fn unanswered_sessions_expire_with_a_timeout_error() {
         let (relay, _broker) = relay();
         relay.on_status(status("cam", true, 1));
@@ -477,6 +574,7 @@ mod control {
             device: cam.clone(),
             online: true,
             epoch: 1,
+            seq: 0,
             version: String::new(),
             capabilities: None,
         });
@@ -538,6 +636,7 @@ mod link {
             device: DeviceId::parse("cam").unwrap(),
             online: true,
             epoch: 7,
+            seq: 0,
             version: String::new(),
             capabilities: None,
         };
@@ -568,6 +667,7 @@ mod link {
         relay.on_status(DeviceStatus {
             online: false,
             epoch: 6,
+            seq: 0,
             ..status.clone()
         });
         assert!(relay.device(&status.device).unwrap().online);

@@ -7,6 +7,11 @@
 // the browser's next check (first frame in about half the time). ICE candidates trickle both ways,
 // tagged with the session id the gateway minted. The page can also offer itself
 // (`watch(device, { offerer: 'browser' })`), and WHEP always has the player offer.
+//
+// The gateway is only needed to set a session up: media and the control channel flow peer to
+// peer. When the WebSocket drops (a gateway restart or upgrade), the picture keeps playing and
+// the page resumes its session on the new socket; when the camera itself restarts, the page
+// starts a new session as soon as the camera is back online.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -25,6 +30,10 @@ const ferrocam = {
   control: null, // ControlClient once the data channel is open
   lastSnapshot: null,
   lastRefusal: null,
+  watchedEpoch: null, // the camera run (presence epoch) the current session is with
+  resuming: null, // the session a `resume` was sent for, until the gateway answers
+  resumed: 0, // sessions resumed on a new socket (tests read it)
+  restarts: 0, // sessions started again because the camera restarted (tests read it)
   watch,
   hangUp,
 };
@@ -36,13 +45,17 @@ function connect() {
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${proto}://${location.host}/ws`);
   ferrocam.ws = ws;
-  ws.onopen = () => setLinkState('connected', true);
+  ws.onopen = () => {
+    setLinkState('connected', true);
+    resumeSession();
+  };
   ws.onclose = async () => {
     setLinkState('reconnecting…', false);
     // A socket refused for an expired or revoked login looks like any other close: ask.
     if (!(await checkLogin())) return;
-    // Sessions die with their socket on the gateway side; the media may outlive it a little.
-    setTimeout(connect, 1000);
+    // The session lives on without the socket (media is peer to peer); it is resumed once
+    // the socket is back. Soon: a restarting gateway is back within a second or two.
+    setTimeout(connect, 500);
   };
   ws.onmessage = (event) => {
     let msg;
@@ -67,8 +80,14 @@ function onServerMessage(msg) {
       renderDevices();
       const watched = msg.devices.find((d) => d.device === ferrocam.device);
       if (ferrocam.pc && watched && !watched.online) showError(`${watched.device} went offline.`, 'offline');
+      if (watched) watchAgainIfRestarted(watched);
       break;
     }
+    case 'resumed':
+      if (msg.session !== ferrocam.session) return;
+      ferrocam.resuming = null;
+      ferrocam.resumed += 1;
+      break;
     case 'session':
       // A session for a camera the user has since left (or a second one for the same click):
       // end it at once instead of leaving the device holding it until its timeout.
@@ -113,6 +132,14 @@ function onServerMessage(msg) {
       // An expired or revoked login: back to the login page.
       if (msg.code === 'unauthorized') { checkLogin(); }
       if (msg.session && msg.session !== ferrocam.session) return;
+      if (msg.session && msg.session === ferrocam.resuming) {
+        // The session ended while the socket was down: start a fresh one.
+        ferrocam.resuming = null;
+        const device = ferrocam.device;
+        showNotice(`Reconnected to ${device}.`);
+        watch(device, { keepNotice: true }).catch((e) => showError(e.message));
+        return;
+      }
       if (!msg.session && !ferrocam.device) return;
       // Tell the gateway too when the error did not come from the device (then the session
       // is already gone there, and this is answered with an error the page ignores).
@@ -153,7 +180,10 @@ async function watch(device, options = {}) {
   ferrocam.mark = mark;
   hangUp();
   clearError();
+  if (!options.keepNotice) clearNotice();
   ferrocam.device = device;
+  const status = ferrocam.devices.find((d) => d.device === device);
+  ferrocam.watchedEpoch = status ? status.epoch : null;
   const transport = options.transport || ferrocam.transport;
   const pc = new RTCPeerConnection({
     iceServers: options.iceServers || ferrocam.iceServers,
@@ -337,6 +367,26 @@ async function watchOverWhep(pc, device) {
   flush();
 }
 
+// After the socket came back: tell the (possibly new) gateway which session this page is in,
+// so its later messages (hang-up, candidates) reach the device again. Media never stopped.
+function resumeSession() {
+  const pc = ferrocam.pc;
+  if (!ferrocam.session || !pc || ferrocam.whep) return;
+  if (pc.connectionState === 'failed' || pc.connectionState === 'closed') return;
+  ferrocam.resuming = ferrocam.session;
+  send({ type: 'resume', device: ferrocam.device, session: ferrocam.session });
+}
+
+// A camera that restarted (a newer presence epoch than the session's) has forgotten the
+// session, whatever the peer connection still says: watch it again as soon as it is online.
+function watchAgainIfRestarted(status) {
+  if (!status.online || ferrocam.watchedEpoch == null || status.epoch <= ferrocam.watchedEpoch) return;
+  const device = status.device;
+  ferrocam.restarts += 1;
+  showNotice(`${device} restarted; watching again.`);
+  watch(device, { keepNotice: true }).catch((e) => showError(e.message));
+}
+
 function sendCandidate(candidate) {
   send({ type: 'candidate', session: ferrocam.session, candidate });
 }
@@ -346,6 +396,7 @@ function hangUp() {
   if (ferrocam.whep) fetch(ferrocam.whep.url, { method: 'DELETE' }).catch(() => {});
   stopPeer();
   ferrocam.device = null;
+  ferrocam.watchedEpoch = null;
   renderDevices();
   renderNowWatching();
 }
@@ -480,6 +531,18 @@ function showError(text, code) {
 function clearError() {
   ferrocam.lastError = null;
   $('error').hidden = true;
+}
+
+// Something happened that needs no action (the page recovered by itself).
+function showNotice(text) {
+  ferrocam.lastNotice = text;
+  const el = $('notice');
+  el.textContent = text;
+  el.hidden = false;
+}
+
+function clearNotice() {
+  $('notice').hidden = true;
 }
 
 // ── Stats ────────────────────────────────────────────────────────────────────

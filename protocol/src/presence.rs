@@ -1,8 +1,15 @@
 //! Device presence: the retained status message on `ferrocam/v1/devices/<id>/status`.
 //!
 //! A device publishes `online: true` (retained) after it connects and registers a last will with
-//! `online: false` and the same epoch. The epoch grows with every start of the device process, so
-//! a receiver can drop a stale "offline" will that arrives after a newer "online".
+//! `online: false` naming the same connection. Two counters order these messages:
+//! - `epoch` grows with every start of the device process;
+//! - `seq` grows with every broker connection within one run (a Wi-Fi blip, a broker restart).
+//!
+//! The broker may hand out a connection's will late: after the device has already reconnected
+//! (a broker only notices a dead TCP connection at its keep-alive timeout), or on its own restart
+//! (Mosquitto publishes persisted wills then). Ordering by connection makes that late will lose
+//! to the newer connection's "online", while within one connection the will still wins over the
+//! "online" it follows. See [`DeviceStatus::supersedes`].
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +26,10 @@ pub struct DeviceStatus {
     pub online: bool,
     /// Grows with every start of the device; newer epochs win.
     pub epoch: u64,
+    /// Grows with every broker connection within one epoch; absent (0) from devices that
+    /// predate it, which then order by epoch alone.
+    #[serde(default)]
+    pub seq: u64,
     /// The agent's version string.
     #[serde(default)]
     pub version: String,
@@ -161,37 +172,24 @@ pub struct MenuEntry {
 }
 
 impl DeviceStatus {
-    /// Whether `self` should replace `current`: a newer run (epoch) always does; within one run
-    /// any update does except an "online" arriving after that run's "offline" (a stale message
-    /// must not revive a device that has gone).
+    /// The connection this message speaks for: newer connections sort higher.
+    pub fn connection(&self) -> (u64, u64) {
+        (self.epoch, self.seq)
+    }
+
+    /// Whether `self` should replace `current`. A newer connection (run, then reconnect within
+    /// the run) always does, and an older one never does. Within one connection any update
+    /// does (camera state changes) except an "online" arriving after that connection's
+    /// "offline": a stale message must not revive a connection that has ended.
     pub fn supersedes(&self, current: &DeviceStatus) -> bool {
-        self.epoch > current.epoch
-            || (self.epoch == current.epoch && (current.online || !self.online))
+        match self.connection().cmp(&current.connection()) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => current.online || !self.online,
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(online: bool, epoch: u64) -> DeviceStatus {
-        DeviceStatus {
-            v: 1,
-            device: DeviceId::parse("cam").unwrap(),
-            online,
-            epoch,
-            version: String::new(),
-            capabilities: None,
-        }
-    }
-
-    #[test]
-    fn a_late_will_from_an_old_epoch_does_not_mark_a_new_session_offline() {
-        assert!(!status(false, 1).supersedes(&status(true, 2)));
-        assert!(status(false, 2).supersedes(&status(true, 2)));
-        assert!(status(true, 3).supersedes(&status(false, 2)));
-        // Within a run: updates (camera state changes) apply; nothing revives an ended run.
-        assert!(status(true, 2).supersedes(&status(true, 2)));
-        assert!(!status(true, 2).supersedes(&status(false, 2)));
-    }
-}
+#[path = "presence_tests.rs"]
+mod tests;

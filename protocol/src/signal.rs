@@ -98,6 +98,18 @@ pub enum Signal {
     },
     /// One message answering a relayed control request (the response, then snapshot chunks).
     ControlReply { message: String },
+    /// Gateway → device: the viewer of a running session now signals through this gateway
+    /// (the one that started it restarted or went away, and the viewer reconnected). The device
+    /// sends the session's messages to this envelope's `reply_to` from now on. The grant must
+    /// name the session and the user who started it; media never paused, this only moves the
+    /// signaling route (for a later hang-up, ICE restart or renegotiation).
+    Attach {
+        /// The gateway's signed permission for this session ([`crate::grant`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<String>,
+    },
+    /// Device → gateway: the session is attached to the gateway that sent [`Signal::Attach`].
+    Attached,
 }
 
 /// An ICE candidate as a browser's `RTCIceCandidateInit` carries it.

@@ -31,6 +31,15 @@ pub enum ClientMsg {
     EndOfCandidates { session: SessionId },
     /// The viewer ends a session.
     HangUp { session: SessionId },
+    /// After the WebSocket dropped (the gateway restarted, or another gateway behind the same
+    /// name took over): signal for this still-running session through this connection again.
+    /// Media and the control channel flow peer to peer meanwhile. Answered by
+    /// [`ServerMsg::Resumed`] once the device agrees, or by an `error` naming the session when
+    /// it is gone (the viewer then starts a new one).
+    Resume {
+        device: DeviceId,
+        session: SessionId,
+    },
 }
 
 /// A STUN or TURN server as `RTCPeerConnection`'s `iceServers` takes it.
@@ -72,6 +81,8 @@ pub enum ServerMsg {
     EndOfCandidates { session: SessionId },
     /// The device ended the session.
     HangUp { session: SessionId, reason: String },
+    /// The session named by a [`ClientMsg::Resume`] signals through this connection now.
+    Resumed { session: SessionId },
     /// Something failed; `session` is absent when the message could not be tied to one.
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]

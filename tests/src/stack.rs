@@ -140,6 +140,7 @@ pub struct Stack {
     pub log_dir: PathBuf,
     options: StackOptions,
     device_starts: usize,
+    gateway_starts: usize,
 }
 
 impl Stack {
@@ -173,14 +174,50 @@ impl Stack {
             }
             BrokerKind::Embedded | BrokerKind::NatsCluster => None,
         };
-        let mut gateways = Vec::new();
-        for i in 0..options.gateways {
+        let mut stack = Stack {
+            creds,
+            device: None,
+            gateways: Vec::new(),
+            mosquitto,
+            nats,
+            mqtt_port,
+            mqtts,
+            device_id: options.device_id.clone(),
+            log_dir,
+            options,
+            device_starts: 0,
+            gateway_starts: 0,
+        };
+        for i in 0..stack.options.gateways {
             let http_port = free_port();
+            let process = stack.spawn_gateway(i, http_port)?;
+            stack.gateways.push(Gateway { http_port, process });
+        }
+        stack.start_device()?;
+        if let Err(e) = stack.wait_online(true).await {
+            // Say why: the usual cause is a process that exited at start.
+            let mut logs = String::new();
+            for g in &stack.gateways {
+                logs.push_str(&format!("\n── gateway ──\n{}", g.process.log_tail(3000)));
+            }
+            if let Some(d) = &stack.device {
+                logs.push_str(&format!("\n── device ──\n{}", d.log_tail(3000)));
+            }
+            anyhow::bail!("{e:#}{logs}");
+        }
+        Ok(stack)
+    }
+
+    /// Starts gateway `i` on `http_port` (instance `gw-<i>`), against this stack's broker.
+    fn spawn_gateway(&mut self, i: usize, http_port: u16) -> anyhow::Result<Process> {
+        let (options, mqtt_port, mqtts, nats) =
+            (&self.options, self.mqtt_port, &self.mqtts, &self.nats);
+        {
             let mut cmd = Command::new(workspace_bin("ferrocam-gateway")?);
             cmd.args(["--http", &format!("127.0.0.1:{http_port}")])
                 .args(["--instance", &format!("gw-{i}")])
                 .arg("--auth-config")
-                .arg(&creds.auth_config)
+                .arg(&self.creds.auth_config)
                 .args(&options.gateway_args)
                 .env("RUST_LOG", "info,ferrocam_gateway=debug,rumqttd=warn");
             match options.broker {
@@ -209,36 +246,28 @@ impl Stack {
                     cmd.args(["--broker", &nats.broker_list((i + 1) % nats.len())])
                 }
             };
-            let process = Process::spawn(&format!("gateway-{i}"), cmd, &log_dir)?;
-            gateways.push(Gateway { http_port, process });
+            self.gateway_starts += 1;
+            let name = format!("gateway-{i}-{}", self.gateway_starts);
+            Process::spawn(&name, cmd, &self.log_dir)
         }
+    }
 
-        let mut stack = Stack {
-            creds,
-            device: None,
-            gateways,
-            mosquitto,
-            nats,
-            mqtt_port,
-            mqtts,
-            device_id: options.device_id.clone(),
-            log_dir,
-            options,
-            device_starts: 0,
-        };
-        stack.start_device()?;
-        if let Err(e) = stack.wait_online(true).await {
-            // Say why: the usual cause is a process that exited at start.
-            let mut logs = String::new();
-            for g in &stack.gateways {
-                logs.push_str(&format!("\n── gateway ──\n{}", g.process.log_tail(3000)));
-            }
-            if let Some(d) = &stack.device {
-                logs.push_str(&format!("\n── device ──\n{}", d.log_tail(3000)));
-            }
-            anyhow::bail!("{e:#}{logs}");
-        }
-        Ok(stack)
+    /// Stops gateway `i` as systemd would (SIGTERM, then SIGKILL after 10 s) and starts it
+    /// again on the same port; returns once it answers HTTP.
+    pub async fn restart_gateway(&mut self, i: usize) -> anyhow::Result<()> {
+        self.gateways[i].process.terminate(Duration::from_secs(10));
+        let http_port = self.gateways[i].http_port;
+        self.gateways[i].process = self.spawn_gateway(i, http_port)?;
+        let url = self.gateway_url(i, "healthz");
+        crate::eventually(
+            &format!("gateway {i} to answer again"),
+            Duration::from_secs(20),
+            || {
+                let url = url.clone();
+                async move { Ok(ureq::get(&url).call().is_ok().then_some(())) }
+            },
+        )
+        .await
     }
 
     /// Starts (or restarts) the device process.

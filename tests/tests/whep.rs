@@ -230,6 +230,7 @@ async fn a_device_that_never_answers_is_a_timeout() -> anyhow::Result<()> {
         device: mute.clone(),
         online: true,
         epoch: 1,
+        seq: 0,
         version: "test".into(),
         capabilities: Some(Capabilities::default()),
     };

@@ -143,6 +143,7 @@ impl Connection {
         let (session, result) = match msg {
             ClientMsg::Offer { device, sdp } => return self.open(device, Some(sdp)),
             ClientMsg::Watch { device } => return self.open(device, None),
+            ClientMsg::Resume { device, session } => return self.resume(device, session),
             ClientMsg::Answer { session, sdp } => {
                 let answer = Signal::Answer { sdp, grant: None };
                 let r = relay.forward(self.viewer, &session, answer);
@@ -167,15 +168,18 @@ impl Connection {
         }
     }
 
-    /// Starts a session: with the viewer's offer (`sdp`), or asking the device to offer.
-    fn open(&mut self, device: ferrocam_protocol::DeviceId, sdp: Option<String>) {
+    /// Checks that this connection may start (or resume) a session with `device` now: within
+    /// its rate, with a credential still valid, and with the device in its scope. A refusal has
+    /// been sent to the viewer when this returns `None`.
+    fn authorize(&mut self, device: &ferrocam_protocol::DeviceId) -> Option<OfferOptions> {
         if !self.offers.try_take() {
             self.state.metrics.rate_limited.inc();
-            return self.refuse(
+            self.refuse(
                 None,
                 ErrorCode::RateLimited,
                 "too many offers from this connection; wait a moment",
             );
+            return None;
         }
         // The token may have expired or been revoked since the socket opened; the file's
         // current entry also decides the scope and role.
@@ -183,21 +187,22 @@ impl Connection {
             Ok(principal) => self.principal = principal,
             Err(e) => {
                 self.state.count_auth_failure(e.label());
-                return self.refuse(None, ErrorCode::Unauthorized, &e.to_string());
+                self.refuse(None, ErrorCode::Unauthorized, &e.to_string());
+                return None;
             }
         }
-        if !self.principal.may_watch(&device) {
+        if !self.principal.may_watch(device) {
             self.state.count_auth_failure("forbidden_device");
             self.count_offer("unknown_device".into());
             // Same words as for a device that does not exist: no probing for other devices.
-            return self.refuse(
+            self.refuse(
                 None,
                 ErrorCode::UnknownDevice,
                 &format!("no device called {device}"),
             );
+            return None;
         }
-        let relay = &self.state.relay;
-        let options = OfferOptions {
+        Some(OfferOptions {
             trickle: true,
             role: self.state.role_for(&self.principal),
             user: self.principal.name.clone(),
@@ -205,7 +210,33 @@ impl Connection {
                 .state
                 .settings
                 .device_ice_for(&format!("device-viewer{}", self.viewer.0)),
+        })
+    }
+
+    /// Takes over a running session after a reconnect (see [`ClientMsg::Resume`]).
+    fn resume(
+        &mut self,
+        device: ferrocam_protocol::DeviceId,
+        session: ferrocam_protocol::SessionId,
+    ) {
+        let Some(options) = self.authorize(&device) else {
+            return;
         };
+        let resumed =
+            self.state
+                .relay
+                .resume(self.viewer, &self.tx, device, options, session.clone());
+        if let Err(Refusal { code, message }) = resumed {
+            self.refuse(Some(session), code, &message);
+        }
+    }
+
+    /// Starts a session: with the viewer's offer (`sdp`), or asking the device to offer.
+    fn open(&mut self, device: ferrocam_protocol::DeviceId, sdp: Option<String>) {
+        let Some(options) = self.authorize(&device) else {
+            return;
+        };
+        let relay = &self.state.relay;
         let opened = match sdp {
             Some(sdp) => relay.offer(
                 self.viewer,

@@ -92,6 +92,7 @@ pub(super) fn spawn_device(
             device: id.clone(),
             online,
             epoch,
+            seq: 0,
             version: "bench-sim".to_owned(),
             capabilities: None,
         })
