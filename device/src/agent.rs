@@ -56,11 +56,17 @@ impl Agent {
         session: &SessionId,
         reply_to: &str,
     ) -> Option<GrantClaims> {
-        let checked = self
-            .grants
-            .lock()
-            .expect("grants lock")
-            .verify(grant, session);
+        self.checked(session, reply_to, |grants| grants.verify(grant, session))
+    }
+
+    /// Runs one grant check (`verify`) and answers a refusal with `unauthorized`.
+    fn checked(
+        &self,
+        session: &SessionId,
+        reply_to: &str,
+        verify: impl FnOnce(&mut GrantVerifier) -> Result<GrantClaims, crate::grant::GrantError>,
+    ) -> Option<GrantClaims> {
+        let checked = verify(&mut self.grants.lock().expect("grants lock"));
         match checked {
             Ok(claims) => Some(claims),
             Err(e) => {
@@ -226,7 +232,8 @@ impl Agent {
             tracing::warn!(%session, "attach without a valid reply topic");
             return;
         };
-        let Some(claims) = self.check_grant(grant.as_deref(), &session, &reply_to) else {
+        let verify = |grants: &mut GrantVerifier| grants.verify_attach(grant.as_deref(), &session);
+        let Some(claims) = self.checked(&session, &reply_to, verify) else {
             return;
         };
         let inbox = self

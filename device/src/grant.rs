@@ -91,16 +91,43 @@ impl GrantVerifier {
         if claims.answer.is_some() {
             return Err(GrantError::AnswerOnly);
         }
+        self.remember(claims.sub.clone(), claims.exp)?;
+        Ok(claims)
+    }
+
+    /// Checks the grant of an `attach` (a session's signaling moving to another gateway). The
+    /// session it names already exists, so it cannot be single-use per session like an opening
+    /// grant; each attach grant is accepted once instead, so one read off the broker cannot be
+    /// replayed to point the session somewhere else.
+    pub fn verify_attach(
+        &mut self,
+        grant: Option<&str>,
+        session: &SessionId,
+    ) -> Result<GrantClaims, GrantError> {
+        let claims = self.check(grant, session)?;
+        if claims.answer.is_some() {
+            return Err(GrantError::AnswerOnly);
+        }
+        // The signature identifies this grant: the same claims signed again differ in `iat`
+        // or not at all, and then they are the same grant.
+        let signature = grant.and_then(|g| g.rsplit('.').next()).unwrap_or_default();
+        self.remember(format!("attach:{signature}"), claims.exp)?;
+        Ok(claims)
+    }
+
+    /// Records a grant as used until it expires; refuses one seen before, and refuses all once
+    /// the memory is full (a flood must not grow it without bound).
+    fn remember(&mut self, key: String, exp: u64) -> Result<(), GrantError> {
         let now = now_secs();
         self.used.retain(|_, exp| *exp + GRANT_LEEWAY_SECS >= now);
-        if self.used.contains_key(&claims.sub) {
+        if self.used.contains_key(&key) {
             return Err(GrantError::Replayed);
         }
         if self.used.len() >= MAX_REMEMBERED {
             return Err(GrantError::TooMany);
         }
-        self.used.insert(claims.sub.clone(), claims.exp);
-        Ok(claims)
+        self.used.insert(key, exp);
+        Ok(())
     }
 
     /// Checks the grant relayed with a viewer's answer to our offer in `session`: signed, for

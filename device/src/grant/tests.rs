@@ -165,3 +165,39 @@ fn an_answer_needs_a_grant_naming_exactly_it_and_such_a_grant_opens_nothing() {
         Err(GrantError::AnswerOnly)
     );
 }
+
+#[test]
+fn a_running_session_can_be_attached_with_each_fresh_grant_once() {
+    let (key, mut v, session) = setup();
+    let opening = sign(&key, &claims("cam", &session, 30));
+    v.verify(Some(&opening), &session).unwrap();
+    // The session exists now; a new gateway's grant for it moves its signaling, once.
+    let mut later = claims("cam", &session, 30);
+    later.iss = "gw-2".into();
+    let attach = sign(&key, &later);
+    assert_eq!(
+        v.verify_attach(Some(&attach), &session).unwrap().iss,
+        "gw-2"
+    );
+    assert_eq!(
+        v.verify_attach(Some(&attach), &session),
+        Err(GrantError::Replayed)
+    );
+    // Nor does an attach grant open anything, or an answer grant attach anything.
+    assert_eq!(v.verify(Some(&attach), &session), Err(GrantError::Replayed));
+    let mut answer = claims("cam", &session, 31);
+    answer.answer = Some("digest".into());
+    let answer = sign(&key, &answer);
+    assert_eq!(
+        v.verify_attach(Some(&answer), &session),
+        Err(GrantError::AnswerOnly)
+    );
+    // Unsigned, or for another session: refused like any grant.
+    assert_eq!(v.verify_attach(None, &session), Err(GrantError::Missing));
+    let other = SessionId::from_random([3; 16]);
+    let wrong = sign(&key, &claims("cam", &other, 30));
+    assert_eq!(
+        v.verify_attach(Some(&wrong), &session),
+        Err(GrantError::WrongSession)
+    );
+}

@@ -1,0 +1,166 @@
+//! Viewers ride through restarts: a gateway restart does not stop a picture that flows peer to
+//! peer, and the page resumes its signaling on the new gateway; a camera restart is followed by
+//! a new session the page starts by itself. Real gateway, device and headless Chromium.
+
+use std::time::{Duration, Instant};
+
+use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
+use serde_json::Value;
+
+/// The page's video receiver right now: frames decoded, and Chromium's own freeze accounting
+/// (a freeze is a gap well above the usual frame interval).
+async fn video_stats(browser: &Browser) -> anyhow::Result<Value> {
+    browser
+        .js_async(
+            "const pc = window.ferrocam.pc;
+             if (!pc) { done(null); return; }
+             pc.getStats().then((r) => {
+               let v = null;
+               r.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') v = s; });
+               done(v && { frames: v.framesDecoded || 0, freezes: v.freezeCount || 0,
+                           frozen: v.totalFreezesDuration || 0 });
+             });",
+        )
+        .await
+}
+
+/// Waits until the page's current peer connection has decoded `frames`; fails at once if the
+/// page shows an error.
+async fn wait_decoding(browser: &Browser, frames: u64, within: Duration) -> anyhow::Result<Value> {
+    eventually(&format!("{frames} frames decoded"), within, || async {
+        let error = browser.js("return window.ferrocam.lastError;").await?;
+        anyhow::ensure!(error.is_null(), "the page shows an error: {error}");
+        let stats = video_stats(browser).await?;
+        Ok((stats["frames"].as_u64() >= Some(frames)).then_some(stats))
+    })
+    .await
+}
+
+/// The device's own view, asked through gateway 0 (whichever process serves it now).
+fn device_status(stack: &Stack) -> anyhow::Result<Value> {
+    let reply: Value = ureq::post(&stack.url(&format!("api/devices/{}/control", stack.device_id)))
+        .header("authorization", &stack.bearer())
+        .send_json(serde_json::json!({ "cmd": "status" }))?
+        .body_mut()
+        .read_json()?;
+    Ok(reply["ok"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_picture_keeps_playing_through_a_gateway_restart() -> anyhow::Result<()> {
+    // The default install: the gateway embeds the broker, so its restart also drops the
+    // device's broker connection. Nothing of that may reach the picture.
+    let mut stack = Stack::start(StackOptions::new("ride_gateway_restart")).await?;
+    let browser = Browser::start(&stack.log_dir).await?;
+    stack.open_viewer(&browser, 0).await?;
+    browser.click_device(&stack.device_id).await?;
+    wait_decoding(&browser, 60, Duration::from_secs(30)).await?;
+    browser
+        .js("window.__pcBefore = window.ferrocam.pc; window.__marker = 7; return null;")
+        .await?;
+    let before = video_stats(&browser).await?;
+
+    stack.restart_gateway(0).await?;
+    stack.wait_online(true).await?;
+    eventually(
+        "the page to resume its session",
+        Duration::from_secs(15),
+        || async {
+            let resumed = browser.js("return window.ferrocam.resumed;").await?;
+            Ok((resumed.as_u64() >= Some(1)).then_some(()))
+        },
+    )
+    .await?;
+    // Two more seconds of picture on the same peer connection, and the page never reloaded.
+    let frames = before["frames"].as_u64().unwrap_or(0);
+    wait_decoding(&browser, frames + 60, Duration::from_secs(10)).await?;
+    let same = browser
+        .js("return window.ferrocam.pc === window.__pcBefore && window.__marker === 7;")
+        .await?;
+    assert_eq!(same, true, "the page rebuilt its connection or reloaded");
+    let after = video_stats(&browser).await?;
+    let frozen = after["frozen"].as_f64().unwrap_or(0.0) - before["frozen"].as_f64().unwrap_or(0.0);
+    eprintln!("gateway restart: {frozen:.3} s frozen; stats before {before}, after {after}");
+    assert!(
+        frozen <= 1.0,
+        "the picture froze for {frozen:.3} s across the restart"
+    );
+
+    // The page's next control command works, and the device's state says so through the new
+    // gateway process.
+    let reply = browser
+        .js_async(
+            "window.ferrocam.control.request('video.set', { bitrate_kbps: 1234 })
+               .then((ok) => done({ ok }), (e) => done({ error: e.message }));",
+        )
+        .await?;
+    assert!(reply["error"].is_null(), "bitrate change refused: {reply}");
+    assert_eq!(device_status(&stack)?["target_bitrate_kbps"], 1234);
+
+    // Signaling for the session works on the new gateway: the page's hang-up reaches the device.
+    assert_eq!(device_status(&stack)?["viewers"], 1);
+    browser.js("window.ferrocam.hangUp(); return null;").await?;
+    eventually(
+        "the device to end the session",
+        Duration::from_secs(10),
+        || async { Ok((device_status(&stack)?["viewers"] == 0).then_some(())) },
+    )
+    .await?;
+    browser.close().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_watches_again_when_the_camera_restarts() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions::new("ride_device_restart")).await?;
+    let browser = Browser::start(&stack.log_dir).await?;
+    stack.open_viewer(&browser, 0).await?;
+    browser.click_device(&stack.device_id).await?;
+    wait_decoding(&browser, 30, Duration::from_secs(30)).await?;
+    browser
+        .js("window.__pcBefore = window.ferrocam.pc; return null;")
+        .await?;
+
+    // A crash: no goodbye from the device, only its broker's last will.
+    stack.kill_device();
+    stack.wait_online(false).await?;
+    stack.start_device()?;
+    stack.wait_online(true).await?;
+    let online_at = Instant::now();
+    // No click: the page notices the camera's new run and starts a session by itself.
+    let stats = eventually(
+        "a new session decoding",
+        Duration::from_secs(10),
+        || async {
+            let fresh = browser
+                .js("return window.ferrocam.pc !== window.__pcBefore;")
+                .await?;
+            if fresh != true {
+                return Ok(None);
+            }
+            let stats = video_stats(&browser).await?;
+            Ok((stats["frames"].as_u64() >= Some(1)).then_some(stats))
+        },
+    )
+    .await?;
+    let took = online_at.elapsed();
+    let page = browser
+        .js("return { restarts: window.ferrocam.restarts, notice: window.ferrocam.lastNotice, error: window.ferrocam.lastError };")
+        .await?;
+    eprintln!(
+        "device restart: playing again {took:?} after the gateway listed it online; {stats} {page}"
+    );
+    assert_eq!(page["restarts"], 1, "{page}");
+    assert!(page["error"].is_null(), "{page}");
+    assert!(
+        page["notice"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("restarted"),
+        "{page}"
+    );
+    assert!(
+        took <= Duration::from_secs(2),
+        "playing again only {took:?} after the device was online"
+    );
+    browser.close().await
+}
