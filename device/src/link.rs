@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrocam_mqtt::BrokerSettings;
-use ferrocam_protocol::{Backoff, CameraState, DeviceStatus, topics};
+use ferrocam_protocol::{Backoff, Capabilities, DeviceStatus, topics};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
@@ -39,8 +39,9 @@ pub struct Wiring {
     pub shutdown: watch::Receiver<bool>,
     /// Set while connected and announced.
     pub connected: watch::Sender<bool>,
-    /// The camera's health, announced in presence.
-    pub camera: watch::Receiver<CameraState>,
+    /// What the device can do right now (camera health, the stream as `video.set` left it),
+    /// announced in presence whenever it changes.
+    pub capabilities: watch::Receiver<Capabilities>,
     /// Counts lost connections.
     pub reconnects: prometheus_client::metrics::counter::Counter,
 }
@@ -57,7 +58,7 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
         outbound,
         mut shutdown,
         connected,
-        mut camera,
+        mut capabilities,
         reconnects,
     } = wiring;
     let connected = Arc::new(connected);
@@ -98,15 +99,14 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
                     tracing::warn!(error = %e, "could not queue the presence re-announce");
                 }
             }
-            Ok(()) = camera.changed() => {
-                // Presence carries the camera's health: re-announce on every change.
-                let state = camera.borrow_and_update().clone();
-                tracing::info!(camera = ?state, "camera state");
-                if let Some(caps) = online.capabilities.as_mut() {
-                    caps.camera = state;
-                }
+            Ok(()) = capabilities.changed() => {
+                // Presence carries the camera's health and the stream's shape: re-announce on
+                // every change, so pages and the REST API never show a stale size or rate.
+                let caps = capabilities.borrow_and_update().clone();
+                tracing::info!(camera = ?caps.camera, video = ?caps.video, "capabilities changed");
+                online.capabilities = Some(caps);
                 if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
-                    tracing::warn!(error = %e, "could not queue the camera state");
+                    tracing::warn!(error = %e, "could not queue the new capabilities");
                 }
             }
             event = events.poll() => match event {

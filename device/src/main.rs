@@ -7,6 +7,7 @@ mod grant;
 mod link;
 mod media;
 mod metrics;
+mod presence;
 mod rtc;
 mod service;
 mod session;
@@ -193,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (connected_tx, mut connected) = watch::channel(false);
+    let capabilities = presence::track(&media, online.capabilities.clone().unwrap_or_default());
     let link = tokio::spawn(link::run(
         link::Identity {
             broker,
@@ -204,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
             outbound: out_rx,
             shutdown: stop_rx,
             connected: connected_tx,
-            camera: media.health(),
+            capabilities,
             reconnects: device_metrics.broker_reconnects.clone(),
         },
     ));

@@ -150,3 +150,45 @@ async fn two_gateways_stream_the_same_device_at_once(options: StackOptions) -> a
     assert_eq!(b.delete().await?, 200);
     Ok(())
 }
+
+/// `video.set` changes what viewers get; presence (and so the REST API, the page's list and its
+/// pickers) follows at once instead of keeping the size and rate the device started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_a_video_set() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::new("presence_video_set")).await?;
+    // A viewer keeps the pipeline running, so the new size is really built.
+    let viewer = WhepPlayer::connect(&stack.url("whep/demo")).await?;
+    viewer.wait_frames(10, Duration::from_secs(20)).await?;
+    let set = ureq::post(&stack.url("api/devices/demo/control"))
+        .header("authorization", &stack.bearer())
+        .send_json(serde_json::json!({
+            "cmd": "video.set", "width": 640, "height": 360, "fps": 15, "bitrate_kbps": 700
+        }))?
+        .body_mut()
+        .read_json::<serde_json::Value>()?;
+    assert!(set["error"].is_null(), "{set}");
+    let video = ferrocam_tests::eventually(
+        "presence to show 640x360 at 15 fps and 700 kbit/s",
+        Duration::from_secs(10),
+        || async {
+            let status: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))
+                .header("authorization", &stack.bearer())
+                .call()?
+                .body_mut()
+                .read_json()?;
+            let video = status["capabilities"]["video"].clone();
+            let now = (
+                &video["width"],
+                &video["height"],
+                &video["fps"],
+                &video["bitrate_kbps"],
+            );
+            Ok((now == (&640.into(), &360.into(), &15.into(), &700.into())).then_some(video))
+        },
+    )
+    .await?;
+    // Only what `video.set` changes moved.
+    assert_eq!(video["codec"], "H264", "{video}");
+    viewer.delete().await?;
+    Ok(())
+}

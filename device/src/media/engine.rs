@@ -55,8 +55,9 @@ struct Running {
 
 pub struct MediaEngine {
     settings: EngineSettings,
-    /// The plan in force (`video.set` changes it; the engine settings keep the original).
-    plan: Mutex<VideoPlan>,
+    /// The plan in force (`video.set` changes it; the engine settings keep the original). A
+    /// watch, so presence can follow what viewers actually get.
+    plan: tokio::sync::watch::Sender<VideoPlan>,
     meter: Arc<Meter>,
     video_units: broadcast::Sender<AccessUnit>,
     audio_units: broadcast::Sender<AudioUnit>,
@@ -90,7 +91,7 @@ impl MediaEngine {
         let keyframes = KeyframeGate::new(settings.keyframe_min_interval);
         Arc::new_cyclic(|me| Self {
             audio_enabled: std::sync::atomic::AtomicBool::new(settings.audio.is_some()),
-            plan: Mutex::new(settings.video.clone()),
+            plan: tokio::sync::watch::Sender::new(settings.video.clone()),
             meter: Arc::default(),
             settings,
             video_units: broadcast::channel(VIDEO_FANOUT).0,
@@ -204,7 +205,12 @@ impl MediaEngine {
 
     /// The plan in force.
     pub fn plan(&self) -> VideoPlan {
-        self.plan.lock().expect("plan lock").clone()
+        self.plan.borrow().clone()
+    }
+
+    /// The plan in force; changes with every `video.set` that took effect.
+    pub fn plan_changes(&self) -> tokio::sync::watch::Receiver<VideoPlan> {
+        self.plan.subscribe()
     }
 
     /// Changes the target bitrate of the running encoder (and of later runs).
@@ -213,21 +219,19 @@ impl MediaEngine {
         if let Some(video) = &running.video {
             video.set_bitrate(kbps)?;
         }
-        self.plan.lock().expect("plan lock").bitrate_kbps = kbps;
+        self.plan.send_modify(|plan| plan.bitrate_kbps = kbps);
         Ok(())
     }
 
     /// Changes size or frame rate by rebuilding the pipeline. Viewers keep their feeds; the new
     /// pipeline opens with a keyframe carrying the new SPS, which decoders follow.
     pub fn reconfigure(&self, width: u32, height: u32, fps: u32) -> anyhow::Result<()> {
-        let previous = {
-            let mut plan = self.plan.lock().expect("plan lock");
-            let previous = plan.clone();
+        let previous = self.plan();
+        self.plan.send_modify(|plan| {
             plan.width = width;
             plan.height = height;
             plan.fps = fps;
-            previous
-        };
+        });
         let mut running = self.lock();
         if running.video.is_none() {
             return Ok(());
@@ -236,7 +240,7 @@ impl MediaEngine {
         running.audio = None;
         if let Err(e) = self.start_pipelines(&mut running) {
             // Put the working configuration back rather than leave viewers with nothing.
-            *self.plan.lock().expect("plan lock") = previous;
+            self.plan.send_replace(previous);
             self.start_pipelines(&mut running)?;
             return Err(e);
         }
@@ -311,7 +315,7 @@ impl MediaEngine {
                 engine.on_video_fault(fault);
             }
         });
-        let plan = self.plan.lock().expect("plan lock").clone();
+        let plan = self.plan();
         running.video = Some(VideoPipeline::start(
             &plan,
             self.video_units.clone(),
