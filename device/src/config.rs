@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use ferrocam_protocol::DeviceId;
 
+use crate::control::PtzSpec;
+use crate::media::{CaptureFormat, Source};
+
 /// ferrocam device agent: streams this board's camera to browsers over WebRTC.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ferrocam-device", version)]
@@ -39,8 +42,8 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_LATENCY_STAMP")]
     pub latency_stamp: bool,
 
-    /// Check the configuration (broker URLs, password file, CA, grant key), print a summary
-    /// and exit without touching the camera or the network.
+    /// Check the configuration (broker URLs, password file, CA, grant key, source and capture
+    /// format, PTZ), print a summary and exit without touching the camera or the network.
     #[arg(long)]
     pub check_config: bool,
 
@@ -72,23 +75,23 @@ pub struct Config {
     pub keyframe_min_interval_ms: u64,
 
     /// Frame width in pixels.
-    #[arg(long, env = "FERROCAM_WIDTH", default_value_t = 1280)]
+    #[arg(long, env = "FERROCAM_WIDTH", default_value_t = 1280, value_parser = at_least_one)]
     pub width: u32,
 
     /// Frame height in pixels.
-    #[arg(long, env = "FERROCAM_HEIGHT", default_value_t = 720)]
+    #[arg(long, env = "FERROCAM_HEIGHT", default_value_t = 720, value_parser = at_least_one)]
     pub height: u32,
 
     /// Frames per second.
-    #[arg(long, env = "FERROCAM_FPS", default_value_t = 30)]
+    #[arg(long, env = "FERROCAM_FPS", default_value_t = 30, value_parser = at_least_one)]
     pub fps: u32,
 
     /// Target video bitrate in kbit/s.
-    #[arg(long, env = "FERROCAM_BITRATE_KBPS", default_value_t = 2000)]
+    #[arg(long, env = "FERROCAM_BITRATE_KBPS", default_value_t = 2000, value_parser = at_least_one)]
     pub bitrate_kbps: u32,
 
     /// Frames between periodic keyframes (joining viewers get one at once regardless).
-    #[arg(long, env = "FERROCAM_KEYFRAME_INTERVAL", default_value_t = 60)]
+    #[arg(long, env = "FERROCAM_KEYFRAME_INTERVAL", default_value_t = 60, value_parser = at_least_one)]
     pub keyframe_interval: u32,
 
     /// Local UDP addresses ICE binds to (repeatable). `0.0.0.0:0` covers every IPv4 interface
@@ -119,8 +122,15 @@ pub struct Config {
     pub gpio_lines: Vec<crate::control::gpio::LineConfig>,
 
     /// Drive the configured GPIO lines on an in-memory chip instead of the kernel's (boards
-    /// without GPIO, demos, tests); with a path, its state is written there as JSON.
-    #[arg(long, env = "FERROCAM_GPIO_FAKE")]
+    /// without GPIO, demos, tests): `--gpio-fake` alone, or `--gpio-fake=state.json` to also
+    /// write the lines' state there as JSON.
+    #[arg(
+        long,
+        env = "FERROCAM_GPIO_FAKE",
+        value_name = "STATE_JSON",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
     pub gpio_fake: Option<String>,
 
     /// Pan/tilt/zoom: `off`, `v4l2` (the camera's PTZ controls),
@@ -138,7 +148,55 @@ pub struct Config {
     pub session_timeout_secs: u64,
 }
 
+/// Which chips the configured GPIO lines are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpioChips {
+    /// The kernel's (`/dev/gpiochip*`).
+    Kernel,
+    /// An in-memory chip (`--gpio-fake`), writing its state to `state` if given.
+    Fake { state: Option<PathBuf> },
+}
+
+/// A number that must not be 0 (a picture 0 pixels wide, 0 frames per second…).
+fn at_least_one(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl Config {
+    /// Where the GPIO lines are. `--gpio-fake` without a value (or `FERROCAM_GPIO_FAKE=true`)
+    /// keeps the fake chip's state in memory.
+    pub fn gpio_chips(&self) -> GpioChips {
+        match self.gpio_fake.as_deref() {
+            None => GpioChips::Kernel,
+            Some("" | "true") => GpioChips::Fake { state: None },
+            Some(path) => GpioChips::Fake {
+                state: Some(path.into()),
+            },
+        }
+    }
+
+    /// The media and control settings, judged without opening the camera, GPIO or PWM: the
+    /// source and the capture format forced on it, and `--ptz` (whose GPIO actions must name
+    /// configured output lines).
+    pub fn check_media(&self) -> anyhow::Result<()> {
+        let format = CaptureFormat::parse(&self.capture_format)?;
+        Source::check_setting(&self.source, format)?;
+        if let PtzSpec::Gpio { lines, .. } = PtzSpec::parse(&self.ptz)? {
+            for (action, line) in lines {
+                let configured = self.gpio_lines.iter().find(|l| l.name == line);
+                anyhow::ensure!(
+                    configured.is_some_and(|l| l.output),
+                    "--ptz gpio: {action}={line} names no output line of --gpio-line"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The broker settings, or why the URLs are unusable.
     pub fn broker_settings(&self) -> anyhow::Result<ferrocam_mqtt::BrokerSettings> {
         Ok(ferrocam_mqtt::BrokerSettings {
@@ -166,6 +224,7 @@ impl Config {
         // Building the connection settings reads the password file and the CA.
         broker.connect("check", |_| {})?;
         self.grant_verifier()?;
+        self.check_media()?;
         let urls: Vec<String> = broker.urls.iter().map(ToString::to_string).collect();
         Ok(format!(
             "device {} · broker {} · grant key {} · source {}",
@@ -177,5 +236,90 @@ impl Config {
                 .display(),
             self.source
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("ferrocam-device").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn gpio_fake_takes_an_optional_state_file() {
+        let chips = |args: &[&str]| parse(args).unwrap().gpio_chips();
+        assert_eq!(chips(&[]), GpioChips::Kernel);
+        assert_eq!(chips(&["--gpio-fake"]), GpioChips::Fake { state: None });
+        let state = GpioChips::Fake {
+            state: Some("s.json".into()),
+        };
+        assert_eq!(chips(&["--gpio-fake=s.json"]), state);
+        assert_eq!(chips(&["--gpio-fake", "s.json"]), state);
+        // Without a value it does not swallow the next flag.
+        let config = parse(&["--gpio-fake", "--id", "cam"]).unwrap();
+        assert_eq!(config.gpio_chips(), GpioChips::Fake { state: None });
+        assert_eq!(config.id.as_str(), "cam");
+    }
+
+    #[test]
+    fn pictures_and_rates_of_zero_are_refused() {
+        for flag in [
+            "--width",
+            "--height",
+            "--fps",
+            "--bitrate-kbps",
+            "--keyframe-interval",
+        ] {
+            let error = parse(&[flag, "0"]).unwrap_err().to_string();
+            assert!(error.contains("must be at least 1"), "{flag}: {error}");
+            assert!(parse(&[flag, "2"]).is_ok(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn check_config_judges_source_format_and_ptz() {
+        let error = |args: &[&str]| {
+            parse(args)
+                .unwrap()
+                .check_media()
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(error(&[]), None, "the defaults are fine");
+        assert!(
+            error(&["--ptz", "bogus"])
+                .unwrap()
+                .contains("use off, v4l2")
+        );
+        assert!(
+            error(&["--source", "/dev/video-ferrocam-none"])
+                .unwrap()
+                .contains("no such device")
+        );
+        assert!(
+            error(&["--source", "test", "--capture-format", "mjpeg"])
+                .unwrap()
+                .contains("raw video only")
+        );
+        assert!(
+            error(&["--capture-format", "yuv"])
+                .unwrap()
+                .contains("unknown capture format")
+        );
+        // PTZ over GPIO needs the lines it pulses to be configured outputs.
+        let line = "name=pan_l,chip=gpiochip0,line=5,direction=output";
+        let door = "name=door,chip=gpiochip0,line=6,direction=input";
+        assert_eq!(
+            error(&["--gpio-line", line, "--ptz", "gpio:left=pan_l"]),
+            None
+        );
+        assert!(
+            error(&["--ptz", "gpio:left=pan_l"])
+                .unwrap()
+                .contains("left=pan_l")
+        );
+        assert!(error(&["--gpio-line", door, "--ptz", "gpio:left=door"]).is_some());
     }
 }

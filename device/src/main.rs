@@ -187,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
             controls,
             gpio: config.gpio_lines.iter().map(|l| l.name.clone()).collect(),
             ptz: control.ptz.available(),
+            ptz_actions: control.ptz.actions(),
             camera: Default::default(),
         }),
     };

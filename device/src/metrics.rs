@@ -1,5 +1,6 @@
 //! Prometheus metrics of the device, on an optional loopback HTTP listener (`--metrics-listen`):
-//! `/metrics` (text exposition) and `/healthz`.
+//! `/metrics` (text exposition) and `/healthz`. Every metric is documented once, in the table of
+//! docs/deploy.md ("What to monitor"); a test below holds the two to each other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::media::MediaEngine;
@@ -26,7 +27,7 @@ pub struct DeviceMetrics {
     registry: Registry,
     media: Arc<MediaEngine>,
     viewers: Gauge,
-    fps: Gauge<f64, AtomicU64>,
+    frame_rate: Gauge<f64, AtomicU64>,
     bitrate: Gauge<f64, AtomicU64>,
     /// Broker connections lost (each one is followed by a reconnect attempt).
     pub broker_reconnects: Counter,
@@ -36,23 +37,27 @@ impl DeviceMetrics {
     pub fn new(media: Arc<MediaEngine>, encoder: &str) -> Arc<Self> {
         let mut registry = Registry::with_prefix("ferrocam_device");
         let viewers = Gauge::default();
-        let fps = Gauge::<f64, AtomicU64>::default();
+        let frame_rate = Gauge::<f64, AtomicU64>::default();
         let bitrate = Gauge::<f64, AtomicU64>::default();
         let broker_reconnects = Counter::default();
-        let encoders = Family::<EncoderLabels, Gauge>::default();
-        encoders
-            .get_or_create(&EncoderLabels {
-                encoder: encoder.to_owned(),
-            })
-            .set(1);
         registry.register("viewers", "Viewers holding the pipeline", viewers.clone());
-        registry.register("fps", "Frames per second leaving the encoder", fps.clone());
         registry.register(
-            "bitrate_kbps",
+            "frames_per_second",
+            "Frames per second leaving the encoder",
+            frame_rate.clone(),
+        );
+        registry.register(
+            "bitrate_bits_per_second",
             "Video bitrate leaving the encoder",
             bitrate.clone(),
         );
-        registry.register("encoder", "The H.264 encoder in use", encoders);
+        registry.register(
+            "encoder",
+            "The H.264 encoder in use",
+            Info::new(EncoderLabels {
+                encoder: encoder.to_owned(),
+            }),
+        );
         registry.register(
             "keyframes_forced",
             "Keyframes asked of the encoder",
@@ -72,7 +77,7 @@ impl DeviceMetrics {
             registry,
             media,
             viewers,
-            fps,
+            frame_rate,
             bitrate,
             broker_reconnects,
         })
@@ -81,8 +86,9 @@ impl DeviceMetrics {
     fn render(&self) -> String {
         let (fps, kbps) = self.media.rates();
         self.viewers.set(self.media.viewers() as i64);
-        self.fps.set(fps);
-        self.bitrate.set(kbps);
+        self.frame_rate.set(fps);
+        // Base units, as Prometheus names want them.
+        self.bitrate.set(kbps * 1000.0);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
@@ -114,4 +120,120 @@ async fn render(State(metrics): State<Arc<DeviceMetrics>>) -> impl IntoResponse 
         )],
         metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::media::{CaptureFormat, EngineSettings, Source, VideoPlan};
+
+    /// The rows of docs/deploy.md's metrics table, by the metric named in the first column
+    /// (labels cut off).
+    fn documented(prefix: &str) -> BTreeMap<String, Vec<String>> {
+        let mut rows = BTreeMap::<String, Vec<String>>::new();
+        for line in include_str!("../../docs/deploy.md").lines() {
+            let Some(cell) = line.strip_prefix("| `") else {
+                continue;
+            };
+            let name = cell.split(['`', '{']).next().unwrap_or_default();
+            if name.starts_with(prefix) {
+                rows.entry(name.to_owned())
+                    .or_default()
+                    .push(line.to_owned());
+            }
+        }
+        rows
+    }
+
+    /// Checks that every metric is documented in exactly one row, that row names the labels
+    /// the metric has (as "`label`:"), and nothing is documented that is not exposed.
+    fn assert_documented(text: &str, prefix: &str) {
+        let documented = documented(prefix);
+        assert_eq!(
+            exposed(text),
+            documented.keys().cloned().collect::<Vec<_>>(),
+            "docs/deploy.md and /metrics disagree:\n{text}"
+        );
+        for (name, rows) in &documented {
+            assert_eq!(rows.len(), 1, "{name} is documented {} times", rows.len());
+        }
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, labels)) = sample.split_once('{') else {
+                continue;
+            };
+            let row = documented
+                .iter()
+                .find(|(name, _)| series.starts_with(name.as_str()))
+                .map(|(_, rows)| &rows[0])
+                .unwrap_or_else(|| panic!("{series} is not documented"));
+            let labels = labels.split('}').next().unwrap_or_default();
+            for label in labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, _)| k)
+            {
+                assert!(
+                    label == "le" || row.contains(&format!("`{label}`:")),
+                    "the row of {series} does not name its label {label}: {row}"
+                );
+            }
+        }
+    }
+
+    /// The sample name of every metric in an exposition (`# TYPE` gives the family; counters
+    /// add `_total`, infos `_info`).
+    fn exposed(text: &str) -> Vec<String> {
+        let mut names: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(family, kind)| match kind {
+                "counter" => format!("{family}_total"),
+                "info" => format!("{family}_info"),
+                _ => family.to_owned(),
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_fresh_registry_shows_every_documented_series_and_only_those() {
+        gstreamer::init().unwrap();
+        let media = MediaEngine::new(EngineSettings {
+            video: VideoPlan {
+                source: Source::TestPattern,
+                format: CaptureFormat::Raw,
+                encoder: None,
+                width: 640,
+                height: 360,
+                fps: 30,
+                bitrate_kbps: 800,
+                keyframe_interval: 30,
+                stamp: false,
+            },
+            audio: None,
+            idle_timeout: Duration::from_secs(5),
+            keyframe_min_interval: Duration::from_millis(500),
+        });
+        let text = DeviceMetrics::new(media, "x264enc").render();
+        assert_documented(&text, "ferrocam_device_");
+        for series in [
+            "ferrocam_device_viewers 0",
+            "ferrocam_device_frames_per_second 0.0",
+            "ferrocam_device_bitrate_bits_per_second 0.0",
+            "ferrocam_device_encoder_info{encoder=\"x264enc\"} 1",
+            "ferrocam_device_keyframes_forced_total 0",
+            "ferrocam_device_pipeline_restarts_total 0",
+            "ferrocam_device_broker_reconnects_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == series),
+                "no {series:?} in\n{text}"
+            );
+        }
+    }
 }

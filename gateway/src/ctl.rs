@@ -63,8 +63,38 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
     let status = response.status();
     let text = response.body_mut().read_to_string()?;
     println!("{text}");
-    anyhow::ensure!(status.is_success(), "the device refused: HTTP {status}");
+    anyhow::ensure!(
+        status.is_success(),
+        "{}",
+        failure(status.as_u16(), &args.device, &text)
+    );
     Ok(())
+}
+
+/// Says who refused: only a 422 carries the device's own answer (an `error` outcome); every
+/// other failure is the gateway's, about the caller, the request or reaching the device.
+fn failure(status: u16, device: &str, body: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let error = |path: &str| json.pointer(path).and_then(|v| v.as_str()).unwrap_or("?");
+    match status {
+        422 => format!(
+            "the device refused: {} ({})",
+            error("/error/message"),
+            error("/error/code")
+        ),
+        401 => "the gateway refused the credentials (HTTP 401): check FERROCAM_TOKEN".to_owned(),
+        403 => format!(
+            "the gateway refused the request (HTTP 403): {}",
+            error("/error/message")
+        ),
+        404 => format!("the gateway knows no device {device} this token may reach (HTTP 404)"),
+        409 => format!("the gateway says device {device} is offline (HTTP 409)"),
+        504 => format!("device {device} did not answer the gateway in time (HTTP 504)"),
+        _ => format!(
+            "the gateway refused (HTTP {status}): {}",
+            error("/error/message")
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +113,35 @@ mod tests {
             serde_json::json!({"cmd": "video.set", "bitrate_kbps": 800, "name": "lamp", "value": true})
         );
         assert!(request("ping", &["oops".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn failures_name_who_refused() {
+        let device = r#"{"v":1,"id":1,"error":{"code":"forbidden","message":"view only"}}"#;
+        assert_eq!(
+            failure(422, "cam", device),
+            "the device refused: view only (forbidden)"
+        );
+        let gateway = |status, code| {
+            let body = format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+            failure(status, "cam", &body)
+        };
+        for (status, code) in [
+            (401, "unauthorized"),
+            (403, "forbidden"),
+            (404, "unknown_device"),
+            (409, "offline"),
+            (400, "bad_request"),
+            (429, "rate_limited"),
+        ] {
+            let text = gateway(status, code);
+            assert!(text.contains("gateway"), "{status}: {text}");
+            assert!(!text.contains("device refused"), "{status}: {text}");
+        }
+        assert!(gateway(404, "unknown_device").contains("no device cam"));
+        assert!(gateway(409, "offline").contains("offline"));
+        assert!(gateway(504, "timeout").contains("did not answer"));
+        // A body that is not JSON (a proxy's error page) still gets a sentence.
+        assert!(failure(502, "cam", "<html>").contains("HTTP 502"));
     }
 }

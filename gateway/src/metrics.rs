@@ -1,9 +1,14 @@
-//! Prometheus metrics of the gateway, served at `/metrics` in the text exposition format.
+//! Prometheus metrics of the gateway, served at `/metrics` in the text exposition format. Every
+//! metric is documented once, in the table of docs/deploy.md ("What to monitor"); a test below
+//! holds the two to each other.
 //!
 //! Gauges that mirror relay state (devices online, sessions) are read at scrape time rather than
 //! kept in step with every change; counters and the relay-latency histogram are updated where
-//! the events happen.
+//! the events happen. Counters with labels have every label set registered from the start, so a
+//! series reads 0 before its first event instead of appearing out of nowhere (`rate()` and
+//! alerts on it then see the first increment).
 
+use ferrocam_protocol::ErrorCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,31 +25,118 @@ pub struct SessionLabels {
     pub state: &'static str,
 }
 
-/// Label of the offers counter.
+/// Labels of the offers counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OfferLabels {
     /// `ws` or `whep`.
     pub via: &'static str,
-    /// `accepted` or the refusal code.
+    /// `accepted`, or the refusal's [`ErrorCode`] as it is spelled on the wire (`busy`,
+    /// `no_common_codec`, `timeout`…).
     pub result: String,
+}
+
+/// The transports offers arrive on.
+const OFFER_VIAS: [&str; 2] = ["ws", "whep"];
+
+/// Every [`ErrorCode`]. The match makes a new code a compile error here, so the offers counter
+/// cannot miss one.
+fn error_codes() -> [ErrorCode; 11] {
+    let _exhaustive = |code: ErrorCode| match code {
+        ErrorCode::UnsupportedVersion
+        | ErrorCode::BadRequest
+        | ErrorCode::NoCommonCodec
+        | ErrorCode::UnknownDevice
+        | ErrorCode::UnknownSession
+        | ErrorCode::Internal
+        | ErrorCode::Timeout
+        | ErrorCode::Busy
+        | ErrorCode::TooLarge
+        | ErrorCode::RateLimited
+        | ErrorCode::Unauthorized => {}
+    };
+    [
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::BadRequest,
+        ErrorCode::NoCommonCodec,
+        ErrorCode::UnknownDevice,
+        ErrorCode::UnknownSession,
+        ErrorCode::Internal,
+        ErrorCode::Timeout,
+        ErrorCode::Busy,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Unauthorized,
+    ]
+}
+
+/// An error code as a label value: its wire name (`no_common_codec`), the one spelling viewers,
+/// logs and metrics share.
+pub fn code_label(code: ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .expect("error codes serialize as strings")
+}
+
+/// Offers by transport and outcome.
+pub struct OfferCounters(Family<OfferLabels, Counter>);
+
+impl OfferCounters {
+    fn new() -> Self {
+        let family = Family::default();
+        let results =
+            std::iter::once("accepted".to_owned()).chain(error_codes().into_iter().map(code_label));
+        for result in results {
+            for via in OFFER_VIAS {
+                family.get_or_create_owned(&OfferLabels {
+                    via,
+                    result: result.clone(),
+                });
+            }
+        }
+        Self(family)
+    }
+
+    /// Counts one offer: `Ok` if the device answered, else the code it was refused with (a
+    /// device that never answers is `Timeout`).
+    pub fn count(&self, via: &'static str, outcome: Result<(), ErrorCode>) {
+        let result = match outcome {
+            Ok(()) => "accepted".to_owned(),
+            Err(code) => code_label(code),
+        };
+        self.0.get_or_create(&OfferLabels { via, result }).inc();
+    }
 }
 
 /// Label of the auth-failures counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthFailureLabels {
-    /// `missing`, `bad_token`, `bad_password`, `forbidden_device`, `bad_origin`.
+    /// One of [`AUTH_FAILURE_REASONS`].
     pub reason: &'static str,
 }
+
+/// Why a request was refused: no credentials, a bad token, a bad password (the labels of
+/// [`crate::auth::AuthError`]), a device outside the caller's scope, a foreign `Origin`.
+pub const AUTH_FAILURE_REASONS: [&str; 5] = [
+    "missing",
+    "bad_token",
+    "bad_password",
+    "forbidden_device",
+    "bad_origin",
+];
 
 pub struct Metrics {
     registry: Registry,
     devices_online: Gauge,
     devices_known: Gauge,
     broker_connected: Gauge,
-    broker_link_losses: Gauge,
+    broker_link_losses: Counter,
+    /// Held while the losses counter catches up with the relay, so two scrapes at once cannot
+    /// both add the same losses.
+    catching_up: std::sync::Mutex<()>,
     sessions: Family<SessionLabels, Gauge>,
     /// Offers by transport and outcome.
-    pub offers: Family<OfferLabels, Counter>,
+    pub offers: OfferCounters,
     /// Requests refused by a rate limit.
     pub rate_limited: Counter,
     /// Control requests relayed over REST.
@@ -61,14 +153,19 @@ impl Metrics {
             devices_online: Gauge::default(),
             devices_known: Gauge::default(),
             broker_connected: Gauge::default(),
-            broker_link_losses: Gauge::default(),
+            broker_link_losses: Counter::default(),
+            catching_up: std::sync::Mutex::default(),
             sessions: Family::default(),
-            offers: Family::default(),
+            offers: OfferCounters::new(),
             rate_limited: Counter::default(),
             control_requests: Counter::default(),
             auth_failures: Family::default(),
             registry: Registry::default(),
         };
+        for reason in AUTH_FAILURE_REASONS {
+            m.auth_failures
+                .get_or_create_owned(&AuthFailureLabels { reason });
+        }
         registry.register(
             "devices_online",
             "Devices whose presence says online",
@@ -97,11 +194,11 @@ impl Metrics {
         registry.register(
             "offers",
             "Offers received, by transport and outcome",
-            m.offers.clone(),
+            m.offers.0.clone(),
         );
         registry.register(
             "rate_limited",
-            "Requests refused by a rate limit",
+            "Requests refused by a per-client rate limit",
             m.rate_limited.clone(),
         );
         registry.register(
@@ -116,7 +213,7 @@ impl Metrics {
         );
         registry.register(
             "answer_latency_seconds",
-            "Time from relaying an offer to relaying the device's answer",
+            "Time from relaying an offer or invite to relaying the device's SDP",
             answer_latency,
         );
         Self { registry, ..m }
@@ -130,7 +227,14 @@ impl Metrics {
             .set(devices.iter().filter(|d| d.online).count() as i64);
         let (up, losses) = relay.link_state();
         self.broker_connected.set(i64::from(up));
-        self.broker_link_losses.set(losses as i64);
+        // The relay counts losses; the counter catches up with it.
+        {
+            let _one_at_a_time = self.catching_up.lock().expect("metrics lock");
+            let counted = self.broker_link_losses.get();
+            if losses > counted {
+                self.broker_link_losses.inc_by(losses - counted);
+            }
+        }
         let (awaiting, answered) = relay.sessions_by_state();
         for (state, n) in [("awaiting_answer", awaiting), ("answered", answered)] {
             self.sessions
@@ -147,4 +251,171 @@ impl Metrics {
 /// Buckets for relay latency: 1 ms to ~16 s.
 pub fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ferrocam_protocol::InstanceId;
+
+    use super::*;
+
+    /// The rows of docs/deploy.md's metrics table, by the metric named in the first column
+    /// (labels cut off).
+    fn documented(prefix: &str) -> BTreeMap<String, Vec<String>> {
+        let mut rows = BTreeMap::<String, Vec<String>>::new();
+        for line in include_str!("../../docs/deploy.md").lines() {
+            let Some(cell) = line.strip_prefix("| `") else {
+                continue;
+            };
+            let name = cell.split(['`', '{']).next().unwrap_or_default();
+            if name.starts_with(prefix) {
+                rows.entry(name.to_owned())
+                    .or_default()
+                    .push(line.to_owned());
+            }
+        }
+        rows
+    }
+
+    /// Checks that every metric is documented in exactly one row, that row names the labels
+    /// the metric has (as "`label`:"), and nothing is documented that is not exposed.
+    fn assert_documented(text: &str, prefix: &str) {
+        let documented = documented(prefix);
+        assert_eq!(
+            exposed(text),
+            documented.keys().cloned().collect::<Vec<_>>(),
+            "docs/deploy.md and /metrics disagree:\n{text}"
+        );
+        for (name, rows) in &documented {
+            assert_eq!(rows.len(), 1, "{name} is documented {} times", rows.len());
+        }
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, labels)) = sample.split_once('{') else {
+                continue;
+            };
+            let row = documented
+                .iter()
+                .find(|(name, _)| series.starts_with(name.as_str()))
+                .map(|(_, rows)| &rows[0])
+                .unwrap_or_else(|| panic!("{series} is not documented"));
+            let labels = labels.split('}').next().unwrap_or_default();
+            for label in labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, _)| k)
+            {
+                assert!(
+                    label == "le" || row.contains(&format!("`{label}`:")),
+                    "the row of {series} does not name its label {label}: {row}"
+                );
+            }
+        }
+    }
+
+    /// The sample name of every metric in an exposition (`# TYPE` gives the family; counters
+    /// add `_total`).
+    fn exposed(text: &str) -> Vec<String> {
+        let mut names: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(family, kind)| match kind {
+                "counter" => format!("{family}_total"),
+                _ => family.to_owned(),
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn fresh() -> (Metrics, Relay) {
+        let (tx, _) = tokio::sync::mpsc::unbounded_channel();
+        let instance = InstanceId::parse("gw-test").unwrap();
+        let signer = crate::auth::grant::GrantSigner::for_tests(instance.clone());
+        let relay = Relay::new(instance, tx, signer);
+        (Metrics::new(relay.answer_latency.clone()), relay)
+    }
+
+    fn has(text: &str, series: &str) -> bool {
+        text.lines().any(|l| l == series)
+    }
+
+    #[test]
+    fn a_fresh_registry_shows_every_documented_series_at_zero() {
+        let (metrics, relay) = fresh();
+        let text = metrics.render(&relay);
+        assert_documented(&text, "ferrocam_gateway_");
+        let mut zeros = vec![
+            "ferrocam_gateway_devices_online 0".to_owned(),
+            "ferrocam_gateway_devices_known 0".to_owned(),
+            "ferrocam_gateway_broker_connected 0".to_owned(),
+            "ferrocam_gateway_broker_link_losses_total 0".to_owned(),
+            r#"ferrocam_gateway_sessions{state="awaiting_answer"} 0"#.to_owned(),
+            r#"ferrocam_gateway_sessions{state="answered"} 0"#.to_owned(),
+            "ferrocam_gateway_rate_limited_total 0".to_owned(),
+            "ferrocam_gateway_control_requests_total 0".to_owned(),
+            "ferrocam_gateway_answer_latency_seconds_count 0".to_owned(),
+        ];
+        for reason in AUTH_FAILURE_REASONS {
+            zeros.push(format!(
+                r#"ferrocam_gateway_auth_failures_total{{reason="{reason}"}} 0"#
+            ));
+        }
+        for via in OFFER_VIAS {
+            for result in [
+                "accepted",
+                "busy",
+                "no_common_codec",
+                "unknown_device",
+                "timeout",
+            ] {
+                zeros.push(format!(
+                    r#"ferrocam_gateway_offers_total{{via="{via}",result="{result}"}} 0"#
+                ));
+            }
+        }
+        for series in zeros {
+            assert!(has(&text, &series), "no {series:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_snake_case_and_spelled_one_way() {
+        let (metrics, relay) = fresh();
+        metrics.offers.count("ws", Err(ErrorCode::NoCommonCodec));
+        metrics.offers.count("ws", Err(ErrorCode::NoCommonCodec));
+        metrics.offers.count("whep", Ok(()));
+        let text = metrics.render(&relay);
+        assert!(has(
+            &text,
+            r#"ferrocam_gateway_offers_total{via="ws",result="no_common_codec"} 2"#
+        ));
+        assert!(has(
+            &text,
+            r#"ferrocam_gateway_offers_total{via="whep",result="accepted"} 1"#
+        ));
+        for value in text
+            .split("=\"")
+            .skip(1)
+            .filter_map(|v| v.split('"').next())
+        {
+            let snake = value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            // Histogram bucket bounds (`le`) are numbers.
+            assert!(
+                snake || value.parse::<f64>().is_ok(),
+                "label value {value:?}"
+            );
+        }
+        for error in [
+            crate::auth::AuthError::Missing,
+            crate::auth::AuthError::BadToken,
+            crate::auth::AuthError::BadPassword,
+        ] {
+            assert!(AUTH_FAILURE_REASONS.contains(&error.label()), "{error:?}");
+        }
+    }
 }

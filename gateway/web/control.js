@@ -62,6 +62,28 @@ class ControlClient {
 
 const BITRATES = [300, 800, 2000, 4000];
 const SIZES = [[640, 360], [1280, 720], [1920, 1080]];
+const PTZ_PAD = [['up', '▲'], ['left', '◀'], ['right', '▶'], ['down', '▼'], ['zoom_in', '+'], ['zoom_out', '−']];
+
+// The role this page's sessions get (`/api/me`: the user's, capped by the gateway's --role).
+// A `view` session may watch and read but not change anything, so it gets no widgets that
+// would only be refused. Unknown counts as `view`: the device enforces the role anyway.
+async function sessionRole() {
+  if (!window.ferrocam.me) {
+    try {
+      const response = await fetch('/api/me');
+      if (response.ok) window.ferrocam.me = await response.json();
+    } catch { /* the gateway is restarting */ }
+  }
+  return (window.ferrocam.me && window.ferrocam.me.role) || 'view';
+}
+
+// The PTZ directions the device maps. Devices that list them (`ptz_actions`) get only those;
+// older ones say only `ptz: true`, which means some of the six.
+function ptzActions(capabilities) {
+  if (!capabilities || !capabilities.ptz) return [];
+  const mapped = capabilities.ptz_actions;
+  return PTZ_PAD.filter(([action]) => !Array.isArray(mapped) || mapped.includes(action));
+}
 
 function el(tag, props = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
@@ -118,15 +140,20 @@ function select(id, options, current, onChange) {
 async function buildPanel(capabilities) {
   const panel = document.getElementById('panel');
   const control = window.ferrocam.control;
+  const canControl = (await sessionRole()) === 'control';
   panel.replaceChildren();
   panel.hidden = false;
   const video = (capabilities && capabilities.video) || {};
 
   const stream = el('fieldset', {}, el('legend', { textContent: 'Stream' }));
-  stream.append(el('label', {}, 'Bitrate ', select('bitrate', BITRATES.map((b) => [b, `${b} kbit/s`]), video.bitrate_kbps,
-    (v) => act('Bitrate', 'video.set', { bitrate_kbps: Number(v) }))));
-  stream.append(el('label', {}, 'Size ', select('size', SIZES.map(([w, h]) => [`${w}x${h}`, `${w}×${h}`]), `${video.width}x${video.height}`,
-    (v) => { const [w, h] = v.split('x').map(Number); act('Size', 'video.set', { width: w, height: h }); })));
+  if (canControl) {
+    stream.append(el('label', {}, 'Bitrate ', select('bitrate', BITRATES.map((b) => [b, `${b} kbit/s`]), video.bitrate_kbps,
+      (v) => act('Bitrate', 'video.set', { bitrate_kbps: Number(v) }))));
+    stream.append(el('label', {}, 'Size ', select('size', SIZES.map(([w, h]) => [`${w}x${h}`, `${w}×${h}`]), `${video.width}x${video.height}`,
+      (v) => { const [w, h] = v.split('x').map(Number); act('Size', 'video.set', { width: w, height: h }); })));
+  } else {
+    stream.append(el('span', { className: 'muted', textContent: `${video.bitrate_kbps} kbit/s · ${video.width}×${video.height}` }));
+  }
   stream.append(el('button', { type: 'button', id: 'snapshot', textContent: 'Snapshot', onclick: takeSnapshot }));
   stream.append(el('a', { id: 'snapshot-link', hidden: true, textContent: 'Download' }));
   panel.append(stream);
@@ -135,17 +162,20 @@ async function buildPanel(capabilities) {
     const controls = await control.request('controls.list');
     if (controls.length) {
       const box = el('fieldset', {}, el('legend', { textContent: 'Camera' }));
+      // A view session sees the settings but cannot move them.
+      const disabled = !canControl;
       for (const c of controls) {
         if (c.kind === 'boolean') {
-          const input = el('input', { type: 'checkbox', checked: c.value !== 0 });
+          const input = el('input', { type: 'checkbox', checked: c.value !== 0, disabled });
           input.onchange = () => act(c.name, 'controls.set', { control: c.id, value: input.checked ? 1 : 0 });
           box.append(el('label', {}, input, ` ${c.name}`));
         } else if (c.menu && c.menu.length) {
           const input = select(`control-${c.id}`, c.menu.map((m) => [m.value, m.name]), c.value,
             (v) => act(c.name, 'controls.set', { control: c.id, value: Number(v) }));
+          input.disabled = disabled;
           box.append(el('label', {}, `${c.name} `, input));
         } else if (c.kind === 'integer') {
-          const input = el('input', { type: 'range', min: c.minimum, max: c.maximum, step: Math.max(1, c.step), value: c.value });
+          const input = el('input', { type: 'range', min: c.minimum, max: c.maximum, step: Math.max(1, c.step), value: c.value, disabled });
           input.onchange = () => act(c.name, 'controls.set', { control: c.id, value: Number(input.value) });
           box.append(el('label', { className: 'slider' }, `${c.name} `, input));
         }
@@ -159,7 +189,7 @@ async function buildPanel(capabilities) {
     if (lines.length) {
       const box = el('fieldset', {}, el('legend', { textContent: 'GPIO' }));
       for (const line of lines) {
-        const input = el('input', { type: 'checkbox', checked: line.value, disabled: line.direction !== 'output' });
+        const input = el('input', { type: 'checkbox', checked: line.value, disabled: !canControl || line.direction !== 'output' });
         input.dataset.gpio = line.name;
         input.onchange = async () => {
           if (!(await act(line.name, 'gpio.set', { name: line.name, value: input.checked }))) input.checked = !input.checked;
@@ -170,14 +200,19 @@ async function buildPanel(capabilities) {
     }
   } catch (e) { panelMessage(`GPIO unavailable — ${e.message}`, false); }
 
-  if (capabilities && capabilities.ptz) {
+  const ptz = canControl ? ptzActions(capabilities) : [];
+  if (ptz.length) {
     const pad = el('fieldset', { className: 'ptz' }, el('legend', { textContent: 'Pan / tilt / zoom' }));
-    for (const [action, label] of [['up', '▲'], ['left', '◀'], ['right', '▶'], ['down', '▼'], ['zoom_in', '+'], ['zoom_out', '−']]) {
+    for (const [action, label] of ptz) {
       pad.append(el('button', { type: 'button', textContent: label, title: action, onclick: () => act(action, 'ptz', { action }) }));
     }
     panel.append(pad);
   }
-  panel.append(el('p', { id: 'panel-message', className: 'muted' }));
+  panel.append(el('p', {
+    id: 'panel-message',
+    className: 'muted',
+    textContent: canControl ? '' : 'View only: this session can watch and take snapshots, not change settings.',
+  }));
   panel.append(el('img', { id: 'snapshot-img', alt: '' }));
 }
 

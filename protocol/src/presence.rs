@@ -59,6 +59,10 @@ pub struct Capabilities {
     /// Whether pan/tilt/zoom is configured.
     #[serde(default)]
     pub ptz: bool,
+    /// The PTZ actions something is mapped to; older devices leave it out (a page then shows
+    /// all six).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ptz_actions: Vec<crate::control::PtzAction>,
     /// Whether the camera is delivering frames right now.
     #[serde(default)]
     pub camera: CameraState,

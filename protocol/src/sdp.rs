@@ -23,6 +23,14 @@ impl std::fmt::Display for OfferProblem {
     }
 }
 
+/// Whether `text` has the shape of a session description (RFC 8866 §5): the version line
+/// `v=0` first and at least one media section. Text without it is not an offer at all, which
+/// deserves `bad_request` rather than `no_common_codec`.
+pub fn is_session_description(text: &str) -> bool {
+    let mut lines = text.lines();
+    lines.next().map(str::trim_end) == Some("v=0") && lines.any(|line| line.starts_with("m="))
+}
+
 /// Checks that an offer's video can be H.264 with packetization-mode=1.
 pub fn check_offer(sdp: &str) -> Result<(), OfferProblem> {
     let h264 = h264_payload_types(sdp);
@@ -159,6 +167,22 @@ mod tests {
         let audio_only = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
         assert_eq!(check_offer(audio_only), Err(OfferProblem::NoH264));
         assert!(!offer_has_opus("garbage"));
+    }
+
+    #[test]
+    fn tells_a_session_description_from_other_text() {
+        assert!(is_session_description(CHROME_LIKE));
+        assert!(is_session_description("v=0\nm=video 9 X 96\n"));
+        for not_sdp in [
+            "",
+            "hello",
+            "v=0",
+            "v=0\r\ns=-\r\n",
+            "{\"sdp\":\"v=0\"}",
+            "m=video 9 X\nv=0",
+        ] {
+            assert!(!is_session_description(not_sdp), "{not_sdp:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod netns;
 pub mod process;
+pub mod proxy;
 pub mod stack;
 pub mod whep;
 

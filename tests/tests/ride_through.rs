@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferrocam_tests::proxy::FrontDoor;
 use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
 use serde_json::Value;
 
@@ -38,7 +39,13 @@ async fn wait_decoding(browser: &Browser, frames: u64, within: Duration) -> anyh
 
 /// The device's own view, asked through gateway 0 (whichever process serves it now).
 fn device_status(stack: &Stack) -> anyhow::Result<Value> {
-    let reply: Value = ureq::post(&stack.url(&format!("api/devices/{}/control", stack.device_id)))
+    device_status_at(stack, 0)
+}
+
+/// The device's own view, asked through gateway `i`.
+fn device_status_at(stack: &Stack, i: usize) -> anyhow::Result<Value> {
+    let url = stack.gateway_url(i, &format!("api/devices/{}/control", stack.device_id));
+    let reply: Value = ureq::post(&url)
         .header("authorization", &stack.bearer())
         .send_json(serde_json::json!({ "cmd": "status" }))?
         .body_mut()
@@ -162,5 +169,65 @@ async fn the_page_watches_again_when_the_camera_restarts() -> anyhow::Result<()>
         took <= Duration::from_secs(2),
         "playing again only {took:?} after the device was online"
     );
+    browser.close().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_outlives_the_gateway_that_started_it() -> anyhow::Result<()> {
+    // Two gateways on one Mosquitto behind one address; the one the page started on goes away
+    // for good, and the address now leads to the other.
+    let mut stack = Stack::start(
+        StackOptions::new("ride_gateway_failover")
+            .mosquitto()
+            .gateways(2),
+    )
+    .await?;
+    stack.wait_online_at(1, true).await?;
+    let door = FrontDoor::start(stack.gateways[0].http_port).await?;
+    let browser = Browser::start(&stack.log_dir).await?;
+    browser
+        .login(&door.url(""), &stack.creds.user, &stack.creds.password)
+        .await?;
+    browser.click_device(&stack.device_id).await?;
+    wait_decoding(&browser, 60, Duration::from_secs(30)).await?;
+    browser
+        .js("window.__pcBefore = window.ferrocam.pc; return null;")
+        .await?;
+    let before = video_stats(&browser).await?;
+
+    door.switch_to(stack.gateways[1].http_port);
+    stack.gateways[0].process.terminate(Duration::from_secs(10));
+    eventually(
+        "the page to resume on the other gateway",
+        Duration::from_secs(15),
+        || async {
+            let resumed = browser.js("return window.ferrocam.resumed;").await?;
+            Ok((resumed.as_u64() >= Some(1)).then_some(()))
+        },
+    )
+    .await?;
+    let frames = before["frames"].as_u64().unwrap_or(0);
+    wait_decoding(&browser, frames + 60, Duration::from_secs(10)).await?;
+    let same = browser
+        .js("return window.ferrocam.pc === window.__pcBefore;")
+        .await?;
+    assert_eq!(same, true, "the page rebuilt its connection");
+    let after = video_stats(&browser).await?;
+    let frozen = after["frozen"].as_f64().unwrap_or(0.0) - before["frozen"].as_f64().unwrap_or(0.0);
+    eprintln!("gateway failover: {frozen:.3} s frozen; stats before {before}, after {after}");
+    assert!(
+        frozen <= 1.0,
+        "the picture froze for {frozen:.3} s across the failover"
+    );
+
+    // The surviving gateway now carries the session's signaling: the page's hang-up ends it.
+    assert_eq!(device_status_at(&stack, 1)?["viewers"], 1);
+    browser.js("window.ferrocam.hangUp(); return null;").await?;
+    eventually(
+        "the device to end the session",
+        Duration::from_secs(10),
+        || async { Ok((device_status_at(&stack, 1)?["viewers"] == 0).then_some(())) },
+    )
+    .await?;
     browser.close().await
 }

@@ -211,6 +211,30 @@ async fn every_gateway_entry_point_wants_credentials() -> anyhow::Result<()> {
         )
     };
     assert_eq!(login("wrong").await?.status, 401);
+    // Another site cannot log the browser in (login CSRF): not with the right JSON from its
+    // origin, not with the bodies its forms can send.
+    let json = serde_json::json!({ "user": stack.creds.user, "password": stack.creds.password });
+    let foreign = http(
+        "POST",
+        stack.url("api/login"),
+        vec![
+            ("content-type", "application/json".into()),
+            ("origin", "https://evil.example".into()),
+        ],
+        Some(json.to_string()),
+    )
+    .await?;
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
+    assert!(foreign.header("set-cookie").is_none());
+    let form = http(
+        "POST",
+        stack.url("api/login"),
+        vec![("content-type", "text/plain;charset=UTF-8".into())],
+        Some(json.to_string()),
+    )
+    .await?;
+    assert_eq!(form.status, 415, "{}", form.body);
+    assert!(form.header("set-cookie").is_none());
     let ok = login(&stack.creds.password).await?;
     assert_eq!(ok.status, 200, "{}", ok.body);
     let cookie = ok
@@ -313,6 +337,8 @@ async fn tokens_are_scoped_to_devices_and_roles_and_revocable() -> anyhow::Resul
     )
     .await?;
     assert_eq!(one.status, 404);
+    // In the words an unknown device gets.
+    assert!(one.body.contains("\"unknown_device\""), "{}", one.body);
     ferrocam_tests::creds::set_default_token(&elsewhere);
     let refused = WhepPlayer::try_post(&stack.url("whep/demo")).await?;
     assert_eq!(refused.err().map(|r| r.status), Some(404));

@@ -191,6 +191,10 @@ async fn whep_refusals_use_the_drafts_status_codes() -> anyhow::Result<()> {
         413
     );
 
+    // Not SDP at all: the player's mistake, not a codec mismatch.
+    let not_sdp = post("whep/demo", "application/sdp", "hello".into()).await?;
+    assert_eq!(not_sdp.status, 400, "{not_sdp}");
+
     let vp8_only = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
         a=rtpmap:96 VP8/90000\r\n";
@@ -205,6 +209,10 @@ async fn whep_refusals_use_the_drafts_status_codes() -> anyhow::Result<()> {
     let busy = busy.err().expect("a second viewer must be refused");
     assert_eq!(busy.status, 503, "{busy}");
     assert!(busy.header("Retry-After").is_some());
+    assert!(
+        busy.body.contains("limit of 1 viewer") && !busy.body.contains("viewers"),
+        "{busy}"
+    );
     assert_eq!(first.delete().await?, 200);
 
     // Offline: 409 with Retry-After.

@@ -22,7 +22,7 @@ use ferrocam_protocol::control::{
 use crate::media::MediaEngine;
 pub use camera::CameraControls;
 pub use gpio::Gpio;
-pub use ptz::Ptz;
+pub use ptz::{Ptz, PtzSpec};
 
 /// Executes control commands for every session of this device.
 pub struct ControlHandler {

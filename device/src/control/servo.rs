@@ -25,14 +25,19 @@ pub struct SysfsServo {
     pwm: sysfs_pwm::Pwm,
 }
 
+/// Parses `pwmchip<N>/<channel>` into (chip, channel), touching nothing.
+pub fn parse_channel(spec: &str) -> anyhow::Result<(u32, u32)> {
+    spec.strip_prefix("pwmchip")
+        .and_then(|s| s.split_once('/'))
+        .and_then(|(chip, channel)| Some((chip.parse().ok()?, channel.parse().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("PWM {spec:?}: use pwmchip<N>/<channel>"))
+}
+
 impl SysfsServo {
     pub fn open(spec: &str) -> anyhow::Result<Self> {
-        let (chip, channel) = spec
-            .strip_prefix("pwmchip")
-            .and_then(|s| s.split_once('/'))
-            .ok_or_else(|| anyhow::anyhow!("PWM {spec:?}: use pwmchip<N>/<channel>"))?;
-        let pwm = sysfs_pwm::Pwm::new(chip.parse()?, channel.parse()?)
-            .map_err(|e| anyhow::anyhow!("PWM {spec}: {e:?}"))?;
+        let (chip, channel) = parse_channel(spec)?;
+        let pwm =
+            sysfs_pwm::Pwm::new(chip, channel).map_err(|e| anyhow::anyhow!("PWM {spec}: {e:?}"))?;
         pwm.export()
             .map_err(|e| anyhow::anyhow!("exporting PWM {spec}: {e:?}"))?;
         pwm.set_period_ns(PERIOD_NS)

@@ -51,6 +51,17 @@ impl CaptureFormat {
     }
 }
 
+/// The fragment of a `pipeline:<fragment>` setting, or why the setting names no source.
+fn pipeline(setting: &str) -> anyhow::Result<String> {
+    match setting.strip_prefix("pipeline:") {
+        Some(fragment) if !fragment.trim().is_empty() => Ok(fragment.to_owned()),
+        _ => bail!(
+            "unknown source {setting:?}: use auto, test, libcamera, a /dev/video* path or \
+             pipeline:<gstreamer fragment>"
+        ),
+    }
+}
+
 /// The raw FourCCs GStreamer's `v4l2src` turns into `video/x-raw`.
 const RAW_FOURCCS: [&str; 6] = ["YUYV", "NV12", "YU12", "I420", "UYVY", "RGB3"];
 
@@ -80,15 +91,49 @@ impl Source {
                 }
                 Ok(Source::V4l2(PathBuf::from(path)))
             }
-            other => match other.strip_prefix("pipeline:") {
-                Some(fragment) if !fragment.trim().is_empty() => {
-                    Ok(Source::Pipeline(fragment.to_owned()))
+            other => pipeline(other).map(Source::Pipeline),
+        }
+    }
+
+    /// Checks a `--source` setting and the `--capture-format` forced with it without opening
+    /// anything (`--check-config`): the syntax, that a device path is a device node, and that
+    /// the source can deliver the format. Whether the node is a V4L2 camera, and what `auto`
+    /// picks, show only at start.
+    pub fn check_setting(setting: &str, format: Option<CaptureFormat>) -> anyhow::Result<()> {
+        match setting {
+            "auto" => Ok(()),
+            "test" => Source::TestPattern.check_format(format),
+            "libcamera" => Source::Libcamera.check_format(format),
+            path if path.starts_with("/dev/") => {
+                use std::os::unix::fs::FileTypeExt as _;
+                let Ok(meta) = std::fs::metadata(path) else {
+                    bail!("--source {path}: no such device (is the camera plugged in?)");
+                };
+                if !meta.file_type().is_char_device() {
+                    bail!("--source {path} is not a device node");
                 }
-                _ => bail!(
-                    "unknown source {other:?}: use auto, test, libcamera, a /dev/video* path \
-                     or pipeline:<gstreamer fragment>"
-                ),
-            },
+                Ok(())
+            }
+            other => pipeline(other).map(drop),
+        }
+    }
+
+    /// Whether this source can deliver `format`. The test pattern and libcamera deliver raw
+    /// video only; forcing MJPEG or H.264 on them would fail later, as a GStreamer link error
+    /// that names neither setting.
+    pub fn check_format(&self, format: Option<CaptureFormat>) -> anyhow::Result<()> {
+        match (self, format) {
+            (
+                Source::TestPattern | Source::Libcamera,
+                Some(forced @ (CaptureFormat::Mjpeg | CaptureFormat::H264)),
+            ) => bail!(
+                "--capture-format {} needs a V4L2 camera (--source /dev/videoN) or a \
+                 pipeline: source that produces it; the {} delivers raw video only (use \
+                 --capture-format auto or raw)",
+                forced.name(),
+                self.describe()
+            ),
+            _ => Ok(()),
         }
     }
 
@@ -253,6 +298,60 @@ mod tests {
         assert_eq!(
             Source::resolve("pipeline:videotestsrc", &cams).unwrap(),
             Source::Pipeline("videotestsrc".into())
+        );
+    }
+
+    #[test]
+    fn settings_are_checked_without_opening_anything() {
+        let error = |source: &str, format| {
+            Source::check_setting(source, format)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(error("auto", Some(CaptureFormat::H264)), None);
+        assert_eq!(error("test", Some(CaptureFormat::Raw)), None);
+        assert_eq!(
+            error(
+                "pipeline:videotestsrc ! jpegenc",
+                Some(CaptureFormat::Mjpeg)
+            ),
+            None
+        );
+        let missing = error("/dev/video-ferrocam-none", None).unwrap();
+        assert!(missing.contains("no such device"), "{missing}");
+        let not_a_node = error("/dev/shm", None).unwrap();
+        assert!(not_a_node.contains("not a device node"), "{not_a_node}");
+        assert_eq!(
+            error("/dev/null", None),
+            None,
+            "a device node; V4L2 or not shows at start"
+        );
+        assert!(error("webcam", None).unwrap().contains("unknown source"));
+        assert!(
+            error("pipeline: ", None)
+                .unwrap()
+                .contains("unknown source")
+        );
+        // Formats only a camera (or a custom pipeline) can deliver.
+        for (source, format) in [
+            ("test", CaptureFormat::Mjpeg),
+            ("test", CaptureFormat::H264),
+            ("libcamera", CaptureFormat::H264),
+        ] {
+            let message = error(source, Some(format)).unwrap();
+            assert!(
+                message.contains(&format!("--capture-format {}", format.name()))
+                    && message.contains("raw video only"),
+                "{message}"
+            );
+        }
+        // `auto` resolved to the test pattern at start gets the same words.
+        let resolved = Source::TestPattern.check_format(Some(CaptureFormat::H264));
+        assert!(resolved.unwrap_err().to_string().contains("test pattern"));
+        assert!(
+            Source::V4l2("/dev/video0".into())
+                .check_format(Some(CaptureFormat::H264))
+                .is_ok()
         );
     }
 

@@ -53,6 +53,10 @@ pub struct KeygenArgs {
     /// Where to write the private key; the public key goes next to it as `.pub`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing key pair (every device then needs the new `.pub`, and sessions
+    /// signed with the old key are refused).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Writes `contents` to a new file with `mode`, refusing to replace one unless `force`.
@@ -201,9 +205,70 @@ pub fn new_token(args: &NewTokenArgs) -> anyhow::Result<()> {
 
 pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
     let (private, public) = super::grant::generate();
-    write_new(&args.out, &private, 0o600, false)?;
     let pub_path = args.out.with_extension("pub");
-    write_new(&pub_path, &format!("{public}\n"), 0o644, false)?;
+    // Check both before writing either: a private key without its public half is no use.
+    if !args.force
+        && let Some(existing) = [&args.out, &pub_path].into_iter().find(|p| p.exists())
+    {
+        anyhow::bail!(
+            "{} exists (use --force to replace the key pair)",
+            existing.display()
+        );
+    }
+    write_new(&args.out, &private, 0o600, args.force)?;
+    write_new(&pub_path, &format!("{public}\n"), 0o644, args.force)?;
     println!("{public}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ferrocam-keygen-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn keygen_refuses_to_replace_a_key_unless_forced() {
+        let out = scratch().join("grant.key");
+        let run = |force| {
+            keygen(&KeygenArgs {
+                out: out.clone(),
+                force,
+            })
+        };
+        run(false).unwrap();
+        let first = std::fs::read_to_string(out.with_extension("pub")).unwrap();
+        let refused = run(false).unwrap_err().to_string();
+        assert!(refused.contains("--force"), "{refused}");
+        // The hint is true: the flag exists and replaces both halves.
+        run(true).unwrap();
+        let second = std::fs::read_to_string(out.with_extension("pub")).unwrap();
+        assert_ne!(first, second);
+        let _ = std::fs::remove_dir_all(out.parent().unwrap());
+    }
+
+    #[test]
+    fn every_subcommand_that_suggests_force_accepts_it() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: Cmd,
+        }
+        #[derive(clap::Subcommand)]
+        enum Cmd {
+            Init(InitArgs),
+            Keygen(KeygenArgs),
+        }
+        assert!(Cli::try_parse_from(["x", "keygen", "--out", "k", "--force"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "init", "--force"]).is_ok());
+    }
 }

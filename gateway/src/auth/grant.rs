@@ -50,6 +50,13 @@ impl GrantSigner {
         Self::from_pkcs8(&der, issuer).with_context(|| format!("in {}", path.display()))
     }
 
+    /// A signer with a fresh key, for tests that need a relay but no device.
+    #[cfg(test)]
+    pub fn for_tests(issuer: InstanceId) -> Self {
+        let (pem, _) = generate();
+        Self::from_pkcs8(&pem_decode(&pem).expect("PEM just made"), issuer).expect("a valid key")
+    }
+
     /// The public key devices need (`grant.pub`).
     pub fn public_key(&self) -> &str {
         &self.public

@@ -22,6 +22,33 @@ use crate::relay::Refusal;
 
 /// How long a device has to answer a relayed control request (snapshots included).
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Seconds a script should wait before retrying an offline device (as WHEP says).
+const RETRY_OFFLINE_SECS: &str = "5";
+
+/// Refuses a device that cannot be reached, in the words WHEP uses: 404 `unknown_device` for
+/// one the gateway never saw, 409 `offline` for one it knows but that is not online now.
+fn unreachable(state: &AppState, device: &DeviceId) -> Option<Response> {
+    match state.relay.device(device) {
+        None => Some(error(
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+            &format!("no device called {device}"),
+        )),
+        Some(status) if !status.online => {
+            let mut response = error(
+                StatusCode::CONFLICT,
+                "offline",
+                &format!("device {device} is offline"),
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_OFFLINE_SECS),
+            );
+            Some(response)
+        }
+        Some(_) => None,
+    }
+}
 
 fn refusal(Refusal { code, message }: Refusal) -> Response {
     let (status, label) = match code {
@@ -79,6 +106,9 @@ pub async fn relay(
     map.entry("v").or_insert(PROTOCOL_VERSION.into());
     map.entry("id").or_insert(1.into());
     let request = serde_json::Value::Object(map).to_string();
+    if let Some(refusal) = unreachable(&state, &device) {
+        return refusal;
+    }
     state.metrics.control_requests.inc();
     let id = new_session_id();
     let role = state.role_for(&principal);
@@ -124,6 +154,9 @@ pub async fn snapshot(
     };
     if !principal.may_watch(&device) {
         return super::guard::not_yours(&state, "/api/", &principal, device.as_str());
+    }
+    if let Some(refusal) = unreachable(&state, &device) {
+        return refusal;
     }
     let request =
         serde_json::json!({ "v": PROTOCOL_VERSION, "id": 1, "cmd": "snapshot" }).to_string();

@@ -66,7 +66,7 @@ pub fn credential(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `Origin` of a cross-origin request, or `None` for same-origin and non-browser requests.
-fn foreign_origin(headers: &HeaderMap) -> Option<String> {
+pub(super) fn foreign_origin(headers: &HeaderMap) -> Option<String> {
     let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let same = host.is_some_and(|host| {
@@ -160,16 +160,18 @@ pub fn refuse(path: &str, status: StatusCode, message: &str) -> Response {
     }
 }
 
-/// The refusal for a device outside the caller's scope. 404, not 403: a caller must not learn
-/// which devices exist beyond its own.
+/// The refusal for a device outside the caller's scope: word for word what a device that does
+/// not exist gets (404, `unknown_device`), so a caller cannot learn which devices exist beyond
+/// its own.
 pub fn not_yours(state: &AppState, path: &str, principal: &Principal, device: &str) -> Response {
     state.count_auth_failure("forbidden_device");
     tracing::warn!(who = %principal.name, %device, "device outside the caller's scope");
-    refuse(
-        path,
-        StatusCode::NOT_FOUND,
-        &format!("no device called {device}"),
-    )
+    let message = format!("no device called {device}");
+    if path.starts_with("/api/") {
+        super::api::error(StatusCode::NOT_FOUND, "unknown_device", &message)
+    } else {
+        refuse(path, StatusCode::NOT_FOUND, &message)
+    }
 }
 
 fn preflight() -> Response {

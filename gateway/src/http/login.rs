@@ -76,7 +76,12 @@ pub struct LoginRequest {
     password: String,
 }
 
-/// `POST /api/login` with `{"user": …, "password": …}`.
+/// `POST /api/login` with `{"user": …, "password": …}` as `application/json`, from the
+/// gateway's own origin. A cookie set by another site's form would log the browser in to an
+/// account of the attacker's choosing (login CSRF), and SameSite does not stop a cross-site
+/// POST from *setting* a cookie. Forms and `text/plain` are the bodies a foreign page can send
+/// without a CORS preflight, so requiring JSON shuts that door also for browsers that leave
+/// out `Origin`.
 pub async fn login(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -92,6 +97,22 @@ pub async fn login(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             "too many login attempts; wait a minute",
+        );
+    }
+    if let Some(origin) = super::guard::foreign_origin(&headers) {
+        state.count_auth_failure("bad_origin");
+        tracing::warn!(%origin, %ip, "login from a foreign origin refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "log in on the gateway's own page; other sites use API tokens",
+        );
+    }
+    if !is_json(&headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send {\"user\": …, \"password\": …} as application/json",
         );
     }
     let Ok(LoginRequest { user, password }) = serde_json::from_slice(&body) else {
@@ -118,7 +139,7 @@ pub async fn login(
                 Json(json!({
                     "token": token,
                     "user": principal.name,
-                    "role": principal.role,
+                    "role": state.role_for(&principal),
                     "devices": principal.devices.to_strings(),
                     "expires_in": ttl,
                 })),
@@ -133,6 +154,15 @@ pub async fn login(
     }
 }
 
+/// `Content-Type: application/json`, with or without parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// `POST /api/logout`: clears the cookie. (Session tokens expire on their own; to cut one
 /// short, remove the user and reload.)
 pub async fn logout(headers: HeaderMap) -> Response {
@@ -143,11 +173,15 @@ pub async fn logout(headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// `GET /api/me`: who the caller is.
-pub async fn me(Extension(principal): Extension<Principal>) -> Response {
+/// `GET /api/me`: who the caller is, and the role its sessions get: its own, capped by the
+/// gateway's `--role` (what the device will enforce, so what the page should offer).
+pub async fn me(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
     Json(json!({
         "user": principal.name,
-        "role": principal.role,
+        "role": state.role_for(&principal),
         "devices": principal.devices.to_strings(),
     }))
     .into_response()

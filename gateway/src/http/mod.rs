@@ -9,6 +9,9 @@ pub(crate) mod rate;
 mod whep;
 mod ws;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,7 +89,12 @@ impl AppState {
         }
     }
 
+    /// Counts a refusal; `reason` is one of [`crate::metrics::AUTH_FAILURE_REASONS`].
     pub fn count_auth_failure(&self, reason: &'static str) {
+        debug_assert!(
+            crate::metrics::AUTH_FAILURE_REASONS.contains(&reason),
+            "{reason}"
+        );
         self.metrics
             .auth_failures
             .get_or_create(&crate::metrics::AuthFailureLabels { reason })

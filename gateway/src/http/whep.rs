@@ -22,6 +22,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
+use ferrocam_protocol::sdp;
 use ferrocam_protocol::sdpfrag::{SdpFragment, ice_ufrag};
 use ferrocam_protocol::viewer::{IceServer, ServerMsg};
 use ferrocam_protocol::{DeviceId, ErrorCode, SessionId, Signal};
@@ -193,6 +194,14 @@ async fn create(
         }
         Some(_) => {}
     }
+    // Not SDP at all is the player's mistake (400), not a codec mismatch for the device to
+    // report (406).
+    if !sdp::is_session_description(&offer) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "the body is not an SDP offer (one starts with v=0 and has a media section)",
+        );
+    }
 
     let viewer = state.relay.new_viewer();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -214,7 +223,10 @@ async fn create(
         new_session_id(),
     ) {
         Ok(session) => session,
-        Err(Refusal { code, message }) => return refusal_response(code, message),
+        Err(Refusal { code, message }) => {
+            state.metrics.offers.count("whep", Err(code));
+            return refusal_response(code, message);
+        }
     };
     drop(tx); // the relay holds the sender now; the channel closes when the session ends
 
@@ -233,15 +245,11 @@ async fn create(
     })
     .await;
     let outcome = match &answer {
-        Ok(Ok(_)) => "accepted".to_owned(),
-        Ok(Err((code, _))) => format!("{code:?}").to_lowercase(),
-        Err(_) => "timeout".to_owned(),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((code, _))) => Err(*code),
+        Err(_) => Err(ErrorCode::Timeout),
     };
-    let labels = crate::metrics::OfferLabels {
-        via: "whep",
-        result: outcome,
-    };
-    state.metrics.offers.get_or_create(&labels).inc();
+    state.metrics.offers.count("whep", outcome);
     let sdp = match answer {
         Ok(Ok(sdp)) => sdp,
         Ok(Err((code, message))) => return refusal_response(code, message),
@@ -407,6 +415,7 @@ fn check_patch(
         Some(_) => {}
     }
     if !entry.patches.try_take() {
+        state.metrics.rate_limited.inc();
         return refuse(StatusCode::TOO_MANY_REQUESTS, "too many PATCH requests");
     }
     let text = std::str::from_utf8(body).map_err(|_| {

@@ -193,7 +193,10 @@ impl Connection {
         }
         if !self.principal.may_watch(device) {
             self.state.count_auth_failure("forbidden_device");
-            self.count_offer("unknown_device".into());
+            self.state
+                .metrics
+                .offers
+                .count("ws", Err(ErrorCode::UnknownDevice));
             // Same words as for a device that does not exist: no probing for other devices.
             self.refuse(
                 None,
@@ -256,7 +259,7 @@ impl Connection {
         };
         match opened {
             Ok(session) => {
-                self.count_offer("accepted".into());
+                self.state.metrics.offers.count("ws", Ok(()));
                 let _ = self.tx.send(ServerMsg::Session {
                     device,
                     session: session.clone(),
@@ -269,15 +272,10 @@ impl Connection {
                 });
             }
             Err(Refusal { code, message }) => {
-                self.count_offer(format!("{code:?}").to_lowercase());
+                self.state.metrics.offers.count("ws", Err(code));
                 self.refuse(None, code, &message)
             }
         }
-    }
-
-    fn count_offer(&self, result: String) {
-        let labels = crate::metrics::OfferLabels { via: "ws", result };
-        self.state.metrics.offers.get_or_create(&labels).inc();
     }
 
     fn refuse(

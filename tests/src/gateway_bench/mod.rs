@@ -224,7 +224,8 @@ pub fn raise_nofile_limit() -> anyhow::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// What a WHEP player might offer: receive-only H.264. The gateway reads only the ufrag.
+/// What a WHEP player might offer: receive-only H.264. The gateway reads only its shape and
+/// the ufrag.
 const OFFER_SDP: &str = "v=0\r\n\
 o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
 s=-\r\n\

@@ -1,0 +1,294 @@
+//! The HTTP surface in process: the router with its guard, a relay that no broker feeds (device
+//! states are set directly), and an auth file with two API tokens and a user.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use ferrocam_protocol::control::Role;
+use ferrocam_protocol::{DeviceStatus, InstanceId};
+use tokio::sync::mpsc;
+use tower::ServiceExt as _;
+
+use super::{AppState, HttpSettings, router};
+use crate::auth::grant::GrantSigner;
+use crate::auth::{Auth, password, token};
+use crate::relay::{Publish, Relay};
+
+/// The gateway's own origin in these tests.
+const HOST: &str = "cams.lan:8080";
+/// A site listed in `allowed_origins`.
+const LISTED: &str = "https://nvr.example";
+
+struct Gateway {
+    app: axum::Router,
+    relay: Arc<Relay>,
+    /// What the relay asked the broker to publish.
+    broker: mpsc::UnboundedReceiver<Publish>,
+    /// `control`, every device.
+    admin: String,
+    /// `view`, only `porch`.
+    porch: String,
+}
+
+/// A gateway whose sessions may do at most `role`.
+fn gateway(role: Role) -> Gateway {
+    let (admin, admin_hash) = token::generate();
+    let (porch, porch_hash) = token::generate();
+    let auth_file = format!(
+        "session_secret = \"{}\"\nallowed_origins = [\"{LISTED}\"]\n\
+         [[user]]\nname = \"alice\"\npassword_hash = \"{}\"\nrole = \"control\"\ndevices = [\"*\"]\n\
+         [[token]]\nname = \"admin\"\nsha256 = \"{admin_hash}\"\nrole = \"control\"\ndevices = [\"*\"]\n\
+         [[token]]\nname = \"porch\"\nsha256 = \"{porch_hash}\"\nrole = \"view\"\ndevices = [\"porch\"]\n",
+        "A".repeat(44),
+        password::hash("wonderland"),
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "ferrocam-http-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("auth.toml"), auth_file).unwrap();
+    let auth = Arc::new(Auth::load(dir.join("auth.toml")).unwrap());
+
+    let (tx, broker) = mpsc::unbounded_channel();
+    let instance = InstanceId::parse("gw-test").unwrap();
+    let relay = Arc::new(Relay::new(
+        instance.clone(),
+        tx,
+        GrantSigner::for_tests(instance),
+    ));
+    let settings = HttpSettings {
+        ice_servers: Vec::new(),
+        answer_timeout: Duration::from_secs(1),
+        role,
+        turn: None,
+        public_ops: false,
+    };
+    let (_, shutdown) = tokio::sync::watch::channel(false);
+    let state = AppState::new(Arc::clone(&relay), settings, auth, shutdown);
+    Gateway {
+        app: router(state),
+        relay,
+        broker,
+        admin,
+        porch,
+    }
+}
+
+impl Gateway {
+    fn device(&self, id: &str, online: bool) {
+        let status: DeviceStatus = serde_json::from_value(serde_json::json!({
+            "v": 1, "device": id, "online": online, "epoch": 1,
+        }))
+        .unwrap();
+        self.relay.on_status(status);
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    /// `error.code` of a JSON refusal.
+    fn code(&self) -> String {
+        let json: serde_json::Value = serde_json::from_str(&self.body).unwrap_or_default();
+        json["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+fn request(method: &str, path: &str, token: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, HOST)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+}
+
+fn get(path: &str, token: &str) -> Request<Body> {
+    request("GET", path, token).body(Body::empty()).unwrap()
+}
+
+fn control(device: &str, token: &str) -> Request<Body> {
+    request("POST", &format!("/api/devices/{device}/control"), token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"cmd":"status"}"#))
+        .unwrap()
+}
+
+fn whep(device: &str, token: &str, sdp: &str) -> Request<Body> {
+    request("POST", &format!("/whep/{device}"), token)
+        .header(header::CONTENT_TYPE, "application/sdp")
+        .body(Body::from(sdp.to_owned()))
+        .unwrap()
+}
+
+/// An offer of the right shape; the relay never gets to judge its codecs here.
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+    m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n\
+    a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+
+fn login(content_type: &str, origin: Option<&str>, body: &str) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method("POST")
+        .uri("/api/login")
+        .header(header::HOST, HOST)
+        .header(header::CONTENT_TYPE, content_type);
+    if let Some(origin) = origin {
+        builder = builder.header(header::ORIGIN, origin);
+    }
+    builder.body(Body::from(body.to_owned())).unwrap()
+}
+
+#[tokio::test]
+async fn a_login_is_taken_only_as_json_from_the_gateways_own_origin() {
+    let gw = gateway(Role::Control);
+    let json = r#"{"user":"alice","password":"wonderland"}"#;
+    // Another site's page: refused before the password is even looked at, and no cookie.
+    for origin in ["https://evil.example", LISTED, "http://cams.lan:9999"] {
+        let reply = gw.send(login("application/json", Some(origin), json)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{origin}: {reply:?}");
+        assert!(reply.headers.get(header::SET_COOKIE).is_none(), "{origin}");
+    }
+    // The bodies a foreign form can send without a preflight, even without an Origin header.
+    for (content_type, body) in [
+        ("text/plain", json),
+        ("text/plain;charset=UTF-8", json),
+        (
+            "application/x-www-form-urlencoded",
+            "user=alice&password=wonderland",
+        ),
+        ("multipart/form-data; boundary=x", json),
+    ] {
+        let reply = gw.send(login(content_type, None, body)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}: {reply:?}"
+        );
+        assert!(reply.headers.get(header::SET_COOKIE).is_none());
+    }
+    // The gateway's own page, and scripts (no Origin), log in.
+    for origin in [Some("http://cams.lan:8080"), None] {
+        let reply = gw
+            .send(login("application/json; charset=utf-8", origin, json))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{origin:?}: {reply:?}");
+        assert!(reply.headers.get(header::SET_COOKIE).is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_device_outside_the_callers_scope_is_answered_like_one_that_does_not_exist() {
+    let gw = gateway(Role::Control);
+    gw.device("cam", true);
+    gw.device("porch", true);
+    let hidden = gw.send(get("/api/devices/cam", &gw.porch)).await;
+    let missing = gw.send(get("/api/devices/ghost", &gw.admin)).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (hidden.code(), missing.code()),
+        ("unknown_device".into(), "unknown_device".into())
+    );
+    assert_eq!(
+        hidden.body.replace("cam", "ghost"),
+        missing.body,
+        "the words must not tell the two apart"
+    );
+    for request in [
+        control("cam", &gw.porch),
+        get("/api/devices/cam/snapshot.jpg", &gw.porch),
+    ] {
+        let reply = gw.send(request).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::NOT_FOUND, "unknown_device".to_owned()),
+            "{reply:?}"
+        );
+    }
+    let hidden = gw.send(whep("cam", &gw.porch, OFFER)).await;
+    let missing = gw.send(whep("ghost", &gw.admin, OFFER)).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(hidden.body.replace("cam", "ghost"), missing.body);
+    assert!(gw.broker.is_empty(), "nothing reached a device");
+}
+
+#[tokio::test]
+async fn me_says_the_role_sessions_get_capped_by_the_gateway() {
+    let role_of = |reply: Reply| -> String {
+        let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        json["role"].as_str().unwrap().to_owned()
+    };
+    let gw = gateway(Role::Control);
+    assert_eq!(role_of(gw.send(get("/api/me", &gw.admin)).await), "control");
+    assert_eq!(role_of(gw.send(get("/api/me", &gw.porch)).await), "view");
+    // `--role view`: a control token's sessions can only watch, and the page must know.
+    let gw = gateway(Role::View);
+    assert_eq!(role_of(gw.send(get("/api/me", &gw.admin)).await), "view");
+}
+
+#[tokio::test]
+async fn a_whep_body_that_is_not_sdp_is_a_bad_request() {
+    let mut gw = gateway(Role::Control);
+    gw.device("cam", true);
+    for body in ["hello", "{\"sdp\":\"v=0\"}", "v=0\r\ns=-\r\n"] {
+        let reply = gw.send(whep("cam", &gw.admin, body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body:?}: {reply:?}");
+        assert!(reply.body.contains("not an SDP offer"), "{reply:?}");
+    }
+    assert!(gw.broker.try_recv().is_err(), "nothing was relayed");
+}
+
+#[tokio::test]
+async fn rest_control_and_whep_agree_on_unknown_and_offline_devices() {
+    let gw = gateway(Role::Control);
+    gw.device("cam", false);
+    for request in [
+        control("cam", &gw.admin),
+        get("/api/devices/cam/snapshot.jpg", &gw.admin),
+        whep("cam", &gw.admin, OFFER),
+    ] {
+        let path = request.uri().path().to_owned();
+        let reply = gw.send(request).await;
+        assert_eq!(reply.status, StatusCode::CONFLICT, "{path}: {reply:?}");
+        assert!(reply.headers.contains_key(header::RETRY_AFTER), "{path}");
+        assert!(reply.body.contains("offline"), "{path}: {reply:?}");
+    }
+    assert_eq!(gw.send(control("cam", &gw.admin)).await.code(), "offline");
+    for request in [
+        control("ghost", &gw.admin),
+        get("/api/devices/ghost/snapshot.jpg", &gw.admin),
+        whep("ghost", &gw.admin, OFFER),
+    ] {
+        let path = request.uri().path().to_owned();
+        let reply = gw.send(request).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}: {reply:?}");
+    }
+    assert_eq!(
+        gw.send(control("ghost", &gw.admin)).await.code(),
+        "unknown_device"
+    );
+}
