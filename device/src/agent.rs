@@ -202,6 +202,7 @@ impl Agent {
             Signal::Attach { grant } => return self.attach(session, reply_to, grant),
             Signal::Candidate { candidate } => SessionInput::Candidate(candidate),
             Signal::EndOfCandidates => SessionInput::EndOfCandidates,
+            Signal::RestartIce => SessionInput::RestartIce,
             Signal::HangUp { reason } => SessionInput::HangUp(reason),
             other => {
                 tracing::warn!(%session, message = ?other, "unexpected signal for a device");

@@ -32,6 +32,8 @@ pub enum SessionInput {
     HangUp(String),
     /// The viewer's signaling moved to another gateway: reply to this topic from now on.
     Attach(String),
+    /// The viewer asks for an ICE restart (sessions the device offered).
+    RestartIce,
     /// The device is going away: tell the viewer, then end.
     Shutdown(String),
 }
@@ -57,6 +59,10 @@ const HOST_GATHER_WAIT: Duration = Duration::from_millis(40);
 /// milliseconds; a watch that is never answered must not hold a viewer slot and the camera for
 /// the whole connect timeout.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shortest time between two ICE restarts of one session: each one costs an offer, a
+/// gathering round and new checks, and a flood of requests must not keep a session restarting.
+const MIN_ICE_RESTART_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything a session needs from the device.
 #[derive(Clone)]
@@ -221,6 +227,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
     tokio::pin!(deadline);
     let answer_deadline = tokio::time::sleep(ANSWER_TIMEOUT);
     tokio::pin!(answer_deadline);
+    let mut last_ice_restart: Option<tokio::time::Instant> = None;
 
     let reason = loop {
         tokio::select! {
@@ -235,7 +242,11 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                         break "the viewer's answer was refused".to_owned();
                     }
                     remote_answered = true;
-                    early_feed = Some(ctx.media.video_feed());
+                    // The first answer: media is about to flow. (An ICE restart's answer comes
+                    // while it flows already.)
+                    if streaming.is_none() {
+                        early_feed = Some(ctx.media.video_feed());
+                    }
                     tracing::info!(%session, "viewer answered");
                     for signal in held.drain(..) {
                         say(signal);
@@ -258,6 +269,24 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                 }
                 Some(SessionInput::EndOfCandidates) => {}
                 Some(SessionInput::HangUp(reason)) => break format!("viewer hung up: {reason}"),
+                Some(SessionInput::RestartIce) => {
+                    let too_soon = last_ice_restart.is_some_and(|at| at.elapsed() < MIN_ICE_RESTART_INTERVAL);
+                    if !we_offer || !remote_answered || too_soon {
+                        tracing::warn!(%session, we_offer, remote_answered, too_soon, "ICE restart request ignored");
+                        continue;
+                    }
+                    match peer.restart_ice_offer().await {
+                        Ok(sdp) => {
+                            last_ice_restart = Some(tokio::time::Instant::now());
+                            // As with the first offer: our candidates wait for the answer.
+                            remote_answered = false;
+                            answer_deadline.as_mut().reset(tokio::time::Instant::now() + ANSWER_TIMEOUT);
+                            say(describe(sdp));
+                            tracing::info!(%session, "sent an ICE-restart offer");
+                        }
+                        Err(e) => tracing::warn!(%session, error = format!("{e:#}"), "could not restart ICE"),
+                    }
+                }
                 Some(SessionInput::Attach(topic)) => {
                     *reply_to.lock().expect("reply topic lock") = topic;
                     say(Signal::Attached);

@@ -470,6 +470,20 @@ impl Relay {
                     }
                     entry.viewer_answered = true;
                 }
+                Signal::RestartIce => {
+                    let entry = state.sessions.get_mut(session).expect("looked up above");
+                    if entry.offerer != Offerer::Device || !entry.viewer_answered {
+                        return Err(Refusal {
+                            code: ErrorCode::BadRequest,
+                            message:
+                                "only an established session the device offered can restart ICE"
+                                    .to_owned(),
+                        });
+                    }
+                    // The device's new offer and the viewer's answer to it are expected again.
+                    entry.answered = false;
+                    entry.viewer_answered = false;
+                }
                 _ => {}
             }
             device
@@ -570,7 +584,8 @@ impl Relay {
             Signal::Invite { .. }
             | Signal::Control { .. }
             | Signal::ControlReply { .. }
-            | Signal::Attach { .. } => {
+            | Signal::Attach { .. }
+            | Signal::RestartIce => {
                 tracing::warn!(%session, "device sent a gateway-to-device message; ignored");
                 return;
             }

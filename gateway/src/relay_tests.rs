@@ -491,6 +491,62 @@ mod sessions {
     }
 
     #[test]
+    fn an_ice_restart_lets_the_devices_new_offer_and_the_viewers_answer_through_once_more() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let cam = DeviceId::parse("cam").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        let offer = |sdp: &str| Signal::Offer {
+            sdp: sdp.into(),
+            trickle: true,
+            role: Role::View,
+            grant: None,
+        };
+        let answer = |sdp: &str| Signal::Answer {
+            sdp: sdp.into(),
+            grant: None,
+        };
+        // Not before the session is established.
+        relay
+            .invite(viewer, &tx, cam.clone(), opts(), sid(5))
+            .unwrap();
+        let early = relay.forward(viewer, &sid(5), Signal::RestartIce);
+        assert_eq!(early.unwrap_err().code, ErrorCode::BadRequest);
+        relay.on_reply(
+            &cam,
+            Envelope::new(dev(&cam), cam.clone(), sid(5), offer("o1")),
+        );
+        relay.forward(viewer, &sid(5), answer("a1")).unwrap();
+        while broker.try_recv().is_ok() {}
+        while rx.try_recv().is_ok() {}
+
+        relay.forward(viewer, &sid(5), Signal::RestartIce).unwrap();
+        let restart = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert_eq!(restart.body, Signal::RestartIce);
+        relay.on_reply(
+            &cam,
+            Envelope::new(dev(&cam), cam.clone(), sid(5), offer("o2")),
+        );
+        assert!(matches!(rx.try_recv(), Ok(ServerMsg::Offer { ref sdp, .. }) if sdp == "o2"));
+        relay.forward(viewer, &sid(5), answer("a2")).unwrap();
+        let relayed = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        let Signal::Answer {
+            grant: Some(grant), ..
+        } = relayed.body
+        else {
+            panic!("the restart's answer went without a grant: {relayed:?}");
+        };
+        assert_eq!(
+            claims_of(&grant).answer,
+            Some(crate::auth::grant::answer_digest("a2"))
+        );
+        // And once only, as with the first answer.
+        let again = relay.forward(viewer, &sid(5), answer("a3"));
+        assert_eq!(again.unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
     fn resuming_a_session_the_device_no_longer_has_ends_with_its_error() {
         let (relay, mut broker) = relay();
         let cam = DeviceId::parse("cam").unwrap();

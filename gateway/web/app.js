@@ -34,7 +34,10 @@ const ferrocam = {
   resuming: null, // the session a `resume` was sent for, until the gateway answers
   resumed: 0, // sessions resumed on a new socket (tests read it)
   restarts: 0, // sessions started again because the camera restarted (tests read it)
+  iceRestarts: 0, // ICE restarts asked for (tests read it)
+  lastIceRestart: null,
   watch,
+  restartIce,
   hangUp,
 };
 window.ferrocam = ferrocam;
@@ -206,6 +209,9 @@ async function watch(device, options = {}) {
   }
   pc.oniceconnectionstatechange = () => {
     if (pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed') mark('ice_connected');
+    // The path stopped answering (a network change, a NAT binding gone): find a new one
+    // before the camera gives the session up.
+    if (pc.iceConnectionState === 'disconnected' && pc === ferrocam.pc) restartIce();
   };
   pc.ontrack = (event) => {
     const video = $('video');
@@ -376,6 +382,23 @@ function resumeSession() {
   ferrocam.resuming = ferrocam.session;
   send({ type: 'resume', device: ferrocam.device, session: ferrocam.session });
 }
+
+// Asks the camera for an ICE restart: its new offer, with fresh ICE credentials, arrives as an
+// `offer` for the same session and is answered like the first; the picture goes on meanwhile.
+// Only for sessions the camera offered (the page's default), at most once every 3 s.
+function restartIce() {
+  const pc = ferrocam.pc;
+  if (!ferrocam.session || !pc || ferrocam.whep) return false;
+  if (!pc.remoteDescription || pc.remoteDescription.type !== 'offer') return false;
+  const now = performance.now();
+  if (ferrocam.lastIceRestart != null && now - ferrocam.lastIceRestart < 3000) return false;
+  ferrocam.lastIceRestart = now;
+  ferrocam.iceRestarts += 1;
+  send({ type: 'restart_ice', session: ferrocam.session });
+  return true;
+}
+// A network change (Wi-Fi to mobile data, a VPN coming up) moves this end of the path.
+window.addEventListener('online', () => restartIce());
 
 // A camera that restarted (a newer presence epoch than the session's) has forgotten the
 // session, whatever the peer connection still says: watch it again as soon as it is online.

@@ -98,6 +98,10 @@ pub enum Signal {
     },
     /// One message answering a relayed control request (the response, then snapshot chunks).
     ControlReply { message: String },
+    /// Gateway → device: the viewer asks for an ICE restart of a session the device offered.
+    /// The device sends a new `offer` with fresh ICE credentials (at most one every 2 s), and
+    /// the viewer's `answer` to it needs a grant naming it, like the first.
+    RestartIce,
     /// Gateway → device: the viewer of a running session now signals through this gateway
     /// (the one that started it restarted or went away, and the viewer reconnected). The device
     /// sends the session's messages to this envelope's `reply_to` from now on. The grant must

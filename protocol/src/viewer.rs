@@ -31,6 +31,10 @@ pub enum ClientMsg {
     EndOfCandidates { session: SessionId },
     /// The viewer ends a session.
     HangUp { session: SessionId },
+    /// The viewer's network path changed or is failing: ask the device (which offered) for an
+    /// ICE restart. A new [`ServerMsg::Offer`] for the same session follows, with fresh ICE
+    /// credentials, which the viewer answers like the first; media goes on meanwhile.
+    RestartIce { session: SessionId },
     /// After the WebSocket dropped (the gateway restarted, or another gateway behind the same
     /// name took over): signal for this still-running session through this connection again.
     /// Media and the control channel flow peer to peer meanwhile. Answered by

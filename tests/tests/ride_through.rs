@@ -93,6 +93,31 @@ async fn the_picture_keeps_playing_through_a_gateway_restart() -> anyhow::Result
         "the picture froze for {frozen:.3} s across the restart"
     );
 
+    // Signaling that needs the device works through the new gateway: an ICE restart (the
+    // device's new offer with fresh credentials, the page's answer) while the picture goes on.
+    let ufrag =
+        "return (window.ferrocam.pc.remoteDescription.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1];";
+    let old_ufrag = browser.js(ufrag).await?;
+    assert_eq!(
+        browser.js("return window.ferrocam.restartIce();").await?,
+        true
+    );
+    eventually(
+        "the ICE restart to complete",
+        Duration::from_secs(10),
+        || async {
+            let now = browser.js(ufrag).await?;
+            let state = browser
+                .js("return window.ferrocam.pc.iceConnectionState;")
+                .await?;
+            let done = now != old_ufrag && (state == "connected" || state == "completed");
+            Ok(done.then_some(()))
+        },
+    )
+    .await?;
+    let frames = video_stats(&browser).await?["frames"].as_u64().unwrap_or(0);
+    wait_decoding(&browser, frames + 30, Duration::from_secs(10)).await?;
+
     // The page's next control command works, and the device's state says so through the new
     // gateway process.
     let reply = browser

@@ -213,6 +213,27 @@ impl Peer {
         ))
     }
 
+    /// A new offer with fresh ICE credentials for a connection we offered (the viewer's path
+    /// changed or is failing). Media goes on over the old path until the new one is chosen;
+    /// the viewer's answer goes to [`Self::accept_answer`] as the first did.
+    pub async fn restart_ice_offer(&self) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            self.offering,
+            "only the side that offered restarts ICE here"
+        );
+        let options = rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true };
+        let offer = self
+            .pc
+            .create_offer(Some(options))
+            .await
+            .context("creating the ICE-restart offer")?;
+        self.pc
+            .set_local_description(offer.clone())
+            .await
+            .context("applying the ICE-restart offer")?;
+        Ok(sdp::offer_as_dtls_client(&offer.sdp))
+    }
+
     /// Applies the viewer's answer to our offer. A viewer that cannot play H.264 rejects the
     /// video section; that is [`AnswerError::NoCommonCodec`].
     pub async fn accept_answer(&self, answer_sdp: String) -> Result<(), AnswerError> {

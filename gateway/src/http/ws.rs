@@ -153,6 +153,10 @@ impl Connection {
                 let r = relay.forward(self.viewer, &session, Signal::Candidate { candidate });
                 (session, r)
             }
+            ClientMsg::RestartIce { session } => {
+                let r = relay.forward(self.viewer, &session, Signal::RestartIce);
+                (session, r)
+            }
             ClientMsg::EndOfCandidates { session } => {
                 let r = relay.forward(self.viewer, &session, Signal::EndOfCandidates);
                 (session, r)
