@@ -255,80 +255,9 @@ pub fn latency_histogram() -> Histogram {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use ferrocam_protocol::InstanceId;
 
     use super::*;
-
-    /// The rows of docs/deploy.md's metrics table, by the metric named in the first column
-    /// (labels cut off).
-    fn documented(prefix: &str) -> BTreeMap<String, Vec<String>> {
-        let mut rows = BTreeMap::<String, Vec<String>>::new();
-        for line in include_str!("../../docs/deploy.md").lines() {
-            let Some(cell) = line.strip_prefix("| `") else {
-                continue;
-            };
-            let name = cell.split(['`', '{']).next().unwrap_or_default();
-            if name.starts_with(prefix) {
-                rows.entry(name.to_owned())
-                    .or_default()
-                    .push(line.to_owned());
-            }
-        }
-        rows
-    }
-
-    /// Checks that every metric is documented in exactly one row, that row names the labels
-    /// the metric has (as "`label`:"), and nothing is documented that is not exposed.
-    fn assert_documented(text: &str, prefix: &str) {
-        let documented = documented(prefix);
-        assert_eq!(
-            exposed(text),
-            documented.keys().cloned().collect::<Vec<_>>(),
-            "docs/deploy.md and /metrics disagree:\n{text}"
-        );
-        for (name, rows) in &documented {
-            assert_eq!(rows.len(), 1, "{name} is documented {} times", rows.len());
-        }
-        for sample in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, labels)) = sample.split_once('{') else {
-                continue;
-            };
-            let row = documented
-                .iter()
-                .find(|(name, _)| series.starts_with(name.as_str()))
-                .map(|(_, rows)| &rows[0])
-                .unwrap_or_else(|| panic!("{series} is not documented"));
-            let labels = labels.split('}').next().unwrap_or_default();
-            for label in labels
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, _)| k)
-            {
-                assert!(
-                    label == "le" || row.contains(&format!("`{label}`:")),
-                    "the row of {series} does not name its label {label}: {row}"
-                );
-            }
-        }
-    }
-
-    /// The sample name of every metric in an exposition (`# TYPE` gives the family; counters
-    /// add `_total`).
-    fn exposed(text: &str) -> Vec<String> {
-        let mut names: Vec<String> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|l| l.split_once(' '))
-            .map(|(family, kind)| match kind {
-                "counter" => format!("{family}_total"),
-                _ => family.to_owned(),
-            })
-            .collect();
-        names.sort();
-        names
-    }
 
     fn fresh() -> (Metrics, Relay) {
         let (tx, _) = tokio::sync::mpsc::unbounded_channel();
@@ -343,10 +272,9 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_registry_shows_every_documented_series_at_zero() {
+    fn a_fresh_registry_shows_every_series_at_zero() {
         let (metrics, relay) = fresh();
         let text = metrics.render(&relay);
-        assert_documented(&text, "ferrocam_gateway_");
         let mut zeros = vec![
             "ferrocam_gateway_devices_online 0".to_owned(),
             "ferrocam_gateway_devices_known 0".to_owned(),

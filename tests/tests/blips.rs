@@ -79,24 +79,36 @@ fn report(what: &str, online: &[Duration], online_bound: Duration, streaming: &[
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_dropped_connections_on_the_embedded_broker() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::new("blips_embedded")).await?;
+/// Drops the device's connection to one of `ports` `rounds` times in a row; after each drop,
+/// waits for every gateway to list it online on a newer connection and for a new viewer to
+/// stream. Returns both times of every round.
+async fn drop_rounds(
+    stack: &Stack,
+    ports: &[u16],
+    rounds: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let pid = stack.device.as_ref().expect("device started").pid();
-    let mut seq = seq_of(&presence(&stack, 0)?);
+    let mut seq = seq_of(&presence(stack, 0)?);
     let (mut online, mut streaming) = (Vec::new(), Vec::new());
-    for round in 1..=20 {
+    for round in 1..=rounds {
         let dropped_at = Instant::now();
-        let dropped = drop_connections(pid, &[stack.mqtt_port])?;
+        let dropped = drop_connections(pid, ports)?;
         assert_eq!(
             dropped, 1,
             "round {round}: the device's broker connection was not found"
         );
-        let (now, took) = back_online(&stack, seq, dropped_at).await?;
+        let (now, took) = back_online(stack, seq, dropped_at).await?;
         seq = now;
         online.push(took);
-        streaming.push(new_viewer_streams(&stack, 0).await?);
+        streaming.push(new_viewer_streams(stack, 0).await?);
     }
+    Ok((online, streaming))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_dropped_connections_on_the_embedded_broker() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::new("blips_embedded")).await?;
+    let (online, streaming) = drop_rounds(&stack, &[stack.mqtt_port], 20).await?;
     report(
         "embedded broker, 20 drops",
         &online,
@@ -141,21 +153,7 @@ async fn dropped_connections_on_a_nats_cluster() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::new("blips_nats").nats_cluster()).await?;
     let nats = stack.nats.as_ref().expect("a NATS cluster");
     let ports: Vec<u16> = (0..nats.len()).map(|i| nats.mqtt_port(i)).collect();
-    let pid = stack.device.as_ref().expect("device started").pid();
-    let mut seq = seq_of(&presence(&stack, 0)?);
-    let (mut online, mut streaming) = (Vec::new(), Vec::new());
-    for round in 1..=5 {
-        let dropped_at = Instant::now();
-        let dropped = drop_connections(pid, &ports)?;
-        assert_eq!(
-            dropped, 1,
-            "round {round}: the device's broker connection was not found"
-        );
-        let (now, took) = back_online(&stack, seq, dropped_at).await?;
-        seq = now;
-        online.push(took);
-        streaming.push(new_viewer_streams(&stack, 0).await?);
-    }
+    let (online, streaming) = drop_rounds(&stack, &ports, 5).await?;
     report(
         "NATS cluster, 5 drops",
         &online,

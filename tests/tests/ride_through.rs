@@ -53,22 +53,19 @@ fn device_status_at(stack: &Stack, i: usize) -> anyhow::Result<Value> {
     Ok(reply["ok"].clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_picture_keeps_playing_through_a_gateway_restart() -> anyhow::Result<()> {
-    // The default install: the gateway embeds the broker, so its restart also drops the
-    // device's broker connection. Nothing of that may reach the picture.
-    let mut stack = Stack::start(StackOptions::new("ride_gateway_restart")).await?;
-    let browser = Browser::start(&stack.log_dir).await?;
-    stack.open_viewer(&browser, 0).await?;
-    browser.click_device(&stack.device_id).await?;
-    wait_decoding(&browser, 60, Duration::from_secs(30)).await?;
+/// Marks the page's peer connection and takes its stats, before something happens to the
+/// gateway.
+async fn before_the_outage(browser: &Browser) -> anyhow::Result<Value> {
     browser
         .js("window.__pcBefore = window.ferrocam.pc; window.__marker = 7; return null;")
         .await?;
-    let before = video_stats(&browser).await?;
+    video_stats(browser).await
+}
 
-    stack.restart_gateway(0).await?;
-    stack.wait_online(true).await?;
+/// After the gateway went away: the page resumed its session on the socket it got back, the
+/// same peer connection decoded two more seconds of picture (no reload, no new session), and
+/// the picture froze for at most 1 s in all.
+async fn rode_through(browser: &Browser, before: &Value, what: &str) -> anyhow::Result<()> {
     eventually(
         "the page to resume its session",
         Duration::from_secs(15),
@@ -78,20 +75,49 @@ async fn the_picture_keeps_playing_through_a_gateway_restart() -> anyhow::Result
         },
     )
     .await?;
-    // Two more seconds of picture on the same peer connection, and the page never reloaded.
     let frames = before["frames"].as_u64().unwrap_or(0);
-    wait_decoding(&browser, frames + 60, Duration::from_secs(10)).await?;
+    wait_decoding(browser, frames + 60, Duration::from_secs(10)).await?;
     let same = browser
         .js("return window.ferrocam.pc === window.__pcBefore && window.__marker === 7;")
         .await?;
-    assert_eq!(same, true, "the page rebuilt its connection or reloaded");
-    let after = video_stats(&browser).await?;
-    let frozen = after["frozen"].as_f64().unwrap_or(0.0) - before["frozen"].as_f64().unwrap_or(0.0);
-    eprintln!("gateway restart: {frozen:.3} s frozen; stats before {before}, after {after}");
-    assert!(
-        frozen <= 1.0,
-        "the picture froze for {frozen:.3} s across the restart"
+    assert_eq!(
+        same, true,
+        "{what}: the page rebuilt its connection or reloaded"
     );
+    let after = video_stats(browser).await?;
+    let frozen = after["frozen"].as_f64().unwrap_or(0.0) - before["frozen"].as_f64().unwrap_or(0.0);
+    eprintln!("{what}: {frozen:.3} s frozen; stats before {before}, after {after}");
+    assert!(frozen <= 1.0, "{what}: the picture froze for {frozen:.3} s");
+    Ok(())
+}
+
+/// The page hangs up, and gateway `i` (which now carries the session's signaling) relays it:
+/// the device, asked through that gateway, ends the session.
+async fn hang_up_through(stack: &Stack, browser: &Browser, i: usize) -> anyhow::Result<()> {
+    assert_eq!(device_status_at(stack, i)?["viewers"], 1);
+    browser.js("window.ferrocam.hangUp(); return null;").await?;
+    eventually(
+        "the device to end the session",
+        Duration::from_secs(10),
+        || async { Ok((device_status_at(stack, i)?["viewers"] == 0).then_some(())) },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_picture_keeps_playing_through_a_gateway_restart() -> anyhow::Result<()> {
+    // The default install: the gateway embeds the broker, so its restart also drops the
+    // device's broker connection. Nothing of that may reach the picture.
+    let mut stack = Stack::start(StackOptions::new("ride_gateway_restart")).await?;
+    let browser = Browser::start(&stack.log_dir).await?;
+    stack.open_viewer(&browser, 0).await?;
+    browser.click_device(&stack.device_id).await?;
+    wait_decoding(&browser, 60, Duration::from_secs(30)).await?;
+    let before = before_the_outage(&browser).await?;
+
+    stack.restart_gateway(0).await?;
+    stack.wait_online(true).await?;
+    rode_through(&browser, &before, "gateway restart").await?;
 
     // Signaling that needs the device works through the new gateway: an ICE restart (the
     // device's new offer with fresh credentials, the page's answer) while the picture goes on.
@@ -130,14 +156,7 @@ async fn the_picture_keeps_playing_through_a_gateway_restart() -> anyhow::Result
     assert_eq!(device_status(&stack)?["target_bitrate_kbps"], 1234);
 
     // Signaling for the session works on the new gateway: the page's hang-up reaches the device.
-    assert_eq!(device_status(&stack)?["viewers"], 1);
-    browser.js("window.ferrocam.hangUp(); return null;").await?;
-    eventually(
-        "the device to end the session",
-        Duration::from_secs(10),
-        || async { Ok((device_status(&stack)?["viewers"] == 0).then_some(())) },
-    )
-    .await?;
+    hang_up_through(&stack, &browser, 0).await?;
     browser.close().await
 }
 
@@ -215,44 +234,13 @@ async fn a_session_outlives_the_gateway_that_started_it() -> anyhow::Result<()> 
         .await?;
     browser.click_device(&stack.device_id).await?;
     wait_decoding(&browser, 60, Duration::from_secs(30)).await?;
-    browser
-        .js("window.__pcBefore = window.ferrocam.pc; return null;")
-        .await?;
-    let before = video_stats(&browser).await?;
+    let before = before_the_outage(&browser).await?;
 
     door.switch_to(stack.gateways[1].http_port);
     stack.gateways[0].process.terminate(Duration::from_secs(10));
-    eventually(
-        "the page to resume on the other gateway",
-        Duration::from_secs(15),
-        || async {
-            let resumed = browser.js("return window.ferrocam.resumed;").await?;
-            Ok((resumed.as_u64() >= Some(1)).then_some(()))
-        },
-    )
-    .await?;
-    let frames = before["frames"].as_u64().unwrap_or(0);
-    wait_decoding(&browser, frames + 60, Duration::from_secs(10)).await?;
-    let same = browser
-        .js("return window.ferrocam.pc === window.__pcBefore;")
-        .await?;
-    assert_eq!(same, true, "the page rebuilt its connection");
-    let after = video_stats(&browser).await?;
-    let frozen = after["frozen"].as_f64().unwrap_or(0.0) - before["frozen"].as_f64().unwrap_or(0.0);
-    eprintln!("gateway failover: {frozen:.3} s frozen; stats before {before}, after {after}");
-    assert!(
-        frozen <= 1.0,
-        "the picture froze for {frozen:.3} s across the failover"
-    );
+    rode_through(&browser, &before, "gateway failover").await?;
 
     // The surviving gateway now carries the session's signaling: the page's hang-up ends it.
-    assert_eq!(device_status_at(&stack, 1)?["viewers"], 1);
-    browser.js("window.ferrocam.hangUp(); return null;").await?;
-    eventually(
-        "the device to end the session",
-        Duration::from_secs(10),
-        || async { Ok((device_status_at(&stack, 1)?["viewers"] == 0).then_some(())) },
-    )
-    .await?;
+    hang_up_through(&stack, &browser, 1).await?;
     browser.close().await
 }
