@@ -87,11 +87,22 @@ impl GrantVerifier {
         grant: Option<&str>,
         session: &SessionId,
     ) -> Result<GrantClaims, GrantError> {
+        let claims = self.check_session_grant(grant, session)?;
+        self.remember(claims.sub.clone(), claims.exp)?;
+        Ok(claims)
+    }
+
+    /// [`Self::check`] for a grant that opens or moves a session: one naming an answer only
+    /// vouches for that answer.
+    fn check_session_grant(
+        &self,
+        grant: Option<&str>,
+        session: &SessionId,
+    ) -> Result<GrantClaims, GrantError> {
         let claims = self.check(grant, session)?;
         if claims.answer.is_some() {
             return Err(GrantError::AnswerOnly);
         }
-        self.remember(claims.sub.clone(), claims.exp)?;
         Ok(claims)
     }
 
@@ -104,10 +115,7 @@ impl GrantVerifier {
         grant: Option<&str>,
         session: &SessionId,
     ) -> Result<GrantClaims, GrantError> {
-        let claims = self.check(grant, session)?;
-        if claims.answer.is_some() {
-            return Err(GrantError::AnswerOnly);
-        }
+        let claims = self.check_session_grant(grant, session)?;
         // The signature identifies this grant: the same claims signed again differ in `iat`
         // or not at all, and then they are the same grant.
         let signature = grant.and_then(|g| g.rsplit('.').next()).unwrap_or_default();
