@@ -5,8 +5,9 @@
 //! candidates), so no candidate can race ahead of the offer it belongs to. When the device
 //! offers, the viewer's candidates may still arrive before its answer is applied: they wait.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrocam_protocol::{DeviceId, Envelope, ErrorCode, IceCandidate, Party, SessionId, Signal};
 use tokio::sync::{broadcast, mpsc};
@@ -19,24 +20,12 @@ use crate::rtc::{
 };
 use ferrocam_protocol::control::Role;
 
-/// Candidates a viewer may trickle into one session; real browsers send fewer than 20.
-pub const MAX_REMOTE_CANDIDATES: usize = 64;
+mod negotiation;
 
-/// A message for a running session.
-#[derive(Debug)]
-pub enum SessionInput {
-    /// The viewer's answer to the device's offer.
-    Answer(String),
-    Candidate(IceCandidate),
-    EndOfCandidates,
-    HangUp(String),
-    /// The viewer's signaling moved to another gateway: reply to this topic from now on.
-    Attach(String),
-    /// The viewer asks for an ICE restart (sessions the device offered).
-    RestartIce,
-    /// The device is going away: tell the viewer, then end.
-    Shutdown(String),
-}
+/// A message for a running session: the viewer's (through its gateway), or the device's own
+/// shutdown.
+pub use negotiation::ViewerSaid as SessionInput;
+use negotiation::{Action, Input, Negotiation, PeerSaid, Side};
 
 /// A message the session wants delivered to the viewer's gateway.
 #[derive(Debug)]
@@ -44,25 +33,6 @@ pub struct Outbound {
     pub topic: String,
     pub envelope: Envelope,
 }
-
-/// How long a non-trickle (WHEP) answer waits for candidate gathering before it goes out with
-/// what it has. Host candidates take milliseconds; a slow STUN server must not stall the player.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How long a trickle answer waits for host candidates to put in the SDP. Gathering them takes a
-/// few milliseconds; with them in the answer the browser starts its ICE checks the moment it
-/// applies it instead of after the first trickled candidate (~40 ms sooner to first frame on
-/// loopback, measured). Slower candidates (STUN, TURN) still trickle.
-const HOST_GATHER_WAIT: Duration = Duration::from_millis(40);
-
-/// How long the device's offer waits for the viewer's answer. A browser answers in
-/// milliseconds; a watch that is never answered must not hold a viewer slot and the camera for
-/// the whole connect timeout.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The shortest time between two ICE restarts of one session: each one costs an offer, a
-/// gathering round and new checks, and a flood of requests must not keep a session restarting.
-const MIN_ICE_RESTART_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything a session needs from the device.
 #[derive(Clone)]
@@ -104,7 +74,8 @@ pub struct Request {
     pub ice_servers: Vec<ferrocam_protocol::viewer::IceServer>,
 }
 
-/// Runs one session to its end.
+/// Runs one session to its end: builds the peer connection, then carries out what the
+/// negotiation ([`negotiation`]) decides for each message, peer event and deadline.
 pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receiver<SessionInput>) {
     let Request {
         session,
@@ -114,12 +85,14 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
         role,
         ice_servers,
     } = request;
-    // Where the viewer's gateway listens; it changes when the viewer resumes through another
-    // gateway (`Attach`). Only this task touches it; the mutex just keeps the future `Send`.
-    let reply_to = std::sync::Mutex::new(reply_to);
-    let say = |body: Signal| {
-        let topic = reply_to.lock().expect("reply topic lock").clone();
-        ctx.say(&topic, &session, body)
+    let side = match offer_sdp {
+        Some(_) => Side::Answerer { trickle },
+        None => Side::Offerer,
+    };
+    let mut negotiation =
+        Negotiation::new(side, role, reply_to, Instant::now(), ctx.connect_timeout);
+    let refuse = |negotiation: &Negotiation, signal: Signal| {
+        ctx.say(negotiation.reply_to(), &session, signal);
     };
 
     // Start (or keep) the pipeline now, so it warms up while ICE and DTLS run.
@@ -127,11 +100,9 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
         Ok(lease) => lease,
         Err(e) => {
             tracing::error!(%session, error = format!("{e:#}"), "camera unavailable");
-            say(Signal::Error {
-                code: ErrorCode::Internal,
-                message: format!("the camera is unavailable: {e:#}"),
-            });
-            return;
+            let message = format!("the camera is unavailable: {e:#}");
+            let code = ErrorCode::Internal;
+            return refuse(&negotiation, Signal::Error { code, message });
         }
     };
     let with_audio = ctx.media.audio_enabled();
@@ -144,217 +115,159 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
             // Nothing the viewer sent is at fault here.
             Err(e) => {
                 tracing::error!(%session, error = format!("{e:#}"), "could not make an offer");
-                return say(Signal::Error {
-                    code: ErrorCode::Internal,
-                    message: format!("the device could not make an offer: {e:#}"),
-                });
+                let message = format!("the device could not make an offer: {e:#}");
+                let code = ErrorCode::Internal;
+                return refuse(&negotiation, Signal::Error { code, message });
             }
         },
     };
     let (peer, local_sdp, mut events, offered_channel) = match built {
         Ok(ok) => ok,
-        Err(e) => return say(refusal(&session, e)),
+        Err(e) => return refuse(&negotiation, refusal(&session, e)),
     };
-    // Our offer names the control channel; the viewer's answer cannot refuse it.
-    let we_offer = offered_channel.is_some();
     let mut channels: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     // The viewer closing its control channel is a hang-up too (a closing tab often does only
     // that before its connection times out).
     let (control_closed_tx, mut control_closed) = mpsc::unbounded_channel::<()>();
+    // Our offer names the control channel; the viewer's answer cannot refuse it.
     if let Some(channel) = offered_channel {
         channels.push(spawn_control(channel, role, &ctx, &control_closed_tx));
     }
-    // Ask for the viewer's keyframe as ICE starts (our answer goes out, or the viewer's answer
-    // comes in), not when DTLS is up: the encoder then has it ready by the time media can flow
-    // (ICE + DTLS take longer than one frame), and the feed holds it.
-    let mut early_feed = (!we_offer).then(|| ctx.media.video_feed());
-    let describe = |sdp: String| {
-        if we_offer {
-            Signal::Offer {
-                sdp,
-                trickle: true,
-                role,
-                grant: None,
-            }
-        } else {
-            Signal::Answer { sdp, grant: None }
-        }
+    let mut driver = Driver {
+        ctx: &ctx,
+        session: &session,
+        peer: &peer,
+        first_sdp: local_sdp.clone(),
+        early_feed: None,
+        streaming: None,
     };
-    let answered = if we_offer {
-        // Our offer goes out at once and without candidates; they follow once the viewer's
-        // answer is applied here (see `held`).
-        say(describe(local_sdp));
-        tracing::info!(%session, "sent our offer");
-        true
-    } else if trickle {
-        let gathered = tokio::time::timeout(HOST_GATHER_WAIT, async {
-            // Candidates gathered meanwhile are in the local description: not trickled again.
-            while let Some(event) = events.recv().await {
-                if matches!(event, PeerEvent::GatheringComplete) {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false);
-        let sdp = peer.local_sdp().await.unwrap_or(local_sdp);
-        say(describe(sdp));
-        if gathered {
-            say(Signal::EndOfCandidates);
-        }
-        tracing::info!(%session, "answered the offer");
-        true
-    } else {
-        false
-    };
-    let gather_deadline = tokio::time::sleep(GATHER_TIMEOUT);
-    tokio::pin!(gather_deadline);
-    let mut answered = answered;
-
-    let mut remote_candidates = 0usize;
-    // When we offered: whether the viewer's answer is applied, and its candidates until then.
-    let mut remote_answered = !we_offer;
-    let mut early_candidates: Vec<IceCandidate> = Vec::new();
-    // When we offered: our own candidates, held until the viewer's answer is applied. A viewer
-    // that had them sooner would start its checks at once, and one reaching us before the
-    // answer does is dropped (the ICE agent starts with the answer) and repeated only ~50 ms
-    // later: the slowest tenth of first frames, measured. Held, they reach the viewer when we
-    // can answer its checks.
-    let mut held: Vec<Signal> = Vec::new();
-    let mut streaming: Option<Streaming> = None;
-    let deadline = tokio::time::sleep(ctx.connect_timeout);
-    tokio::pin!(deadline);
-    let answer_deadline = tokio::time::sleep(ANSWER_TIMEOUT);
-    tokio::pin!(answer_deadline);
-    let mut last_ice_restart: Option<tokio::time::Instant> = None;
+    let mut ended = driver
+        .apply(&mut negotiation, Input::Built { sdp: local_sdp })
+        .await;
 
     let reason = loop {
-        tokio::select! {
-            input = inbox.recv() => match input {
-                Some(SessionInput::Answer(sdp)) => {
-                    if remote_answered {
-                        tracing::warn!(%session, "unexpected answer ignored");
-                        continue;
-                    }
-                    if let Err(e) = peer.accept_answer(sdp).await {
-                        say(refusal(&session, e));
-                        break "the viewer's answer was refused".to_owned();
-                    }
-                    remote_answered = true;
-                    // The first answer: media is about to flow. (An ICE restart's answer comes
-                    // while it flows already.)
-                    if streaming.is_none() {
-                        early_feed = Some(ctx.media.video_feed());
-                    }
-                    tracing::info!(%session, "viewer answered");
-                    for signal in held.drain(..) {
-                        say(signal);
-                    }
-                    for candidate in early_candidates.drain(..) {
-                        add_candidate(&peer, &session, candidate).await;
-                    }
-                }
-                Some(SessionInput::Candidate(candidate)) => {
-                    remote_candidates += 1;
-                    if remote_candidates > MAX_REMOTE_CANDIDATES {
-                        tracing::warn!(%session, "candidate limit reached; ignoring the rest");
-                        continue;
-                    }
-                    if remote_answered {
-                        add_candidate(&peer, &session, candidate).await;
-                    } else {
-                        early_candidates.push(candidate);
-                    }
-                }
-                Some(SessionInput::EndOfCandidates) => {}
-                Some(SessionInput::HangUp(reason)) => break format!("viewer hung up: {reason}"),
-                Some(SessionInput::RestartIce) => {
-                    let too_soon = last_ice_restart.is_some_and(|at| at.elapsed() < MIN_ICE_RESTART_INTERVAL);
-                    if !we_offer || !remote_answered || too_soon {
-                        tracing::warn!(%session, we_offer, remote_answered, too_soon, "ICE restart request ignored");
-                        continue;
-                    }
-                    match peer.restart_ice_offer().await {
-                        Ok(sdp) => {
-                            last_ice_restart = Some(tokio::time::Instant::now());
-                            // As with the first offer: our candidates wait for the answer.
-                            remote_answered = false;
-                            answer_deadline.as_mut().reset(tokio::time::Instant::now() + ANSWER_TIMEOUT);
-                            say(describe(sdp));
-                            tracing::info!(%session, "sent an ICE-restart offer");
-                        }
-                        Err(e) => tracing::warn!(%session, error = format!("{e:#}"), "could not restart ICE"),
-                    }
-                }
-                Some(SessionInput::Attach(topic)) => {
-                    *reply_to.lock().expect("reply topic lock") = topic;
-                    say(Signal::Attached);
-                }
-                Some(SessionInput::Shutdown(reason)) => {
-                    say(Signal::HangUp { reason: reason.clone() });
-                    break reason;
-                }
+        if let Some(reason) = ended {
+            break reason;
+        }
+        let deadline = negotiation.next_deadline();
+        let input = tokio::select! {
+            said = inbox.recv() => match said {
+                Some(said) => Input::Viewer(said),
                 None => break "device shutting down".to_owned(),
             },
             event = events.recv() => match event {
-                Some(PeerEvent::LocalCandidate(candidate)) if !remote_answered => held.push(Signal::Candidate { candidate }),
-                Some(PeerEvent::LocalCandidate(candidate)) if trickle => say(Signal::Candidate { candidate }),
-                Some(PeerEvent::LocalCandidate(_)) => {}
-                Some(PeerEvent::GatheringComplete) if !remote_answered => held.push(Signal::EndOfCandidates),
-                Some(PeerEvent::GatheringComplete) if trickle => say(Signal::EndOfCandidates),
-                Some(PeerEvent::GatheringComplete) => {
-                    if !answered {
-                        answered = true;
-                        say(Signal::Answer { sdp: peer.local_sdp().await.unwrap_or_default(), grant: None });
-                        tracing::info!(%session, "answered offer with all candidates");
-                    }
+                Some(PeerEvent::LocalCandidate(candidate)) => Input::Peer(PeerSaid::LocalCandidate(candidate)),
+                Some(PeerEvent::GatheringComplete) => Input::Peer(PeerSaid::GatheringComplete),
+                Some(PeerEvent::Connected) => Input::Peer(PeerSaid::Connected),
+                Some(PeerEvent::Ended(state)) => Input::Peer(PeerSaid::Ended(state)),
+                // Neither changes the negotiation.
+                Some(PeerEvent::KeyframeRequest) => {
+                    ctx.media.request_keyframe(KeyframeReason::Feedback);
+                    continue;
                 }
-                Some(PeerEvent::Connected) if streaming.is_none() => {
-                    tracing::info!(%session, "viewer connected");
-                    let feed = early_feed.take().unwrap_or_else(|| ctx.media.video_feed());
-                    match Streaming::start(&ctx.media, &peer, feed).await {
-                        Ok(s) => streaming = Some(s),
-                        Err(e) => break format!("cannot stream: {e:#}"),
-                    }
-                }
-                Some(PeerEvent::KeyframeRequest) => ctx.media.request_keyframe(KeyframeReason::Feedback),
                 Some(PeerEvent::DataChannel(channel)) => {
                     channels.push(spawn_control(channel, role, &ctx, &control_closed_tx));
-                }
-                Some(PeerEvent::Connected) => {}
-                Some(PeerEvent::Ended(state)) => {
-                    say(Signal::HangUp { reason: format!("connection {state}") });
-                    break format!("connection {state}");
+                    continue;
                 }
                 None => break "peer events ended".to_owned(),
             },
-            Some(()) = control_closed.recv() => {
-                say(Signal::HangUp { reason: "control channel closed".into() });
-                break "viewer closed the control channel".to_owned();
-            }
-            _ = &mut gather_deadline, if !answered => {
-                answered = true;
-                tracing::warn!(%session, "candidate gathering is slow; answering with what there is");
-                say(Signal::Answer { sdp: peer.local_sdp().await.unwrap_or_default(), grant: None });
-            }
-            _ = &mut answer_deadline, if !remote_answered => {
-                say(Signal::Error { code: ErrorCode::Timeout, message: "the viewer did not answer the offer in time".into() });
-                break "answer timeout".to_owned();
-            }
-            _ = &mut deadline, if streaming.is_none() => {
-                say(Signal::Error { code: ErrorCode::Timeout, message: "the viewer did not connect in time".into() });
-                break "connect timeout".to_owned();
-            }
-        }
+            Some(()) = control_closed.recv() => Input::Peer(PeerSaid::ControlClosed),
+            () = sleep_until(deadline) => Input::Tick,
+        };
+        ended = driver.apply(&mut negotiation, input).await;
     };
 
-    drop(streaming);
+    drop(driver);
     for channel in channels {
         channel.abort();
     }
     peer.close().await;
     tracing::info!(%session, %reason, "session ended");
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Carries out the negotiation's actions on the real peer connection and media.
+struct Driver<'a> {
+    ctx: &'a SessionContext,
+    session: &'a SessionId,
+    peer: &'a Peer,
+    /// Our first SDP, in case the peer has no local description to give.
+    first_sdp: String,
+    /// Subscribed before media can flow, so the viewer's first keyframe is on its way.
+    early_feed: Option<VideoFeed>,
+    streaming: Option<Streaming>,
+}
+
+impl Driver<'_> {
+    /// Feeds `input` and does what follows, including the inputs those actions produce (they
+    /// are handled before anything else arrives). Returns the reason once the session ends.
+    async fn apply(&mut self, negotiation: &mut Negotiation, input: Input) -> Option<String> {
+        let mut queue: VecDeque<Action> = negotiation.handle(input, Instant::now()).into();
+        while let Some(action) = queue.pop_front() {
+            let follow_up = match action {
+                Action::End(reason) => return Some(reason),
+                Action::Say { topic, signal } => {
+                    if matches!(signal, Signal::Offer { .. } | Signal::Answer { .. }) {
+                        tracing::info!(session = %self.session, "sent our description");
+                    }
+                    self.ctx.say(&topic, self.session, signal);
+                    None
+                }
+                Action::FetchLocalDescription => {
+                    let sdp = self.peer.local_sdp().await;
+                    let sdp = sdp.unwrap_or_else(|| self.first_sdp.clone());
+                    Some(Input::LocalDescription { sdp })
+                }
+                Action::ApplyAnswer(sdp) => {
+                    let applied = self.peer.accept_answer(sdp).await;
+                    tracing::info!(session = %self.session, ok = applied.is_ok(), "viewer answered");
+                    Some(Input::AnswerApplied(
+                        applied.map_err(|e| refusal(self.session, e)),
+                    ))
+                }
+                Action::AddCandidate(candidate) => {
+                    add_candidate(self.peer, self.session, candidate).await;
+                    None
+                }
+                Action::WarmUpFeed => {
+                    self.early_feed = Some(self.ctx.media.video_feed());
+                    None
+                }
+                Action::StartStreaming => {
+                    tracing::info!(session = %self.session, "viewer connected");
+                    let feed = match self.early_feed.take() {
+                        Some(feed) => feed,
+                        None => self.ctx.media.video_feed(),
+                    };
+                    match Streaming::start(&self.ctx.media, self.peer, feed).await {
+                        Ok(streaming) => {
+                            self.streaming = Some(streaming);
+                            None
+                        }
+                        Err(e) => Some(Input::StreamingFailed(format!("{e:#}"))),
+                    }
+                }
+                Action::RestartIceOffer => {
+                    tracing::info!(session = %self.session, "restarting ICE");
+                    let offer = self.peer.restart_ice_offer().await;
+                    Some(Input::IceRestartOffer(offer.map_err(|e| format!("{e:#}"))))
+                }
+            };
+            if let Some(input) = follow_up {
+                for action in negotiation.handle(input, Instant::now()).into_iter().rev() {
+                    queue.push_front(action);
+                }
+            }
+        }
+        None
+    }
 }
 
 /// The error reply for a connection that could not be set up.
