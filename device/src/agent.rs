@@ -26,6 +26,14 @@ pub struct Agent {
     grants: Mutex<GrantVerifier>,
 }
 
+/// What a request that opens a session asks for, before its grant is checked.
+struct Opening {
+    /// The viewer's offer, or `None` when the device is to offer.
+    offer: Option<String>,
+    trickle: bool,
+    role: Role,
+}
+
 /// A session in progress, as the agent knows it.
 struct Running {
     inbox: mpsc::Sender<SessionInput>,
@@ -157,26 +165,20 @@ impl Agent {
                 role,
                 grant,
             } => {
-                let request = Request {
-                    session: session.clone(),
-                    reply_to: String::new(), // filled in once validated
+                let asked = Opening {
                     offer: Some(sdp),
                     trickle,
                     role,
-                    ice_servers: Vec::new(), // from the grant
                 };
-                return self.start_session(session, reply_to, grant, request);
+                return self.start_session(session, reply_to, grant, asked);
             }
             Signal::Invite { role, grant } => {
-                let request = Request {
-                    session: session.clone(),
-                    reply_to: String::new(),
+                let asked = Opening {
                     offer: None,
                     trickle: true,
                     role,
-                    ice_servers: Vec::new(),
                 };
-                return self.start_session(session, reply_to, grant, request);
+                return self.start_session(session, reply_to, grant, asked);
             }
             Signal::Control {
                 role,
@@ -295,7 +297,7 @@ impl Agent {
         session: SessionId,
         reply_to: Option<String>,
         grant: Option<String>,
-        request: Request,
+        asked: Opening,
     ) {
         let Some(reply_to) = self.valid_reply_topic(reply_to) else {
             tracing::warn!(%session, "session request without a valid reply topic");
@@ -314,10 +316,15 @@ impl Agent {
             return;
         };
         tracing::info!(%session, user = %claims.usr, gateway = %claims.iss, role = ?claims.role, "session granted");
+        let user = claims.usr.clone();
         let request = Request {
-            role: request.role.min(claims.role),
+            session: session.clone(),
+            reply_to,
+            offer: asked.offer,
+            trickle: asked.trickle,
+            // Never more than the grant allows, whatever the request says.
+            role: asked.role.min(claims.role),
             ice_servers: claims.ice,
-            ..request
         };
         let mut sessions = self.sessions.lock().expect("sessions lock");
         if sessions.len() >= self.max_sessions {
@@ -327,7 +334,7 @@ impl Agent {
                 n => format!("the device is at its limit of {n} viewers"),
             };
             return self.ctx.say(
-                &reply_to,
+                &request.reply_to,
                 &session,
                 Signal::Error {
                     code: ErrorCode::Busy,
@@ -336,27 +343,13 @@ impl Agent {
             );
         }
         let (tx, rx) = mpsc::channel(SESSION_INBOX);
-        sessions.insert(
-            session.clone(),
-            Running {
-                inbox: tx,
-                user: claims.usr.clone(),
-            },
-        );
+        sessions.insert(session.clone(), Running { inbox: tx, user });
         drop(sessions);
 
         let ctx = self.ctx.clone();
         let registry = Arc::clone(&self.sessions);
         tokio::spawn(async move {
-            session::run(
-                ctx,
-                Request {
-                    reply_to,
-                    ..request
-                },
-                rx,
-            )
-            .await;
+            session::run(ctx, request, rx).await;
             registry.lock().expect("sessions lock").remove(&session);
         });
     }

@@ -6,6 +6,7 @@ mod ctl;
 mod http;
 mod link;
 mod metrics;
+mod rate;
 mod relay;
 mod serve;
 mod service;

@@ -13,7 +13,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::relay::Relay;
@@ -246,11 +246,6 @@ impl Metrics {
             .expect("writing to a String");
         out
     }
-}
-
-/// Buckets for relay latency: 1 ms to ~16 s.
-pub fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 #[cfg(test)]

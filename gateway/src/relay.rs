@@ -5,18 +5,19 @@
 //! for viewers on each viewer's channel. That keeps it testable without sockets or a broker.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::viewer::{IceServer, ServerMsg};
 use ferrocam_protocol::{
     DeviceId, DeviceStatus, Envelope, ErrorCode, InstanceId, Party, SessionId, Signal, topics,
 };
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::grant::GrantSigner;
-use crate::http::rate::TokenBucket;
+use crate::rate::TokenBucket;
 
 /// Offers one device may receive through this gateway: a burst of 30, then 10 a second. Far
 /// above what real viewers do; it stops a flood (from many connections or tokens at once)
@@ -64,17 +65,53 @@ struct Session {
     tx: ViewerTx,
     /// Who makes the offer.
     offerer: Offerer,
-    /// The device has sent its SDP (answer or offer).
-    answered: bool,
-    /// The viewer has answered the device's offer.
-    viewer_answered: bool,
+    stage: Stage,
+    /// When the request now awaiting the device went out (for the answer-latency histogram).
     offered_at: std::time::Instant,
 }
 
-impl Session {
+/// Where a session's description exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The request (offer, invite, ICE restart) is out; the device's SDP is awaited.
+    AwaitingDevice,
+    /// The device offered; the viewer's answer is awaited.
+    AwaitingViewer,
     /// Both descriptions are on their way: from here on the peers need no gateway to stream.
+    Established,
+}
+
+impl Session {
     fn established(&self) -> bool {
-        self.answered && (self.offerer == Offerer::Viewer || self.viewer_answered)
+        self.stage == Stage::Established
+    }
+}
+
+/// The replies to one relayed control request. Dropping it forgets the request, also when the
+/// HTTP client goes away while its handler waits (the handler is dropped at that await), so
+/// no entry outlives its caller.
+pub struct ControlReplies {
+    rx: mpsc::UnboundedReceiver<String>,
+    relay: Arc<Relay>,
+    id: SessionId,
+}
+
+impl ControlReplies {
+    /// The next message from the device; `None` once the relay has dropped the request.
+    pub async fn recv(&mut self) -> Option<String> {
+        self.rx.recv().await
+    }
+
+    /// The next message if one is there already.
+    #[cfg(test)]
+    pub fn try_recv(&mut self) -> Option<String> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for ControlReplies {
+    fn drop(&mut self) {
+        self.relay.control_done(&self.id);
     }
 }
 
@@ -116,7 +153,7 @@ pub struct Relay {
     link_losses: AtomicU64,
     /// Request relayed → the device's SDP relayed (its answer, or its offer after an invite),
     /// in seconds.
-    pub answer_latency: prometheus_client::metrics::histogram::Histogram,
+    pub answer_latency: Histogram,
 }
 
 impl Relay {
@@ -135,7 +172,8 @@ impl Relay {
             next_viewer: AtomicU64::new(1),
             link_up: std::sync::atomic::AtomicBool::new(false),
             link_losses: AtomicU64::new(0),
-            answer_latency: crate::metrics::latency_histogram(),
+            // 1 ms to ~16 s.
+            answer_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
         }
     }
 
@@ -319,8 +357,7 @@ impl Relay {
                 viewer,
                 tx: tx.clone(),
                 offerer,
-                answered: false,
-                viewer_answered: false,
+                stage: Stage::AwaitingDevice,
                 offered_at: std::time::Instant::now(),
             },
         );
@@ -368,8 +405,7 @@ impl Relay {
                     tx: tx.clone(),
                     // Whoever offered, the descriptions were exchanged long ago.
                     offerer: Offerer::Device,
-                    answered: true,
-                    viewer_answered: true,
+                    stage: Stage::Established,
                     offered_at: std::time::Instant::now(),
                 },
             );
@@ -400,15 +436,15 @@ impl Relay {
     }
 
     /// Relays a control-protocol request to a device; the device's reply messages arrive on the
-    /// returned channel. Call [`Self::control_done`] when no more are wanted.
+    /// returned [`ControlReplies`], and dropping it forgets the request.
     pub fn control(
-        &self,
+        self: &Arc<Self>,
         device: DeviceId,
         role: Role,
         user: &str,
         request: String,
         id: SessionId,
-    ) -> Result<mpsc::UnboundedReceiver<String>, Refusal> {
+    ) -> Result<ControlReplies, Refusal> {
         let mut state = self.lock();
         Self::check_online(&state, &device)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -416,6 +452,11 @@ impl Relay {
         drop(state);
         let grant = Some(self.signer.sign(&device, &id, role, user, Vec::new()));
         let reply_to = self.reply_topic(&device);
+        let replies = ControlReplies {
+            rx,
+            relay: Arc::clone(self),
+            id: id.clone(),
+        };
         self.send(
             self.envelope(
                 device,
@@ -428,11 +469,11 @@ impl Relay {
             )
             .reply_to(reply_to),
         );
-        Ok(rx)
+        Ok(replies)
     }
 
-    /// Forgets a relayed control request.
-    pub fn control_done(&self, id: &SessionId) {
+    /// Forgets a relayed control request (when its [`ControlReplies`] is dropped).
+    fn control_done(&self, id: &SessionId) {
         self.lock().controls.remove(id);
     }
 
@@ -461,18 +502,17 @@ impl Relay {
                 }
                 Signal::Answer { .. } => {
                     let entry = state.sessions.get_mut(session).expect("looked up above");
-                    if entry.offerer != Offerer::Device || !entry.answered || entry.viewer_answered
-                    {
+                    if entry.stage != Stage::AwaitingViewer {
                         return Err(Refusal {
                             code: ErrorCode::BadRequest,
                             message: "this session expects no answer from the viewer".to_owned(),
                         });
                     }
-                    entry.viewer_answered = true;
+                    entry.stage = Stage::Established;
                 }
                 Signal::RestartIce => {
                     let entry = state.sessions.get_mut(session).expect("looked up above");
-                    if entry.offerer != Offerer::Device || !entry.viewer_answered {
+                    if entry.offerer != Offerer::Device || entry.stage != Stage::Established {
                         return Err(Refusal {
                             code: ErrorCode::BadRequest,
                             message:
@@ -481,8 +521,8 @@ impl Relay {
                         });
                     }
                     // The device's new offer and the viewer's answer to it are expected again.
-                    entry.answered = false;
-                    entry.viewer_answered = false;
+                    entry.stage = Stage::AwaitingDevice;
+                    entry.offered_at = std::time::Instant::now();
                 }
                 _ => {}
             }
@@ -533,7 +573,8 @@ impl Relay {
             return;
         }
         // The device's SDP, once: its answer when the viewer offered, its offer after an invite.
-        let sdp_expected = |offerer| entry.offerer == offerer && !entry.answered;
+        let sdp_expected =
+            |offerer| entry.offerer == offerer && entry.stage == Stage::AwaitingDevice;
         let (msg, ends) = match body {
             Signal::Answer { sdp, .. } if sdp_expected(Offerer::Viewer) => {
                 let session = session.clone();
@@ -591,7 +632,11 @@ impl Relay {
             }
         };
         if matches!(msg, ServerMsg::Answer { .. } | ServerMsg::Offer { .. }) {
-            entry.answered = true;
+            // The device answered the viewer's offer, or offered and now awaits the viewer.
+            entry.stage = match entry.offerer {
+                Offerer::Viewer => Stage::Established,
+                Offerer::Device => Stage::AwaitingViewer,
+            };
             self.answer_latency
                 .observe(entry.offered_at.elapsed().as_secs_f64());
         }
@@ -604,7 +649,10 @@ impl Relay {
     /// Ends a session the device never answered.
     pub fn expire_unanswered(&self, session: &SessionId) {
         let mut state = self.lock();
-        if state.sessions.get(session).is_some_and(|s| !s.answered)
+        if state
+            .sessions
+            .get(session)
+            .is_some_and(|s| s.stage == Stage::AwaitingDevice)
             && let Some(entry) = state.sessions.remove(session)
         {
             let _ = entry.tx.send(ServerMsg::Error {
@@ -663,7 +711,11 @@ impl Relay {
     /// Sessions waiting for the device's answer, and sessions answered.
     pub fn sessions_by_state(&self) -> (usize, usize) {
         let state = self.lock();
-        let answered = state.sessions.values().filter(|s| s.answered).count();
+        let answered = state
+            .sessions
+            .values()
+            .filter(|s| s.stage != Stage::AwaitingDevice)
+            .count();
         (state.sessions.len() - answered, answered)
     }
 

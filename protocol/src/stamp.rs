@@ -16,7 +16,8 @@
 //! 235, "black" 16). `gateway/web/meter.js` is the reader in the browser; it must agree with
 //! this file.
 //!
-//! Pure functions; `device/src/media/stamp.rs` wires them into the capture pipeline.
+//! Pure functions; the `ferrocam-stamp-gst` crate (`stamp-gst/`) wires them into GStreamer
+//! pipelines: the device's capture and the benchmarks' `stamp-source`.
 
 /// Cells in the strip.
 pub const CELLS: usize = 64;

@@ -27,9 +27,14 @@ async fn a_pli_from_a_viewer_forces_a_keyframe() -> anyhow::Result<()> {
         "the stream must start with a keyframe"
     );
 
-    // Quiet period: no keyframes without a request.
+    // Quiet period: no keyframes without a request, over 60 decoded frames (counted, not
+    // timed: a slow machine still has to show them, so the check cannot pass on an idle
+    // stream).
     let before = player.keyframes();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let frames = player.frames_decoded();
+    player
+        .wait_frames(frames + 60, Duration::from_secs(20))
+        .await?;
     assert_eq!(
         player.keyframes(),
         before,

@@ -63,12 +63,27 @@ async fn presence_follows_kill_and_restart(options: StackOptions) -> anyhow::Res
     );
 
     // A stale will replayed after the new "online" must not flip the gateway back to offline.
+    // The gateway logs each status it refuses as stale: wait for that line, which proves the
+    // will was processed, then check nothing changed.
+    let refusals = || {
+        stack.gateways[0]
+            .process
+            .log_tail(1 << 20)
+            .matches("ignoring a stale status")
+            .count()
+    };
+    let refused_before = refusals();
     let stale = serde_json::to_vec(&will)?;
     watcher
         .client
         .publish(&status_topic, rumqttc::QoS::AtLeastOnce, false, stale)
         .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    ferrocam_tests::eventually(
+        "the gateway to refuse the stale will",
+        Duration::from_secs(10),
+        || async { Ok((refusals() > refused_before).then_some(())) },
+    )
+    .await?;
     let now: serde_json::Value = ureq::get(&stack.url("api/devices/demo"))
         .header("authorization", &stack.bearer())
         .call()?

@@ -1,4 +1,5 @@
-//! Our small face over the `webrtc` crate: answer an offer, trade candidates, send access units.
+//! Our small face over the `webrtc` crate: make an offer (or answer one), trade candidates,
+//! restart ICE, send access units.
 //!
 //! Everything that names a `webrtc`/`rtc` type lives in this module, so the crate's API churn
 //! (0.x releases reshape it often) touches one place. Callers see [`Peer`], [`PeerEvent`],

@@ -1,13 +1,14 @@
 //! REST endpoints.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use ferrocam_protocol::DeviceId;
 use serde_json::json;
 
 use super::AppState;
+use super::reply::error;
+use super::scope::ScopedDevice;
 use crate::auth::Principal;
 
 /// `GET /healthz`: liveness, with the number of sessions in flight.
@@ -45,18 +46,7 @@ pub async fn list_devices(
 
 /// `GET /api/devices/{id}`: one device, 404 if unknown (or not the caller's), 400 if the id is
 /// malformed.
-pub async fn get_device(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-) -> Response {
-    let id = match DeviceId::parse(&id) {
-        Ok(id) => id,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
-    };
-    if !principal.may_watch(&id) {
-        return super::guard::not_yours(&state, "/api/", &principal, id.as_str());
-    }
+pub async fn get_device(State(state): State<AppState>, ScopedDevice(id): ScopedDevice) -> Response {
     match state.relay.device(&id) {
         Some(status) => Json(status).into_response(),
         None => error(
@@ -65,13 +55,4 @@ pub async fn get_device(
             &format!("no device called {id}"),
         ),
     }
-}
-
-/// A JSON error body: `{"error": {"code": …, "message": …}}`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response()
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -13,12 +13,12 @@ use ferrocam_protocol::control::{
     ControlRequest, ControlResponse, MAX_CONTROL_MESSAGE, Outcome, SnapshotChunk, SnapshotReply,
 };
 use ferrocam_protocol::{DeviceId, ErrorCode, PROTOCOL_VERSION};
-use tokio::sync::mpsc;
 
-use super::api::error;
+use super::reply::error;
+use super::scope::ScopedDevice;
 use super::{AppState, new_session_id};
 use crate::auth::Principal;
-use crate::relay::Refusal;
+use crate::relay::{ControlReplies, Refusal};
 
 /// How long a device has to answer a relayed control request (snapshots included).
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,19 +72,9 @@ fn timeout() -> Response {
 pub async fn relay(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    ScopedDevice(device): ScopedDevice,
     body: Bytes,
 ) -> Response {
-    let Ok(device) = DeviceId::parse(&id) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "malformed device id",
-        );
-    };
-    if !principal.may_watch(&device) {
-        return super::guard::not_yours(&state, "/api/", &principal, device.as_str());
-    }
     if body.len() > MAX_CONTROL_MESSAGE {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,13 +104,12 @@ pub async fn relay(
     let role = state.role_for(&principal);
     let mut replies = match state
         .relay
-        .control(device, role, &principal.name, request, id.clone())
+        .control(device, role, &principal.name, request, id)
     {
         Ok(rx) => rx,
         Err(r) => return refusal(r),
     };
     let reply = tokio::time::timeout(CONTROL_TIMEOUT, replies.recv()).await;
-    state.relay.control_done(&id);
     match reply {
         Ok(Some(message)) => {
             let status = match serde_json::from_str::<ControlResponse>(&message).map(|r| r.outcome)
@@ -143,18 +132,8 @@ pub async fn relay(
 pub async fn snapshot(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    ScopedDevice(device): ScopedDevice,
 ) -> Response {
-    let Ok(device) = DeviceId::parse(&id) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "malformed device id",
-        );
-    };
-    if !principal.may_watch(&device) {
-        return super::guard::not_yours(&state, "/api/", &principal, device.as_str());
-    }
     if let Some(refusal) = unreachable(&state, &device) {
         return refusal;
     }
@@ -165,13 +144,12 @@ pub async fn snapshot(
     let role = state.role_for(&principal);
     let replies = match state
         .relay
-        .control(device, role, &principal.name, request, id.clone())
+        .control(device, role, &principal.name, request, id)
     {
         Ok(rx) => rx,
         Err(r) => return refusal(r),
     };
     let jpeg = tokio::time::timeout(CONTROL_TIMEOUT, collect_snapshot(replies)).await;
-    state.relay.control_done(&id);
     match jpeg {
         Ok(Ok(jpeg)) => (
             [
@@ -187,9 +165,7 @@ pub async fn snapshot(
 }
 
 /// Reads the snapshot reply and its chunks and reassembles the JPEG.
-async fn collect_snapshot(
-    mut replies: mpsc::UnboundedReceiver<String>,
-) -> Result<Vec<u8>, Response> {
+async fn collect_snapshot(mut replies: ControlReplies) -> Result<Vec<u8>, Response> {
     let unavailable = |m: &str| error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m);
     let first = replies
         .recv()

@@ -149,7 +149,7 @@ pub fn refuse(path: &str, status: StatusCode, message: &str) -> Response {
         } else {
             "unauthorized"
         };
-        super::api::error(status, code, message)
+        super::reply::error(status, code, message)
     } else {
         (
             status,
@@ -168,7 +168,7 @@ pub fn not_yours(state: &AppState, path: &str, principal: &Principal, device: &s
     tracing::warn!(who = %principal.name, %device, "device outside the caller's scope");
     let message = format!("no device called {device}");
     if path.starts_with("/api/") {
-        super::api::error(StatusCode::NOT_FOUND, "unknown_device", &message)
+        super::reply::error(StatusCode::NOT_FOUND, "unknown_device", &message)
     } else {
         refuse(path, StatusCode::NOT_FOUND, &message)
     }

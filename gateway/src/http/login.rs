@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::api::error;
 use super::guard::SESSION_COOKIE;
-use super::rate::TokenBucket;
+use super::reply::error;
 use crate::auth::Principal;
+use crate::rate::TokenBucket;
 
 /// Login attempts per client address: a burst of 10, then one every 5 s. Argon2 already makes
 /// each guess cost ~50 ms of CPU; this keeps a guesser from costing us a core.

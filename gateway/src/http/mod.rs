@@ -5,7 +5,8 @@ mod assets;
 mod control;
 mod guard;
 mod login;
-pub(crate) mod rate;
+mod reply;
+mod scope;
 mod whep;
 mod ws;
 

@@ -28,9 +28,10 @@ use ferrocam_protocol::viewer::{IceServer, ServerMsg};
 use ferrocam_protocol::{DeviceId, ErrorCode, SessionId, Signal};
 use tokio::sync::mpsc;
 
-use super::rate::TokenBucket;
+use super::scope::ScopedDevice;
 use super::{AppState, new_session_id};
 use crate::auth::Principal;
+use crate::rate::TokenBucket;
 use crate::relay::{OfferOptions, Refusal, ViewerId};
 
 const SDP: &str = "application/sdp";
@@ -164,7 +165,7 @@ fn refusal_response(code: ErrorCode, message: String) -> Response {
 async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(device): Path<String>,
+    ScopedDevice(device): ScopedDevice,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -173,12 +174,6 @@ async fn create(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the offer must be application/sdp",
         );
-    }
-    let Ok(device) = DeviceId::parse(&device) else {
-        return problem(StatusCode::BAD_REQUEST, "malformed device id");
-    };
-    if !principal.may_watch(&device) {
-        return super::guard::not_yours(&state, "/whep/", &principal, device.as_str());
     }
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return problem(StatusCode::BAD_REQUEST, "the offer is not UTF-8");

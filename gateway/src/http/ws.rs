@@ -11,9 +11,9 @@ use ferrocam_protocol::{ErrorCode, MAX_VIEWER_MESSAGE, Signal};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::rate::TokenBucket;
 use super::{AppState, new_session_id};
 use crate::auth::Principal;
+use crate::rate::TokenBucket;
 use crate::relay::{OfferOptions, Refusal, ViewerId, ViewerTx};
 
 /// Offers one connection may start: a burst of 5, then one every 2 s. Clicking between cameras

@@ -1,7 +1,7 @@
 //! A token bucket: `burst` requests at once, then `per_second` on average.
 //!
-//! Used per connection (WebSocket offers) and per session (WHEP PATCHes) so one client's flood
-//! costs only that client.
+//! Used per connection (WebSocket offers), per session (WHEP PATCHes) and per device (the
+//! relay's offer limit), so one client's flood costs only that client.
 
 use std::time::Instant;
 
