@@ -235,34 +235,41 @@ impl Agent {
             tracing::warn!(%session, "attach without a valid reply topic");
             return;
         };
-        let verify = |grants: &mut GrantVerifier| grants.verify_attach(grant.as_deref(), &session);
-        let Some(claims) = self.checked(&session, &reply_to, verify) else {
+        let check = |grants: &mut GrantVerifier| grants.check_attach(grant.as_deref(), &session);
+        let Some(claims) = self.checked(&session, &reply_to, check) else {
             return;
         };
+        // Replies go to the gateway that vouched for the move, not to one a publisher names.
+        let from_issuer = parse_device_reply(&reply_to)
+            .is_some_and(|(_, instance)| instance.as_str() == claims.iss);
         let inbox = self
             .sessions
             .lock()
             .expect("sessions lock")
             .get(&session)
-            .filter(|running| running.user == claims.usr)
+            .filter(|running| from_issuer && running.user == claims.usr)
             .map(|running| running.inbox.clone());
-        let attached = inbox.is_some_and(|inbox| {
-            inbox
-                .try_send(SessionInput::Attach(reply_to.clone()))
-                .is_ok()
-        });
-        if attached {
-            tracing::info!(%session, gateway = %claims.iss, "session signaling moved");
-        } else {
+        let Some(inbox) = inbox else {
             tracing::info!(%session, user = %claims.usr, "attach for no session of this user");
-            self.ctx.say(
-                &reply_to,
-                &session,
-                Signal::Error {
-                    code: ErrorCode::UnknownSession,
-                    message: "the session has ended".into(),
-                },
-            );
+            let message = "the session has ended".into();
+            let code = ErrorCode::UnknownSession;
+            return self
+                .ctx
+                .say(&reply_to, &session, Signal::Error { code, message });
+        };
+        // Only now is the grant marked used: attaches for sessions that do not exist must not
+        // fill the memory that opening grants need.
+        let grant = grant.as_deref().unwrap_or_default();
+        let remember = |grants: &mut GrantVerifier| {
+            grants
+                .remember_attach(grant, &claims)
+                .map(|()| claims.clone())
+        };
+        if self.checked(&session, &reply_to, remember).is_none() {
+            return;
+        }
+        if inbox.try_send(SessionInput::Attach(reply_to)).is_ok() {
+            tracing::info!(%session, gateway = %claims.iss, "session signaling moved");
         }
     }
 

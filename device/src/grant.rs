@@ -39,6 +39,10 @@ pub enum GrantError {
     WrongAnswer,
     #[error("an answer's grant cannot open a session")]
     AnswerOnly,
+    #[error("an attach grant cannot open a session")]
+    AttachOnly,
+    #[error("only an attach grant can move a session")]
+    NotAttach,
 }
 
 /// Verifies grants for one device and remembers the ones it accepted.
@@ -88,6 +92,9 @@ impl GrantVerifier {
         session: &SessionId,
     ) -> Result<GrantClaims, GrantError> {
         let claims = self.check_session_grant(grant, session)?;
+        if claims.attach {
+            return Err(GrantError::AttachOnly);
+        }
         self.remember(claims.sub.clone(), claims.exp)?;
         Ok(claims)
     }
@@ -106,21 +113,29 @@ impl GrantVerifier {
         Ok(claims)
     }
 
-    /// Checks the grant of an `attach` (a session's signaling moving to another gateway). The
-    /// session it names already exists, so it cannot be single-use per session like an opening
-    /// grant; each attach grant is accepted once instead, so one read off the broker cannot be
-    /// replayed to point the session somewhere else.
-    pub fn verify_attach(
-        &mut self,
+    /// Checks the grant of an `attach` (a session's signaling moving to another gateway): an
+    /// attach grant for this device and session, valid now. It is not marked used here: the
+    /// caller first checks that the session is the grant's user's, then calls
+    /// [`Self::remember_attach`], so attaches for sessions that do not exist cannot fill the
+    /// memory that opening grants need.
+    pub fn check_attach(
+        &self,
         grant: Option<&str>,
         session: &SessionId,
     ) -> Result<GrantClaims, GrantError> {
         let claims = self.check_session_grant(grant, session)?;
-        // The signature identifies this grant: the same claims signed again differ in `iat`
-        // or not at all, and then they are the same grant.
-        let signature = grant.and_then(|g| g.rsplit('.').next()).unwrap_or_default();
-        self.remember(format!("attach:{signature}"), claims.exp)?;
+        if !claims.attach {
+            return Err(GrantError::NotAttach);
+        }
         Ok(claims)
+    }
+
+    /// Marks an attach grant used. The session it names exists already, so it cannot be
+    /// single-use per session like an opening grant: each attach grant is accepted once
+    /// instead (they carry a random `jti`), and one read off the broker cannot be replayed.
+    pub fn remember_attach(&mut self, grant: &str, claims: &GrantClaims) -> Result<(), GrantError> {
+        let signature = grant.rsplit('.').next().unwrap_or_default();
+        self.remember(format!("attach:{signature}"), claims.exp)
     }
 
     /// Records a grant as used until it expires; refuses one seen before, and refuses all once

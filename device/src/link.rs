@@ -69,24 +69,28 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
         options.set_last_will(last_will(&status_topic, &online));
     })?;
     let (client, mut events) = ferrocam_mqtt::client(nodes.first(), 64);
-    // When the device last answered a stale retained status, so a broker replaying old wills
-    // (or a forger) cannot make it publish in a loop.
+    // When the device last answered a stale retained status, and when it will answer the next
+    // one: at most one repair a second, so a broker replaying old wills (or a forger) cannot
+    // make it publish in a loop, yet a stale will seen within that second is still answered.
     let mut last_repair: Option<tokio::time::Instant> = None;
+    let mut repair_at: Option<tokio::time::Instant> = None;
 
     let publisher = tokio::spawn(publish_outbound(client.clone(), outbound));
     let mut backoff = Backoff::default();
     // When to subscribe and announce presence once more after a connect (see REANNOUNCE_AFTER).
     let mut reannounce_at: Option<tokio::time::Instant> = None;
     while !*shutdown.borrow() {
-        let reannounce = async {
-            match reannounce_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = shutdown.changed() => {}
-            () = reannounce => {
+            () = sleep_until(repair_at) => {
+                repair_at = None;
+                last_repair = Some(tokio::time::Instant::now());
+                tracing::info!("the broker holds an old will as this device's status; announcing again");
+                if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
+                    tracing::warn!(error = %e, "could not queue the presence repair");
+                }
+            }
+            () = sleep_until(reannounce_at) => {
                 reannounce_at = None;
                 // Subscribe again too: a clustered broker re-electing after a node loss can
                 // acknowledge a subscription it then does not serve (NATS, seen in CI), and a
@@ -148,13 +152,9 @@ pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
                     agent.handle_payload(&publish.payload);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == status_topic => {
-                    let repair_due = last_repair.is_none_or(|at| at.elapsed() >= MIN_REPAIR_INTERVAL);
-                    if repair_due && outdated_by_stale_will(&publish.payload, &online) {
-                        last_repair = Some(tokio::time::Instant::now());
-                        tracing::info!("the broker holds an old will as this device's status; announcing again");
-                        if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
-                            tracing::warn!(error = %e, "could not queue the presence repair");
-                        }
+                    if repair_at.is_none() && outdated_by_stale_will(&publish.payload, &online) {
+                        let now = tokio::time::Instant::now();
+                        repair_at = Some(last_repair.map_or(now, |at| (at + MIN_REPAIR_INTERVAL).max(now)));
                     }
                 }
                 Ok(_) => {}
@@ -251,6 +251,14 @@ async fn drain(events: &mut EventLoop) {
         while events.poll().await.is_ok() {}
     })
     .await;
+}
+
+/// Sleeps until `at`, or forever without it.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>) {

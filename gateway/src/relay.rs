@@ -73,17 +73,40 @@ struct Session {
 /// Where a session's description exchange stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// The request (offer, invite, ICE restart) is out; the device's SDP is awaited.
-    AwaitingDevice,
-    /// The device offered; the viewer's answer is awaited.
-    AwaitingViewer,
+    /// Setting up: the request is out, and this side's description is awaited next.
+    Opening(Turn),
     /// Both descriptions are on their way: from here on the peers need no gateway to stream.
     Established,
+    /// An ICE restart of an established session: the device's new offer, then the viewer's
+    /// answer. The media keeps flowing meanwhile, so the session counts as established.
+    Restarting(Turn),
+    /// A viewer asked to take the session over (`resume`). Nothing it says is relayed, and
+    /// only the device's verdict reaches it, until the device has checked that the session is
+    /// that user's and answered `attached`.
+    Resuming,
+}
+
+/// Whose description a session awaits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Device,
+    Viewer,
 }
 
 impl Session {
+    /// Media can flow without the gateway (a dropped viewer connection then hangs up nothing).
     fn established(&self) -> bool {
-        self.stage == Stage::Established
+        matches!(self.stage, Stage::Established | Stage::Restarting(_))
+    }
+
+    /// The session waits for `turn`'s description.
+    fn awaits(&self, turn: Turn) -> bool {
+        matches!(self.stage, Stage::Opening(t) | Stage::Restarting(t) if t == turn)
+    }
+
+    /// The device has not said anything yet about the current request (`expire_unanswered`).
+    fn awaits_device_reply(&self) -> bool {
+        matches!(self.stage, Stage::Opening(Turn::Device) | Stage::Resuming)
     }
 }
 
@@ -330,17 +353,7 @@ impl Relay {
         } = options;
         let mut state = self.lock();
         Self::check_online(&state, &device)?;
-        let allowed = state
-            .offer_limits
-            .entry(device.clone())
-            .or_insert_with(|| TokenBucket::new(DEVICE_OFFER_BURST, DEVICE_OFFERS_PER_SECOND))
-            .try_take();
-        if !allowed {
-            return Err(Refusal {
-                code: ErrorCode::RateLimited,
-                message: format!("too many offers for device {device}; try again in a moment"),
-            });
-        }
+        Self::take_offer_token(&mut state, &device)?;
         drop(state);
         // Signing takes tens of microseconds: not under the lock every viewer shares.
         let grant = self.signer.sign(&device, &session, role, &user, device_ice);
@@ -357,7 +370,7 @@ impl Relay {
                 viewer,
                 tx: tx.clone(),
                 offerer,
-                stage: Stage::AwaitingDevice,
+                stage: Stage::Opening(Turn::Device),
                 offered_at: std::time::Instant::now(),
             },
         );
@@ -370,10 +383,13 @@ impl Relay {
     }
 
     /// Takes over a session this viewer started earlier, through this gateway before it
-    /// restarted or through another one: its messages reach `tx` from now on, and the device is
-    /// asked (with a grant naming the session and the user) to reply here. The device checks
-    /// that the user is the one who started the session, and answers `attached` (relayed as
-    /// [`ServerMsg::Resumed`]) or an error when the session is gone.
+    /// restarted or through another one: the device is asked (with an attach grant naming the
+    /// session and the user) to reply here. It checks that the user is the one who started the
+    /// session, and answers `attached` (relayed as [`ServerMsg::Resumed`], after which the
+    /// viewer's messages for the session are relayed again) or an error when it is not. Until
+    /// then the session is `Resuming` and relays nothing from the viewer, so a stranger who
+    /// learned a session id cannot hang it up or restart it. It counts against the device's
+    /// offer limit like an offer.
     ///
     /// The device need not be known yet: a gateway that has just started may not have its
     /// retained status yet when the viewer's WebSocket is back.
@@ -397,6 +413,7 @@ impl Relay {
                     });
                 }
             }
+            Self::take_offer_token(&mut state, &device)?;
             state.sessions.insert(
                 session.clone(),
                 Session {
@@ -405,20 +422,35 @@ impl Relay {
                     tx: tx.clone(),
                     // Whoever offered, the descriptions were exchanged long ago.
                     offerer: Offerer::Device,
-                    stage: Stage::Established,
+                    stage: Stage::Resuming,
                     offered_at: std::time::Instant::now(),
                 },
             );
         }
-        let grant = self
-            .signer
-            .sign(&device, &session, options.role, &options.user, Vec::new());
+        let grant = self.signer.sign_attach(&device, &session, &options.user);
         let reply_to = self.reply_topic(&device);
         self.send(
             self.envelope(device, session, Signal::Attach { grant: Some(grant) })
                 .reply_to(reply_to),
         );
         Ok(())
+    }
+
+    /// One request that makes the device work (an offer, an invite, a resume) against its
+    /// per-device limit.
+    fn take_offer_token(state: &mut State, device: &DeviceId) -> Result<(), Refusal> {
+        let allowed = state
+            .offer_limits
+            .entry(device.clone())
+            .or_insert_with(|| TokenBucket::new(DEVICE_OFFER_BURST, DEVICE_OFFERS_PER_SECOND))
+            .try_take();
+        if allowed {
+            return Ok(());
+        }
+        Err(Refusal {
+            code: ErrorCode::RateLimited,
+            message: format!("too many offers for device {device}; try again in a moment"),
+        })
     }
 
     fn check_online(state: &State, device: &DeviceId) -> Result<(), Refusal> {
@@ -487,9 +519,11 @@ impl Relay {
     ) -> Result<(), Refusal> {
         let device = {
             let mut state = self.lock();
-            let Some(entry) = state.sessions.get(session).filter(|s| s.viewer == viewer) else {
-                // Same answer for "no such session" and "someone else's session": a viewer
-                // cannot probe for other viewers' session ids.
+            let owned = |s: &&Session| s.viewer == viewer && s.stage != Stage::Resuming;
+            let Some(entry) = state.sessions.get(session).filter(owned) else {
+                // Same answer for "no such session", "someone else's session" and "a session
+                // whose takeover the device has not confirmed": a viewer cannot probe for
+                // other viewers' session ids, nor act on one it only claims.
                 return Err(Refusal {
                     code: ErrorCode::UnknownSession,
                     message: "no such session".to_owned(),
@@ -502,7 +536,7 @@ impl Relay {
                 }
                 Signal::Answer { .. } => {
                     let entry = state.sessions.get_mut(session).expect("looked up above");
-                    if entry.stage != Stage::AwaitingViewer {
+                    if !entry.awaits(Turn::Viewer) {
                         return Err(Refusal {
                             code: ErrorCode::BadRequest,
                             message: "this session expects no answer from the viewer".to_owned(),
@@ -512,7 +546,9 @@ impl Relay {
                 }
                 Signal::RestartIce => {
                     let entry = state.sessions.get_mut(session).expect("looked up above");
-                    if entry.offerer != Offerer::Device || entry.stage != Stage::Established {
+                    // Also while one is under way: a request the device never acted on (lost, or
+                    // no offer could be made) must not wedge the session.
+                    if entry.offerer != Offerer::Device || !entry.established() {
                         return Err(Refusal {
                             code: ErrorCode::BadRequest,
                             message:
@@ -521,7 +557,7 @@ impl Relay {
                         });
                     }
                     // The device's new offer and the viewer's answer to it are expected again.
-                    entry.stage = Stage::AwaitingDevice;
+                    entry.stage = Stage::Restarting(Turn::Device);
                     entry.offered_at = std::time::Instant::now();
                 }
                 _ => {}
@@ -572,9 +608,17 @@ impl Relay {
             tracing::warn!(%session, %device, "reply from a device that does not own the session");
             return;
         }
+        if entry.stage == Stage::Resuming
+            && !matches!(
+                body,
+                Signal::Attached | Signal::Error { .. } | Signal::HangUp { .. }
+            )
+        {
+            tracing::debug!(%session, "nothing but the device's verdict reaches a resuming viewer");
+            return;
+        }
         // The device's SDP, once: its answer when the viewer offered, its offer after an invite.
-        let sdp_expected =
-            |offerer| entry.offerer == offerer && entry.stage == Stage::AwaitingDevice;
+        let sdp_expected = |offerer| entry.offerer == offerer && entry.awaits(Turn::Device);
         let (msg, ends) = match body {
             Signal::Answer { sdp, .. } if sdp_expected(Offerer::Viewer) => {
                 let session = session.clone();
@@ -616,12 +660,12 @@ impl Relay {
                 tracing::warn!(%session, "device sent SDP the session does not expect; ignored");
                 return;
             }
-            Signal::Attached => (
-                ServerMsg::Resumed {
-                    session: session.clone(),
-                },
-                false,
-            ),
+            Signal::Attached if entry.stage == Stage::Resuming => {
+                entry.stage = Stage::Established;
+                let session = session.clone();
+                (ServerMsg::Resumed { session }, false)
+            }
+            Signal::Attached => return,
             Signal::Invite { .. }
             | Signal::Control { .. }
             | Signal::ControlReply { .. }
@@ -633,9 +677,10 @@ impl Relay {
         };
         if matches!(msg, ServerMsg::Answer { .. } | ServerMsg::Offer { .. }) {
             // The device answered the viewer's offer, or offered and now awaits the viewer.
-            entry.stage = match entry.offerer {
-                Offerer::Viewer => Stage::Established,
-                Offerer::Device => Stage::AwaitingViewer,
+            entry.stage = match (entry.offerer, entry.stage) {
+                (Offerer::Viewer, _) => Stage::Established,
+                (Offerer::Device, Stage::Restarting(_)) => Stage::Restarting(Turn::Viewer),
+                (Offerer::Device, _) => Stage::Opening(Turn::Viewer),
             };
             self.answer_latency
                 .observe(entry.offered_at.elapsed().as_secs_f64());
@@ -652,7 +697,7 @@ impl Relay {
         if state
             .sessions
             .get(session)
-            .is_some_and(|s| s.stage == Stage::AwaitingDevice)
+            .is_some_and(Session::awaits_device_reply)
             && let Some(entry) = state.sessions.remove(session)
         {
             let _ = entry.tx.send(ServerMsg::Error {
@@ -714,7 +759,7 @@ impl Relay {
         let answered = state
             .sessions
             .values()
-            .filter(|s| s.stage != Stage::AwaitingDevice)
+            .filter(|s| !s.awaits_device_reply())
             .count();
         (state.sessions.len() - answered, answered)
     }

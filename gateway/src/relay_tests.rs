@@ -461,6 +461,33 @@ mod sessions {
         let claims = claims_of(&grant);
         assert_eq!(claims.sub, sid(1).to_string());
         assert_eq!(claims.usr, "alice");
+        assert!(claims.attach, "an attach grant, which opens nothing");
+
+        // Until the device confirms the session is this user's, nothing the viewer says is
+        // relayed (a stranger who learned the id could otherwise hang it up), and nothing
+        // but the device's verdict reaches the viewer.
+        let early = relay.forward(back, &sid(1), Signal::HangUp { reason: "x".into() });
+        assert_eq!(early.unwrap_err().code, ErrorCode::UnknownSession);
+        assert_eq!(
+            relay
+                .forward(back, &sid(1), Signal::RestartIce)
+                .unwrap_err()
+                .code,
+            ErrorCode::UnknownSession
+        );
+        let candidate = Signal::Candidate {
+            candidate: IceCandidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                sdp_mid: None,
+                sdp_mline_index: None,
+            },
+        };
+        relay.on_reply(
+            &cam,
+            Envelope::new(dev(&cam), cam.clone(), sid(1), candidate),
+        );
+        assert!(rx2.try_recv().is_err());
+        assert!(broker.try_recv().is_err());
         relay.on_reply(
             &cam,
             Envelope::new(dev(&cam), cam.clone(), sid(1), Signal::Attached),
@@ -544,6 +571,41 @@ mod sessions {
         // And once only, as with the first answer.
         let again = relay.forward(viewer, &sid(5), answer("a3"));
         assert_eq!(again.unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn an_ice_restart_under_way_still_counts_as_established() {
+        let (relay, mut broker) = relay();
+        relay.on_status(status("cam", true, 1));
+        let cam = DeviceId::parse("cam").unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let viewer = relay.new_viewer();
+        relay
+            .invite(viewer, &tx, cam.clone(), opts(), sid(6))
+            .unwrap();
+        let offer = Signal::Offer {
+            sdp: "o1".into(),
+            trickle: true,
+            role: Role::View,
+            grant: None,
+        };
+        relay.on_reply(&cam, Envelope::new(dev(&cam), cam.clone(), sid(6), offer));
+        let answer = Signal::Answer {
+            sdp: "a1".into(),
+            grant: None,
+        };
+        relay.forward(viewer, &sid(6), answer).unwrap();
+        relay.forward(viewer, &sid(6), Signal::RestartIce).unwrap();
+        // The device never acts on it (lost, or no offer could be made): asking again works.
+        relay.forward(viewer, &sid(6), Signal::RestartIce).unwrap();
+        while broker.try_recv().is_ok() {}
+        // The socket drops mid-restart: the media still flows, so nothing is hung up.
+        relay.viewer_gone(viewer);
+        assert_eq!(relay.session_count(), 0);
+        assert!(
+            broker.try_recv().is_err(),
+            "a restarting session was hung up"
+        );
     }
 
     #[test]

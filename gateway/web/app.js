@@ -67,10 +67,11 @@ function connect() {
   };
 }
 
+// Sends `msg` if the socket is open; says whether it went out.
 function send(msg) {
-  if (ferrocam.ws && ferrocam.ws.readyState === WebSocket.OPEN) {
-    ferrocam.ws.send(JSON.stringify(msg));
-  }
+  if (!ferrocam.ws || ferrocam.ws.readyState !== WebSocket.OPEN) return false;
+  ferrocam.ws.send(JSON.stringify(msg));
+  return true;
 }
 
 function onServerMessage(msg) {
@@ -86,11 +87,16 @@ function onServerMessage(msg) {
       if (watched) watchAgainIfRestarted(watched);
       break;
     }
-    case 'resumed':
+    case 'resumed': {
       if (msg.session !== ferrocam.session) return;
       ferrocam.resuming = null;
       ferrocam.resumed += 1;
+      // The path may have broken while the socket was down (a network change takes both):
+      // now the camera can be asked for a new one.
+      const ice = ferrocam.pc && ferrocam.pc.iceConnectionState;
+      if (ice === 'disconnected' || ice === 'failed') restartIce();
       break;
+    }
     case 'session':
       // A session for a camera the user has since left (or a second one for the same click):
       // end it at once instead of leaving the device holding it until its timeout.
@@ -388,13 +394,15 @@ function resumeSession() {
 // Only for sessions the camera offered (the page's default), at most once every 3 s.
 function restartIce() {
   const pc = ferrocam.pc;
-  if (!ferrocam.session || !pc || ferrocam.whep) return false;
+  // While resuming, the `resumed` handler asks once the gateway relays for this session.
+  if (!ferrocam.session || !pc || ferrocam.whep || ferrocam.resuming) return false;
   if (!pc.remoteDescription || pc.remoteDescription.type !== 'offer') return false;
   const now = performance.now();
   if (ferrocam.lastIceRestart != null && now - ferrocam.lastIceRestart < 3000) return false;
+  // Counted only when it went out: with the socket down, `resumed` asks again.
+  if (!send({ type: 'restart_ice', session: ferrocam.session })) return false;
   ferrocam.lastIceRestart = now;
   ferrocam.iceRestarts += 1;
-  send({ type: 'restart_ice', session: ferrocam.session });
   return true;
 }
 // A network change (Wi-Fi to mobile data, a VPN coming up) moves this end of the path.
@@ -429,6 +437,7 @@ function stopPeer() {
   ferrocam.pc = null;
   detachControl();
   ferrocam.session = null;
+  ferrocam.resuming = null;
   ferrocam.whep = null;
   ferrocam.pendingCandidates = [];
   $('video').srcObject = null;

@@ -47,7 +47,8 @@ pub struct GrantClaims {
     pub iat: u64,
     /// The gateway instance that issued it.
     pub iss: String,
-    /// The user or API token the gateway authenticated (for the device's log).
+    /// The user or API token the gateway authenticated: in the device's log, and the only one
+    /// who may later move the session's signaling to another gateway (`attach`).
     pub usr: String,
     /// STUN/TURN servers for this session's device side, with fresh TURN credentials.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -56,4 +57,16 @@ pub struct GrantClaims {
     /// that answer ([`ANSWER_DIGEST`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// Only in the grant of an `attach`: it moves a running session's signaling and opens
+    /// nothing, and no other grant can move one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub attach: bool,
+    /// A random id, so two grants with the same claims in the same second still differ (the
+    /// device remembers each attach grant it accepted).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jti: String,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }

@@ -127,6 +127,8 @@ impl Credentials {
             usr: "test".to_owned(),
             ice: Vec::new(),
             answer: None,
+            attach: false,
+            jti: String::new(),
         })
     }
 

@@ -27,6 +27,8 @@ fn claims(device: &str, session: &SessionId, exp_offset: i64) -> GrantClaims {
         usr: "alice".into(),
         ice: vec![],
         answer: None,
+        attach: false,
+        jti: String::new(),
     }
 }
 
@@ -167,37 +169,68 @@ fn an_answer_needs_a_grant_naming_exactly_it_and_such_a_grant_opens_nothing() {
 }
 
 #[test]
-fn a_running_session_can_be_attached_with_each_fresh_grant_once() {
+fn only_attach_grants_move_a_session_and_each_is_accepted_once() {
     let (key, mut v, session) = setup();
     let opening = sign(&key, &claims("cam", &session, 30));
     v.verify(Some(&opening), &session).unwrap();
-    // The session exists now; a new gateway's grant for it moves its signaling, once.
-    let mut later = claims("cam", &session, 30);
-    later.iss = "gw-2".into();
-    let attach = sign(&key, &later);
+    // An opening grant (say, read off the broker) does not move the session.
     assert_eq!(
-        v.verify_attach(Some(&attach), &session).unwrap().iss,
-        "gw-2"
+        v.check_attach(Some(&opening), &session),
+        Err(GrantError::NotAttach)
     );
+    // A new gateway's attach grant does, once; it opens nothing.
+    let attach_claims = GrantClaims {
+        iss: "gw-2".into(),
+        attach: true,
+        jti: "n1".into(),
+        ..claims("cam", &session, 30)
+    };
+    let attach = sign(&key, &attach_claims);
+    let checked = v.check_attach(Some(&attach), &session).unwrap();
+    assert_eq!(checked.iss, "gw-2");
+    assert_eq!(v.remember_attach(&attach, &checked), Ok(()));
     assert_eq!(
-        v.verify_attach(Some(&attach), &session),
+        v.remember_attach(&attach, &checked),
         Err(GrantError::Replayed)
     );
-    // Nor does an attach grant open anything, or an answer grant attach anything.
-    assert_eq!(v.verify(Some(&attach), &session), Err(GrantError::Replayed));
-    let mut answer = claims("cam", &session, 31);
-    answer.answer = Some("digest".into());
-    let answer = sign(&key, &answer);
+    let other_session = SessionId::from_random([4; 16]);
+    let opens = sign(
+        &key,
+        &GrantClaims {
+            attach: true,
+            ..claims("cam", &other_session, 30)
+        },
+    );
     assert_eq!(
-        v.verify_attach(Some(&answer), &session),
+        v.verify(Some(&opens), &other_session),
+        Err(GrantError::AttachOnly)
+    );
+    // The same claims with another nonce are another grant (two resumes in one second).
+    let again = sign(
+        &key,
+        &GrantClaims {
+            jti: "n2".into(),
+            ..attach_claims
+        },
+    );
+    assert_ne!(again, attach);
+    assert_eq!(v.remember_attach(&again, &checked), Ok(()));
+    // An answer grant attaches nothing; unsigned or wrong-session ones are refused as ever.
+    let answer = sign(
+        &key,
+        &GrantClaims {
+            answer: Some("digest".into()),
+            ..claims("cam", &session, 31)
+        },
+    );
+    assert_eq!(
+        v.check_attach(Some(&answer), &session),
         Err(GrantError::AnswerOnly)
     );
-    // Unsigned, or for another session: refused like any grant.
-    assert_eq!(v.verify_attach(None, &session), Err(GrantError::Missing));
-    let other = SessionId::from_random([3; 16]);
-    let wrong = sign(&key, &claims("cam", &other, 30));
+    assert_eq!(v.check_attach(None, &session), Err(GrantError::Missing));
+    let wrong = sign(&key, &claims("cam", &other_session, 30));
     assert_eq!(
-        v.verify_attach(Some(&wrong), &session),
+        v.check_attach(Some(&wrong), &session),
         Err(GrantError::WrongSession)
     );
 }

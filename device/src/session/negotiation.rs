@@ -286,8 +286,10 @@ impl Negotiation {
         match result {
             Ok(sdp) => {
                 self.last_ice_restart = Some(now);
-                // As with the first offer: our candidates wait for the answer.
+                // As with the first offer: our candidates wait for the answer, and the viewer
+                // gathers a new set of its own.
                 self.remote_answered = false;
+                self.remote_candidates = 0;
                 self.answer_deadline = Some(now + ANSWER_TIMEOUT);
                 out.say(self.describe(sdp));
             }

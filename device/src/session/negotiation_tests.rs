@@ -220,6 +220,24 @@ mod device_offers {
     }
 
     #[test]
+    fn each_ice_restart_takes_a_fresh_set_of_viewer_candidates() {
+        let (mut n, t0) = offered_and_answered();
+        let trickle = |n: &mut Negotiation, at| {
+            (0..MAX_REMOTE_CANDIDATES as u32)
+                .map(|i| n.handle(Input::Viewer(ViewerSaid::Candidate(candidate(i))), at))
+                .filter(|actions| !actions.is_empty())
+                .count()
+        };
+        assert_eq!(trickle(&mut n, t0), MAX_REMOTE_CANDIDATES);
+        let later = t0 + MIN_ICE_RESTART_INTERVAL;
+        n.handle(Input::Viewer(ViewerSaid::RestartIce), later);
+        n.handle(Input::IceRestartOffer(Ok("o2".into())), later);
+        n.handle(Input::Viewer(ViewerSaid::Answer("a2".into())), later);
+        n.handle(Input::AnswerApplied(Ok(())), later);
+        assert_eq!(trickle(&mut n, later), MAX_REMOTE_CANDIDATES);
+    }
+
+    #[test]
     fn an_ice_restart_before_the_first_answer_is_ignored() {
         let (mut n, t0) = start(Side::Offerer);
         n.handle(Input::Built { sdp: "o".into() }, t0);

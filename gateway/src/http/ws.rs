@@ -175,11 +175,15 @@ impl Connection {
     /// Checks that this connection may start (or resume) a session with `device` now: within
     /// its rate, with a credential still valid, and with the device in its scope. A refusal has
     /// been sent to the viewer when this returns `None`.
-    fn authorize(&mut self, device: &ferrocam_protocol::DeviceId) -> Option<OfferOptions> {
+    fn authorize(
+        &mut self,
+        device: &ferrocam_protocol::DeviceId,
+        session: Option<&ferrocam_protocol::SessionId>,
+    ) -> Option<OfferOptions> {
         if !self.offers.try_take() {
             self.state.metrics.rate_limited.inc();
             self.refuse(
-                None,
+                session.cloned(),
                 ErrorCode::RateLimited,
                 "too many offers from this connection; wait a moment",
             );
@@ -191,7 +195,7 @@ impl Connection {
             Ok(principal) => self.principal = principal,
             Err(e) => {
                 self.state.count_auth_failure(e.label());
-                self.refuse(None, ErrorCode::Unauthorized, &e.to_string());
+                self.refuse(session.cloned(), ErrorCode::Unauthorized, &e.to_string());
                 return None;
             }
         }
@@ -203,7 +207,7 @@ impl Connection {
                 .count("ws", Err(ErrorCode::UnknownDevice));
             // Same words as for a device that does not exist: no probing for other devices.
             self.refuse(
-                None,
+                session.cloned(),
                 ErrorCode::UnknownDevice,
                 &format!("no device called {device}"),
             );
@@ -226,21 +230,20 @@ impl Connection {
         device: ferrocam_protocol::DeviceId,
         session: ferrocam_protocol::SessionId,
     ) {
-        let Some(options) = self.authorize(&device) else {
+        // A refusal names the session, so the page knows its resume failed and starts anew.
+        let Some(options) = self.authorize(&device, Some(&session)) else {
             return;
         };
-        let resumed =
-            self.state
-                .relay
-                .resume(self.viewer, &self.tx, device, options, session.clone());
-        if let Err(Refusal { code, message }) = resumed {
-            self.refuse(Some(session), code, &message);
+        let relay = &self.state.relay;
+        match relay.resume(self.viewer, &self.tx, device, options, session.clone()) {
+            Ok(()) => self.expire_unanswered(session),
+            Err(Refusal { code, message }) => self.refuse(Some(session), code, &message),
         }
     }
 
     /// Starts a session: with the viewer's offer (`sdp`), or asking the device to offer.
     fn open(&mut self, device: ferrocam_protocol::DeviceId, sdp: Option<String>) {
-        let Some(options) = self.authorize(&device) else {
+        let Some(options) = self.authorize(&device, None) else {
             return;
         };
         let relay = &self.state.relay;
@@ -268,18 +271,23 @@ impl Connection {
                     device,
                     session: session.clone(),
                 });
-                let relay = Arc::clone(relay);
-                let timeout = self.state.settings.answer_timeout;
-                tokio::spawn(async move {
-                    tokio::time::sleep(timeout).await;
-                    relay.expire_unanswered(&session);
-                });
+                self.expire_unanswered(session);
             }
             Err(Refusal { code, message }) => {
                 self.state.metrics.offers.count("ws", Err(code));
                 self.refuse(None, code, &message)
             }
         }
+    }
+
+    /// Ends `session` with a timeout unless the device has answered within the answer timeout.
+    fn expire_unanswered(&self, session: ferrocam_protocol::SessionId) {
+        let relay = Arc::clone(&self.state.relay);
+        let timeout = self.state.settings.answer_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            relay.expire_unanswered(&session);
+        });
     }
 
     fn refuse(
