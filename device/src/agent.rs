@@ -8,11 +8,11 @@ use std::time::Duration;
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::signal::DecodeError;
 use ferrocam_protocol::topics::parse_device_reply;
-use ferrocam_protocol::{Envelope, ErrorCode, GrantClaims, SessionId, Signal};
+use ferrocam_protocol::{ErrorCode, FromDevice, GrantClaims, Request, SessionId, ToDevice};
 use tokio::sync::mpsc;
 
 use crate::grant::GrantVerifier;
-use crate::session::{self, Request, SessionContext, SessionInput};
+use crate::session::{self, SessionContext, SessionInput};
 
 /// Inbox depth of one session; excess messages (a candidate flood) are dropped.
 const SESSION_INBOX: usize = 64;
@@ -82,7 +82,7 @@ impl Agent {
                 self.ctx.say(
                     reply_to,
                     session,
-                    Signal::Error {
+                    FromDevice::Error {
                         code: ErrorCode::Unauthorized,
                         message: e.to_string(),
                     },
@@ -111,7 +111,7 @@ impl Agent {
     /// Handles one payload from the signaling topic. Garbage is logged and dropped; it never
     /// takes the agent down.
     pub fn handle_payload(&self, payload: &[u8]) {
-        let envelope = match Envelope::decode(payload) {
+        let envelope = match Request::decode(payload) {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::warn!(error = %e, bytes = payload.len(), "malformed signal");
@@ -127,7 +127,7 @@ impl Agent {
 
     /// Answers a malformed request with a typed error when its header says where to.
     fn refuse_malformed(&self, payload: &[u8], error: &DecodeError) {
-        let Some((session, device, reply_to)) = Envelope::reply_route(payload) else {
+        let Some((session, device, reply_to)) = Request::reply_route(payload) else {
             return;
         };
         if device != self.ctx.device {
@@ -144,22 +144,22 @@ impl Agent {
         self.ctx.say(
             &reply_to,
             &session,
-            Signal::Error {
+            FromDevice::Error {
                 code,
                 message: error.to_string(),
             },
         );
     }
 
-    fn handle(&self, envelope: Envelope) {
-        let Envelope {
+    fn handle(&self, envelope: Request) {
+        let Request {
             session,
             reply_to,
             body,
             ..
         } = envelope;
         let input = match body {
-            Signal::Offer {
+            ToDevice::Offer {
                 sdp,
                 trickle,
                 role,
@@ -172,7 +172,7 @@ impl Agent {
                 };
                 return self.start_session(session, reply_to, grant, asked);
             }
-            Signal::Invite { role, grant } => {
+            ToDevice::Invite { role, grant } => {
                 let asked = Opening {
                     offer: None,
                     trickle: true,
@@ -180,14 +180,14 @@ impl Agent {
                 };
                 return self.start_session(session, reply_to, grant, asked);
             }
-            Signal::Control {
+            ToDevice::Control {
                 role,
                 request,
                 grant,
             } => {
                 return self.relayed_control(session, reply_to, role, grant, request);
             }
-            Signal::Answer { sdp, grant } => {
+            ToDevice::Answer { sdp, grant } => {
                 // The answer names the certificate the media will be encrypted for: only one
                 // the gateway vouches for may reach a session.
                 let checked = self.grants.lock().expect("grants lock").verify_answer(
@@ -201,15 +201,11 @@ impl Agent {
                 }
                 SessionInput::Answer(sdp)
             }
-            Signal::Attach { grant } => return self.attach(session, reply_to, grant),
-            Signal::Candidate { candidate } => SessionInput::Candidate(candidate),
-            Signal::EndOfCandidates => SessionInput::EndOfCandidates,
-            Signal::RestartIce => SessionInput::RestartIce,
-            Signal::HangUp { reason } => SessionInput::HangUp(reason),
-            other => {
-                tracing::warn!(%session, message = ?other, "unexpected signal for a device");
-                return;
-            }
+            ToDevice::Attach { grant } => return self.attach(session, reply_to, grant),
+            ToDevice::Candidate { candidate } => SessionInput::Candidate(candidate),
+            ToDevice::EndOfCandidates => SessionInput::EndOfCandidates,
+            ToDevice::RestartIce => SessionInput::RestartIce,
+            ToDevice::HangUp { reason } => SessionInput::HangUp(reason),
         };
         let inbox = self
             .sessions
@@ -255,7 +251,7 @@ impl Agent {
             let code = ErrorCode::UnknownSession;
             return self
                 .ctx
-                .say(&reply_to, &session, Signal::Error { code, message });
+                .say(&reply_to, &session, FromDevice::Error { code, message });
         };
         // Only now is the grant marked used: attaches for sessions that do not exist must not
         // fill the memory that opening grants need.
@@ -294,7 +290,7 @@ impl Agent {
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             for message in ctx.control.handle(role, &request).await {
-                ctx.say(&reply_to, &id, Signal::ControlReply { message });
+                ctx.say(&reply_to, &id, FromDevice::ControlReply { message });
             }
         });
     }
@@ -324,7 +320,7 @@ impl Agent {
         };
         tracing::info!(%session, user = %claims.usr, gateway = %claims.iss, role = ?claims.role, "session granted");
         let user = claims.usr.clone();
-        let request = Request {
+        let request = session::Request {
             session: session.clone(),
             reply_to,
             offer: asked.offer,
@@ -343,7 +339,7 @@ impl Agent {
             return self.ctx.say(
                 &request.reply_to,
                 &session,
-                Signal::Error {
+                FromDevice::Error {
                     code: ErrorCode::Busy,
                     message,
                 },

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrocam_protocol::{DeviceId, Envelope, ErrorCode, IceCandidate, Party, SessionId, Signal};
+use ferrocam_protocol::{DeviceId, ErrorCode, FromDevice, IceCandidate, Party, Reply, SessionId};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::control::ControlHandler;
@@ -31,7 +31,7 @@ use negotiation::{Action, Input, Negotiation, PeerSaid, Side};
 #[derive(Debug)]
 pub struct Outbound {
     pub topic: String,
-    pub envelope: Envelope,
+    pub envelope: Reply,
 }
 
 /// Everything a session needs from the device.
@@ -47,10 +47,10 @@ pub struct SessionContext {
 
 impl SessionContext {
     /// Queues `body` for the gateway behind `reply_to`.
-    pub fn say(&self, reply_to: &str, session: &SessionId, body: Signal) {
+    pub fn say(&self, reply_to: &str, session: &SessionId, body: FromDevice) {
         let _ = self.out.send(Outbound {
             topic: reply_to.to_owned(),
-            envelope: Envelope::new(
+            envelope: Reply::new(
                 Party::Device(self.device.clone()),
                 self.device.clone(),
                 session.clone(),
@@ -91,7 +91,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
     };
     let mut negotiation =
         Negotiation::new(side, role, reply_to, Instant::now(), ctx.connect_timeout);
-    let refuse = |negotiation: &Negotiation, signal: Signal| {
+    let refuse = |negotiation: &Negotiation, signal: FromDevice| {
         ctx.say(negotiation.reply_to(), &session, signal);
     };
 
@@ -102,7 +102,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
             tracing::error!(%session, error = format!("{e:#}"), "camera unavailable");
             let message = format!("the camera is unavailable: {e:#}");
             let code = ErrorCode::Internal;
-            return refuse(&negotiation, Signal::Error { code, message });
+            return refuse(&negotiation, FromDevice::Error { code, message });
         }
     };
     let with_audio = ctx.media.audio_enabled();
@@ -117,7 +117,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                 tracing::error!(%session, error = format!("{e:#}"), "could not make an offer");
                 let message = format!("the device could not make an offer: {e:#}");
                 let code = ErrorCode::Internal;
-                return refuse(&negotiation, Signal::Error { code, message });
+                return refuse(&negotiation, FromDevice::Error { code, message });
             }
         },
     };
@@ -214,7 +214,7 @@ impl Driver<'_> {
             let follow_up = match action {
                 Action::End(reason) => return Some(reason),
                 Action::Say { topic, signal } => {
-                    if matches!(signal, Signal::Offer { .. } | Signal::Answer { .. }) {
+                    if matches!(signal, FromDevice::Offer { .. } | FromDevice::Answer { .. }) {
                         tracing::info!(session = %self.session, "sent our description");
                     }
                     self.ctx.say(&topic, self.session, signal);
@@ -271,15 +271,15 @@ impl Driver<'_> {
 }
 
 /// The error reply for a connection that could not be set up.
-fn refusal(session: &SessionId, error: AnswerError) -> Signal {
+fn refusal(session: &SessionId, error: AnswerError) -> FromDevice {
     match error {
-        AnswerError::NoCommonCodec(message) => Signal::Error {
+        AnswerError::NoCommonCodec(message) => FromDevice::Error {
             code: ErrorCode::NoCommonCodec,
             message,
         },
         AnswerError::Failed(e) => {
             tracing::warn!(%session, error = format!("{e:#}"), "could not set up the connection");
-            Signal::Error {
+            FromDevice::Error {
                 code: ErrorCode::BadRequest,
                 message: format!("could not set up the connection: {e:#}"),
             }

@@ -1,19 +1,39 @@
-//! The signaling envelope decoder: every MQTT payload on a device's `signal` topic (and every
-//! reply a gateway receives) goes through `Envelope::decode`, and malformed ones through
-//! `Envelope::reply_route`.
+//! The signaling envelope decoder: every MQTT payload on a device's `signal` topic goes through
+//! `Request::decode`, every reply a gateway receives through `Reply::decode`, and malformed
+//! requests through `Request::reply_route`.
 //!
 //! Invariants: neither panics; errors are consistent with the input; a decoded envelope
 //! re-encodes to bytes that decode to the same value, and encoding is stable; a decodable
-//! envelope with a reply topic has the same reply route.
+//! request with a reply topic has the same reply route.
 
 #![no_main]
 
-use ferrocam_protocol::{DecodeError, Envelope, MAX_SIGNAL_PAYLOAD, PROTOCOL_VERSION};
+use ferrocam_protocol::{
+    DecodeError, Envelope, MAX_SIGNAL_PAYLOAD, PROTOCOL_VERSION, Reply, Request,
+};
 use libfuzzer_sys::fuzz_target;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 fuzz_target!(|data: &[u8]| {
-    let route = Envelope::reply_route(data);
-    let envelope = match Envelope::decode(data) {
+    let route = Request::reply_route(data);
+    if let Some(request) = check::<ferrocam_protocol::ToDevice>(data)
+        && let Some(reply_to) = &request.reply_to
+    {
+        let (session, device, topic) = route.expect("a valid request has a reply route");
+        assert_eq!(session, request.session);
+        assert_eq!(device, request.device);
+        assert_eq!(&topic, reply_to);
+    }
+    let _: Option<Reply> = check(data);
+});
+
+/// Decodes `data` as an envelope with a `B` body and checks the invariants.
+fn check<B>(data: &[u8]) -> Option<Envelope<B>>
+where
+    B: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let envelope = match Envelope::<B>::decode(data) {
         Ok(envelope) => envelope,
         Err(error) => {
             match &error {
@@ -26,20 +46,12 @@ fuzz_target!(|data: &[u8]| {
             }
             // The text goes into error replies and logs.
             let _ = error.to_string();
-            return;
+            return None;
         }
     };
     assert_eq!(envelope.v, PROTOCOL_VERSION);
-
-    if let Some(reply_to) = &envelope.reply_to {
-        let (session, device, topic) = route.expect("a valid envelope has a reply route");
-        assert_eq!(session, envelope.session);
-        assert_eq!(device, envelope.device);
-        assert_eq!(&topic, reply_to);
-    }
-
     let bytes = envelope.encode();
-    match Envelope::decode(&bytes) {
+    match Envelope::<B>::decode(&bytes) {
         Ok(again) => {
             assert_eq!(again, envelope, "decode(encode(e)) != e");
             assert_eq!(again.encode(), bytes, "encoding is not stable");
@@ -49,4 +61,5 @@ fuzz_target!(|data: &[u8]| {
         Err(DecodeError::TooLarge(n)) => assert!(n > MAX_SIGNAL_PAYLOAD),
         Err(error) => panic!("a re-encoded envelope does not decode: {error}"),
     }
-});
+    Some(envelope)
+}

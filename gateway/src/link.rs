@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrocam_mqtt::BrokerSettings;
-use ferrocam_protocol::{Backoff, DeviceStatus, Envelope, topics};
+use ferrocam_protocol::{Backoff, DeviceStatus, Reply, topics};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 
@@ -65,7 +65,7 @@ pub async fn run(
                     if &instance != relay.instance() {
                         continue;
                     }
-                    match Envelope::decode(&p.payload) {
+                    match Reply::decode(&p.payload) {
                         Ok(envelope) => relay.on_reply(&device, envelope),
                         Err(e) => tracing::warn!(%device, error = %e, "dropping malformed reply"),
                     }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::viewer::{IceServer, ServerMsg};
 use ferrocam_protocol::{
-    DeviceId, DeviceStatus, Envelope, ErrorCode, InstanceId, Party, SessionId, Signal, topics,
+    DeviceId, DeviceStatus, ErrorCode, FromDevice, InstanceId, Party, Reply, Request, SessionId,
+    ToDevice, topics,
 };
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, watch};
@@ -307,7 +308,7 @@ impl Relay {
     ) -> Result<SessionId, Refusal> {
         let trickle = options.trickle;
         self.open(viewer, tx, device, options, session, |role, grant| {
-            Signal::Offer {
+            ToDevice::Offer {
                 sdp,
                 trickle,
                 role,
@@ -327,7 +328,7 @@ impl Relay {
         session: SessionId,
     ) -> Result<SessionId, Refusal> {
         self.open(viewer, tx, device, options, session, |role, grant| {
-            Signal::Invite {
+            ToDevice::Invite {
                 role,
                 grant: Some(grant),
             }
@@ -343,7 +344,7 @@ impl Relay {
         device: DeviceId,
         options: OfferOptions,
         session: SessionId,
-        request: impl FnOnce(Role, String) -> Signal,
+        request: impl FnOnce(Role, String) -> ToDevice,
     ) -> Result<SessionId, Refusal> {
         let OfferOptions {
             role,
@@ -358,7 +359,7 @@ impl Relay {
         // Signing takes tens of microseconds: not under the lock every viewer shares.
         let grant = self.signer.sign(&device, &session, role, &user, device_ice);
         let body = request(role, grant);
-        let offerer = if matches!(body, Signal::Invite { .. }) {
+        let offerer = if matches!(body, ToDevice::Invite { .. }) {
             Offerer::Device
         } else {
             Offerer::Viewer
@@ -430,7 +431,7 @@ impl Relay {
         let grant = self.signer.sign_attach(&device, &session, &options.user);
         let reply_to = self.reply_topic(&device);
         self.send(
-            self.envelope(device, session, Signal::Attach { grant: Some(grant) })
+            self.envelope(device, session, ToDevice::Attach { grant: Some(grant) })
                 .reply_to(reply_to),
         );
         Ok(())
@@ -493,7 +494,7 @@ impl Relay {
             self.envelope(
                 device,
                 id,
-                Signal::Control {
+                ToDevice::Control {
                     role,
                     request,
                     grant,
@@ -515,7 +516,7 @@ impl Relay {
         &self,
         viewer: ViewerId,
         session: &SessionId,
-        body: Signal,
+        body: ToDevice,
     ) -> Result<(), Refusal> {
         let device = {
             let mut state = self.lock();
@@ -531,10 +532,10 @@ impl Relay {
             };
             let device = entry.device.clone();
             match body {
-                Signal::HangUp { .. } => {
+                ToDevice::HangUp { .. } => {
                     state.sessions.remove(session);
                 }
-                Signal::Answer { .. } => {
+                ToDevice::Answer { .. } => {
                     let entry = state.sessions.get_mut(session).expect("looked up above");
                     if !entry.awaits(Turn::Viewer) {
                         return Err(Refusal {
@@ -544,7 +545,7 @@ impl Relay {
                     }
                     entry.stage = Stage::Established;
                 }
-                Signal::RestartIce => {
+                ToDevice::RestartIce => {
                     let entry = state.sessions.get_mut(session).expect("looked up above");
                     // Also while one is under way: a request the device never acted on (lost, or
                     // no offer could be made) must not wedge the session.
@@ -565,7 +566,7 @@ impl Relay {
             device
         };
         let body = match body {
-            Signal::Answer { sdp, .. } => Signal::Answer {
+            ToDevice::Answer { sdp, .. } => ToDevice::Answer {
                 grant: Some(self.signer.sign_answer(&device, session, &sdp)),
                 sdp,
             },
@@ -578,8 +579,8 @@ impl Relay {
     /// Routes a reply that arrived on `device`'s reply topic to the viewer that owns the
     /// session. The topic is the device's identity (the broker's ACL lets only that device
     /// publish there); an envelope claiming to be from another device is dropped.
-    pub fn on_reply(&self, topic_device: &DeviceId, envelope: Envelope) {
-        let Envelope {
+    pub fn on_reply(&self, topic_device: &DeviceId, envelope: Reply) {
+        let Reply {
             session,
             device,
             from,
@@ -591,7 +592,7 @@ impl Relay {
             return;
         }
         let mut state = self.lock();
-        if let Signal::ControlReply { message } = body {
+        if let FromDevice::ControlReply { message } = body {
             match state.controls.get(&session) {
                 Some((owner, tx)) if *owner == device => {
                     let _ = tx.send(message);
@@ -611,7 +612,7 @@ impl Relay {
         if entry.stage == Stage::Resuming
             && !matches!(
                 body,
-                Signal::Attached | Signal::Error { .. } | Signal::HangUp { .. }
+                FromDevice::Attached | FromDevice::Error { .. } | FromDevice::HangUp { .. }
             )
         {
             tracing::debug!(%session, "nothing but the device's verdict reaches a resuming viewer");
@@ -620,35 +621,35 @@ impl Relay {
         // The device's SDP, once: its answer when the viewer offered, its offer after an invite.
         let sdp_expected = |offerer| entry.offerer == offerer && entry.awaits(Turn::Device);
         let (msg, ends) = match body {
-            Signal::Answer { sdp, .. } if sdp_expected(Offerer::Viewer) => {
+            FromDevice::Answer { sdp, .. } if sdp_expected(Offerer::Viewer) => {
                 let session = session.clone();
                 (ServerMsg::Answer { session, sdp }, false)
             }
-            Signal::Offer { sdp, .. } if sdp_expected(Offerer::Device) => {
+            FromDevice::Offer { sdp, .. } if sdp_expected(Offerer::Device) => {
                 let session = session.clone();
                 (ServerMsg::Offer { session, sdp }, false)
             }
-            Signal::Candidate { candidate } => (
+            FromDevice::Candidate { candidate } => (
                 ServerMsg::Candidate {
                     session: session.clone(),
                     candidate,
                 },
                 false,
             ),
-            Signal::EndOfCandidates => (
+            FromDevice::EndOfCandidates => (
                 ServerMsg::EndOfCandidates {
                     session: session.clone(),
                 },
                 false,
             ),
-            Signal::HangUp { reason } => (
+            FromDevice::HangUp { reason } => (
                 ServerMsg::HangUp {
                     session: session.clone(),
                     reason,
                 },
                 true,
             ),
-            Signal::Error { code, message } => (
+            FromDevice::Error { code, message } => (
                 ServerMsg::Error {
                     session: Some(session.clone()),
                     code,
@@ -656,24 +657,17 @@ impl Relay {
                 },
                 true,
             ),
-            Signal::Offer { .. } | Signal::Answer { .. } => {
+            FromDevice::Offer { .. } | FromDevice::Answer { .. } => {
                 tracing::warn!(%session, "device sent SDP the session does not expect; ignored");
                 return;
             }
-            Signal::Attached if entry.stage == Stage::Resuming => {
+            FromDevice::Attached if entry.stage == Stage::Resuming => {
                 entry.stage = Stage::Established;
                 let session = session.clone();
                 (ServerMsg::Resumed { session }, false)
             }
-            Signal::Attached => return,
-            Signal::Invite { .. }
-            | Signal::Control { .. }
-            | Signal::ControlReply { .. }
-            | Signal::Attach { .. }
-            | Signal::RestartIce => {
-                tracing::warn!(%session, "device sent a gateway-to-device message; ignored");
-                return;
-            }
+            // Answered above; a second one (or one for a session not resuming) says nothing new.
+            FromDevice::Attached | FromDevice::ControlReply { .. } => return,
         };
         if matches!(msg, ServerMsg::Answer { .. } | ServerMsg::Offer { .. }) {
             // The device answered the viewer's offer, or offered and now awaits the viewer.
@@ -709,7 +703,7 @@ impl Relay {
             self.send(self.envelope(
                 entry.device,
                 session.clone(),
-                Signal::HangUp {
+                ToDevice::HangUp {
                     reason: "no answer in time".into(),
                 },
             ));
@@ -741,7 +735,7 @@ impl Relay {
             self.send(self.envelope(
                 device,
                 session,
-                Signal::HangUp {
+                ToDevice::HangUp {
                     reason: "viewer left".into(),
                 },
             ));
@@ -764,11 +758,11 @@ impl Relay {
         (state.sessions.len() - answered, answered)
     }
 
-    fn envelope(&self, device: DeviceId, session: SessionId, body: Signal) -> Envelope {
-        Envelope::new(Party::Gateway(self.instance.clone()), device, session, body)
+    fn envelope(&self, device: DeviceId, session: SessionId, body: ToDevice) -> Request {
+        Request::new(Party::Gateway(self.instance.clone()), device, session, body)
     }
 
-    fn send(&self, envelope: Envelope) {
+    fn send(&self, envelope: Request) {
         let _ = self.broker.send(Publish {
             topic: topics::device_signal(&envelope.device),
             payload: envelope.encode(),

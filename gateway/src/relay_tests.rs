@@ -142,7 +142,7 @@ mod sessions {
             .unwrap();
         let sent = broker.try_recv().unwrap();
         assert_eq!(sent.topic, topics::device_signal(&cam));
-        let envelope = Envelope::decode(&sent.payload).unwrap();
+        let envelope = Request::decode(&sent.payload).unwrap();
         assert_eq!(envelope.reply_to, Some(relay.reply_topic(&cam)));
         assert_eq!(
             relay.reply_topic(&cam),
@@ -150,7 +150,7 @@ mod sessions {
         );
         assert_eq!(envelope.session, sid(1));
         // Every offer carries a grant for exactly this device and session.
-        let Signal::Offer {
+        let ToDevice::Offer {
             grant: Some(grant), ..
         } = envelope.body
         else {
@@ -174,7 +174,7 @@ mod sessions {
             .unwrap();
         broker.try_recv().unwrap();
 
-        let candidate = Signal::Candidate {
+        let candidate = ToDevice::Candidate {
             candidate: IceCandidate {
                 candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
                 sdp_mid: None,
@@ -191,28 +191,22 @@ mod sessions {
         let other = DeviceId::parse("other").unwrap();
         relay.on_reply(
             &other.clone(),
-            Envelope::new(
+            Reply::new(
                 dev(&other),
                 other,
                 sid(1),
-                Signal::Answer {
-                    sdp: "x".into(),
-                    grant: None,
-                },
+                FromDevice::Answer { sdp: "x".into() },
             ),
         );
         assert!(owner_rx.try_recv().is_err());
 
         relay.on_reply(
             &cam.clone(),
-            Envelope::new(
+            Reply::new(
                 dev(&cam),
                 cam,
                 sid(1),
-                Signal::Answer {
-                    sdp: "x".into(),
-                    grant: None,
-                },
+                FromDevice::Answer { sdp: "x".into() },
             ),
         );
         assert!(matches!(owner_rx.try_recv(), Ok(ServerMsg::Answer { .. })));
@@ -228,12 +222,12 @@ mod sessions {
         relay
             .invite(viewer, &tx, cam.clone(), opts(), sid(1))
             .unwrap();
-        let invite = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        let invite = Request::decode(&broker.try_recv().unwrap().payload).unwrap();
         assert_eq!(invite.reply_to, Some(relay.reply_topic(&cam)));
         assert!(
             matches!(
                 invite.body,
-                Signal::Invite {
+                ToDevice::Invite {
                     role: Role::Control,
                     grant: Some(_)
                 }
@@ -245,7 +239,7 @@ mod sessions {
         let early = relay.forward(
             viewer,
             &sid(1),
-            Signal::Answer {
+            ToDevice::Answer {
                 sdp: "a".into(),
                 grant: None,
             },
@@ -256,34 +250,29 @@ mod sessions {
         // A device answer (instead of an offer) is not what an invite waits for.
         relay.on_reply(
             &cam.clone(),
-            Envelope::new(
+            Reply::new(
                 dev(&cam),
                 cam.clone(),
                 sid(1),
-                Signal::Answer {
-                    sdp: "x".into(),
-                    grant: None,
-                },
+                FromDevice::Answer { sdp: "x".into() },
             ),
         );
         assert!(rx.try_recv().is_err());
 
-        let offer = Signal::Offer {
+        let offer = FromDevice::Offer {
             sdp: "o".into(),
-            trickle: true,
             role: Role::View,
-            grant: None,
         };
         relay.on_reply(
             &cam.clone(),
-            Envelope::new(dev(&cam), cam.clone(), sid(1), offer.clone()),
+            Reply::new(dev(&cam), cam.clone(), sid(1), offer.clone()),
         );
         assert!(
             matches!(rx.try_recv(), Ok(ServerMsg::Offer { ref sdp, .. }) if sdp == "o"),
             "the device's offer reaches the viewer"
         );
         // A second offer for the same session is ignored.
-        relay.on_reply(&cam.clone(), Envelope::new(dev(&cam), cam, sid(1), offer));
+        relay.on_reply(&cam.clone(), Reply::new(dev(&cam), cam, sid(1), offer));
         assert!(rx.try_recv().is_err());
 
         // Someone else's answer is refused; the owner's goes through, once.
@@ -291,7 +280,7 @@ mod sessions {
         let refused = relay.forward(
             intruder,
             &sid(1),
-            Signal::Answer {
+            ToDevice::Answer {
                 sdp: "a".into(),
                 grant: None,
             },
@@ -301,15 +290,15 @@ mod sessions {
             .forward(
                 viewer,
                 &sid(1),
-                Signal::Answer {
+                ToDevice::Answer {
                     sdp: "a".into(),
                     grant: None,
                 },
             )
             .unwrap();
-        let answer = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        let answer = Request::decode(&broker.try_recv().unwrap().payload).unwrap();
         // It goes with a grant for exactly this answer in this session.
-        let Signal::Answer {
+        let ToDevice::Answer {
             sdp,
             grant: Some(grant),
         } = answer.body
@@ -323,7 +312,7 @@ mod sessions {
         let again = relay.forward(
             viewer,
             &sid(1),
-            Signal::Answer {
+            ToDevice::Answer {
                 sdp: "a".into(),
                 grant: None,
             },
@@ -345,7 +334,7 @@ mod sessions {
         let refused = relay.forward(
             viewer,
             &sid(1),
-            Signal::Answer {
+            ToDevice::Answer {
                 sdp: "a".into(),
                 grant: None,
             },
@@ -354,15 +343,13 @@ mod sessions {
         // Nor does a device offer reach a viewer that made its own.
         relay.on_reply(
             &cam.clone(),
-            Envelope::new(
+            Reply::new(
                 dev(&cam),
                 cam.clone(),
                 sid(1),
-                Signal::Offer {
+                FromDevice::Offer {
                     sdp: "o".into(),
-                    trickle: true,
                     role: Role::View,
-                    grant: None,
                 },
             ),
         );
@@ -393,11 +380,11 @@ mod sessions {
             .unwrap();
         relay.on_reply(
             &cam.clone(),
-            Envelope::new(
+            Reply::new(
                 dev(&cam),
                 cam.clone(),
                 sid(1),
-                Signal::Error {
+                FromDevice::Error {
                     code: ErrorCode::NoCommonCodec,
                     message: "no".into(),
                 },
@@ -415,9 +402,9 @@ mod sessions {
         while broker.try_recv().is_ok() {}
         relay.viewer_gone(viewer);
         assert_eq!(relay.session_count(), 0);
-        let hang_up = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        let hang_up = Request::decode(&broker.try_recv().unwrap().payload).unwrap();
         assert_eq!(hang_up.session, sid(2));
-        assert!(matches!(hang_up.body, Signal::HangUp { .. }));
+        assert!(matches!(hang_up.body, ToDevice::HangUp { .. }));
     }
 
     #[test]
@@ -430,11 +417,8 @@ mod sessions {
         relay
             .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(1))
             .unwrap();
-        let answer = Signal::Answer {
-            sdp: "a".into(),
-            grant: None,
-        };
-        relay.on_reply(&cam, Envelope::new(dev(&cam), cam.clone(), sid(1), answer));
+        let answer = FromDevice::Answer { sdp: "a".into() };
+        relay.on_reply(&cam, Reply::new(dev(&cam), cam.clone(), sid(1), answer));
         while broker.try_recv().is_ok() {}
 
         // The socket drops (gateway restart, proxy timeout): nothing is said to the device,
@@ -453,9 +437,9 @@ mod sessions {
         relay
             .resume(back, &tx2, cam.clone(), opts(), sid(1))
             .unwrap();
-        let attach = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        let attach = Request::decode(&broker.try_recv().unwrap().payload).unwrap();
         assert_eq!(attach.reply_to, Some(relay.reply_topic(&cam)));
-        let Signal::Attach { grant: Some(grant) } = attach.body else {
+        let ToDevice::Attach { grant: Some(grant) } = attach.body else {
             panic!("not an attach with a grant: {attach:?}");
         };
         let claims = claims_of(&grant);
@@ -466,31 +450,28 @@ mod sessions {
         // Until the device confirms the session is this user's, nothing the viewer says is
         // relayed (a stranger who learned the id could otherwise hang it up), and nothing
         // but the device's verdict reaches the viewer.
-        let early = relay.forward(back, &sid(1), Signal::HangUp { reason: "x".into() });
+        let early = relay.forward(back, &sid(1), ToDevice::HangUp { reason: "x".into() });
         assert_eq!(early.unwrap_err().code, ErrorCode::UnknownSession);
         assert_eq!(
             relay
-                .forward(back, &sid(1), Signal::RestartIce)
+                .forward(back, &sid(1), ToDevice::RestartIce)
                 .unwrap_err()
                 .code,
             ErrorCode::UnknownSession
         );
-        let candidate = Signal::Candidate {
+        let candidate = FromDevice::Candidate {
             candidate: IceCandidate {
                 candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
                 sdp_mid: None,
                 sdp_mline_index: None,
             },
         };
-        relay.on_reply(
-            &cam,
-            Envelope::new(dev(&cam), cam.clone(), sid(1), candidate),
-        );
+        relay.on_reply(&cam, Reply::new(dev(&cam), cam.clone(), sid(1), candidate));
         assert!(rx2.try_recv().is_err());
         assert!(broker.try_recv().is_err());
         relay.on_reply(
             &cam,
-            Envelope::new(dev(&cam), cam.clone(), sid(1), Signal::Attached),
+            Reply::new(dev(&cam), cam.clone(), sid(1), FromDevice::Attached),
         );
         assert!(
             matches!(rx2.try_recv(), Ok(ServerMsg::Resumed { ref session }) if *session == sid(1))
@@ -507,13 +488,13 @@ mod sessions {
             .forward(
                 back,
                 &sid(1),
-                Signal::HangUp {
+                ToDevice::HangUp {
                     reason: "bye".into(),
                 },
             )
             .unwrap();
-        let hang_up = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
-        assert!(matches!(hang_up.body, Signal::HangUp { .. }));
+        let hang_up = Request::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert!(matches!(hang_up.body, ToDevice::HangUp { .. }));
         assert_eq!(relay.session_count(), 0);
     }
 
@@ -524,13 +505,11 @@ mod sessions {
         let cam = DeviceId::parse("cam").unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let viewer = relay.new_viewer();
-        let offer = |sdp: &str| Signal::Offer {
+        let offer = |sdp: &str| FromDevice::Offer {
             sdp: sdp.into(),
-            trickle: true,
             role: Role::View,
-            grant: None,
         };
-        let answer = |sdp: &str| Signal::Answer {
+        let answer = |sdp: &str| ToDevice::Answer {
             sdp: sdp.into(),
             grant: None,
         };
@@ -538,27 +517,29 @@ mod sessions {
         relay
             .invite(viewer, &tx, cam.clone(), opts(), sid(5))
             .unwrap();
-        let early = relay.forward(viewer, &sid(5), Signal::RestartIce);
+        let early = relay.forward(viewer, &sid(5), ToDevice::RestartIce);
         assert_eq!(early.unwrap_err().code, ErrorCode::BadRequest);
         relay.on_reply(
             &cam,
-            Envelope::new(dev(&cam), cam.clone(), sid(5), offer("o1")),
+            Reply::new(dev(&cam), cam.clone(), sid(5), offer("o1")),
         );
         relay.forward(viewer, &sid(5), answer("a1")).unwrap();
         while broker.try_recv().is_ok() {}
         while rx.try_recv().is_ok() {}
 
-        relay.forward(viewer, &sid(5), Signal::RestartIce).unwrap();
-        let restart = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
-        assert_eq!(restart.body, Signal::RestartIce);
+        relay
+            .forward(viewer, &sid(5), ToDevice::RestartIce)
+            .unwrap();
+        let restart = Request::decode(&broker.try_recv().unwrap().payload).unwrap();
+        assert_eq!(restart.body, ToDevice::RestartIce);
         relay.on_reply(
             &cam,
-            Envelope::new(dev(&cam), cam.clone(), sid(5), offer("o2")),
+            Reply::new(dev(&cam), cam.clone(), sid(5), offer("o2")),
         );
         assert!(matches!(rx.try_recv(), Ok(ServerMsg::Offer { ref sdp, .. }) if sdp == "o2"));
         relay.forward(viewer, &sid(5), answer("a2")).unwrap();
-        let relayed = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
-        let Signal::Answer {
+        let relayed = Request::decode(&broker.try_recv().unwrap().payload).unwrap();
+        let ToDevice::Answer {
             grant: Some(grant), ..
         } = relayed.body
         else {
@@ -583,21 +564,23 @@ mod sessions {
         relay
             .invite(viewer, &tx, cam.clone(), opts(), sid(6))
             .unwrap();
-        let offer = Signal::Offer {
+        let offer = FromDevice::Offer {
             sdp: "o1".into(),
-            trickle: true,
             role: Role::View,
-            grant: None,
         };
-        relay.on_reply(&cam, Envelope::new(dev(&cam), cam.clone(), sid(6), offer));
-        let answer = Signal::Answer {
+        relay.on_reply(&cam, Reply::new(dev(&cam), cam.clone(), sid(6), offer));
+        let answer = ToDevice::Answer {
             sdp: "a1".into(),
             grant: None,
         };
         relay.forward(viewer, &sid(6), answer).unwrap();
-        relay.forward(viewer, &sid(6), Signal::RestartIce).unwrap();
+        relay
+            .forward(viewer, &sid(6), ToDevice::RestartIce)
+            .unwrap();
         // The device never acts on it (lost, or no offer could be made): asking again works.
-        relay.forward(viewer, &sid(6), Signal::RestartIce).unwrap();
+        relay
+            .forward(viewer, &sid(6), ToDevice::RestartIce)
+            .unwrap();
         while broker.try_recv().is_ok() {}
         // The socket drops mid-restart: the media still flows, so nothing is hung up.
         relay.viewer_gone(viewer);
@@ -619,11 +602,11 @@ mod sessions {
             .resume(viewer, &tx, cam.clone(), opts(), sid(4))
             .unwrap();
         assert!(broker.try_recv().is_ok());
-        let gone = Signal::Error {
+        let gone = FromDevice::Error {
             code: ErrorCode::UnknownSession,
             message: "the session has ended".into(),
         };
-        relay.on_reply(&cam, Envelope::new(dev(&cam), cam.clone(), sid(4), gone));
+        relay.on_reply(&cam, Reply::new(dev(&cam), cam.clone(), sid(4), gone));
         assert!(matches!(
             rx.try_recv(),
             Ok(ServerMsg::Error {
@@ -649,14 +632,11 @@ mod sessions {
             .unwrap();
         relay.on_reply(
             &cam.clone(),
-            Envelope::new(
+            Reply::new(
                 dev(&cam),
                 cam,
                 sid(2),
-                Signal::Answer {
-                    sdp: "x".into(),
-                    grant: None,
-                },
+                FromDevice::Answer { sdp: "x".into() },
             ),
         );
         rx.try_recv().unwrap();
@@ -704,10 +684,10 @@ mod control {
         let mut replies = relay
             .control(cam.clone(), Role::View, "alice", "{}".into(), id.clone())
             .unwrap();
-        let sent = Envelope::decode(&broker.try_recv().unwrap().payload).unwrap();
+        let sent = Request::decode(&broker.try_recv().unwrap().payload).unwrap();
         assert!(matches!(
             sent.body,
-            Signal::Control {
+            ToDevice::Control {
                 role: Role::View,
                 ..
             }
@@ -716,11 +696,11 @@ mod control {
 
         let other = DeviceId::parse("other").unwrap();
         let reply = |from: &DeviceId, message: &str| {
-            Envelope::new(
+            Reply::new(
                 Party::Device(from.clone()),
                 from.clone(),
                 id.clone(),
-                Signal::ControlReply {
+                FromDevice::ControlReply {
                     message: message.into(),
                 },
             )

@@ -26,7 +26,9 @@ pub use presence::{
     AudioCapability, CameraState, Capabilities, ControlInfo, DeviceStatus, FrameSize, MenuEntry,
     SourceFormat, VideoCapability, VideoSource,
 };
-pub use signal::{DecodeError, Envelope, ErrorCode, IceCandidate, Party, Signal};
+pub use signal::{
+    DecodeError, Envelope, ErrorCode, FromDevice, IceCandidate, Party, Reply, Request, ToDevice,
+};
 
 /// Version of the signaling protocol carried in every envelope. A receiver answers an envelope
 /// with another version with [`ErrorCode::UnsupportedVersion`].

@@ -3,7 +3,12 @@
 //! Request/response uses only MQTT 3.1.1 features: a request names the topic its replies go to
 //! (`reply_to`), so each gateway instance listens on its own topic and any number of gateways
 //! share one broker without shared state.
+//!
+//! The two directions are two types: a gateway sends [`Request`]s ([`ToDevice`] bodies) and a
+//! device sends [`Reply`]s ([`FromDevice`] bodies), so neither side can even build the other's
+//! messages, and a message of the wrong direction does not decode.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::control::Role;
@@ -12,7 +17,7 @@ use crate::{MAX_SIGNAL_PAYLOAD, PROTOCOL_VERSION};
 
 /// One signaling message with its routing header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct Envelope<B> {
     /// Protocol version, [`PROTOCOL_VERSION`] for this crate.
     pub v: u16,
     /// The viewer session this message belongs to.
@@ -26,8 +31,14 @@ pub struct Envelope {
     pub reply_to: Option<String>,
     /// What is being said.
     #[serde(flatten)]
-    pub body: Signal,
+    pub body: B,
 }
+
+/// Gateway → device, on the device's `signal` topic.
+pub type Request = Envelope<ToDevice>;
+
+/// Device → gateway, on the device's `reply/<instance>` topic.
+pub type Reply = Envelope<FromDevice>;
 
 /// The sender of an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,14 +50,13 @@ pub enum Party {
     Device(DeviceId),
 }
 
-/// The messages of a signaling session, tagged by `"type"`.
+/// What a gateway says to a device, tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Signal {
-    /// An SDP offer. Gateway → device: the viewer's offer, which the device answers; with
-    /// `trickle: false` the device waits until it has gathered its candidates and puts them all
-    /// in the answer (WHEP players). Device → gateway: the device's own offer after an
-    /// [`Signal::Invite`] (`role` and `grant` unused).
+pub enum ToDevice {
+    /// The viewer's SDP offer, which the device answers; with `trickle: false` the device
+    /// waits until it has gathered its candidates and puts them all in the answer (WHEP
+    /// players).
     Offer {
         sdp: String,
         #[serde(default = "yes", skip_serializing_if = "is_true")]
@@ -62,7 +72,7 @@ pub enum Signal {
     /// The viewer asks the device to make the offer (browsers over WebSocket). The device then
     /// controls ICE and nominates the first pair that works instead of waiting for the
     /// browser's next check, and is the DTLS client (first frame in Chromium in about half the
-    /// time). Answered by `Offer`, which the viewer answers with `Answer`.
+    /// time). Answered by [`FromDevice::Offer`], which the viewer answers with `Answer`.
     Invite {
         /// What the session may do on its control data channel.
         #[serde(default)]
@@ -71,22 +81,19 @@ pub enum Signal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         grant: Option<String>,
     },
-    /// An SDP answer: the device's to a viewer's offer, or the viewer's to the device's offer.
+    /// The viewer's SDP answer to the device's offer, with the gateway's grant binding it to
+    /// the session ([`crate::grant`]); a device applies no answer without one.
     Answer {
         sdp: String,
-        /// With the viewer's answer: the gateway's grant binding it to the session
-        /// ([`crate::grant`]); a device applies no answer without one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         grant: Option<String>,
     },
-    /// One trickled ICE candidate from the sender.
+    /// One of the viewer's trickled ICE candidates.
     Candidate { candidate: IceCandidate },
-    /// The sender has gathered all its candidates.
+    /// The viewer has gathered all its candidates.
     EndOfCandidates,
-    /// The sender ends the session; the receiver frees it.
+    /// The viewer ends the session; the device frees it.
     HangUp { reason: String },
-    /// A request failed; the session is over.
-    Error { code: ErrorCode, message: String },
     /// A control-protocol request relayed by the gateway (REST, CLI); `session` is the
     /// request's own id. Answered by one or more `control_reply`.
     Control {
@@ -96,23 +103,46 @@ pub enum Signal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         grant: Option<String>,
     },
-    /// One message answering a relayed control request (the response, then snapshot chunks).
-    ControlReply { message: String },
-    /// Gateway → device: the viewer asks for an ICE restart of a session the device offered.
-    /// The device sends a new `offer` with fresh ICE credentials (at most one every 2 s), and
-    /// the viewer's `answer` to it needs a grant naming it, like the first.
-    RestartIce,
-    /// Gateway → device: the viewer of a running session now signals through this gateway
-    /// (the one that started it restarted or went away, and the viewer reconnected). The device
-    /// sends the session's messages to this envelope's `reply_to` from now on. The grant must
-    /// name the session and the user who started it; media never paused, this only moves the
+    /// The viewer of a running session now signals through this gateway (the one that started
+    /// it restarted or went away, and the viewer reconnected). The device sends the session's
+    /// messages to this envelope's `reply_to` from now on. The grant must be an attach grant
+    /// naming the session and the user who started it; media never paused, this only moves the
     /// signaling route (for a later hang-up, ICE restart or renegotiation).
     Attach {
         /// The gateway's signed permission for this session ([`crate::grant`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         grant: Option<String>,
     },
-    /// Device → gateway: the session is attached to the gateway that sent [`Signal::Attach`].
+    /// The viewer asks for an ICE restart of a session the device offered. The device sends a
+    /// new `offer` with fresh ICE credentials (at most one every 2 s), and the viewer's
+    /// `answer` to it needs a grant naming it, like the first.
+    RestartIce,
+}
+
+/// What a device says to a gateway, tagged by `"type"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromDevice {
+    /// The device's SDP offer after an [`ToDevice::Invite`] (or an ICE restart).
+    Offer {
+        sdp: String,
+        /// The session's role, repeated for the viewer's information.
+        #[serde(default)]
+        role: Role,
+    },
+    /// The device's SDP answer to the viewer's offer.
+    Answer { sdp: String },
+    /// One of the device's trickled ICE candidates.
+    Candidate { candidate: IceCandidate },
+    /// The device has gathered all its candidates.
+    EndOfCandidates,
+    /// The device ended the session.
+    HangUp { reason: String },
+    /// A request failed; the session is over.
+    Error { code: ErrorCode, message: String },
+    /// One message answering a relayed control request (the response, then snapshot chunks).
+    ControlReply { message: String },
+    /// The session is attached to the gateway that sent [`ToDevice::Attach`].
     Attached,
 }
 
@@ -134,7 +164,7 @@ pub struct IceCandidate {
     pub sdp_mline_index: Option<u16>,
 }
 
-/// Machine-readable reason carried by [`Signal::Error`].
+/// Machine-readable reason carried by [`FromDevice::Error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -184,9 +214,9 @@ pub enum DecodeError {
     Version(u16),
 }
 
-impl Envelope {
+impl<B> Envelope<B> {
     /// A new envelope of the current protocol version.
-    pub fn new(from: Party, device: DeviceId, session: SessionId, body: Signal) -> Self {
+    pub fn new(from: Party, device: DeviceId, session: SessionId, body: B) -> Self {
         Self {
             v: PROTOCOL_VERSION,
             session,
@@ -202,8 +232,18 @@ impl Envelope {
         self.reply_to = Some(topic);
         self
     }
+}
 
-    /// Parses an MQTT payload, enforcing the size limit and the version.
+impl<B: Serialize> Envelope<B> {
+    /// Serializes for publishing.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("envelopes always serialize")
+    }
+}
+
+impl<B: DeserializeOwned> Envelope<B> {
+    /// Parses an MQTT payload, enforcing the size limit and the version. A message of the
+    /// other direction is [`DecodeError::Malformed`].
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         if payload.len() > MAX_SIGNAL_PAYLOAD {
             return Err(DecodeError::TooLarge(payload.len()));
@@ -220,8 +260,10 @@ impl Envelope {
         }
         Ok(serde_json::from_slice(payload)?)
     }
+}
 
-    /// For a payload that is not a valid envelope, the route an error reply can take: the
+impl Request {
+    /// For a payload that is not a valid request, the route an error reply can take: the
     /// session, device and reply topic, if those fields alone parse and are valid. Lets a device
     /// answer a malformed request with a typed error instead of silence.
     pub fn reply_route(payload: &[u8]) -> Option<(SessionId, DeviceId, String)> {
@@ -236,11 +278,6 @@ impl Envelope {
         }
         let route: Route = serde_json::from_slice(payload).ok()?;
         Some((route.session, route.device, route.reply_to))
-    }
-
-    /// Serializes for publishing.
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("envelopes always serialize")
     }
 }
 
@@ -262,11 +299,11 @@ mod tests {
     #[test]
     fn round_trips_with_a_type_tag() {
         let (d, s) = ids();
-        let env = Envelope::new(
+        let env = Request::new(
             gw(),
             d,
             s,
-            Signal::Offer {
+            ToDevice::Offer {
                 sdp: "v=0".into(),
                 trickle: true,
                 role: Role::View,
@@ -278,24 +315,61 @@ mod tests {
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.contains(r#""type":"offer""#), "{text}");
         assert!(text.contains(r#""from":{"gateway":"gw-1"}"#), "{text}");
-        assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+        assert_eq!(Request::decode(&bytes).unwrap(), env);
+    }
+
+    #[test]
+    fn a_message_of_the_other_direction_does_not_decode() {
+        let (d, s) = ids();
+        let device = Party::Device(d.clone());
+        let error = FromDevice::Error {
+            code: ErrorCode::Busy,
+            message: "full".into(),
+        };
+        let reply = Reply::new(device, d.clone(), s.clone(), error).encode();
+        assert!(matches!(
+            Request::decode(&reply),
+            Err(DecodeError::Malformed(_))
+        ));
+        let invite = ToDevice::Invite {
+            role: Role::View,
+            grant: None,
+        };
+        let request = Request::new(gw(), d, s, invite).encode();
+        assert!(matches!(
+            Reply::decode(&request),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_devices_offer_reads_as_before() {
+        let json = r#"{"v":1,"session":"s","device":"d","from":{"device":"d"},"type":"offer","sdp":"v=0","role":"control"}"#;
+        let reply = Reply::decode(json.as_bytes()).unwrap();
+        assert_eq!(
+            reply.body,
+            FromDevice::Offer {
+                sdp: "v=0".into(),
+                role: Role::Control
+            }
+        );
     }
 
     #[test]
     fn rejects_garbage_oversize_and_other_versions() {
         assert!(matches!(
-            Envelope::decode(b"\xff\x00garbage"),
+            Request::decode(b"\xff\x00garbage"),
             Err(DecodeError::Malformed(_))
         ));
         assert!(matches!(
-            Envelope::decode(&vec![b' '; MAX_SIGNAL_PAYLOAD + 1]),
+            Request::decode(&vec![b' '; MAX_SIGNAL_PAYLOAD + 1]),
             Err(DecodeError::TooLarge(_))
         ));
         let (d, s) = ids();
-        let mut env = Envelope::new(gw(), d, s, Signal::EndOfCandidates);
+        let mut env = Request::new(gw(), d, s, ToDevice::EndOfCandidates);
         env.v = 99;
         assert!(matches!(
-            Envelope::decode(&env.encode()),
+            Request::decode(&env.encode()),
             Err(DecodeError::Version(99))
         ));
     }
@@ -303,16 +377,16 @@ mod tests {
     #[test]
     fn rejects_ids_with_wildcards_inside_envelopes() {
         let json = r#"{"v":1,"session":"abc","device":"a/#","from":{"gateway":"g"},"type":"end_of_candidates"}"#;
-        assert!(Envelope::decode(json.as_bytes()).is_err());
+        assert!(Request::decode(json.as_bytes()).is_err());
     }
 
     #[test]
     fn offers_trickle_unless_told_otherwise() {
         let json = r#"{"v":1,"session":"s","device":"d","from":{"gateway":"g"},"type":"offer","sdp":"v=0"}"#;
-        let env = Envelope::decode(json.as_bytes()).unwrap();
+        let env = Request::decode(json.as_bytes()).unwrap();
         assert_eq!(
             env.body,
-            Signal::Offer {
+            ToDevice::Offer {
                 sdp: "v=0".into(),
                 trickle: true,
                 role: Role::View,
@@ -320,30 +394,30 @@ mod tests {
             }
         );
         let (d, s) = ids();
-        let whep = Envelope::new(
+        let whep = Request::new(
             gw(),
             d,
             s,
-            Signal::Offer {
+            ToDevice::Offer {
                 sdp: "v=0".into(),
                 trickle: false,
                 role: Role::View,
                 grant: None,
             },
         );
-        assert_eq!(Envelope::decode(&whep.encode()).unwrap(), whep);
+        assert_eq!(Request::decode(&whep.encode()).unwrap(), whep);
     }
 
     #[test]
     fn malformed_requests_still_yield_a_reply_route_when_the_header_parses() {
         let json = br#"{"v":1,"session":"s1","device":"d","reply_to":"t","type":"warp"}"#;
-        assert!(Envelope::decode(json).is_err());
-        let (s, d, t) = Envelope::reply_route(json).unwrap();
+        assert!(Request::decode(json).is_err());
+        let (s, d, t) = Request::reply_route(json).unwrap();
         assert_eq!((s.as_str(), d.as_str(), t.as_str()), ("s1", "d", "t"));
         assert!(
-            Envelope::reply_route(br#"{"session":"a/b","device":"d","reply_to":"t"}"#).is_none()
+            Request::reply_route(br#"{"session":"a/b","device":"d","reply_to":"t"}"#).is_none()
         );
-        assert!(Envelope::reply_route(b"garbage").is_none());
+        assert!(Request::reply_route(b"garbage").is_none());
     }
 }
 
@@ -368,11 +442,11 @@ mod fuzz {
     }
 
     fn sample() -> Vec<u8> {
-        Envelope::new(
-            Party::Device(DeviceId::parse("cam").unwrap()),
+        Request::new(
+            Party::Gateway(InstanceId::parse("gw-1").unwrap()),
             DeviceId::parse("cam").unwrap(),
             SessionId::from_random([1; 16]),
-            Signal::Candidate {
+            ToDevice::Candidate {
                 candidate: IceCandidate {
                     candidate: "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host".into(),
                     sdp_mid: Some("0".into()),
@@ -388,19 +462,20 @@ mod fuzz {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for i in 0..20_000 {
             let payload = rng.bytes(i % 700);
-            let _ = Envelope::decode(&payload);
-            let _ = Envelope::reply_route(&payload);
+            let _ = Request::decode(&payload);
+            let _ = Reply::decode(&payload);
+            let _ = Request::reply_route(&payload);
         }
     }
 
     #[test]
     fn every_truncation_of_a_valid_envelope_is_a_typed_error() {
         let full = sample();
-        assert!(Envelope::decode(&full).is_ok());
+        assert!(Request::decode(&full).is_ok());
         for len in 0..full.len() {
             assert!(
                 matches!(
-                    Envelope::decode(&full[..len]),
+                    Request::decode(&full[..len]),
                     Err(DecodeError::Malformed(_))
                 ),
                 "truncation at {len} decoded"
@@ -416,7 +491,7 @@ mod fuzz {
             let mut mutated = full.clone();
             let at = rng.next() as usize % mutated.len();
             mutated[at] = rng.next() as u8;
-            let _ = Envelope::decode(&mutated);
+            let _ = Request::decode(&mutated);
         }
     }
 
@@ -424,12 +499,12 @@ mod fuzz {
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
         assert!(matches!(
-            Envelope::decode(deep.as_bytes()),
+            Request::decode(deep.as_bytes()),
             Err(DecodeError::TooLarge(_))
         ));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(matches!(
-            Envelope::decode(deep.as_bytes()),
+            Request::decode(deep.as_bytes()),
             Err(DecodeError::Malformed(_))
         ));
         let nested_field = format!(
@@ -437,7 +512,7 @@ mod fuzz {
             "[".repeat(10_000),
             "]".repeat(10_000)
         );
-        assert!(Envelope::decode(nested_field.as_bytes()).is_err());
+        assert!(Request::decode(nested_field.as_bytes()).is_err());
     }
 
     #[test]
@@ -446,11 +521,11 @@ mod fuzz {
         let fits = format!(
             r#"{{"v":1,"session":"s","device":"d","from":{{"gateway":"g"}},"type":"offer","sdp":"{sdp}"}}"#
         );
-        assert!(Envelope::decode(fits.as_bytes()).is_ok());
+        assert!(Request::decode(fits.as_bytes()).is_ok());
         // Over the limit: refused by size even though the bytes are not JSON at all.
         let over = vec![0xffu8; MAX_SIGNAL_PAYLOAD + 1];
         assert!(matches!(
-            Envelope::decode(&over),
+            Request::decode(&over),
             Err(DecodeError::TooLarge(_))
         ));
     }

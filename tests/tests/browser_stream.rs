@@ -393,6 +393,13 @@ async fn the_page_measures_glass_to_glass_and_the_first_frame() -> anyhow::Resul
         },
     )
     .await?;
+    let skipped = browser
+        .js("return window.ferrocam.meter.readAhead;")
+        .await?;
+    eprintln!(
+        "glass to glass: {} samples, {skipped} frames read ahead and skipped",
+        samples.len()
+    );
     // (With `--audio off` the page plays video alone: the device answers audio `inactive`.)
     // The stamp is read back as this moment's wall clock (a sanity bound, not a target; both
     // ends read the clock in whole milliseconds).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::{
-    DeviceId, Envelope, ErrorCode, InstanceId, Party, SessionId, Signal, topics,
+    DeviceId, ErrorCode, FromDevice, InstanceId, Party, Reply, Request, SessionId, ToDevice, topics,
 };
 use ferrocam_tests::{Browser, Stack, StackOptions, TestMqtt, eventually};
 
@@ -44,11 +44,11 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         br#"{"v":1,"session":"a/#","device":"demo","type":"offer","sdp":"v=0"}"#.to_vec(),
         br#"{"v":1,"session":"s1","device":"demo","type":"no_such_type"}"#.to_vec(),
         // A forged reply topic: the device must not publish onto its own status topic.
-        Envelope::new(
+        Request::new(
             probe(),
             device.clone(),
             session(1),
-            Signal::Offer {
+            ToDevice::Offer {
                 sdp: "v=0".into(),
                 trickle: true,
                 role: Role::View,
@@ -58,11 +58,11 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         .reply_to(status.clone())
         .encode(),
         // A candidate for a session that does not exist.
-        Envelope::new(
+        Request::new(
             probe(),
             device.clone(),
             session(2),
-            Signal::HangUp {
+            ToDevice::HangUp {
                 reason: "nothing".into(),
             },
         )
@@ -75,11 +75,11 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     // A well-formed envelope with an SDP that is not SDP gets a typed error back.
     mqtt.publish(
         &signal,
-        Envelope::new(
+        Request::new(
             probe(),
             device.clone(),
             session(3),
-            Signal::Offer {
+            ToDevice::Offer {
                 sdp: "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n\
                       a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\nthis is not sdp"
                     .into(),
@@ -95,11 +95,11 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     // And an offer without H.264 gets `no_common_codec`.
     mqtt.publish(
         &signal,
-        Envelope::new(
+        Request::new(
             probe(),
             device.clone(),
             session(4),
-            Signal::Offer {
+            ToDevice::Offer {
                 sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n".into(),
                 trickle: true,
                 role: Role::View,
@@ -132,8 +132,8 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
             topic, status,
             "the device published on a forged reply topic"
         );
-        let envelope = Envelope::decode(&payload)?;
-        if let Signal::Error { code, .. } = envelope.body {
+        let envelope = Reply::decode(&payload)?;
+        if let FromDevice::Error { code, .. } = envelope.body {
             errors.insert(envelope.session, code);
         }
     }
@@ -145,11 +145,11 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     // Sessions the device offers: an invite without a grant is refused; answers that are not
     // SDP, or that reject the video, end the session with a typed error.
     let invite = |n: u8, grant: Option<String>| {
-        Envelope::new(
+        Request::new(
             probe(),
             device.clone(),
             session(n),
-            Signal::Invite {
+            ToDevice::Invite {
                 role: Role::View,
                 grant,
             },
@@ -165,14 +165,17 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         let Some((_, payload)) = mqtt.next(Duration::from_secs(10)).await else {
             anyhow::bail!("expected two offers and a refusal, got {replies:?}");
         };
-        let envelope = Envelope::decode(&payload)?;
+        let envelope = Reply::decode(&payload)?;
         // Trickled candidates and end-of-candidates follow the offers; not what is counted.
-        if matches!(envelope.body, Signal::Offer { .. } | Signal::Error { .. }) {
+        if matches!(
+            envelope.body,
+            FromDevice::Offer { .. } | FromDevice::Error { .. }
+        ) {
             replies.insert(envelope.session, envelope.body);
         }
     }
     for n in [7, 8] {
-        let Signal::Offer { sdp, .. } = &replies[&session(n)] else {
+        let FromDevice::Offer { sdp, .. } = &replies[&session(n)] else {
             panic!("invite {n} was not answered with an offer: {replies:?}");
         };
         assert!(
@@ -183,7 +186,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     assert!(
         matches!(
             replies[&session(9)],
-            Signal::Error {
+            FromDevice::Error {
                 code: ErrorCode::Unauthorized,
                 ..
             }
@@ -192,11 +195,11 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     );
     let answer = |n: u8, sdp: &str| -> anyhow::Result<Vec<u8>> {
         let grant = stack.creds.answer_grant("demo", &session(n), sdp)?;
-        Ok(Envelope::new(
+        Ok(Request::new(
             probe(),
             device.clone(),
             session(n),
-            Signal::Answer {
+            ToDevice::Answer {
                 sdp: sdp.into(),
                 grant: Some(grant),
             },
@@ -206,11 +209,11 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     // Answers the gateway did not vouch for are dropped without a word (anyone on the broker
     // could otherwise hand the stream to their own certificate), and the session lives on.
     let forged = |n: u8, grant: Option<String>| {
-        Envelope::new(
+        Request::new(
             probe(),
             device.clone(),
             session(n),
-            Signal::Answer {
+            ToDevice::Answer {
                 sdp: "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\n".into(),
                 grant,
             },
@@ -228,9 +231,9 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     )
     .await?;
     while let Some((_, payload)) = mqtt.next(Duration::from_millis(500)).await {
-        let body = Envelope::decode(&payload)?.body;
+        let body = Reply::decode(&payload)?.body;
         assert!(
-            !matches!(body, Signal::Error { .. } | Signal::HangUp { .. }),
+            !matches!(body, FromDevice::Error { .. } | FromDevice::HangUp { .. }),
             "a forged answer got a reaction: {body:?}"
         );
     }
@@ -252,8 +255,8 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         let Some((_, payload)) = mqtt.next(Duration::from_secs(10)).await else {
             anyhow::bail!("expected two errors for the bad answers, got {errors:?}");
         };
-        let envelope = Envelope::decode(&payload)?;
-        if let Signal::Error { code, .. } = envelope.body {
+        let envelope = Reply::decode(&payload)?;
+        if let FromDevice::Error { code, .. } = envelope.body {
             errors.insert(envelope.session, code);
         }
     }

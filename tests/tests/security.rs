@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::{
-    DeviceId, Envelope, ErrorCode, InstanceId, Party, SessionId, Signal, topics,
+    DeviceId, ErrorCode, FromDevice, InstanceId, Party, Reply, Request, SessionId, ToDevice, topics,
 };
 use ferrocam_tests::whep::http;
 use ferrocam_tests::{Credentials, NO_AUTH, Stack, StackOptions, TestMqtt, WhepPlayer};
@@ -19,11 +19,11 @@ fn session(n: u8) -> SessionId {
 
 /// An offer the device refuses quickly (no H.264) once it has accepted the grant.
 fn vp8_offer(device: &DeviceId, n: u8, grant: Option<String>, reply: &str) -> Vec<u8> {
-    Envelope::new(
+    Request::new(
         Party::Gateway(InstanceId::parse("test-probe").unwrap()),
         device.clone(),
         session(n),
-        Signal::Offer {
+        ToDevice::Offer {
             sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n".into(),
             trickle: true,
             role: Role::View,
@@ -75,8 +75,8 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
         let Some((_, payload)) = mqtt.next(Duration::from_secs(10)).await else {
             anyhow::bail!("expected {} errors, got {codes:?}", cases.len() + 1);
         };
-        if let Signal::Error { code, message } = Envelope::decode(&payload)?.body {
-            codes.insert(Envelope::decode(&payload)?.session, (code, message));
+        if let FromDevice::Error { code, message } = Reply::decode(&payload)?.body {
+            codes.insert(Reply::decode(&payload)?.session, (code, message));
         }
     }
     for (n, _) in &cases {
@@ -106,7 +106,7 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
         .next(Duration::from_secs(10))
         .await
         .expect("an answer to the replay");
-    let Signal::Error { code, message } = Envelope::decode(&payload)?.body else {
+    let FromDevice::Error { code, message } = Reply::decode(&payload)?.body else {
         anyhow::bail!("expected an error for the replay");
     };
     assert_eq!(code, ErrorCode::Unauthorized);
@@ -114,11 +114,11 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
 
     // Relayed control requests need a grant too, and never exceed its role.
     let control = |n: u8, grant: Option<String>| {
-        Envelope::new(
+        Request::new(
             Party::Gateway(InstanceId::parse("test-probe").unwrap()),
             device.clone(),
             session(n),
-            Signal::Control {
+            ToDevice::Control {
                 role: Role::Control,
                 request: r#"{"v":1,"id":1,"cmd":"video.set","bitrate_kbps":500}"#.into(),
                 grant,
@@ -130,8 +130,8 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
     mqtt.publish(&signal, control(20, None)).await?;
     let (_, payload) = mqtt.next(Duration::from_secs(10)).await.expect("a refusal");
     assert!(matches!(
-        Envelope::decode(&payload)?.body,
-        Signal::Error {
+        Reply::decode(&payload)?.body,
+        FromDevice::Error {
             code: ErrorCode::Unauthorized,
             ..
         }
@@ -139,7 +139,7 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
     let view_grant = creds.grant("demo", &session(21), Role::View, 30)?;
     mqtt.publish(&signal, control(21, Some(view_grant))).await?;
     let (_, payload) = mqtt.next(Duration::from_secs(10)).await.expect("a reply");
-    let Signal::ControlReply { message } = Envelope::decode(&payload)?.body else {
+    let FromDevice::ControlReply { message } = Reply::decode(&payload)?.body else {
         anyhow::bail!("expected a control reply");
     };
     assert!(message.contains("forbidden"), "{message}");

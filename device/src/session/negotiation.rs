@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use ferrocam_protocol::control::Role;
-use ferrocam_protocol::{ErrorCode, IceCandidate, Signal};
+use ferrocam_protocol::{ErrorCode, FromDevice, IceCandidate};
 
 /// Candidates a viewer may trickle into one session; real browsers send fewer than 20.
 pub const MAX_REMOTE_CANDIDATES: usize = 64;
@@ -56,7 +56,7 @@ pub enum Input {
     /// The current local description, asked for with [`Action::FetchLocalDescription`].
     LocalDescription { sdp: String },
     /// The viewer's answer was applied (`Ok`) or refused (the error to send).
-    AnswerApplied(Result<(), Signal>),
+    AnswerApplied(Result<(), FromDevice>),
     /// An ICE-restart offer, asked for with [`Action::RestartIceOffer`], or why there is none.
     IceRestartOffer(Result<String, String>),
     /// From the viewer, through its gateway.
@@ -100,7 +100,7 @@ pub enum PeerSaid {
 #[derive(Debug, PartialEq)]
 pub enum Action {
     /// Send `signal` to the viewer's gateway on `topic`.
-    Say { topic: String, signal: Signal },
+    Say { topic: String, signal: FromDevice },
     /// Answer with [`Input::LocalDescription`].
     FetchLocalDescription,
     /// Apply the viewer's answer; answer with [`Input::AnswerApplied`].
@@ -134,7 +134,7 @@ pub struct Negotiation {
     /// viewer that had them sooner would start its checks at once, and one reaching us before
     /// its answer is applied is dropped (our ICE agent starts with the answer) and repeated only
     /// ~50 ms later: the slowest tenth of first frames, measured.
-    held: Vec<Signal>,
+    held: Vec<FromDevice>,
     /// The viewer's candidates that arrived before its answer.
     early_candidates: Vec<IceCandidate>,
     remote_candidates: usize,
@@ -254,7 +254,7 @@ impl Negotiation {
         self.described = true;
         out.say(self.describe(sdp));
         if self.gathered_before_describing && self.trickles() {
-            out.say(Signal::EndOfCandidates);
+            out.say(FromDevice::EndOfCandidates);
         }
     }
 
@@ -263,7 +263,7 @@ impl Negotiation {
         self.side != Side::Answerer { trickle: false }
     }
 
-    fn answer_applied(&mut self, result: Result<(), Signal>, out: &mut Out) {
+    fn answer_applied(&mut self, result: Result<(), FromDevice>, out: &mut Out) {
         if let Err(refusal) = result {
             out.say(refusal);
             return out.end("the viewer's answer was refused".to_owned());
@@ -322,7 +322,7 @@ impl Negotiation {
                 // This reply, and every later one, goes to the new gateway.
                 out.topic = topic.clone();
                 self.reply_to = topic;
-                out.say(Signal::Attached);
+                out.say(FromDevice::Attached);
             }
             ViewerSaid::RestartIce => {
                 let too_soon = self
@@ -335,7 +335,7 @@ impl Negotiation {
                 }
             }
             ViewerSaid::Shutdown(reason) => {
-                out.say(Signal::HangUp {
+                out.say(FromDevice::HangUp {
                     reason: reason.clone(),
                 });
                 out.end(reason);
@@ -348,21 +348,21 @@ impl Negotiation {
         match said {
             PeerSaid::LocalCandidate(candidate) => {
                 if !self.remote_answered {
-                    self.held.push(Signal::Candidate { candidate });
+                    self.held.push(FromDevice::Candidate { candidate });
                 } else if trickle && self.described {
-                    out.say(Signal::Candidate { candidate });
+                    out.say(FromDevice::Candidate { candidate });
                 }
                 // Otherwise it is in the description we are about to send.
             }
             PeerSaid::GatheringComplete => {
                 if !self.remote_answered {
-                    self.held.push(Signal::EndOfCandidates);
+                    self.held.push(FromDevice::EndOfCandidates);
                 } else if !self.described {
                     // The answer goes out now, with every candidate in it.
                     self.gathered_before_describing = true;
                     out.push(Action::FetchLocalDescription);
                 } else if trickle {
-                    out.say(Signal::EndOfCandidates);
+                    out.say(FromDevice::EndOfCandidates);
                 }
             }
             PeerSaid::Connected => {
@@ -372,13 +372,13 @@ impl Negotiation {
                 }
             }
             PeerSaid::Ended(state) => {
-                out.say(Signal::HangUp {
+                out.say(FromDevice::HangUp {
                     reason: format!("connection {state}"),
                 });
                 out.end(format!("connection {state}"));
             }
             PeerSaid::ControlClosed => {
-                out.say(Signal::HangUp {
+                out.say(FromDevice::HangUp {
                     reason: "control channel closed".into(),
                 });
                 out.end("viewer closed the control channel".to_owned());
@@ -398,14 +398,14 @@ impl Negotiation {
             out.push(Action::FetchLocalDescription);
         }
         if !self.remote_answered && due(self.answer_deadline) {
-            out.say(Signal::Error {
+            out.say(FromDevice::Error {
                 code: ErrorCode::Timeout,
                 message: "the viewer did not answer the offer in time".into(),
             });
             return out.end("answer timeout".to_owned());
         }
         if !self.streaming && self.connect_deadline <= now {
-            out.say(Signal::Error {
+            out.say(FromDevice::Error {
                 code: ErrorCode::Timeout,
                 message: "the viewer did not connect in time".into(),
             });
@@ -414,15 +414,13 @@ impl Negotiation {
     }
 
     /// Our SDP as the message our side sends.
-    fn describe(&self, sdp: String) -> Signal {
+    fn describe(&self, sdp: String) -> FromDevice {
         match self.side {
-            Side::Offerer => Signal::Offer {
+            Side::Offerer => FromDevice::Offer {
                 sdp,
-                trickle: true,
                 role: self.role,
-                grant: None,
             },
-            Side::Answerer { .. } => Signal::Answer { sdp, grant: None },
+            Side::Answerer { .. } => FromDevice::Answer { sdp },
         }
     }
 }
@@ -438,7 +436,7 @@ impl Out {
         self.actions.push(action);
     }
 
-    fn say(&mut self, signal: Signal) {
+    fn say(&mut self, signal: FromDevice) {
         let topic = self.topic.clone();
         self.actions.push(Action::Say { topic, signal });
     }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use ferrocam_protocol::control::Role;
-use ferrocam_protocol::{ErrorCode, IceCandidate, Signal};
+use ferrocam_protocol::{ErrorCode, FromDevice, IceCandidate};
 
 use super::*;
 
@@ -18,27 +18,22 @@ fn candidate(n: u32) -> IceCandidate {
     }
 }
 
-fn say(signal: Signal) -> Action {
+fn say(signal: FromDevice) -> Action {
     Action::Say {
         topic: GW.into(),
         signal,
     }
 }
 
-fn offer(sdp: &str) -> Signal {
-    Signal::Offer {
+fn offer(sdp: &str) -> FromDevice {
+    FromDevice::Offer {
         sdp: sdp.into(),
-        trickle: true,
         role: Role::View,
-        grant: None,
     }
 }
 
-fn answer(sdp: &str) -> Signal {
-    Signal::Answer {
-        sdp: sdp.into(),
-        grant: None,
-    }
+fn answer(sdp: &str) -> FromDevice {
+    FromDevice::Answer { sdp: sdp.into() }
 }
 
 fn ends(actions: &[Action]) -> bool {
@@ -94,17 +89,17 @@ mod device_offers {
             n.handle(Input::AnswerApplied(Ok(())), t0),
             [
                 Action::WarmUpFeed,
-                say(Signal::Candidate {
+                say(FromDevice::Candidate {
                     candidate: candidate(1)
                 }),
-                say(Signal::EndOfCandidates),
+                say(FromDevice::EndOfCandidates),
                 Action::AddCandidate(candidate(7)),
             ]
         );
         // From now on both trickle straight through.
         assert_eq!(
             n.handle(Input::Peer(PeerSaid::LocalCandidate(candidate(2))), t0),
-            [say(Signal::Candidate {
+            [say(FromDevice::Candidate {
                 candidate: candidate(2)
             })]
         );
@@ -134,7 +129,7 @@ mod device_offers {
         let (mut n, t0) = start(Side::Offerer);
         n.handle(Input::Built { sdp: "o".into() }, t0);
         n.handle(Input::Viewer(ViewerSaid::Answer("a".into())), t0);
-        let refusal = Signal::Error {
+        let refusal = FromDevice::Error {
             code: ErrorCode::NoCommonCodec,
             message: "no H.264".into(),
         };
@@ -160,7 +155,7 @@ mod device_offers {
         assert!(matches!(
             &actions[0],
             Action::Say {
-                signal: Signal::Error {
+                signal: FromDevice::Error {
                     code: ErrorCode::Timeout,
                     ..
                 },
@@ -197,7 +192,7 @@ mod device_offers {
         n.handle(Input::Viewer(ViewerSaid::Answer("a2".into())), soon);
         assert_eq!(
             n.handle(Input::AnswerApplied(Ok(())), soon),
-            [say(Signal::Candidate {
+            [say(FromDevice::Candidate {
                 candidate: candidate(3)
             })],
             "no second warm-up while streaming"
@@ -269,7 +264,7 @@ mod device_answers {
         );
         assert_eq!(
             n.handle(Input::LocalDescription { sdp: "a1".into() }, t0),
-            [say(answer("a1")), say(Signal::EndOfCandidates)]
+            [say(answer("a1")), say(FromDevice::EndOfCandidates)]
         );
     }
 
@@ -294,13 +289,13 @@ mod device_answers {
         );
         assert_eq!(
             n.handle(Input::Peer(PeerSaid::LocalCandidate(candidate(2))), later),
-            [say(Signal::Candidate {
+            [say(FromDevice::Candidate {
                 candidate: candidate(2)
             })]
         );
         assert_eq!(
             n.handle(Input::Peer(PeerSaid::GatheringComplete), later),
-            [say(Signal::EndOfCandidates)]
+            [say(FromDevice::EndOfCandidates)]
         );
         // The viewer's candidates go straight in: its offer came first.
         assert_eq!(
@@ -369,7 +364,7 @@ mod device_answers {
         assert!(matches!(
             &actions[0],
             Action::Say {
-                signal: Signal::Error {
+                signal: FromDevice::Error {
                     code: ErrorCode::Timeout,
                     ..
                 },
@@ -402,24 +397,24 @@ mod any_side {
 
     #[test]
     fn every_ending_in_every_state_ends_it_once() {
-        type Ending = (fn() -> Input, Option<Signal>);
+        type Ending = (fn() -> Input, Option<FromDevice>);
         let endings: [Ending; 4] = [
             (|| Input::Viewer(ViewerSaid::HangUp("bye".into())), None),
             (
                 || Input::Viewer(ViewerSaid::Shutdown("restarting".into())),
-                Some(Signal::HangUp {
+                Some(FromDevice::HangUp {
                     reason: "restarting".into(),
                 }),
             ),
             (
                 || Input::Peer(PeerSaid::Ended("failed".into())),
-                Some(Signal::HangUp {
+                Some(FromDevice::HangUp {
                     reason: "connection failed".into(),
                 }),
             ),
             (
                 || Input::Peer(PeerSaid::ControlClosed),
-                Some(Signal::HangUp {
+                Some(FromDevice::HangUp {
                     reason: "control channel closed".into(),
                 }),
             ),
@@ -452,7 +447,7 @@ mod any_side {
             n.handle(Input::Viewer(ViewerSaid::Attach(moved.into())), t0),
             [Action::Say {
                 topic: moved.into(),
-                signal: Signal::Attached
+                signal: FromDevice::Attached
             }]
         );
         assert_eq!(n.reply_to(), moved);
@@ -460,7 +455,7 @@ mod any_side {
             n.handle(Input::Peer(PeerSaid::Ended("closed".into())), t0)[0],
             Action::Say {
                 topic: moved.into(),
-                signal: Signal::HangUp {
+                signal: FromDevice::HangUp {
                     reason: "connection closed".into()
                 }
             }

@@ -25,7 +25,7 @@ use axum::routing::{MethodRouter, post};
 use ferrocam_protocol::sdp;
 use ferrocam_protocol::sdpfrag::{SdpFragment, ice_ufrag};
 use ferrocam_protocol::viewer::{IceServer, ServerMsg};
-use ferrocam_protocol::{DeviceId, ErrorCode, SessionId, Signal};
+use ferrocam_protocol::{DeviceId, ErrorCode, SessionId, ToDevice};
 use tokio::sync::mpsc;
 
 use super::scope::ScopedDevice;
@@ -353,7 +353,7 @@ async fn patch(
     for candidate in frag.candidates {
         let forwarded = state
             .relay
-            .forward(viewer, &session, Signal::Candidate { candidate });
+            .forward(viewer, &session, ToDevice::Candidate { candidate });
         if let Err(Refusal { code, message }) = forwarded {
             return refusal_response(code, message);
         }
@@ -361,7 +361,7 @@ async fn patch(
     if frag.end_of_candidates {
         let _ = state
             .relay
-            .forward(viewer, &session, Signal::EndOfCandidates);
+            .forward(viewer, &session, ToDevice::EndOfCandidates);
     }
     StatusCode::NO_CONTENT.into_response()
 }
@@ -451,7 +451,7 @@ async fn delete(
     let reason = "WHEP session deleted".into();
     match state
         .relay
-        .forward(entry.viewer, &session, Signal::HangUp { reason })
+        .forward(entry.viewer, &session, ToDevice::HangUp { reason })
     {
         Ok(()) => StatusCode::OK.into_response(),
         Err(Refusal { message, .. }) => problem(StatusCode::NOT_FOUND, message),

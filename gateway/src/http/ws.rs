@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use ferrocam_protocol::viewer::{ClientMsg, ServerMsg};
-use ferrocam_protocol::{ErrorCode, MAX_VIEWER_MESSAGE, Signal};
+use ferrocam_protocol::{ErrorCode, MAX_VIEWER_MESSAGE, ToDevice};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
@@ -145,25 +145,25 @@ impl Connection {
             ClientMsg::Watch { device } => return self.open(device, None),
             ClientMsg::Resume { device, session } => return self.resume(device, session),
             ClientMsg::Answer { session, sdp } => {
-                let answer = Signal::Answer { sdp, grant: None };
+                let answer = ToDevice::Answer { sdp, grant: None };
                 let r = relay.forward(self.viewer, &session, answer);
                 (session, r)
             }
             ClientMsg::Candidate { session, candidate } => {
-                let r = relay.forward(self.viewer, &session, Signal::Candidate { candidate });
+                let r = relay.forward(self.viewer, &session, ToDevice::Candidate { candidate });
                 (session, r)
             }
             ClientMsg::RestartIce { session } => {
-                let r = relay.forward(self.viewer, &session, Signal::RestartIce);
+                let r = relay.forward(self.viewer, &session, ToDevice::RestartIce);
                 (session, r)
             }
             ClientMsg::EndOfCandidates { session } => {
-                let r = relay.forward(self.viewer, &session, Signal::EndOfCandidates);
+                let r = relay.forward(self.viewer, &session, ToDevice::EndOfCandidates);
                 (session, r)
             }
             ClientMsg::HangUp { session } => {
                 let reason = "viewer hung up".into();
-                let r = relay.forward(self.viewer, &session, Signal::HangUp { reason });
+                let r = relay.forward(self.viewer, &session, ToDevice::HangUp { reason });
                 (session, r)
             }
         };

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferrocam_protocol::{
-    DeviceId, DeviceStatus, Envelope, MAX_SIGNAL_PAYLOAD, PROTOCOL_VERSION, Party, Signal, topics,
+    DeviceId, DeviceStatus, FromDevice, MAX_SIGNAL_PAYLOAD, PROTOCOL_VERSION, Party, Reply,
+    Request, ToDevice, topics,
 };
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 
@@ -56,8 +57,8 @@ impl Drop for Fleet {
 
 /// The answer to `payload` if it is an offer for `me` whose reply topic is `me`'s own.
 pub(super) fn answer(me: &DeviceId, payload: &[u8]) -> Option<(String, Vec<u8>)> {
-    let envelope = Envelope::decode(payload).ok()?;
-    if envelope.device != *me || !matches!(envelope.body, Signal::Offer { .. }) {
+    let envelope = Request::decode(payload).ok()?;
+    if envelope.device != *me || !matches!(envelope.body, ToDevice::Offer { .. }) {
         return None;
     }
     let reply_to = envelope.reply_to?;
@@ -65,13 +66,12 @@ pub(super) fn answer(me: &DeviceId, payload: &[u8]) -> Option<(String, Vec<u8>)>
     if device != *me {
         return None;
     }
-    let reply = Envelope::new(
+    let reply = Reply::new(
         Party::Device(me.clone()),
         me.clone(),
         envelope.session,
-        Signal::Answer {
+        FromDevice::Answer {
             sdp: ANSWER_SDP.to_owned(),
-            grant: None,
         },
     );
     Some((reply_to, reply.encode()))
@@ -149,11 +149,11 @@ mod tests {
         let me = DeviceId::parse("sim-00001").unwrap();
         let session = ferrocam_protocol::SessionId::from_random([3; 16]);
         let offer = |device: &str, reply_to: &str| {
-            Envelope::new(
+            Request::new(
                 Party::Gateway(ferrocam_protocol::InstanceId::parse(INSTANCE).unwrap()),
                 DeviceId::parse(device).unwrap(),
                 session.clone(),
-                Signal::Offer {
+                ToDevice::Offer {
                     sdp: OFFER_SDP.to_owned(),
                     trickle: false,
                     role: Default::default(),
@@ -166,10 +166,10 @@ mod tests {
         let own = "ferrocam/v1/devices/sim-00001/reply/gw-bench";
         let (topic, payload) = answer(&me, &offer("sim-00001", own)).unwrap();
         assert_eq!(topic, own);
-        let reply = Envelope::decode(&payload).unwrap();
+        let reply = Reply::decode(&payload).unwrap();
         assert_eq!(reply.from, Party::Device(me.clone()));
         assert_eq!(reply.session, session);
-        assert!(matches!(reply.body, Signal::Answer { .. }));
+        assert!(matches!(reply.body, FromDevice::Answer { .. }));
         assert!(answer(&me, &offer("sim-00002", own)).is_none());
         assert!(
             answer(
