@@ -11,7 +11,7 @@
 // The gateway is only needed to set a session up: media and the control channel flow peer to
 // peer. When the WebSocket drops (a gateway restart or upgrade), the picture keeps playing and
 // the page resumes its session on the new socket; when the camera itself restarts, the page
-// starts a new session as soon as the camera is back online.
+// starts a new session as soon as the camera is back online (reconnect.js).
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -379,45 +379,6 @@ async function watchOverWhep(pc, device) {
   flush();
 }
 
-// After the socket came back: tell the (possibly new) gateway which session this page is in,
-// so its later messages (hang-up, candidates) reach the device again. Media never stopped.
-function resumeSession() {
-  const pc = ferrocam.pc;
-  if (!ferrocam.session || !pc || ferrocam.whep) return;
-  if (pc.connectionState === 'failed' || pc.connectionState === 'closed') return;
-  ferrocam.resuming = ferrocam.session;
-  send({ type: 'resume', device: ferrocam.device, session: ferrocam.session });
-}
-
-// Asks the camera for an ICE restart: its new offer, with fresh ICE credentials, arrives as an
-// `offer` for the same session and is answered like the first; the picture goes on meanwhile.
-// Only for sessions the camera offered (the page's default), at most once every 3 s.
-function restartIce() {
-  const pc = ferrocam.pc;
-  // While resuming, the `resumed` handler asks once the gateway relays for this session.
-  if (!ferrocam.session || !pc || ferrocam.whep || ferrocam.resuming) return false;
-  if (!pc.remoteDescription || pc.remoteDescription.type !== 'offer') return false;
-  const now = performance.now();
-  if (ferrocam.lastIceRestart != null && now - ferrocam.lastIceRestart < 3000) return false;
-  // Counted only when it went out: with the socket down, `resumed` asks again.
-  if (!send({ type: 'restart_ice', session: ferrocam.session })) return false;
-  ferrocam.lastIceRestart = now;
-  ferrocam.iceRestarts += 1;
-  return true;
-}
-// A network change (Wi-Fi to mobile data, a VPN coming up) moves this end of the path.
-window.addEventListener('online', () => restartIce());
-
-// A camera that restarted (a newer presence epoch than the session's) has forgotten the
-// session, whatever the peer connection still says: watch it again as soon as it is online.
-function watchAgainIfRestarted(status) {
-  if (!status.online || ferrocam.watchedEpoch == null || status.epoch <= ferrocam.watchedEpoch) return;
-  const device = status.device;
-  ferrocam.restarts += 1;
-  showNotice(`${device} restarted; watching again.`);
-  watch(device, { keepNotice: true }).catch((e) => showError(e.message));
-}
-
 function sendCandidate(candidate) {
   send({ type: 'candidate', session: ferrocam.session, candidate });
 }
@@ -454,72 +415,6 @@ function stopPeer() {
 function setMuted(muted) {
   $('video').muted = muted;
   $('unmute').textContent = muted ? 'Unmute' : 'Mute';
-}
-
-// ── Rendering ────────────────────────────────────────────────────────────────
-
-// The list is updated in place, one item per device, so a presence update arriving while the
-// user presses a button does not swap the button out from under the pointer (the click would
-// be lost).
-function renderDevices() {
-  const list = $('devices');
-  $('no-devices').hidden = ferrocam.devices.length > 0;
-  const existing = new Map([...list.children].map((item) => [item.dataset.device, item]));
-  const items = ferrocam.devices.map((d) => {
-    const item = existing.get(d.device) || newDeviceItem(d.device);
-    updateDeviceItem(item, d);
-    return item;
-  });
-  // Touch the list itself only when devices came, went or moved: detaching a button, even to
-  // put it back, would cancel a press in progress.
-  const unchanged = items.length === list.children.length
-    && items.every((item, i) => list.children[i] === item);
-  if (!unchanged) list.replaceChildren(...items);
-}
-
-function newDeviceItem(device) {
-  const item = document.createElement('li');
-  item.dataset.device = device;
-  const button = document.createElement('button');
-  button.type = 'button';
-  button.className = 'device';
-  button.dataset.device = device;
-  const dot = document.createElement('span');
-  const name = document.createElement('span');
-  name.className = 'name';
-  name.textContent = device;
-  const meta = document.createElement('span');
-  meta.className = 'meta';
-  button.append(dot, name, meta);
-  // Clicking the camera already playing (or connecting) keeps it; after an error it retries.
-  button.onclick = () => {
-    const pc = ferrocam.pc;
-    const live = pc && ['new', 'connecting', 'connected'].includes(pc.connectionState);
-    if (ferrocam.device === device && live && !ferrocam.lastError) return;
-    watch(device).catch((e) => showError(e.message));
-  };
-  item.append(button);
-  return item;
-}
-
-function updateDeviceItem(item, d) {
-  const button = item.firstElementChild;
-  const [dot, , meta] = button.children;
-  const video = d.capabilities && d.capabilities.video;
-  const camera = d.capabilities && d.capabilities.camera;
-  button.disabled = !d.online;
-  button.setAttribute('aria-pressed', String(d.device === ferrocam.device));
-  dot.className = `dot${d.online ? ' online' : ''}`;
-  meta.textContent = !d.online ? 'offline'
-    : camera && camera.state === 'unavailable' ? `camera unavailable: ${camera.reason}`
-      : (video ? `${video.width}×${video.height} @ ${video.fps} fps · ${video.encoder}` : 'online');
-}
-
-function renderNowWatching() {
-  const el = $('now-watching');
-  if (!ferrocam.device) { el.textContent = 'Not watching'; return; }
-  const state = ferrocam.pc ? ferrocam.pc.connectionState : 'closed';
-  el.textContent = `${ferrocam.device} · ${state}`;
 }
 
 // ── login ────────────────────────────────────────────────────────────────────
@@ -575,63 +470,6 @@ function showNotice(text) {
 
 function clearNotice() {
   $('notice').hidden = true;
-}
-
-// ── Stats ────────────────────────────────────────────────────────────────────
-
-let previous = null;
-let stalledFor = 0;
-async function updateStats() {
-  const pc = ferrocam.pc;
-  const dl = $('stats');
-  if (!pc) { dl.replaceChildren(); previous = null; return; }
-  const report = await pc.getStats();
-  let inbound = null;
-  let pair = null;
-  report.forEach((s) => {
-    if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
-    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
-  });
-  if (!inbound) return;
-  const rows = {
-    Resolution: inbound.frameWidth ? `${inbound.frameWidth}×${inbound.frameHeight}` : '–',
-    'Frames/s': inbound.framesPerSecond != null ? inbound.framesPerSecond.toFixed(0) : '–',
-    Bitrate: '–',
-    'Frames decoded': inbound.framesDecoded ?? 0,
-    'Packets lost': inbound.packetsLost ?? 0,
-    Jitter: inbound.jitter != null ? `${(inbound.jitter * 1000).toFixed(1)} ms` : '–',
-    'Jitter buffer': inbound.jitterBufferEmittedCount
-      ? `${((1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount).toFixed(0)} ms` : '–',
-    RTT: pair && pair.currentRoundTripTime != null ? `${(pair.currentRoundTripTime * 1000).toFixed(1)} ms` : '–',
-  };
-  const meter = ferrocam.meter;
-  if (meter && meter.samples.length) {
-    const last = meter.samples.slice(-30).sort((a, b) => a - b);
-    rows['Glass to glass'] = `${last[last.length >> 1].toFixed(0)} ms (p95 ${meter.percentile(95).toFixed(0)})`;
-  }
-  if (ferrocam.timing && ferrocam.timing.first_frame != null) {
-    rows['First frame'] = `${ferrocam.timing.first_frame.toFixed(0)} ms after the click`;
-  }
-  // A connected stream whose frame count stops moving has stalled.
-  const frames = inbound.framesDecoded || 0;
-  if (previous && frames === previous.frames && pc.connectionState === 'connected') {
-    stalledFor += 1;
-    if (stalledFor === 3) showError('The stream stalled: no new frames for 3 s.', 'stalled');
-  } else if (frames !== (previous && previous.frames)) {
-    if (stalledFor >= 3 && ferrocam.lastError && ferrocam.lastError.code === 'stalled') clearError();
-    stalledFor = 0;
-  }
-  if (previous && inbound.bytesReceived >= previous.bytes) {
-    const kbps = (8 * (inbound.bytesReceived - previous.bytes)) / (inbound.timestamp - previous.t);
-    rows.Bitrate = `${kbps.toFixed(0)} kbit/s`;
-  }
-  previous = { bytes: inbound.bytesReceived, t: inbound.timestamp, frames };
-  ferrocam.stats = rows;
-  dl.replaceChildren(...Object.entries(rows).flatMap(([k, v]) => {
-    const dt = document.createElement('dt'); dt.textContent = k;
-    const dd = document.createElement('dd'); dd.textContent = v;
-    return [dt, dd];
-  }));
 }
 
 $('hangup').onclick = hangUp;

@@ -8,6 +8,9 @@ const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const CONTROL_JS: &str = include_str!("../../web/control.js");
 const METER_JS: &str = include_str!("../../web/meter.js");
+const DEVICES_JS: &str = include_str!("../../web/devices.js");
+const STATS_JS: &str = include_str!("../../web/stats.js");
+const RECONNECT_JS: &str = include_str!("../../web/reconnect.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -35,6 +38,18 @@ pub async fn control_js() -> impl IntoResponse {
 
 pub async fn meter_js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", METER_JS)
+}
+
+pub async fn devices_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", DEVICES_JS)
+}
+
+pub async fn stats_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", STATS_JS)
+}
+
+pub async fn reconnect_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", RECONNECT_JS)
 }
 
 pub async fn style_css() -> impl IntoResponse {

@@ -1,0 +1,59 @@
+// ferrocam web viewer: the live statistics under the picture (resolution, rate, bitrate, loss,
+// jitter, glass to glass, first frame), from the peer connection's getStats once a second.
+// Loaded before app.js, which starts the timer.
+'use strict';
+
+let previous = null;
+let stalledFor = 0;
+async function updateStats() {
+  const pc = ferrocam.pc;
+  const dl = $('stats');
+  if (!pc) { dl.replaceChildren(); previous = null; return; }
+  const report = await pc.getStats();
+  let inbound = null;
+  let pair = null;
+  report.forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
+    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+  });
+  if (!inbound) return;
+  const rows = {
+    Resolution: inbound.frameWidth ? `${inbound.frameWidth}×${inbound.frameHeight}` : '–',
+    'Frames/s': inbound.framesPerSecond != null ? inbound.framesPerSecond.toFixed(0) : '–',
+    Bitrate: '–',
+    'Frames decoded': inbound.framesDecoded ?? 0,
+    'Packets lost': inbound.packetsLost ?? 0,
+    Jitter: inbound.jitter != null ? `${(inbound.jitter * 1000).toFixed(1)} ms` : '–',
+    'Jitter buffer': inbound.jitterBufferEmittedCount
+      ? `${((1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount).toFixed(0)} ms` : '–',
+    RTT: pair && pair.currentRoundTripTime != null ? `${(pair.currentRoundTripTime * 1000).toFixed(1)} ms` : '–',
+  };
+  const meter = ferrocam.meter;
+  if (meter && meter.samples.length) {
+    const last = meter.samples.slice(-30).sort((a, b) => a - b);
+    rows['Glass to glass'] = `${last[last.length >> 1].toFixed(0)} ms (p95 ${meter.percentile(95).toFixed(0)})`;
+  }
+  if (ferrocam.timing && ferrocam.timing.first_frame != null) {
+    rows['First frame'] = `${ferrocam.timing.first_frame.toFixed(0)} ms after the click`;
+  }
+  // A connected stream whose frame count stops moving has stalled.
+  const frames = inbound.framesDecoded || 0;
+  if (previous && frames === previous.frames && pc.connectionState === 'connected') {
+    stalledFor += 1;
+    if (stalledFor === 3) showError('The stream stalled: no new frames for 3 s.', 'stalled');
+  } else if (frames !== (previous && previous.frames)) {
+    if (stalledFor >= 3 && ferrocam.lastError && ferrocam.lastError.code === 'stalled') clearError();
+    stalledFor = 0;
+  }
+  if (previous && inbound.bytesReceived >= previous.bytes) {
+    const kbps = (8 * (inbound.bytesReceived - previous.bytes)) / (inbound.timestamp - previous.t);
+    rows.Bitrate = `${kbps.toFixed(0)} kbit/s`;
+  }
+  previous = { bytes: inbound.bytesReceived, t: inbound.timestamp, frames };
+  ferrocam.stats = rows;
+  dl.replaceChildren(...Object.entries(rows).flatMap(([k, v]) => {
+    const dt = document.createElement('dt'); dt.textContent = k;
+    const dd = document.createElement('dd'); dd.textContent = v;
+    return [dt, dd];
+  }));
+}
