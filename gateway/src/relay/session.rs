@@ -43,7 +43,7 @@ enum Turn {
 }
 
 impl Session {
-    /// Media can flow without the gateway (a dropped viewer connection then hangs up nothing).
+    /// Media can flow without the gateway: an ICE restart may be asked for.
     fn established(&self) -> bool {
         matches!(self.stage, Stage::Established | Stage::Restarting(_))
     }
@@ -51,6 +51,13 @@ impl Session {
     /// The session waits for `turn`'s description.
     fn awaits(&self, turn: Turn) -> bool {
         matches!(self.stage, Stage::Opening(t) | Stage::Restarting(t) if t == turn)
+    }
+
+    /// Still being set up: a hang-up from the gateway frees the device's half-built session.
+    /// (A session being resumed is not: it was established, and may not even be the
+    /// resuming viewer's; the gateway only forgets it.)
+    fn being_opened(&self) -> bool {
+        matches!(self.stage, Stage::Opening(_))
     }
 
     /// The device has not said anything yet about the current request (`expire_unanswered`).
@@ -387,18 +394,21 @@ impl Relay {
                 message: format!("device {} did not reply", entry.device),
             });
             drop(state);
-            self.send(self.envelope(
-                entry.device,
-                session.clone(),
-                ToDevice::HangUp {
-                    reason: "no answer in time".into(),
-                },
-            ));
+            if entry.being_opened() {
+                self.send(self.envelope(
+                    entry.device,
+                    session.clone(),
+                    ToDevice::HangUp {
+                        reason: "no answer in time".into(),
+                    },
+                ));
+            }
         }
     }
 
     /// Forgets every session of a viewer whose connection went away, and hangs up those still
-    /// being set up. A session whose descriptions were exchanged is left running: its media and
+    /// being set up. A session whose descriptions were exchanged (or that is being resumed) is left
+    /// running: its media and
     /// control channel flow peer to peer, so a viewer that lost only its WebSocket (this gateway
     /// restarting, a proxy timing out) keeps watching and resumes signaling with
     /// [`Self::resume`]. A viewer that really left closes its peer connection, and the device
@@ -414,7 +424,7 @@ impl Relay {
                 .collect();
             ids.into_iter()
                 .filter_map(|id| state.sessions.remove(&id).map(|s| (id, s)))
-                .filter(|(_, s)| !s.established())
+                .filter(|(_, s)| s.being_opened())
                 .map(|(id, s)| (id, s.device))
                 .collect()
         };

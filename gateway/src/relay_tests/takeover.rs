@@ -189,6 +189,47 @@ fn an_ice_restart_under_way_still_counts_as_established() {
 }
 
 #[test]
+fn an_unconfirmed_resume_never_hangs_the_session_up() {
+    // Whoever sent it (a viewer whose socket drops again, or a stranger who learned the id), a
+    // resume the device has not confirmed must not end the session on the device.
+    let (relay, mut broker) = relay();
+    let cam = DeviceId::parse("cam").unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let claimant = relay.new_viewer();
+    relay
+        .resume(claimant, &tx, cam.clone(), opts(), sid(7))
+        .unwrap();
+    assert!(broker.try_recv().is_ok(), "the attach went out");
+    relay.viewer_gone(claimant);
+    assert_eq!(relay.session_count(), 0);
+    assert!(
+        broker.try_recv().is_err(),
+        "a resume that left hung the session up"
+    );
+
+    // Nor when the device's verdict never comes: the viewer hears of the timeout, the device
+    // hears nothing.
+    let claimant = relay.new_viewer();
+    relay
+        .resume(claimant, &tx, cam.clone(), opts(), sid(8))
+        .unwrap();
+    while broker.try_recv().is_ok() {}
+    relay.expire_unanswered(&sid(8));
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(ServerMsg::Error {
+            code: ErrorCode::Timeout,
+            ..
+        })
+    ));
+    assert!(
+        broker.try_recv().is_err(),
+        "an expired resume hung the session up"
+    );
+    assert_eq!(relay.session_count(), 0);
+}
+
+#[test]
 fn resuming_a_session_the_device_no_longer_has_ends_with_its_error() {
     let (relay, mut broker) = relay();
     let cam = DeviceId::parse("cam").unwrap();
