@@ -200,7 +200,7 @@ impl Config {
     /// The broker settings, or why the URLs are unusable.
     pub fn broker_settings(&self) -> anyhow::Result<ferrocam_mqtt::BrokerSettings> {
         Ok(ferrocam_mqtt::BrokerSettings {
-            urls: ferrocam_protocol::BrokerAddr::parse_list(&self.broker)?,
+            urls: ferrocam_mqtt::BrokerAddr::parse_list(&self.broker)?,
             ca_file: self.broker_ca.clone(),
             password_file: self.broker_password_file.clone(),
         })

@@ -1,9 +1,7 @@
-//! The device's link to the MQTT broker: presence, the signaling subscription, and publishing
-//! what sessions say. It is the only part of the device that knows MQTT exists.
-//!
-//! rumqttc splits a connection into a command handle (`AsyncClient`) and an I/O loop
-//! (`EventLoop`); the loop must be polled for anything to happen, including reconnects.
-//! A clean session forgets subscriptions, so every ConnAck re-subscribes and re-announces.
+//! The device's link to the MQTT broker: presence, the signaling subscription, and what
+//! sessions say. It is the only part of the device that knows MQTT exists; the connection itself
+//! (reconnects, backoff, failover, the bounded queue, a flushing shutdown) is
+//! [`ferrocam_mqtt::Link`].
 //!
 //! Every connection gets its own number (`seq` in presence) and a last will naming it, so the
 //! will of a dropped connection can never outrank the "online" of the next one (see
@@ -14,188 +12,211 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrocam_mqtt::BrokerSettings;
-use ferrocam_protocol::{Backoff, Capabilities, DeviceStatus, topics};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
-use tokio::sync::{mpsc, watch};
+use ferrocam_mqtt::{
+    BrokerSettings, Link, LinkEvent, LinkOptions, Presence, Publisher, Retained, Step,
+};
+use ferrocam_protocol::{Capabilities, DeviceStatus, topics};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::agent::Agent;
-use crate::session::Outbound;
 
 /// Who the device is on the broker.
 pub struct Identity {
     pub broker: BrokerSettings,
     pub client_id: String,
-    /// The "online" presence document (its camera state is kept current by the link).
+    /// The "online" presence document; the link fills in `seq` and the current capabilities.
     pub online: DeviceStatus,
+    /// What the device can do right now (camera health, the stream as `video.set` left it),
+    /// announced in presence whenever it changes.
+    pub capabilities: watch::Receiver<Capabilities>,
 }
 
 /// What the link exchanges with the rest of the device.
 pub struct Wiring {
     pub agent: Arc<Agent>,
-    /// What sessions say, to publish.
-    pub outbound: mpsc::UnboundedReceiver<Outbound>,
     /// Flips to `true` to stop.
     pub shutdown: watch::Receiver<bool>,
     /// Set while connected and announced.
     pub connected: watch::Sender<bool>,
-    /// What the device can do right now (camera health, the stream as `video.set` left it),
-    /// announced in presence whenever it changes.
-    pub capabilities: watch::Receiver<Capabilities>,
     /// Counts lost connections.
     pub reconnects: prometheus_client::metrics::counter::Counter,
 }
 
-/// Runs the link until `shutdown` flips; then marks the device offline and disconnects.
-pub async fn run(identity: Identity, wiring: Wiring) -> anyhow::Result<()> {
-    let Identity {
-        broker,
-        client_id,
-        mut online,
-    } = identity;
-    let Wiring {
-        agent,
-        outbound,
-        mut shutdown,
-        connected,
-        mut capabilities,
-        reconnects,
-    } = wiring;
-    let connected = Arc::new(connected);
-    let status_topic = topics::device_status(&online.device);
-    let signal_topic = topics::device_signal(&online.device);
-    online.seq = 1;
-    let mut nodes = broker.connect(&client_id, |options| {
-        options.set_last_will(last_will(&status_topic, &online));
-    })?;
-    let (client, mut events) = ferrocam_mqtt::client(nodes.first(), 64);
-    // When the device last answered a stale retained status, and when it will answer the next
-    // one: at most one repair a second, so a broker replaying old wills (or a forger) cannot
-    // make it publish in a loop, yet a stale will seen within that second is still answered.
-    let mut last_repair: Option<tokio::time::Instant> = None;
-    let mut repair_at: Option<tokio::time::Instant> = None;
+/// The device's side of the broker, before it runs: sessions publish through the
+/// [`Publisher`] from the start, and [`DeviceLink::run`] drives the connection.
+pub struct DeviceLink {
+    link: Link,
+    online: DeviceStatus,
+    capabilities: watch::Receiver<Capabilities>,
+}
 
-    let publisher = tokio::spawn(publish_outbound(client.clone(), outbound));
-    let mut backoff = Backoff::default();
-    // When to subscribe and announce presence once more after a connect (see REANNOUNCE_AFTER).
-    let mut reannounce_at: Option<tokio::time::Instant> = None;
-    while !*shutdown.borrow() {
-        tokio::select! {
-            _ = shutdown.changed() => {}
-            () = sleep_until(repair_at) => {
-                repair_at = None;
-                last_repair = Some(tokio::time::Instant::now());
-                tracing::info!("the broker holds an old will as this device's status; announcing again");
-                if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
-                    tracing::warn!(error = %e, "could not queue the presence repair");
+/// Outbound requests that may wait for the broker: a few sessions' worth of replies and
+/// candidates. Beyond that the broker has been gone long enough that they are stale anyway.
+const QUEUE: usize = 64;
+
+impl DeviceLink {
+    pub fn new(identity: Identity) -> anyhow::Result<(Publisher, Self)> {
+        let Identity {
+            broker,
+            client_id,
+            online,
+            capabilities,
+        } = identity;
+        let status_topic = topics::device_status(&online.device);
+        let (publisher, link) = Link::new(
+            &broker,
+            LinkOptions {
+                client_id,
+                // Subscribe first: the broker handles these in order, so no offer can arrive
+                // for a device that has announced itself but not yet subscribed. The own status
+                // topic comes last, so the retained message it brings is this birth unless an
+                // older will overtook it.
+                greeting: vec![
+                    Step::Subscribe(topics::device_signal(&online.device)),
+                    Step::Birth,
+                    Step::Subscribe(status_topic.clone()),
+                ],
+                presence: Some(Box::new(DevicePresence {
+                    topic: status_topic,
+                    online: online.clone(),
+                    capabilities: capabilities.clone(),
+                })),
+                queue: QUEUE,
+                settle_after: Some(SETTLE_AFTER),
+            },
+        )?;
+        let link = Self {
+            link,
+            online,
+            capabilities,
+        };
+        Ok((publisher, link))
+    }
+
+    /// Runs the link until `shutdown` flips; then says offline, flushes and disconnects.
+    pub async fn run(self, wiring: Wiring) {
+        let Self {
+            mut link,
+            online,
+            mut capabilities,
+        } = self;
+        let Wiring {
+            agent,
+            mut shutdown,
+            connected,
+            reconnects,
+        } = wiring;
+        let status_topic = topics::device_status(&online.device);
+        let signal_topic = topics::device_signal(&online.device);
+        let mut repairs = Repairs::default();
+        while !*shutdown.borrow() {
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                () = sleep_until(repairs.due) => {
+                    repairs.done(Instant::now());
+                    tracing::info!("the broker holds an old will as this device's status; announcing again");
+                    link.rebirth();
                 }
-            }
-            () = sleep_until(reannounce_at) => {
-                reannounce_at = None;
-                // Subscribe again too: a clustered broker re-electing after a node loss can
-                // acknowledge a subscription it then does not serve (NATS, seen in CI), and a
-                // device that shows online but never hears an offer is the worst failure.
-                // Subscribing to the same filter again replaces the subscription; it is harmless.
-                if let Err(e) = client.try_subscribe(&signal_topic, QoS::AtMostOnce) {
-                    tracing::warn!(error = %e, "could not queue the re-subscription");
+                Ok(()) = capabilities.changed() => {
+                    // Presence carries the camera's health and the stream's shape: announce
+                    // every change, so pages and the REST API never show a stale size or rate.
+                    let caps = capabilities.borrow_and_update();
+                    tracing::info!(camera = ?caps.camera, video = ?caps.video, "capabilities changed");
+                    drop(caps);
+                    link.rebirth();
                 }
-                if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
-                    tracing::warn!(error = %e, "could not queue the presence re-announce");
-                }
-            }
-            Ok(()) = capabilities.changed() => {
-                // Presence carries the camera's health and the stream's shape: re-announce on
-                // every change, so pages and the REST API never show a stale size or rate.
-                let caps = capabilities.borrow_and_update().clone();
-                tracing::info!(camera = ?caps.camera, video = ?caps.video, "capabilities changed");
-                online.capabilities = Some(caps);
-                if let Err(e) = client.try_publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online)?) {
-                    tracing::warn!(error = %e, "could not queue the new capabilities");
-                }
-            }
-            event = events.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff.reset();
-                    reannounce_at = Some(tokio::time::Instant::now() + REANNOUNCE_AFTER);
-                    tracing::info!(topic = %signal_topic, broker = %ferrocam_mqtt::node_name(&events.mqtt_options), "connected to broker");
-                    // Queued from a task: awaiting here could deadlock, since only this loop's
-                    // `poll` drains rumqttc's request queue, which may be full after an outage.
-                    // Subscribe first: the broker handles both in order, so no offer can arrive
-                    // for a device that has announced itself but not yet subscribed.
-                    // The own status topic comes last, so the retained message it brings is this
-                    // announcement unless an older will overtook it.
-                    let (c, topic, status) = (client.clone(), status_topic.clone(), serde_json::to_vec(&online)?);
-                    let signal = signal_topic.clone();
-                    let connected = connected.clone();
-                    tokio::spawn(async move {
-                        let subscribed = c.subscribe(signal, QoS::AtMostOnce).await;
-                        let announced = c.publish(&topic, QoS::AtLeastOnce, true, status).await;
-                        let watching = c.subscribe(topic, QoS::AtMostOnce).await;
-                        if subscribed.is_ok() && announced.is_ok() && watching.is_ok() {
-                            connected.send_replace(true);
+                event = link.next() => match event {
+                    LinkEvent::Up { connection } => {
+                        tracing::info!(topic = %signal_topic, connection, "announced on the broker");
+                        connected.send_replace(true);
+                    }
+                    LinkEvent::Down { .. } => {
+                        reconnects.inc();
+                        connected.send_replace(false);
+                    }
+                    LinkEvent::Message { topic, payload } if topic == signal_topic => {
+                        agent.handle_payload(&payload);
+                    }
+                    LinkEvent::Message { topic, payload } if topic == status_topic => {
+                        let me = DeviceStatus { seq: link.connection(), ..online.clone() };
+                        if outdated_by_stale_will(&payload, &me) {
+                            repairs.ask(Instant::now());
                         }
-                    });
-                }
-                Ok(Event::Incoming(Packet::SubAck(ack)))
-                    if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
-                {
-                    // A broker busy re-electing after a node loss may refuse; without the
-                    // subscription no offer would ever arrive, so ask again.
-                    tracing::warn!("the broker refused the signal subscription; retrying in 1 s");
-                    let (c, signal) = (client.clone(), signal_topic.clone());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        let _ = c.subscribe(signal, QoS::AtMostOnce).await;
-                    });
-                }
-                Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == signal_topic => {
-                    agent.handle_payload(&publish.payload);
-                }
-                Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == status_topic => {
-                    if repair_at.is_none() && outdated_by_stale_will(&publish.payload, &online) {
-                        let now = tokio::time::Instant::now();
-                        repair_at = Some(last_repair.map_or(now, |at| (at + MIN_REPAIR_INTERVAL).max(now)));
                     }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    reconnects.inc();
-                    connected.send_replace(false);
-                    let wait = backoff.next_delay();
-                    // Another node of a clustered broker may be up while this one is not.
-                    if nodes.len() > 1 {
-                        events.mqtt_options = nodes.next_node();
-                    }
-                    // The next connection is a new one: its presence and its will say so.
-                    online.seq += 1;
-                    events.mqtt_options.set_last_will(last_will(&status_topic, &online));
-                    tracing::warn!(error = %e, retry_in = ?wait, next = %ferrocam_mqtt::node_name(&events.mqtt_options), "broker connection lost");
-                    sleep_or_shutdown(wait, &mut shutdown).await;
+                    LinkEvent::Message { .. } => {}
                 }
             }
         }
+        link.shutdown().await;
+    }
+}
+
+/// Birth and will of each connection: "online" with the capabilities of the moment, and
+/// "offline", both naming the run (`epoch`) and the connection (`seq`).
+struct DevicePresence {
+    topic: String,
+    online: DeviceStatus,
+    capabilities: watch::Receiver<Capabilities>,
+}
+
+impl Presence for DevicePresence {
+    fn birth(&mut self, connection: u64) -> Retained {
+        let status = DeviceStatus {
+            seq: connection,
+            capabilities: Some(self.capabilities.borrow().clone()),
+            ..self.online.clone()
+        };
+        Retained {
+            topic: self.topic.clone(),
+            payload: serde_json::to_vec(&status).expect("a status always serializes"),
+        }
     }
 
-    // A clean exit says "offline" itself: the broker only sends the will on an unclean drop.
-    publisher.abort();
-    let _ = client
-        .publish(
-            &status_topic,
-            QoS::AtLeastOnce,
-            true,
-            offline_payload(&online),
-        )
-        .await;
-    let _ = client.disconnect().await;
-    drain(&mut events).await;
-    Ok(())
+    fn will(&mut self, connection: u64) -> Retained {
+        let online = DeviceStatus {
+            seq: connection,
+            ..self.online.clone()
+        };
+        Retained {
+            topic: self.topic.clone(),
+            payload: offline_payload(&online),
+        }
+    }
+}
+
+/// When to answer a stale will with a new birth: at most once a second, so a broker replaying
+/// old wills (or a forger) cannot make the device publish in a loop, yet a stale will seen
+/// within that second is still answered.
+#[derive(Default)]
+struct Repairs {
+    /// The last repair.
+    last: Option<Instant>,
+    /// The next one, if one is owed.
+    due: Option<Instant>,
+}
+
+impl Repairs {
+    fn ask(&mut self, now: Instant) {
+        if self.due.is_none() {
+            self.due = Some(
+                self.last
+                    .map_or(now, |at| (at + MIN_REPAIR_INTERVAL).max(now)),
+            );
+        }
+    }
+
+    fn done(&mut self, now: Instant) {
+        self.due = None;
+        self.last = Some(now);
+    }
 }
 
 /// A clustered broker that just lost a node can acknowledge a retained publish without storing
 /// it, or a subscription without serving it, while it re-elects (measured on NATS: 4–8 s).
 /// The device subscribes and announces presence once more this long after every connect, so
 /// gateways that subscribe later still see it and its offers still arrive.
-const REANNOUNCE_AFTER: Duration = Duration::from_secs(15);
+const SETTLE_AFTER: Duration = Duration::from_secs(15);
 
 /// At most one presence repair this often (see `outdated_by_stale_will`).
 const MIN_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
@@ -210,17 +231,6 @@ fn offline_payload(online: &DeviceStatus) -> Vec<u8> {
     serde_json::to_vec(&offline).expect("a status always serializes")
 }
 
-/// The last will of the connection `online` describes: retained, so a gateway that starts later
-/// still learns the device is gone.
-fn last_will(status_topic: &str, online: &DeviceStatus) -> LastWill {
-    LastWill::new(
-        status_topic,
-        offline_payload(online),
-        QoS::AtLeastOnce,
-        true,
-    )
-}
-
 /// Whether `payload`, seen on the device's own status topic while connected, is the will of an
 /// earlier connection (or run) of this device: then the broker's retained status says offline
 /// although the device is here, and gateways that subscribe from now on would believe it.
@@ -231,40 +241,11 @@ fn outdated_by_stale_will(payload: &[u8], online: &DeviceStatus) -> bool {
     })
 }
 
-/// Publishes what sessions say. Signaling uses QoS 0: a lost message only matters across a
-/// broker disconnect, and then the session fails and the viewer retries, whereas QoS 1 could
-/// deliver an answer twice.
-async fn publish_outbound(client: AsyncClient, mut outbound: mpsc::UnboundedReceiver<Outbound>) {
-    while let Some(Outbound { topic, envelope }) = outbound.recv().await {
-        if let Err(e) = client
-            .publish(topic, QoS::AtMostOnce, false, envelope.encode())
-            .await
-        {
-            tracing::warn!(error = %e, "could not queue a signal for the broker");
-        }
-    }
-}
-
-/// Lets the event loop flush the offline status and the DISCONNECT, for at most a second.
-async fn drain(events: &mut EventLoop) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while events.poll().await.is_ok() {}
-    })
-    .await;
-}
-
 /// Sleeps until `at`, or forever without it.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>) {
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => {}
-        _ = shutdown.changed() => {}
     }
 }
 
@@ -316,11 +297,48 @@ mod tests {
         assert!(!outdated_by_stale_will(b"{not json", &me));
     }
 
+    fn presence() -> DevicePresence {
+        let (_, capabilities) = watch::channel(Capabilities::default());
+        DevicePresence {
+            topic: "ferrocam/v1/devices/cam/status".into(),
+            online: status(true, 10, 0),
+            capabilities,
+        }
+    }
+
     #[test]
-    fn the_will_names_its_connection() {
-        let will = last_will("ferrocam/v1/devices/cam/status", &status(true, 10, 3));
-        let said: DeviceStatus = serde_json::from_slice(&will.message).unwrap();
-        assert_eq!((said.online, said.epoch, said.seq), (false, 10, 3));
-        assert!(will.retain);
+    fn birth_and_will_name_their_connection() {
+        let mut presence = presence();
+        let said = |r: Retained| serde_json::from_slice::<DeviceStatus>(&r.payload).unwrap();
+        let will = said(presence.will(3));
+        assert_eq!((will.online, will.epoch, will.seq), (false, 10, 3));
+        assert!(will.capabilities.is_none());
+        let birth = said(presence.birth(4));
+        assert_eq!((birth.online, birth.epoch, birth.seq), (true, 10, 4));
+        assert!(birth.capabilities.is_some());
+    }
+
+    #[test]
+    fn repairs_come_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let mut repairs = Repairs::default();
+        repairs.ask(t0);
+        assert_eq!(repairs.due, Some(t0), "the first one is at once");
+        repairs.done(t0);
+        repairs.ask(t0 + Duration::from_millis(100));
+        assert_eq!(
+            repairs.due,
+            Some(t0 + MIN_REPAIR_INTERVAL),
+            "the next waits its turn"
+        );
+        repairs.ask(t0 + Duration::from_millis(200));
+        assert_eq!(
+            repairs.due,
+            Some(t0 + MIN_REPAIR_INTERVAL),
+            "asking again owes no more"
+        );
+        repairs.done(t0 + MIN_REPAIR_INTERVAL);
+        repairs.ask(t0 + Duration::from_secs(5));
+        assert_eq!(repairs.due, Some(t0 + Duration::from_secs(5)));
     }
 }

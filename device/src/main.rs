@@ -20,7 +20,7 @@ use clap::Parser;
 use ferrocam_protocol::{
     AudioCapability, Capabilities, DeviceStatus, PROTOCOL_VERSION, VideoCapability,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::agent::Agent;
 use crate::config::{Config, GpioChips};
@@ -150,23 +150,6 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_listen {
         metrics::serve(addr, Arc::clone(&device_metrics)).await?;
     }
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let agent = Arc::new(Agent::new(
-        SessionContext {
-            device: config.id.clone(),
-            media: Arc::clone(&media),
-            rtc: Arc::new(RtcSettings {
-                udp_addrs: config.ice_udp.clone(),
-                ice_servers: config.ice_servers.clone(),
-            }),
-            out: out_tx,
-            connect_timeout: Duration::from_secs(config.session_timeout_secs),
-            control: Arc::clone(&control),
-        },
-        config.max_viewers,
-        grants,
-    ));
-
     let online = DeviceStatus {
         v: PROTOCOL_VERSION,
         device: config.id.clone(),
@@ -177,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
-        // The link numbers its connections from 1 (see `link::run`).
+        // The link numbers its connections from 1 (see `ferrocam_mqtt::Link`).
         seq: 0,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         capabilities: Some(Capabilities {
@@ -196,21 +179,34 @@ async fn main() -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (connected_tx, mut connected) = watch::channel(false);
     let capabilities = presence::track(&media, online.capabilities.clone().unwrap_or_default());
-    let link = tokio::spawn(link::run(
-        link::Identity {
-            broker,
-            client_id,
-            online,
+    let (publisher, device_link) = link::DeviceLink::new(link::Identity {
+        broker,
+        client_id,
+        online,
+        capabilities,
+    })?;
+    let agent = Arc::new(Agent::new(
+        SessionContext {
+            device: config.id.clone(),
+            media: Arc::clone(&media),
+            rtc: Arc::new(RtcSettings {
+                udp_addrs: config.ice_udp.clone(),
+                ice_servers: config.ice_servers.clone(),
+            }),
+            out: Arc::new(publisher),
+            connect_timeout: Duration::from_secs(config.session_timeout_secs),
+            control: Arc::clone(&control),
         },
-        link::Wiring {
-            agent: Arc::clone(&agent),
-            outbound: out_rx,
-            shutdown: stop_rx,
-            connected: connected_tx,
-            capabilities,
-            reconnects: device_metrics.broker_reconnects.clone(),
-        },
+        config.max_viewers,
+        grants,
     ));
+
+    let link = tokio::spawn(device_link.run(link::Wiring {
+        agent: Arc::clone(&agent),
+        shutdown: stop_rx,
+        connected: connected_tx,
+        reconnects: device_metrics.broker_reconnects.clone(),
+    }));
     // Ready once the pipeline proved itself (above) and the broker link is up. A broker that is
     // down at boot must not hold the service in "activating" forever: after a while the device
     // reports ready anyway and keeps retrying.
@@ -237,10 +233,11 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("sessions still open after 2 s; closing anyway");
     }
     let _ = stop_tx.send(true);
-    tokio::time::timeout(Duration::from_secs(2), link)
+    // The link flushes for at most 2 s (see `ferrocam_mqtt::Link::shutdown`).
+    tokio::time::timeout(Duration::from_secs(3), link)
         .await
         .context("the broker link did not close in time")?
-        .context("link task")??;
+        .context("link task")?;
     Ok(())
 }
 

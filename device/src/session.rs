@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrocam_mqtt::{Message, Outbox};
 use ferrocam_protocol::{DeviceId, ErrorCode, FromDevice, IceCandidate, Party, Reply, SessionId};
 use tokio::sync::{broadcast, mpsc};
 
@@ -27,20 +28,16 @@ mod negotiation;
 pub use negotiation::ViewerSaid as SessionInput;
 use negotiation::{Action, Input, Negotiation, PeerSaid, Side};
 
-/// A message the session wants delivered to the viewer's gateway.
-#[derive(Debug)]
-pub struct Outbound {
-    pub topic: String,
-    pub envelope: Reply,
-}
-
 /// Everything a session needs from the device.
 #[derive(Clone)]
 pub struct SessionContext {
     pub device: DeviceId,
     pub media: Arc<MediaEngine>,
     pub rtc: Arc<RtcSettings>,
-    pub out: mpsc::UnboundedSender<Outbound>,
+    /// Where replies go: the broker link's bounded queue. A reply it refuses (the broker has
+    /// been away long enough to fill it) is lost like one lost in transit; the viewer's
+    /// deadline covers both.
+    pub out: Arc<dyn Outbox>,
     pub connect_timeout: Duration,
     pub control: Arc<ControlHandler>,
 }
@@ -48,14 +45,15 @@ pub struct SessionContext {
 impl SessionContext {
     /// Queues `body` for the gateway behind `reply_to`.
     pub fn say(&self, reply_to: &str, session: &SessionId, body: FromDevice) {
-        let _ = self.out.send(Outbound {
+        let envelope = Reply::new(
+            Party::Device(self.device.clone()),
+            self.device.clone(),
+            session.clone(),
+            body,
+        );
+        let _ = self.out.publish(Message {
             topic: reply_to.to_owned(),
-            envelope: Reply::new(
-                Party::Device(self.device.clone()),
-                self.device.clone(),
-                session.clone(),
-                body,
-            ),
+            payload: envelope.encode(),
         });
     }
 }

@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use ferrocam_mqtt::BrokerAddr;
+use ferrocam_protocol::InstanceId;
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::viewer::IceServer;
-use ferrocam_protocol::{BrokerAddr, InstanceId};
 
 use crate::auth::Auth;
 use crate::auth::grant::GrantSigner;
-use tokio::sync::mpsc;
 
 use crate::relay::Relay;
 
@@ -187,15 +187,15 @@ async fn main() -> anyhow::Result<()> {
         password_file: config.broker_password_file.clone(),
     };
 
-    let (publish_tx, publish_rx) = mpsc::unbounded_channel();
-    let relay = Arc::new(Relay::new(instance.clone(), publish_tx, signer));
-    let nodes = link::nodes(&broker, &relay)?;
+    let (publisher, broker_link) = link::open(&broker, &instance)?;
+    let relay = Arc::new(Relay::new(instance.clone(), publisher, signer));
     let (connected_tx, mut connected) = tokio::sync::watch::channel(false);
-    tokio::spawn(link::run(
-        nodes,
+    let (stop_link, link_stop) = tokio::sync::watch::channel(false);
+    let link_task = tokio::spawn(link::run(
+        broker_link,
         Arc::clone(&relay),
-        publish_rx,
         connected_tx,
+        link_stop,
     ));
     spawn_reload_on_sighup(Arc::clone(&auth));
 
@@ -239,16 +239,24 @@ async fn main() -> anyhow::Result<()> {
     });
     service::spawn_watchdog();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    serve::serve(
-        listener,
-        http::router(http::AppState::new(relay, settings, auth, stop_rx)),
-        async move {
-            shutdown_signal().await;
-            service::stopping();
-            let _ = stop_tx.send(true);
-        },
-    )
+    let state = http::AppState::new(relay, settings, auth, stop_rx);
+    serve::serve(listener, http::router(state.clone()), async move {
+        shutdown_signal().await;
+        service::stopping();
+        let _ = stop_tx.send(true);
+    })
     .await?;
+    // Viewers' WebSockets close on `stop` and hand their sessions back to the relay, which
+    // queues hang-ups for those still being set up; only then does the link stop, flushing
+    // them to the broker before it disconnects.
+    if tokio::time::timeout(Duration::from_secs(2), state.sockets_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("viewer connections still open after 2 s; closing anyway");
+    }
+    let _ = stop_link.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), link_task).await;
     Ok(())
 }
 

@@ -1,13 +1,15 @@
 //! The relay: which devices exist, which viewer owns which session, and translation between the
 //! browser's WebSocket messages and the device's MQTT envelopes.
 //!
-//! It does no I/O itself: requests for the broker go out on a channel ([`Publish`]), messages
-//! for viewers on each viewer's channel. That keeps it testable without sockets or a broker.
+//! It does no I/O itself: requests for the broker go to an [`Outbox`] (the broker link's bounded
+//! queue in the gateway, a channel in tests), messages for viewers on each viewer's channel.
+//! That keeps it testable without sockets or a broker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ferrocam_mqtt::{Outbox, Refused};
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::viewer::{IceServer, ServerMsg};
 use ferrocam_protocol::{
@@ -32,11 +34,7 @@ const DEVICE_OFFER_BURST: u32 = 30;
 const DEVICE_OFFERS_PER_SECOND: f64 = 10.0;
 
 /// One MQTT publish requested by the relay.
-#[derive(Debug)]
-pub struct Publish {
-    pub topic: String,
-    pub payload: Vec<u8>,
-}
+pub use ferrocam_mqtt::Message as Publish;
 
 /// Identifies one viewer connection (one WebSocket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,11 +88,9 @@ struct State {
 /// Shared relay state of one gateway instance.
 pub struct Relay {
     instance: InstanceId,
-    /// Subscription filter for every device's replies to this instance.
-    reply_filter: String,
     /// Signs the grant on every offer and control request.
     signer: GrantSigner,
-    broker: mpsc::UnboundedSender<Publish>,
+    broker: Box<dyn Outbox>,
     state: Mutex<State>,
     devices_tx: watch::Sender<Vec<DeviceStatus>>,
     next_viewer: AtomicU64,
@@ -107,16 +103,11 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(
-        instance: InstanceId,
-        broker: mpsc::UnboundedSender<Publish>,
-        signer: GrantSigner,
-    ) -> Self {
+    pub fn new(instance: InstanceId, broker: impl Outbox + 'static, signer: GrantSigner) -> Self {
         Self {
-            reply_filter: topics::replies_to(&instance),
             signer,
             instance,
-            broker,
+            broker: Box::new(broker),
             state: Mutex::default(),
             devices_tx: watch::Sender::new(Vec::new()),
             next_viewer: AtomicU64::new(1),
@@ -129,11 +120,6 @@ impl Relay {
 
     pub fn instance(&self) -> &InstanceId {
         &self.instance
-    }
-
-    /// The subscription filter matching every device's replies to this instance.
-    pub fn reply_filter(&self) -> &str {
-        &self.reply_filter
     }
 
     /// Where `device` sends its replies to this instance.
@@ -255,11 +241,20 @@ impl Relay {
         Request::new(Party::Gateway(self.instance.clone()), device, session, body)
     }
 
-    fn send(&self, envelope: Request) {
-        let _ = self.broker.send(Publish {
-            topic: topics::device_signal(&envelope.device),
-            payload: envelope.encode(),
-        });
+    /// Queues `envelope` for the broker. The link's queue is bounded: when a broker outage has
+    /// filled it, the request is refused at once (as `busy`, which viewers retry) rather than
+    /// left to time out.
+    fn send(&self, envelope: Request) -> Result<(), Refusal> {
+        self.broker
+            .publish(Publish {
+                topic: topics::device_signal(&envelope.device),
+                payload: envelope.encode(),
+            })
+            .map_err(|Refused| Refusal {
+                code: ErrorCode::Busy,
+                message: "the gateway's link to the broker is backed up; try again shortly"
+                    .to_owned(),
+            })
     }
 
     fn publish_devices(&self, state: &State) {

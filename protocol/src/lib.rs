@@ -5,8 +5,6 @@
 //! the gateway over WebSocket. It performs no I/O, so both sides, and any other implementation,
 //! can test against it directly.
 
-pub mod backoff;
-pub mod broker_url;
 pub mod control;
 pub mod grant;
 pub mod ids;
@@ -18,8 +16,6 @@ pub mod stamp;
 pub mod topics;
 pub mod viewer;
 
-pub use backoff::Backoff;
-pub use broker_url::{BrokerAddr, BrokerUrlError};
 pub use grant::GrantClaims;
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
 pub use presence::{

@@ -182,7 +182,8 @@ pub enum ErrorCode {
     Internal,
     /// The device did not answer, or the viewer did not connect, in time.
     Timeout,
-    /// The device is serving as many viewers as it is configured for.
+    /// The device is serving as many viewers as it is configured for, or the gateway's queue
+    /// to the broker is full (a broker outage); either way, worth retrying shortly.
     Busy,
     /// The message is larger than the protocol allows.
     TooLarge,

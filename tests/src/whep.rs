@@ -9,94 +9,29 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::shared::marshal::Marshal;
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCSessionDescription, Registry,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, RTCSessionDescription, Registry,
     SettingEngineBuilder, register_default_interceptors,
 };
 
+mod decoder;
+mod http_client;
+mod receiver;
+
+pub use decoder::Stamps;
+pub use http_client::{HttpReply, http};
+
+use decoder::decoder;
+use receiver::{Counters, Handler, PlayerEvent};
+
+/// The H.264 payload type this player offers and its decoder expects.
 const PAYLOAD_TYPE: u8 = 102;
-
-/// An HTTP response reduced to what the tests look at.
-#[derive(Debug, Clone)]
-pub struct HttpReply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl HttpReply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-/// Sends one HTTP request off the async runtime (ureq is blocking).
-pub async fn http(
-    method: &'static str,
-    url: String,
-    headers: Vec<(&'static str, String)>,
-    body: Option<String>,
-) -> anyhow::Result<HttpReply> {
-    let mut headers = headers;
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        && let Some(bearer) = crate::creds::default_bearer()
-    {
-        headers.push(("authorization", bearer));
-    }
-    // An empty value means "no credentials at all".
-    headers.retain(|(k, v)| !(k.eq_ignore_ascii_case("authorization") && v.is_empty()));
-    tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent();
-        let mut req = ureq::http::Request::builder().method(method).uri(&url);
-        for (k, v) in &headers {
-            req = req.header(*k, v);
-        }
-        let mut resp = match body {
-            Some(body) => agent.run(req.body(body)?)?,
-            None => agent.run(req.body(())?)?,
-        };
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-            .collect();
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
-        Ok(HttpReply {
-            status,
-            headers,
-            body,
-        })
-    })
-    .await?
-}
 
 /// A connected WHEP player.
 pub struct WhepPlayer {
@@ -117,15 +52,6 @@ pub struct WhepPlayer {
     pipeline: gst::Pipeline,
 }
 
-/// What the player has received.
-#[derive(Default)]
-struct Counters {
-    video_packets: AtomicU64,
-    audio_packets: AtomicU64,
-    /// IDR frames seen starting in the RTP stream.
-    keyframes: AtomicU64,
-}
-
 /// What the player asks for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WhepOptions {
@@ -133,93 +59,6 @@ pub struct WhepOptions {
     pub audio: bool,
     /// Count packets but do not decode (load generators that must stay cheap).
     pub skip_decode: bool,
-}
-
-/// Events from the player's peer connection.
-enum PlayerEvent {
-    Candidate(String),
-    GatheringComplete,
-}
-
-struct Handler {
-    events: mpsc::UnboundedSender<PlayerEvent>,
-    decoder: Option<gst_app::AppSrc>,
-    counters: Arc<Counters>,
-    video_track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
-}
-
-/// Whether an H.264 RTP payload starts an IDR picture (single NAL, STAP-A holding one, or the
-/// first fragment of an FU-A).
-fn starts_idr(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
-    match first & 0x1f {
-        5 => true,
-        24 => {
-            // STAP-A: [hdr][size16][nal]…
-            let mut i = 1;
-            while i + 2 < payload.len() {
-                let size = usize::from(u16::from_be_bytes([payload[i], payload[i + 1]]));
-                if payload[i + 2] & 0x1f == 5 {
-                    return true;
-                }
-                i += 2 + size;
-            }
-            false
-        }
-        28 => payload
-            .get(1)
-            .is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == 5),
-        _ => false,
-    }
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.events.send(PlayerEvent::Candidate(init.candidate));
-        }
-    }
-
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.events.send(PlayerEvent::GatheringComplete);
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let counters = Arc::clone(&self.counters);
-        if track.kind().await == RtpCodecKind::Audio {
-            tokio::spawn(async move {
-                while let Some(event) = track.poll().await {
-                    if let TrackRemoteEvent::OnRtpPacket(_) = event {
-                        counters.audio_packets.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-            return;
-        }
-        *self.video_track.lock().expect("track slot") = Some(Arc::clone(&track));
-        let src = self.decoder.clone();
-        tokio::spawn(async move {
-            while let Some(event) = track.poll().await {
-                if let TrackRemoteEvent::OnRtpPacket(mut packet) = event {
-                    if starts_idr(&packet.payload) {
-                        counters.keyframes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    packet.header.payload_type = PAYLOAD_TYPE;
-                    counters.video_packets.fetch_add(1, Ordering::Relaxed);
-                    if let Some(src) = &src
-                        && let Ok(bytes) = packet.marshal()
-                    {
-                        let _ = src.push_buffer(gst::Buffer::from_slice(bytes));
-                    }
-                }
-            }
-        });
-    }
 }
 
 impl WhepPlayer {
@@ -493,14 +332,6 @@ impl WhepPlayer {
     }
 }
 
-impl std::fmt::Display for HttpReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {}: {}", self.status, self.body.trim())
-    }
-}
-
-impl std::error::Error for HttpReply {}
-
 fn absolute(endpoint: &str, location: &str) -> String {
     if location.starts_with("http") {
         return location.to_owned();
@@ -511,84 +342,4 @@ fn absolute(endpoint: &str, location: &str) -> String {
         .map(|(i, _)| i)
         .unwrap_or(endpoint.len());
     format!("{}{location}", &endpoint[..origin_end])
-}
-
-/// What the decoder saw of stamped frames.
-#[derive(Default)]
-pub struct Stamps {
-    latencies: std::sync::Mutex<Vec<f64>>,
-    first_frame: std::sync::Mutex<Option<std::time::Instant>>,
-}
-
-impl Stamps {
-    fn record(&self, sample: &gst::Sample) {
-        self.first_frame
-            .lock()
-            .expect("stamps lock")
-            .get_or_insert_with(std::time::Instant::now);
-        let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
-            return;
-        };
-        let Ok(info) = gstreamer_video::VideoInfo::from_caps(caps) else {
-            return;
-        };
-        let Ok(frame) = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-        else {
-            return;
-        };
-        let Ok(y) = frame.plane_data(0) else {
-            return;
-        };
-        let stride = info.stride()[0] as usize;
-        if let Some(captured) = ferrocam_protocol::stamp::read(y, stride, info.width() as usize) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64() * 1000.0)
-                .unwrap_or(0.0);
-            self.latencies
-                .lock()
-                .expect("stamps lock")
-                .push(now - captured as f64);
-        }
-    }
-}
-
-/// RTP in, decoded frames counted: appsrc → depayloader → parser → software H.264 decoder.
-fn decoder() -> anyhow::Result<(gst::Pipeline, gst_app::AppSrc, Arc<AtomicU64>, Arc<Stamps>)> {
-    let decoder = ["avdec_h264", "openh264dec"]
-        .into_iter()
-        .find(|e| gst::ElementFactory::find(e).is_some())
-        .context("no H.264 decoder: install gstreamer1.0-libav")?;
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=rtp is-live=true format=time do-timestamp=true \
-           caps=\"application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload={PAYLOAD_TYPE}\" \
-         ! rtph264depay ! h264parse ! {decoder} ! appsink name=frames sync=false"
-    ))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    let appsrc = pipeline
-        .by_name("rtp")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .context("appsrc")?;
-    let appsink = pipeline
-        .by_name("frames")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .context("appsink")?;
-    let decoded = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&decoded);
-    let stamps = Arc::new(Stamps::default());
-    let seen = Arc::clone(&stamps);
-    appsink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                if let Ok(sample) = sink.pull_sample() {
-                    seen.record(&sample);
-                }
-                counter.fetch_add(1, Ordering::Relaxed);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    pipeline.set_state(gst::State::Playing)?;
-    Ok((pipeline, appsrc, decoded, stamps))
 }

@@ -7,14 +7,23 @@
 //! users and start services on this machine. The units pass `systemd-analyze verify` and score
 //! "OK" in `systemd-analyze security`.
 
-use std::collections::BTreeSet;
+#[path = "packaging/deb.rs"]
+mod deb;
+#[path = "packaging/install_root.rs"]
+mod install_root;
+#[path = "packaging/units.rs"]
+mod units;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
-use ferrocam_tests::process::{run, stdout, workspace_bin, workspace_root};
+use ferrocam_tests::process::{stdout, workspace_bin};
+
+use deb::{build_deb, cargo_deb_installed, field, relations, unpack};
+use install_root::{group_members, passwd_entry, replay_postinst};
+use units::{exposure, settings, unit_copy, values, verify};
 
 /// A fresh scratch folder under cargo's target/tmp.
 fn scratch(name: &str) -> anyhow::Result<PathBuf> {
@@ -22,202 +31,6 @@ fn scratch(name: &str) -> anyhow::Result<PathBuf> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-fn cargo_deb_installed() -> bool {
-    Command::new("cargo")
-        .args(["deb", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The package for this machine, made by cargo-deb around the debug binary.
-fn build_deb(package: &str, work: &Path) -> anyhow::Result<PathBuf> {
-    // cargo-deb takes binaries from <target dir>/release; give it one holding the debug builds.
-    let target = work.join("target");
-    fs::create_dir_all(target.join("release"))?;
-    let binary = target.join("release").join(package);
-    let built = workspace_bin(package)?;
-    if fs::hard_link(&built, &binary).is_err() {
-        fs::copy(&built, &binary)?;
-    }
-    let out = work.join("out");
-    fs::create_dir_all(&out)?;
-    run(Command::new("cargo")
-        .args([
-            "deb",
-            "--no-build",
-            "--no-strip",
-            "--fast",
-            "--locked",
-            "-p",
-            package,
-            "-o",
-        ])
-        .arg(&out)
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(workspace_root()))?;
-    let arch = stdout(Command::new("dpkg").arg("--print-architecture"))?;
-    let deb = out.join(format!(
-        "{package}_{}-1_{}.deb",
-        env!("CARGO_PKG_VERSION"),
-        arch.trim()
-    ));
-    anyhow::ensure!(deb.exists(), "cargo-deb did not write {}", deb.display());
-    Ok(deb)
-}
-
-fn field(deb: &Path, name: &str) -> anyhow::Result<String> {
-    Ok(
-        stdout(Command::new("dpkg-deb").arg("-f").arg(deb).arg(name))?
-            .trim()
-            .to_owned(),
-    )
-}
-
-/// "a (>= 1), b | c" → {"a", "b | c"}: the package names, versions dropped.
-fn relations(field: &str) -> BTreeSet<String> {
-    field
-        .split(',')
-        .map(|rel| {
-            rel.split('|')
-                .map(|alt| alt.split('(').next().unwrap_or("").trim())
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
-        .collect()
-}
-
-fn mode(path: &Path) -> anyhow::Result<u32> {
-    Ok(fs::metadata(path)
-        .with_context(|| path.display().to_string())?
-        .permissions()
-        .mode()
-        & 0o7777)
-}
-
-/// Unpacks the package and its control files; checks what both packages share.
-struct Unpacked {
-    root: PathBuf,
-    control: PathBuf,
-}
-
-fn unpack(deb: &Path, package: &str, work: &Path) -> anyhow::Result<Unpacked> {
-    let root = work.join("root");
-    let control = work.join("control");
-    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
-    run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&control))?;
-    let unpacked = Unpacked { root, control };
-
-    let binary = unpacked.root.join("usr/bin").join(package);
-    assert_eq!(mode(&binary)?, 0o755, "{}", binary.display());
-    assert_eq!(
-        fs::read(&binary)?,
-        fs::read(workspace_bin(package)?)?,
-        "the packaged binary is the built one"
-    );
-    // The unit and the sysusers.d file are the repository's own.
-    let unit = unpacked
-        .root
-        .join(format!("usr/lib/systemd/system/{package}.service"));
-    assert_eq!(
-        fs::read_to_string(&unit).context("the unit is packaged")?,
-        fs::read_to_string(workspace_root().join(format!("systemd/{package}.service")))?
-    );
-    let sysusers = unpacked
-        .root
-        .join(format!("usr/lib/sysusers.d/{package}.conf"));
-    assert_eq!(
-        fs::read_to_string(&sysusers).context("the sysusers.d file is packaged")?,
-        fs::read_to_string(workspace_root().join(format!("systemd/{package}.sysusers")))?
-    );
-
-    // /etc/ferrocam/<name>.env is the one conffile; root-only (systemd reads it, not the service).
-    let env_name = package.trim_start_matches("ferrocam-");
-    let conffile = format!("/etc/ferrocam/{env_name}.env");
-    assert_eq!(
-        fs::read_to_string(unpacked.control.join("conffiles"))?
-            .lines()
-            .collect::<Vec<_>>(),
-        vec![conffile.as_str()]
-    );
-    assert_eq!(mode(&unpacked.root.join(&conffile[1..]))?, 0o600);
-
-    // postinst: cargo-deb's generated part replaced the token, creates the user with sysusers
-    // and enables the unit; the scripts are valid sh.
-    let postinst = fs::read_to_string(unpacked.control.join("postinst"))?;
-    assert!(!postinst.contains("#DEBHELPER#"), "{postinst}");
-    assert!(
-        postinst.contains(&format!(
-            "systemd-sysusers ${{DPKG_ROOT:+--root=\"$DPKG_ROOT\"}} {package}.conf"
-        )),
-        "{postinst}"
-    );
-    assert!(
-        postinst.contains(&format!("deb-systemd-helper enable {package}.service")),
-        "{postinst}"
-    );
-    for script in ["postinst", "prerm", "postrm"] {
-        let path = unpacked.control.join(script);
-        assert_eq!(mode(&path)?, 0o755, "{script}");
-        run(Command::new("sh").arg("-n").arg(&path))?;
-    }
-    Ok(unpacked)
-}
-
-/// What the postinst does, replayed inside the throwaway root: sysusers and enabling the unit.
-fn replay_postinst(root: &Path, package: &str) -> anyhow::Result<()> {
-    // A Debian base system's users and groups (video and audio come with base-passwd).
-    fs::create_dir_all(root.join("etc"))?;
-    fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-    )?;
-    fs::write(
-        root.join("etc/group"),
-        "root:x:0:\naudio:x:29:\nvideo:x:44:\nnogroup:x:65534:\n",
-    )?;
-    run(Command::new("systemd-sysusers")
-        .arg(format!("--root={}", root.display()))
-        .arg(format!("{package}.conf")))?;
-    run(Command::new("systemctl")
-        .arg(format!("--root={}", root.display()))
-        .arg("enable")
-        .arg(format!("{package}.service")))?;
-    let wants = root.join(format!(
-        "etc/systemd/system/multi-user.target.wants/{package}.service"
-    ));
-    assert_eq!(
-        fs::read_link(&wants).context("enabled: the unit is wanted by multi-user.target")?,
-        Path::new(&format!("/usr/lib/systemd/system/{package}.service"))
-    );
-    Ok(())
-}
-
-fn passwd_entry(root: &Path, user: &str) -> anyhow::Result<Vec<String>> {
-    let passwd = fs::read_to_string(root.join("etc/passwd"))?;
-    let line = passwd
-        .lines()
-        .find(|l| l.starts_with(&format!("{user}:")))
-        .with_context(|| format!("no user {user} in {passwd}"))?;
-    Ok(line.split(':').map(str::to_owned).collect())
-}
-
-/// Members of `group` in the root's /etc/group, or None if the group is missing.
-fn group_members(root: &Path, group: &str) -> anyhow::Result<Option<Vec<String>>> {
-    let groups = fs::read_to_string(root.join("etc/group"))?;
-    Ok(groups
-        .lines()
-        .find(|l| l.starts_with(&format!("{group}:")))
-        .map(|l| {
-            l.rsplit(':')
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned)
-                .collect()
-        }))
 }
 
 #[test]
@@ -406,81 +219,6 @@ fn the_gateway_package_installs_binary_config_user_and_unit() -> anyhow::Result<
     );
     fs::remove_dir_all(&work)?;
     Ok(())
-}
-
-/// A copy of the repository's unit whose ExecStart points at the built binary, so `verify`
-/// (which checks that the command exists) works before anything is installed.
-fn unit_copy(package: &str, dir: &Path) -> anyhow::Result<PathBuf> {
-    let text = fs::read_to_string(workspace_root().join(format!("systemd/{package}.service")))?;
-    let exec = format!("ExecStart=/usr/bin/{package}\n");
-    anyhow::ensure!(
-        text.contains(&exec),
-        "{package}.service runs /usr/bin/{package}"
-    );
-    let text = text.replace(
-        &exec,
-        &format!("ExecStart={}\n", workspace_bin(package)?.display()),
-    );
-    let path = dir.join(format!("{package}.service"));
-    fs::write(&path, text)?;
-    Ok(path)
-}
-
-/// `systemd-analyze verify`'s complaints about a unit (empty when it is clean).
-fn verify(unit: &Path) -> anyhow::Result<String> {
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(unit)
-        .output()
-        .context("systemd-analyze is missing (scripts/setup-system.sh test installs systemd)")?;
-    let mut complaints = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        complaints.push_str(&format!("\n(exit status {})", out.status));
-    }
-    Ok(complaints.trim().to_owned())
-}
-
-/// The overall exposure `systemd-analyze security --offline=yes` gives a unit (0 = locked
-/// down … 10 = unprotected).
-fn exposure(unit: &Path) -> anyhow::Result<f64> {
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(unit)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .with_context(|| {
-            format!(
-                "no score in: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
-    let score = line
-        .rsplit(':')
-        .next()
-        .and_then(|s| s.split_whitespace().next())
-        .context("score")?;
-    println!("{line}");
-    Ok(score.parse()?)
-}
-
-/// `Key=value` lines of a unit (comments and sections dropped), in order.
-fn settings(unit: &str) -> Vec<(String, String)> {
-    unit.lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-fn values(settings: &[(String, String)], key: &str) -> Vec<String> {
-    settings
-        .iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .collect()
 }
 
 #[test]

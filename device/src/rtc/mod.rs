@@ -5,10 +5,17 @@
 //! (0.x releases reshape it often) touches one place. Callers see [`Peer`], [`PeerEvent`],
 //! [`RtcSettings`], [`VideoSender`] and [`AudioSender`].
 
+mod building;
 mod channel;
+mod codecs;
+mod events;
+mod interceptors;
 mod peer;
 mod rtcp;
 mod sdp;
+mod track;
 
 pub use channel::{ChannelEvent, ControlChannel};
-pub use peer::{AnswerError, AudioSender, Peer, PeerEvent, RtcSettings, VideoSender};
+pub use events::PeerEvent;
+pub use peer::{AnswerError, Peer, RtcSettings};
+pub use track::{AudioSender, VideoSender};

@@ -70,6 +70,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Per-address login rate limits.
     pub logins: Arc<login::LoginLimiter>,
+    /// Viewer WebSockets still open (each holds a [`ws::OpenSocket`]).
+    sockets: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl AppState {
@@ -87,7 +89,16 @@ impl AppState {
             shutdown,
             auth,
             logins: Arc::default(),
+            sockets: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+
+    /// Resolves once every viewer WebSocket has closed (after `shutdown` flips, they close
+    /// themselves and hand their sessions back to the relay, which queues the hang-ups of those
+    /// still being set up). The gateway waits for this before it flushes its broker link.
+    pub async fn sockets_closed(&self) {
+        let mut open = self.sockets.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
     }
 
     /// Counts a refusal; `reason` is one of [`crate::metrics::AUTH_FAILURE_REASONS`].

@@ -19,26 +19,26 @@ use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use ferrocam_protocol::sdp;
 use ferrocam_protocol::sdpfrag::{SdpFragment, ice_ufrag};
-use ferrocam_protocol::viewer::{IceServer, ServerMsg};
+use ferrocam_protocol::viewer::ServerMsg;
 use ferrocam_protocol::{DeviceId, ErrorCode, SessionId, ToDevice};
 use tokio::sync::mpsc;
+
+mod responses;
 
 use super::scope::ScopedDevice;
 use super::{AppState, new_session_id};
 use crate::auth::Principal;
 use crate::rate::TokenBucket;
 use crate::relay::{OfferOptions, Refusal, ViewerId};
+use responses::{RETRY_OFFLINE_SECS, link_headers, problem, refusal_response, retry_after};
 
 const SDP: &str = "application/sdp";
 const SDP_FRAG: &str = "application/trickle-ice-sdpfrag";
-/// Seconds a player should wait before retrying an offline or busy device.
-const RETRY_OFFLINE_SECS: &str = "5";
-const RETRY_BUSY_SECS: &str = "10";
 
 /// The WHEP sessions this instance created.
 #[derive(Default)]
@@ -100,65 +100,12 @@ async fn preflight() -> Response {
         .into_response()
 }
 
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{}\n", message.into()),
-    )
-        .into_response()
-}
-
-fn retry_after(status: StatusCode, secs: &'static str, message: String) -> Response {
-    let mut response = problem(status, message);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
-    response
-}
-
 fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
-}
-
-/// `Link: <url>; rel="ice-server"` per RFC 9725 §4.6.
-fn link_headers(servers: &[IceServer]) -> Vec<HeaderValue> {
-    servers
-        .iter()
-        .flat_map(|s| {
-            s.urls.iter().filter_map(move |url| {
-                let mut value = format!("<{url}>; rel=\"ice-server\"");
-                if let (Some(user), Some(pass)) = (&s.username, &s.credential) {
-                    value.push_str(&format!(
-                        "; username=\"{user}\"; credential=\"{pass}\"; credential-type=\"password\""
-                    ));
-                }
-                HeaderValue::from_str(&value).ok()
-            })
-        })
-        .collect()
-}
-
-/// Maps a device's or relay's refusal to the WHEP status codes.
-fn refusal_response(code: ErrorCode, message: String) -> Response {
-    match code {
-        ErrorCode::UnknownDevice => problem(StatusCode::NOT_FOUND, message),
-        ErrorCode::Busy => retry_after(StatusCode::SERVICE_UNAVAILABLE, RETRY_BUSY_SECS, message),
-        ErrorCode::NoCommonCodec => problem(StatusCode::NOT_ACCEPTABLE, message),
-        ErrorCode::Timeout => problem(StatusCode::GATEWAY_TIMEOUT, message),
-        ErrorCode::TooLarge => problem(StatusCode::PAYLOAD_TOO_LARGE, message),
-        ErrorCode::RateLimited => problem(StatusCode::TOO_MANY_REQUESTS, message),
-        ErrorCode::BadRequest | ErrorCode::UnsupportedVersion | ErrorCode::UnknownSession => {
-            problem(StatusCode::BAD_REQUEST, message)
-        }
-        // The device refused the gateway's grant: a key mismatch between them, not the
-        // player's fault.
-        ErrorCode::Internal | ErrorCode::Unauthorized => problem(StatusCode::BAD_GATEWAY, message),
-    }
 }
 
 /// `POST /whep/{device}`: offer in, answer out.
@@ -169,34 +116,10 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !content_type_is(&headers, SDP) {
-        return problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer must be application/sdp",
-        );
-    }
-    let Ok(offer) = String::from_utf8(body.to_vec()) else {
-        return problem(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
+    let offer = match accept_offer(&state, &device, &headers, body) {
+        Ok(offer) => offer,
+        Err(refusal) => return *refusal,
     };
-    match state.relay.device(&device) {
-        None => return problem(StatusCode::NOT_FOUND, format!("no device called {device}")),
-        Some(status) if !status.online => {
-            return retry_after(
-                StatusCode::CONFLICT,
-                RETRY_OFFLINE_SECS,
-                format!("device {device} is offline"),
-            );
-        }
-        Some(_) => {}
-    }
-    // Not SDP at all is the player's mistake (400), not a codec mismatch for the device to
-    // report (406).
-    if !sdp::is_session_description(&offer) {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "the body is not an SDP offer (one starts with v=0 and has a media section)",
-        );
-    }
 
     let viewer = state.relay.new_viewer();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -225,30 +148,10 @@ async fn create(
     };
     drop(tx); // the relay holds the sender now; the channel closes when the session ends
 
-    let answer = tokio::time::timeout(state.settings.answer_timeout, async {
-        loop {
-            match rx.recv().await {
-                Some(ServerMsg::Answer { sdp, .. }) => return Ok(sdp),
-                Some(ServerMsg::Error { code, message, .. }) => return Err((code, message)),
-                Some(ServerMsg::HangUp { reason, .. }) => {
-                    return Err((ErrorCode::Internal, reason));
-                }
-                Some(_) => continue,
-                None => return Err((ErrorCode::Internal, "session ended".to_owned())),
-            }
-        }
-    })
-    .await;
-    let outcome = match &answer {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((code, _))) => Err(*code),
-        Err(_) => Err(ErrorCode::Timeout),
-    };
-    state.metrics.offers.count("whep", outcome);
-    let sdp = match answer {
-        Ok(Ok(sdp)) => sdp,
-        Ok(Err((code, message))) => return refusal_response(code, message),
-        Err(_) => {
+    let sdp = match wait_for_answer(&state, &mut rx).await {
+        Ok(sdp) => sdp,
+        Err(Some((code, message))) => return refusal_response(code, message),
+        Err(None) => {
             state.relay.expire_unanswered(&session);
             return problem(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -270,14 +173,116 @@ async fn create(
             patches: TokenBucket::new(20, 10.0),
         },
     );
-    // Forget the session when the relay ends it (device hang-up, error, DELETE).
+    forget_when_ended(&state, session.clone(), rx);
+    created_response(&state, &device, &session, viewer, etag, sdp)
+}
+
+/// The POST's checks before anything reaches the relay, in order: media type, UTF-8, a known
+/// and online device, an SDP offer at all. Returns the offer, or the response refusing it
+/// (boxed: a `Response` is large next to a `String`).
+fn accept_offer(
+    state: &AppState,
+    device: &DeviceId,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<String, Box<Response>> {
+    if !content_type_is(headers, SDP) {
+        return Err(Box::new(problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be application/sdp",
+        )));
+    }
+    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+        return Err(Box::new(problem(
+            StatusCode::BAD_REQUEST,
+            "the offer is not UTF-8",
+        )));
+    };
+    match state.relay.device(device) {
+        None => {
+            return Err(Box::new(problem(
+                StatusCode::NOT_FOUND,
+                format!("no device called {device}"),
+            )));
+        }
+        Some(status) if !status.online => {
+            return Err(Box::new(retry_after(
+                StatusCode::CONFLICT,
+                RETRY_OFFLINE_SECS,
+                format!("device {device} is offline"),
+            )));
+        }
+        Some(_) => {}
+    }
+    // Not SDP at all is the player's mistake (400), not a codec mismatch for the device to
+    // report (406).
+    if !sdp::is_session_description(&offer) {
+        return Err(Box::new(problem(
+            StatusCode::BAD_REQUEST,
+            "the body is not an SDP offer (one starts with v=0 and has a media section)",
+        )));
+    }
+    Ok(offer)
+}
+
+/// Waits (up to the answer timeout) for the device's answer on the session's channel and
+/// counts the outcome. `Err(Some(..))` is the device's or relay's refusal, `Err(None)` the
+/// timeout.
+async fn wait_for_answer(
+    state: &AppState,
+    rx: &mut mpsc::UnboundedReceiver<ServerMsg>,
+) -> Result<String, Option<(ErrorCode, String)>> {
+    let answer = tokio::time::timeout(state.settings.answer_timeout, async {
+        loop {
+            match rx.recv().await {
+                Some(ServerMsg::Answer { sdp, .. }) => return Ok(sdp),
+                Some(ServerMsg::Error { code, message, .. }) => return Err((code, message)),
+                Some(ServerMsg::HangUp { reason, .. }) => {
+                    return Err((ErrorCode::Internal, reason));
+                }
+                Some(_) => continue,
+                None => return Err((ErrorCode::Internal, "session ended".to_owned())),
+            }
+        }
+    })
+    .await;
+    let outcome = match &answer {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((code, _))) => Err(*code),
+        Err(_) => Err(ErrorCode::Timeout),
+    };
+    state.metrics.offers.count("whep", outcome);
+    match answer {
+        Ok(Ok(sdp)) => Ok(sdp),
+        Ok(Err(refusal)) => Err(Some(refusal)),
+        Err(_) => Err(None),
+    }
+}
+
+/// Forgets the session when the relay ends it (device hang-up, error, DELETE): the relay drops
+/// the session's sender, which closes `rx`.
+fn forget_when_ended(
+    state: &AppState,
+    session: SessionId,
+    mut rx: mpsc::UnboundedReceiver<ServerMsg>,
+) {
     let whep = std::sync::Arc::clone(&state.whep);
-    let ended = session.clone();
     tokio::spawn(async move {
         while rx.recv().await.is_some() {}
-        whep.lock().remove(&ended);
+        whep.lock().remove(&session);
     });
+}
 
+/// `201 Created` with the answer, the instance-routed session URL, the ETag and the ICE
+/// servers as `Link` headers.
+fn created_response(
+    state: &AppState,
+    device: &DeviceId,
+    session: &SessionId,
+    viewer: ViewerId,
+    etag: String,
+    sdp: String,
+) -> Response {
     let mut response = (
         StatusCode::CREATED,
         [

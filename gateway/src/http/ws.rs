@@ -63,6 +63,7 @@ async fn serve(socket: WebSocket, state: AppState, principal: Principal, credent
         offers: TokenBucket::new(OFFER_BURST, OFFERS_PER_SECOND),
         messages: TokenBucket::new(MESSAGE_BURST, MESSAGES_PER_SECOND),
     };
+    let _open = OpenSocket::new(&conn.state);
     let mut shutdown = conn.state.shutdown.clone();
     let mut devices = conn.state.relay.watch_devices();
     devices.mark_changed();
@@ -100,6 +101,22 @@ async fn serve(socket: WebSocket, state: AppState, principal: Principal, credent
         }
     }
     conn.state.relay.viewer_gone(conn.viewer);
+}
+
+/// Counts one open viewer WebSocket for [`AppState::sockets_closed`] until dropped.
+pub struct OpenSocket(std::sync::Arc<tokio::sync::watch::Sender<usize>>);
+
+impl OpenSocket {
+    fn new(state: &AppState) -> Self {
+        state.sockets.send_modify(|n| *n += 1);
+        Self(std::sync::Arc::clone(&state.sockets))
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 fn refusal(

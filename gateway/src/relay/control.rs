@@ -60,6 +60,7 @@ impl Relay {
             relay: Arc::clone(self),
             id: id.clone(),
         };
+        // A refusal drops `replies`, whose guard forgets the request.
         self.send(
             self.envelope(
                 device,
@@ -71,7 +72,7 @@ impl Relay {
                 },
             )
             .reply_to(reply_to),
-        );
+        )?;
         Ok(replies)
     }
 

@@ -149,10 +149,13 @@ impl Relay {
             },
         );
         let reply_to = self.reply_topic(&device);
-        self.send(
+        if let Err(refusal) = self.send(
             self.envelope(device, session.clone(), body)
                 .reply_to(reply_to),
-        );
+        ) {
+            self.lock().sessions.remove(&session);
+            return Err(refusal);
+        }
         Ok(session)
     }
 
@@ -204,10 +207,16 @@ impl Relay {
         let grant = self.signer.sign_attach(&device, &session, &options.user);
         let reply_to = self.reply_topic(&device);
         self.send(
-            self.envelope(device, session, ToDevice::Attach { grant: Some(grant) })
-                .reply_to(reply_to),
-        );
-        Ok(())
+            self.envelope(
+                device,
+                session.clone(),
+                ToDevice::Attach { grant: Some(grant) },
+            )
+            .reply_to(reply_to),
+        )
+        .inspect_err(|_| {
+            self.lock().sessions.remove(&session);
+        })
     }
 
     /// Forwards a viewer's message for one of its own sessions to the device. An answer goes
@@ -272,8 +281,7 @@ impl Relay {
             },
             other => other,
         };
-        self.send(self.envelope(device, session.clone(), body));
-        Ok(())
+        self.send(self.envelope(device, session.clone(), body))
     }
 
     /// Routes a reply that arrived on `device`'s reply topic to the viewer that owns the
@@ -395,7 +403,7 @@ impl Relay {
             });
             drop(state);
             if entry.being_opened() {
-                self.send(self.envelope(
+                let _ = self.send(self.envelope(
                     entry.device,
                     session.clone(),
                     ToDevice::HangUp {
@@ -429,7 +437,7 @@ impl Relay {
                 .collect()
         };
         for (session, device) in gone {
-            self.send(self.envelope(
+            let _ = self.send(self.envelope(
                 device,
                 session,
                 ToDevice::HangUp {

@@ -198,6 +198,14 @@ fn replies_reach_only_the_owning_viewer_and_others_cannot_use_the_session() {
     assert!(matches!(owner_rx.try_recv(), Ok(ServerMsg::Answer { .. })));
 }
 
+/// A viewer's answer as it leaves the browser: no grant yet (the relay adds one).
+fn viewer_answer(sdp: &str) -> ToDevice {
+    ToDevice::Answer {
+        sdp: sdp.into(),
+        grant: None,
+    }
+}
+
 #[test]
 fn an_invite_carries_a_grant_and_the_devices_offer_meets_the_viewers_answer() {
     let (relay, mut broker) = relay();
@@ -222,14 +230,7 @@ fn an_invite_carries_a_grant_and_the_devices_offer_meets_the_viewers_answer() {
     );
 
     // The viewer cannot answer before there is an offer to answer.
-    let early = relay.forward(
-        viewer,
-        &sid(1),
-        ToDevice::Answer {
-            sdp: "a".into(),
-            grant: None,
-        },
-    );
+    let early = relay.forward(viewer, &sid(1), viewer_answer("a"));
     assert_eq!(early.unwrap_err().code, ErrorCode::BadRequest);
     assert!(broker.try_recv().is_err());
 
@@ -263,25 +264,9 @@ fn an_invite_carries_a_grant_and_the_devices_offer_meets_the_viewers_answer() {
 
     // Someone else's answer is refused; the owner's goes through, once.
     let intruder = relay.new_viewer();
-    let refused = relay.forward(
-        intruder,
-        &sid(1),
-        ToDevice::Answer {
-            sdp: "a".into(),
-            grant: None,
-        },
-    );
+    let refused = relay.forward(intruder, &sid(1), viewer_answer("a"));
     assert_eq!(refused.unwrap_err().code, ErrorCode::UnknownSession);
-    relay
-        .forward(
-            viewer,
-            &sid(1),
-            ToDevice::Answer {
-                sdp: "a".into(),
-                grant: None,
-            },
-        )
-        .unwrap();
+    relay.forward(viewer, &sid(1), viewer_answer("a")).unwrap();
     let answer = Request::decode(&broker.try_recv().unwrap().payload).unwrap();
     // It goes with a grant for exactly this answer in this session.
     let ToDevice::Answer {
@@ -295,14 +280,7 @@ fn an_invite_carries_a_grant_and_the_devices_offer_meets_the_viewers_answer() {
     let claims = claims_of(&grant);
     assert_eq!(claims.sub, sid(1).to_string());
     assert_eq!(claims.answer, Some(crate::auth::grant::answer_digest("a")));
-    let again = relay.forward(
-        viewer,
-        &sid(1),
-        ToDevice::Answer {
-            sdp: "a".into(),
-            grant: None,
-        },
-    );
+    let again = relay.forward(viewer, &sid(1), viewer_answer("a"));
     assert_eq!(again.unwrap_err().code, ErrorCode::BadRequest);
 }
 

@@ -20,20 +20,24 @@
 //! chromium). `BENCH_PEERS=janus` or `=aiortc` runs one; `BENCH_TTFF_RUNS`, `BENCH_G2G_SAMPLES`
 //! change the sample counts.
 
+#[path = "bench_peers/cost.rs"]
+mod cost;
+#[path = "bench_peers/peers.rs"]
+mod peers;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::Context;
-use ferrocam_tests::process::{cpu_seconds, rss_mib, workspace_root};
+use ferrocam_tests::process::workspace_root;
 use ferrocam_tests::{Browser, Process, free_port};
 use serde_json::{Value, json};
 
-const LEVELS: [usize; 3] = [1, 4, 8];
-const SETTLE: Duration = Duration::from_secs(3);
-const SAMPLE: Duration = Duration::from_secs(10);
+use cost::cpu_per_viewer;
+use peers::{Peer, python_venv, start_aiortc, start_janus, wait_http};
+
 /// Meter samples dropped at the start of the glass-to-glass run (the first second: jitter
 /// buffer and decoder warming up).
 const G2G_SKIP: usize = 30;
@@ -68,179 +72,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     v
-}
-
-/// Blocking HTTP GET, for readiness checks.
-fn http_ok(url: &str) -> bool {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .new_agent();
-    agent.get(url).call().is_ok()
-}
-
-async fn wait_http(what: &str, url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let url = url.to_owned();
-    ferrocam_tests::eventually(what, timeout, || {
-        let url = url.clone();
-        async move {
-            Ok(tokio::task::spawn_blocking(move || http_ok(&url))
-                .await?
-                .then_some(()))
-        }
-    })
-    .await
-}
-
-/// The venv with aiortc, made (or brought up to date with `requirements.txt`) on first use.
-fn python_venv(root: &Path) -> anyhow::Result<PathBuf> {
-    let venv = root.join("target/bench/venv");
-    let python = venv.join("bin/python");
-    let requirements = root.join("bench/peers/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements)?;
-    let marker = venv.join("ferrocam-requirements.txt");
-    if python.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(&wanted) {
-        return Ok(python);
-    }
-    if !python.exists() {
-        eprintln!("bench-peers: making {}", venv.display());
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .context("python3 -m venv (install python3-venv: scripts/setup-system.sh bench)")?;
-        anyhow::ensure!(status.success(), "python3 -m venv failed");
-    }
-    eprintln!("bench-peers: pip install -r {}", requirements.display());
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements)
-        .status()
-        .context("pip install")?;
-    anyhow::ensure!(status.success(), "pip install -r requirements.txt failed");
-    std::fs::write(&marker, wanted)?;
-    Ok(python)
-}
-
-fn release_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::var_os("FERROCAM_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release"));
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: cargo build --release -p ferrocam-tests --bins (make bench-peers does)",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// A running peer: its processes and where a browser and the load generator reach it.
-struct Peer {
-    name: &'static str,
-    /// The process whose CPU and RSS are the peer's cost.
-    server: Process,
-    /// The RTP source feeding it, if separate (Janus).
-    source: Option<Process>,
-    /// Page path and query under the static server.
-    page: String,
-    /// Arguments for `receivers.py`.
-    receiver_args: Vec<String>,
-}
-
-async fn start_janus(root: &Path, logs: &Path) -> anyhow::Result<Peer> {
-    let janus = ["/usr/bin/janus", "/usr/local/bin/janus"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .context("janus not installed: run scripts/setup-system.sh bench")?;
-    let conf = root.join("target/bench/janus/conf");
-    std::fs::create_dir_all(&conf)?;
-    let http_port = free_port();
-    let rtp_port = free_port();
-    for name in [
-        "janus.jcfg",
-        "janus.transport.http.jcfg",
-        "janus.plugin.streaming.jcfg",
-    ] {
-        let template = std::fs::read_to_string(root.join("bench/peers/janus").join(name))?;
-        let text = template
-            .replace("@CONF_DIR@", &conf.display().to_string())
-            .replace("@HTTP_PORT@", &http_port.to_string())
-            .replace("@RTP_PORT@", &rtp_port.to_string());
-        std::fs::write(conf.join(name), text)?;
-    }
-    let mut cmd = Command::new(janus);
-    cmd.arg("-F")
-        .arg(&conf)
-        .arg("-L")
-        .arg(logs.join("janus-internal.log"))
-        .args(["-N", "-o"]);
-    let server = Process::spawn("janus", cmd, logs)?;
-    let base = format!("http://127.0.0.1:{http_port}/janus");
-    wait_http(
-        "janus's REST API",
-        &format!("{base}/info"),
-        Duration::from_secs(15),
-    )
-    .await?;
-
-    let mut src = Command::new(release_bin("stamp-source")?);
-    src.args(["--port", &rtp_port.to_string(), "--bitrate-kbps", "2000"]);
-    let source = Process::spawn("stamp-source", src, logs)?;
-    Ok(Peer {
-        name: "janus",
-        server,
-        source: Some(source),
-        page: format!(
-            "/bench/peers/janus.html?janus={}&mountpoint=1",
-            urlencode(&base)
-        ),
-        receiver_args: vec!["--peer".into(), "janus".into(), "--url".into(), base],
-    })
-}
-
-async fn start_aiortc(root: &Path, logs: &Path, python: &Path) -> anyhow::Result<Peer> {
-    let port = free_port();
-    let mut cmd = Command::new(python);
-    cmd.arg(root.join("bench/peers/aiortc_server.py")).args([
-        "--port",
-        &port.to_string(),
-        "--bitrate-kbps",
-        "2000",
-    ]);
-    let server = Process::spawn("aiortc", cmd, logs)?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_http(
-        "the aiortc server",
-        &format!("{base}/health"),
-        Duration::from_secs(30),
-    )
-    .await?;
-    Ok(Peer {
-        name: "aiortc",
-        server,
-        source: None,
-        page: format!("/bench/peers/aiortc.html?server={}", urlencode(&base)),
-        receiver_args: vec!["--peer".into(), "aiortc".into(), "--url".into(), base],
-    })
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Loads the page fresh and starts watching; returns once signaling is under way.
@@ -357,124 +188,6 @@ async fn time_to_first_frame(browser: &Browser, url: &str, runs: usize) -> anyho
         out["session_setup_ms_p50"] = json!(percentile(&sorted(setups), 50.0));
     }
     Ok(out)
-}
-
-/// The receive-only load generator (`bench/peers/receivers.py`), driven over stdin/stdout.
-struct Receivers {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Option<BufReader<ChildStdout>>,
-}
-
-impl Receivers {
-    fn spawn(python: &Path, args: &[String], logs: &Path) -> anyhow::Result<Self> {
-        let log = std::fs::File::create(logs.join("receivers.log"))?;
-        let mut child = Command::new(python)
-            .arg(workspace_root().join("bench/peers/receivers.py"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("starting receivers.py")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let stdout = Some(BufReader::new(child.stdout.take().context("stdout")?));
-        Ok(Self {
-            child,
-            stdin,
-            stdout,
-        })
-    }
-
-    async fn ask(&mut self, command: &str) -> anyhow::Result<Value> {
-        writeln!(self.stdin, "{command}")?;
-        self.stdin.flush()?;
-        // Blocking read, on a blocking thread; the reader moves there and back.
-        let mut stdout = self
-            .stdout
-            .take()
-            .context("receivers.py's stdout is gone")?;
-        let (stdout, line) = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            let n = stdout.read_line(&mut line);
-            (stdout, n.map(|_| line))
-        })
-        .await?;
-        self.stdout = Some(stdout);
-        let line = line?;
-        let v: Value = serde_json::from_str(line.trim())
-            .with_context(|| format!("receivers.py said {line:?}"))?;
-        if let Some(err) = v.get("error") {
-            anyhow::bail!("receivers.py: {err}");
-        }
-        Ok(v)
-    }
-}
-
-impl Drop for Receivers {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.stdin.flush();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// (c) CPU and RSS of the peer's process (and of its RTP source) at each viewer level.
-async fn cpu_per_viewer(peer: &Peer, python: &Path, logs: &Path) -> anyhow::Result<Vec<Value>> {
-    let pid = peer.server.pid();
-    let source_pid = peer.source.as_ref().map(Process::pid);
-    let mut receivers = Receivers::spawn(python, &peer.receiver_args, logs)?;
-    let mut rows = Vec::new();
-    for level in LEVELS {
-        receivers.ask(&format!("viewers {level}")).await?;
-        tokio::time::sleep(SETTLE).await;
-        let before = receivers.ask("packets").await?;
-        let packets_before = before["packets"].as_u64().unwrap_or(0);
-        let bytes_before = before["bytes"].as_u64().unwrap_or(0);
-        let cpu_before = cpu_seconds(pid)?;
-        let source_before = source_pid.map(cpu_seconds).transpose()?;
-        let started = Instant::now();
-        tokio::time::sleep(SAMPLE).await;
-        let elapsed = started.elapsed().as_secs_f64();
-        let cpu = (cpu_seconds(pid)? - cpu_before) / elapsed * 100.0;
-        let source_cpu = match (source_pid, source_before) {
-            (Some(p), Some(before)) => Some((cpu_seconds(p)? - before) / elapsed * 100.0),
-            _ => None,
-        };
-        let reply = receivers.ask("packets").await?;
-        let packets = reply["packets"].as_u64().unwrap_or(0) - packets_before;
-        let bytes = reply["bytes"].as_u64().unwrap_or(0) - bytes_before;
-        let kbps_per_viewer = bytes as f64 * 8.0 / 1000.0 / elapsed / level as f64;
-        let rss = rss_mib(pid)?;
-        eprintln!(
-            "  {level} viewers: {cpu:.1} % CPU, {rss:.1} MiB RSS, {:.0} packets/s, \
-             {kbps_per_viewer:.0} kbit/s each{}",
-            packets as f64 / elapsed,
-            source_cpu
-                .map(|c| format!(" (source {c:.1} % CPU)"))
-                .unwrap_or_default()
-        );
-        let mut row = json!({
-            "viewers": level,
-            "cpu_pct": cpu,
-            "rss_mib": rss,
-            "packets_per_s": packets as f64 / elapsed,
-            "payload_kbps_per_viewer": kbps_per_viewer,
-        });
-        if let Some(c) = source_cpu {
-            row["source_cpu_pct"] = json!(c);
-        }
-        rows.push(row);
-    }
-    Ok(rows)
 }
 
 async fn bench_peer(

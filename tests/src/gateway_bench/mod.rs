@@ -18,8 +18,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -28,9 +27,13 @@ use ferrocam_protocol::DeviceId;
 use crate::process::{Process, cpu_seconds, free_port, rss_mib, workspace_bin, workspace_root};
 
 mod fleet;
+mod http;
+mod load;
 mod stats;
 
 use fleet::{Fleet, SimStats, spawn_device};
+use http::{agent, answer_histogram, get_text, online_devices};
+use load::{LoadResult, run_load};
 pub use stats::{Histogram, HistogramEstimate, Percentiles, percentiles};
 
 /// The gateway instance id the benchmark starts.
@@ -243,162 +246,6 @@ a=rtcp-mux\r\n\
 a=rtpmap:102 H264/90000\r\n\
 a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
 
-/// A blocking HTTP client that reports every status instead of failing on 4xx/5xx.
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent()
-}
-
-/// `GET url` (with `bearer` if any) → body, off the async runtime.
-async fn get_text(
-    agent: &ureq::Agent,
-    url: String,
-    bearer: Option<String>,
-) -> anyhow::Result<String> {
-    let agent = agent.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut req = agent.get(&url);
-        if let Some(bearer) = &bearer {
-            req = req.header("authorization", bearer);
-        }
-        let mut resp = req.call().with_context(|| format!("GET {url}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_string()?;
-        anyhow::ensure!(status == 200, "GET {url}: {status} {body}");
-        Ok(body)
-    })
-    .await?
-}
-
-/// How many `sim-*` devices the gateway lists online.
-async fn online_devices(agent: &ureq::Agent, base: &str, bearer: &str) -> anyhow::Result<usize> {
-    let body = get_text(
-        agent,
-        format!("{base}/api/devices"),
-        Some(bearer.to_owned()),
-    )
-    .await?;
-    let list: serde_json::Value = serde_json::from_str(&body).context("device list JSON")?;
-    Ok(list["devices"]
-        .as_array()
-        .context("no devices array")?
-        .iter()
-        .filter(|d| {
-            d["online"] == true
-                && d["device"]
-                    .as_str()
-                    .is_some_and(|id| id.starts_with("sim-"))
-        })
-        .count())
-}
-
-const ANSWER_HISTOGRAM: &str = "ferrocam_gateway_answer_latency_seconds";
-
-async fn answer_histogram(agent: &ureq::Agent, base: &str) -> anyhow::Result<Histogram> {
-    // Loopback clients need no credentials for /metrics.
-    let text = get_text(agent, format!("{base}/metrics"), None).await?;
-    Ok(Histogram::parse(&text, ANSWER_HISTOGRAM))
-}
-
-/// What the load workers collected.
-#[derive(Default)]
-struct LoadResult {
-    post_ms: Vec<f64>,
-    failures: BTreeMap<String, u64>,
-    delete_failures: u64,
-}
-
-/// xorshift64*: cheap, deterministic device picks.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-/// `sessions` POST + DELETE cycles on `concurrency` threads, one keep-alive connection each.
-fn run_load(
-    base: &str,
-    bearer: &str,
-    devices: usize,
-    sessions: usize,
-    concurrency: usize,
-) -> LoadResult {
-    let next = AtomicUsize::new(0);
-    let total = Mutex::new(LoadResult::default());
-    std::thread::scope(|scope| {
-        for worker in 0..concurrency {
-            let (next, total) = (&next, &total);
-            scope.spawn(move || {
-                let agent = agent();
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((worker as u64 + 1) << 32));
-                let mut mine = LoadResult::default();
-                while next.fetch_add(1, Ordering::Relaxed) < sessions {
-                    let device = format!("sim-{:05}", rng.next() % devices as u64);
-                    let url = format!("{base}/whep/{device}");
-                    let started = Instant::now();
-                    let reply = agent
-                        .post(&url)
-                        .header("authorization", bearer)
-                        .header("content-type", "application/sdp")
-                        .send(OFFER_SDP);
-                    let mut resp = match reply {
-                        Ok(resp) => resp,
-                        Err(e) => {
-                            *mine.failures.entry(format!("error ({e})")).or_default() += 1;
-                            continue;
-                        }
-                    };
-                    let status = resp.status().as_u16();
-                    let location = resp
-                        .headers()
-                        .get("location")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    let _ = resp.body_mut().read_to_string();
-                    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-                    match (status, location) {
-                        (201, Some(location)) => {
-                            mine.post_ms.push(elapsed);
-                            let deleted = agent
-                                .delete(&format!("{base}{location}"))
-                                .header("authorization", bearer)
-                                .call()
-                                .map(|mut r| {
-                                    let _ = r.body_mut().read_to_string();
-                                    r.status().as_u16()
-                                });
-                            if !matches!(deleted, Ok(200)) {
-                                mine.delete_failures += 1;
-                            }
-                        }
-                        (status, _) => *mine.failures.entry(status.to_string()).or_default() += 1,
-                    }
-                }
-                let mut total = total.lock().expect("load result lock");
-                total.post_ms.extend(mine.post_ms);
-                total.delete_failures += mine.delete_failures;
-                for (k, n) in mine.failures {
-                    *total.failures.entry(k).or_default() += n;
-                }
-            });
-        }
-    });
-    total.into_inner().expect("load result lock")
-}
-
 /// Runs one benchmark: starts Mosquitto (if asked) and a gateway, connects the devices, waits
 /// until the gateway lists them all online, runs the load, and tears everything down.
 pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
@@ -559,6 +406,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
 
 #[cfg(test)]
 mod tests {
+    use super::http::ANSWER_HISTOGRAM;
     use super::*;
 
     const EXPOSITION: &str = "# TYPE ferrocam_gateway_answer_latency_seconds histogram\n\

@@ -1,0 +1,83 @@
+//! The outbound side of a link: a bounded queue, and what happens when it is full.
+//!
+//! Everything either side publishes goes through rumqttc's request queue, which only the link's
+//! I/O loop drains. While the broker is unreachable nothing drains it, so it must be bounded, and
+//! a sender must never wait on it: a session task or the relay that awaited a full queue would
+//! stall for the whole outage (and the I/O loop, if it ever awaited its own queue, would
+//! deadlock).
+//!
+//! **Overflow policy: refuse the newest.** When the queue is full, [`Outbox::publish`] returns
+//! [`Refused`] at once and counts it; what is already queued stays and goes out, in order, once
+//! the broker is back. Signaling is request/response with deadlines on both ends, so a refused
+//! message costs one failed session (the viewer retries), never a wrong state: the gateway turns
+//! a refused request into an immediate error for the viewer instead of a timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rumqttc::{AsyncClient, QoS};
+
+/// One MQTT publish: QoS 0, not retained (signaling; presence is the link's own business).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// The queue was full (the broker is unreachable or slow); the message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the broker queue is full; message dropped")]
+pub struct Refused;
+
+/// Somewhere to publish to. [`Publisher`] is the real one; an unbounded channel stands in for
+/// it where a test wants to read what would have been published.
+pub trait Outbox: Send + Sync {
+    /// Queues `message`, or refuses it at once (see the module docs).
+    fn publish(&self, message: Message) -> Result<(), Refused>;
+}
+
+/// The publishing handle of a [`crate::Link`]. Cheap to clone; every clone feeds the same
+/// bounded queue.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    refused: Arc<AtomicU64>,
+}
+
+impl Publisher {
+    pub(crate) fn new(client: AsyncClient) -> Self {
+        Self {
+            client,
+            refused: Arc::default(),
+        }
+    }
+
+    /// Messages refused because the queue was full, since the link started (for metrics).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Outbox for Publisher {
+    /// QoS 0: a signal lost in a broker disconnect fails one session, and the viewer retries,
+    /// whereas QoS 1 could deliver an answer twice.
+    fn publish(&self, message: Message) -> Result<(), Refused> {
+        self.client
+            .try_publish(message.topic, QoS::AtMostOnce, false, message.payload)
+            .map_err(|e| {
+                let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                // The first and then every 100th: an outage must not flood the log.
+                if refused == 1 || refused.is_multiple_of(100) {
+                    tracing::warn!(error = %e, refused, "broker queue full; dropping messages");
+                }
+                Refused
+            })
+    }
+}
+
+/// An in-process outbox: what is "published" arrives on the channel's receiver. Never full.
+impl Outbox for tokio::sync::mpsc::UnboundedSender<Message> {
+    fn publish(&self, message: Message) -> Result<(), Refused> {
+        self.send(message).map_err(|_| Refused)
+    }
+}
