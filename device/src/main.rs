@@ -127,7 +127,12 @@ async fn main() -> anyhow::Result<()> {
     });
     // Prove the camera and encoder work before announcing the device online: a device that
     // says "online" must be able to stream. This also settles whether audio works.
-    drop(media.acquire().context("starting the media pipeline")?);
+    drop(
+        media
+            .acquire()
+            .await
+            .context("starting the media pipeline")?,
+    );
     let audio_capability = audio
         .filter(|_| media.audio_enabled())
         .map(|a| AudioCapability {

@@ -94,7 +94,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
     };
 
     // Start (or keep) the pipeline now, so it warms up while ICE and DTLS run.
-    let _lease = match ctx.media.acquire() {
+    let _lease = match ctx.media.acquire().await {
         Ok(lease) => lease,
         Err(e) => {
             tracing::error!(%session, error = format!("{e:#}"), "camera unavailable");
@@ -103,26 +103,11 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
             return refuse(&negotiation, FromDevice::Error { code, message });
         }
     };
-    let with_audio = ctx.media.audio_enabled();
-    let built = match offer_sdp {
-        Some(offer_sdp) => Peer::answer(&ctx.rtc, offer_sdp, with_audio, &ice_servers)
-            .await
-            .map(|(peer, answer, events)| (peer, answer, events, None)),
-        None => match Peer::offer(&ctx.rtc, with_audio, &ice_servers).await {
-            Ok((peer, offer, events, channel)) => Ok((peer, offer, events, Some(channel))),
-            // Nothing the viewer sent is at fault here.
-            Err(e) => {
-                tracing::error!(%session, error = format!("{e:#}"), "could not make an offer");
-                let message = format!("the device could not make an offer: {e:#}");
-                let code = ErrorCode::Internal;
-                return refuse(&negotiation, FromDevice::Error { code, message });
-            }
-        },
-    };
-    let (peer, local_sdp, mut events, offered_channel) = match built {
-        Ok(ok) => ok,
-        Err(e) => return refuse(&negotiation, refusal(&session, e)),
-    };
+    let (peer, local_sdp, mut events, offered_channel) =
+        match build_peer(&ctx, &session, offer_sdp, &ice_servers).await {
+            Ok(built) => built,
+            Err(refusal) => return refuse(&negotiation, refusal),
+        };
     let mut channels: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     // The viewer closing its control channel is a hang-up too (a closing tab often does only
     // that before its connection times out).
@@ -181,6 +166,37 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
     }
     peer.close().await;
     tracing::info!(%session, %reason, "session ended");
+}
+
+/// What a peer connection reports, in order.
+type PeerEvents = mpsc::UnboundedReceiver<PeerEvent>;
+
+/// The peer connection, our SDP (the answer to `offer_sdp`, or our offer without one), its
+/// events, and the control channel when we offered it; or what to tell the viewer instead.
+async fn build_peer(
+    ctx: &SessionContext,
+    session: &SessionId,
+    offer_sdp: Option<String>,
+    ice_servers: &[ferrocam_protocol::viewer::IceServer],
+) -> Result<(Peer, String, PeerEvents, Option<ControlChannel>), FromDevice> {
+    let with_audio = ctx.media.audio_enabled();
+    match offer_sdp {
+        Some(offer_sdp) => Peer::answer(&ctx.rtc, offer_sdp, with_audio, ice_servers)
+            .await
+            .map(|(peer, answer, events)| (peer, answer, events, None))
+            .map_err(|e| refusal(session, e)),
+        None => Peer::offer(&ctx.rtc, with_audio, ice_servers)
+            .await
+            .map(|(peer, offer, events, channel)| (peer, offer, events, Some(channel)))
+            // Nothing the viewer sent is at fault here.
+            .map_err(|e| {
+                tracing::error!(%session, error = format!("{e:#}"), "could not make an offer");
+                FromDevice::Error {
+                    code: ErrorCode::Internal,
+                    message: format!("the device could not make an offer: {e:#}"),
+                }
+            }),
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.

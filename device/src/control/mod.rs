@@ -85,13 +85,9 @@ impl ControlHandler {
                 serde_json::json!({})
             }
             Command::Snapshot => {
-                let media = Arc::clone(&self.media);
-                let jpeg = tokio::task::spawn_blocking(move || media.snapshot())
-                    .await
-                    .map_err(|e| failed(e.to_string()))?
-                    .map_err(|e| {
-                        ControlError::new(ControlErrorCode::Unavailable, format!("{e:#}"))
-                    })?;
+                let jpeg = self.media.snapshot().await.map_err(|e| {
+                    ControlError::new(ControlErrorCode::Unavailable, format!("{e:#}"))
+                })?;
                 return Ok(Reply::Snapshot(jpeg));
             }
             Command::GpioList => to_value(self.gpio.lines()),
@@ -144,6 +140,7 @@ impl ControlHandler {
             }
             self.media
                 .set_bitrate(kbps)
+                .await
                 .map_err(|e| ControlError::new(ControlErrorCode::Unavailable, format!("{e:#}")))?;
         }
         if width.is_some() || height.is_some() || fps.is_some() {
@@ -161,10 +158,9 @@ impl ControlHandler {
                     format!("{w}x{h} at {f} fps is not a size and rate this device streams"),
                 ));
             }
-            let media = Arc::clone(&self.media);
-            tokio::task::spawn_blocking(move || media.reconfigure(w, h, f))
+            self.media
+                .reconfigure(w, h, f)
                 .await
-                .map_err(|e| failed(e.to_string()))?
                 .map_err(|e| failed(format!("{e:#}")))?;
         }
         Ok(())

@@ -160,7 +160,7 @@ async fn bad_requests_get_typed_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_status_and_live_bitrate_on_a_running_pipeline() {
     let h = handler();
-    let _lease = h.media.acquire().unwrap();
+    let _lease = h.media.acquire().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let status = call(&h, Role::View, r#"{"v":1,"id":1,"cmd":"status"}"#).await;

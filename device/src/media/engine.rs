@@ -4,30 +4,37 @@
 //! Viewers hold a [`ViewerLease`] while they exist (from offer to hang-up) and read access units
 //! through a [`VideoFeed`]. Taking the lease at offer time lets the pipeline warm up while ICE
 //! and DTLS run, so the first frame is not delayed by encoder start-up.
+//!
+//! The pipelines themselves live on the engine's own thread ([`actor`]): everything that can
+//! block (building, rebuilding, stopping) happens there, never on a Tokio worker. This handle
+//! talks to it with messages, and keeps what viewers need at once out of its way: a join
+//! subscribes to the fan-out and asks the keyframe gate, and a forced keyframe goes straight
+//! to the encoder, so neither waits for a snapshot, a rebuild or a stop.
 
-use std::sync::{Arc, Mutex, Weak};
+mod actor;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use anyhow::anyhow;
+use gstreamer_app as gst_app;
+use tokio::sync::{broadcast, oneshot, watch};
 
+use self::actor::{Actor, Command};
 use super::AccessUnit;
-use super::audio::{AudioPipeline, AudioSource, AudioUnit};
+use super::audio::{AudioSource, AudioUnit};
 use super::keyframes::{KeyframeGate, KeyframeReason, Verdict};
-use super::pipeline::{Meter, VideoPipeline, VideoPlan};
-use super::snapshot::{self, Jpeg};
+use super::pipeline::{Meter, VideoPlan, force_keyframe};
+use super::snapshot::{GstJpeg, Jpeg, JpegEncoder};
 
 /// Access units a viewer may fall behind before it skips to the next keyframe: two seconds at
 /// 30 fps, enough to ride out a scheduling hiccup, small enough to bound memory.
 const VIDEO_FANOUT: usize = 64;
 /// Opus packets (20 ms each) a viewer may fall behind.
 const AUDIO_FANOUT: usize = 50;
-/// Wait before rebuilding a pipeline that failed while viewers were watching; doubles with
-/// every failure in a row, up to [`RESTART_DELAY_MAX`].
-const RESTART_DELAY: Duration = Duration::from_secs(1);
-const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
-/// With viewers attached, this long without a frame counts as a fault (a camera that stalls
-/// without an error: unplugged USB hubs do that).
-const STALL_AFTER: Duration = Duration::from_secs(3);
+/// How long a snapshot waits for a raw frame.
+const FRAME_WAIT_MS: u64 = 500;
 
 /// How the engine behaves.
 #[derive(Debug, Clone)]
@@ -40,34 +47,48 @@ pub struct EngineSettings {
     pub keyframe_min_interval: Duration,
 }
 
-#[derive(Default)]
-struct Running {
-    video: Option<VideoPipeline>,
-    audio: Option<AudioPipeline>,
-    viewers: usize,
-    /// Bumped on every acquire, so an idle stop scheduled before it does nothing.
-    generation: u64,
-    /// Failures in a row, for the restart backoff.
-    failures: u32,
-    /// When the current pipeline started (the stall check leaves it time to warm up).
-    started: Option<Instant>,
-}
-
-pub struct MediaEngine {
+/// What both the handle and the engine's thread use. Every lock here is held for a few
+/// instructions, never across GStreamer work.
+struct Shared {
     settings: EngineSettings,
-    /// The plan in force (`video.set` changes it; the engine settings keep the original). A
-    /// watch, so presence can follow what viewers actually get.
-    plan: tokio::sync::watch::Sender<VideoPlan>,
+    /// The plan in force (`video.set` changes it; the settings keep the original). A watch,
+    /// so presence can follow what viewers actually get.
+    plan: watch::Sender<VideoPlan>,
     meter: Arc<Meter>,
     video_units: broadcast::Sender<AccessUnit>,
     audio_units: broadcast::Sender<AudioUnit>,
-    running: Mutex<Running>,
     keyframes: Mutex<KeyframeGate>,
+    /// Where forced keyframes go while a pipeline runs (set and cleared by the engine thread).
+    keyframe_target: Mutex<Option<gst_app::AppSink>>,
+    /// Mirrors of the engine thread's state, for quick reads.
+    viewers: AtomicUsize,
+    running: AtomicBool,
     /// Audio that failed to start is off for the rest of the run: video-only is the fallback.
-    audio_enabled: std::sync::atomic::AtomicBool,
+    audio_enabled: AtomicBool,
+    health: watch::Sender<ferrocam_protocol::CameraState>,
+    pipeline_restarts: prometheus_client::metrics::counter::Counter,
+}
+
+impl Shared {
+    fn keyframes(&self) -> MutexGuard<'_, KeyframeGate> {
+        self.keyframes.lock().expect("keyframe gate")
+    }
+
+    fn keyframe_target(&self) -> MutexGuard<'_, Option<gst_app::AppSink>> {
+        self.keyframe_target.lock().expect("keyframe target")
+    }
+
+    fn audio_enabled(&self) -> bool {
+        self.audio_enabled.load(Ordering::Relaxed)
+    }
+}
+
+pub struct MediaEngine {
+    shared: Arc<Shared>,
+    commands: std::sync::mpsc::Sender<Command>,
+    jpeg: Arc<dyn JpegEncoder>,
     runtime: tokio::runtime::Handle,
     me: Weak<MediaEngine>,
-    health: tokio::sync::watch::Sender<ferrocam_protocol::CameraState>,
     /// Keyframes asked of the encoder (after the gate).
     pub keyframes_forced: prometheus_client::metrics::counter::Counter,
     /// Pipeline failures.
@@ -81,79 +102,64 @@ pub struct ViewerLease {
 
 impl Drop for ViewerLease {
     fn drop(&mut self) {
-        self.engine.release();
+        self.engine.send(Command::Release);
+    }
+}
+
+impl Drop for MediaEngine {
+    fn drop(&mut self) {
+        // The engine thread stops its pipelines and ends.
+        let _ = self.commands.send(Command::Stop);
     }
 }
 
 impl MediaEngine {
     /// Creates an idle engine. Must be called inside a Tokio runtime.
     pub fn new(settings: EngineSettings) -> Arc<Self> {
-        let keyframes = KeyframeGate::new(settings.keyframe_min_interval);
-        Arc::new_cyclic(|me| Self {
-            audio_enabled: std::sync::atomic::AtomicBool::new(settings.audio.is_some()),
-            plan: tokio::sync::watch::Sender::new(settings.video.clone()),
-            meter: Arc::default(),
+        Self::with_jpeg_encoder(settings, Arc::new(GstJpeg))
+    }
+
+    /// [`Self::new`] with another JPEG encoder for snapshots.
+    pub fn with_jpeg_encoder(settings: EngineSettings, jpeg: Arc<dyn JpegEncoder>) -> Arc<Self> {
+        let keyframes_forced = prometheus_client::metrics::counter::Counter::default();
+        let pipeline_restarts = prometheus_client::metrics::counter::Counter::default();
+        let shared = Arc::new(Shared {
+            audio_enabled: AtomicBool::new(settings.audio.is_some()),
+            plan: watch::Sender::new(settings.video.clone()),
+            keyframes: Mutex::new(KeyframeGate::new(settings.keyframe_min_interval)),
             settings,
+            meter: Arc::default(),
             video_units: broadcast::channel(VIDEO_FANOUT).0,
             audio_units: broadcast::channel(AUDIO_FANOUT).0,
-            running: Mutex::default(),
-            keyframes: Mutex::new(keyframes),
+            keyframe_target: Mutex::default(),
+            viewers: AtomicUsize::new(0),
+            running: AtomicBool::new(false),
+            health: watch::Sender::new(ferrocam_protocol::CameraState::Ok),
+            pipeline_restarts: pipeline_restarts.clone(),
+        });
+        let commands = Actor::spawn(Arc::clone(&shared)).expect("starting the media engine thread");
+        Arc::new_cyclic(|me| Self {
+            shared,
+            commands,
+            jpeg,
             runtime: tokio::runtime::Handle::current(),
             me: me.clone(),
-            health: tokio::sync::watch::Sender::new(ferrocam_protocol::CameraState::Ok),
-            keyframes_forced: Default::default(),
-            pipeline_restarts: Default::default(),
+            keyframes_forced,
+            pipeline_restarts,
         })
-        .start_stall_monitor()
     }
 
     /// The camera's health; changes when the pipeline fails and when it is back.
-    pub fn health(&self) -> tokio::sync::watch::Receiver<ferrocam_protocol::CameraState> {
-        self.health.subscribe()
+    pub fn health(&self) -> watch::Receiver<ferrocam_protocol::CameraState> {
+        self.shared.health.subscribe()
     }
 
-    /// Checks once a second that a pipeline with viewers produces frames.
-    fn start_stall_monitor(self: Arc<Self>) -> Arc<Self> {
-        let me = Arc::downgrade(&self);
-        self.runtime.spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                ticker.tick().await;
-                let Some(engine) = me.upgrade() else { return };
-                let stalled = {
-                    let mut running = engine.lock();
-                    // Ten good seconds forgive earlier failures.
-                    if running
-                        .started
-                        .is_some_and(|t| t.elapsed() > Duration::from_secs(10))
-                        && engine.meter.idle_for() < Duration::from_secs(1)
-                    {
-                        running.failures = 0;
-                    }
-                    running.viewers > 0
-                        && running.video.is_some()
-                        && running.started.is_some_and(|t| t.elapsed() > STALL_AFTER)
-                        && engine.meter.idle_for() > STALL_AFTER
-                };
-                if stalled {
-                    engine.on_video_fault(format!("no frames for {} s", STALL_AFTER.as_secs()));
-                }
-            }
-        });
-        self
-    }
-
-    /// Registers a viewer, starting the pipelines if they are not running.
-    pub fn acquire(self: &Arc<Self>) -> anyhow::Result<ViewerLease> {
-        let mut running = self.lock();
-        running.viewers += 1;
-        running.generation += 1;
-        if running.video.is_none()
-            && let Err(e) = self.start_pipelines(&mut running)
-        {
-            running.viewers -= 1;
-            return Err(e);
-        }
+    /// Registers a viewer, starting the pipelines if they are not running (on the engine's
+    /// thread; this only waits for it).
+    pub async fn acquire(self: &Arc<Self>) -> anyhow::Result<ViewerLease> {
+        let (reply, started) = oneshot::channel();
+        self.send(Command::Acquire(reply));
+        started.await.map_err(|_| stopped())??;
         Ok(ViewerLease {
             engine: Arc::clone(self),
         })
@@ -162,7 +168,7 @@ impl MediaEngine {
     /// A feed of access units for one viewer, starting at a keyframe.
     pub fn video_feed(self: &Arc<Self>) -> VideoFeed {
         let feed = VideoFeed {
-            units: self.video_units.subscribe(),
+            units: self.shared.video_units.subscribe(),
             engine: Arc::clone(self),
             need_keyframe: true,
         };
@@ -172,104 +178,87 @@ impl MediaEngine {
 
     /// Opus packets for one viewer, if audio is on.
     pub fn audio_feed(&self) -> Option<broadcast::Receiver<AudioUnit>> {
-        self.audio_enabled().then(|| self.audio_units.subscribe())
+        self.audio_enabled()
+            .then(|| self.shared.audio_units.subscribe())
     }
 
     /// Whether viewers get audio.
     pub fn audio_enabled(&self) -> bool {
-        self.audio_enabled
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.audio_enabled()
     }
 
     /// Every access unit, with no keyframe skipping (for tests that count frames exactly).
     #[cfg(test)]
     pub fn raw_units(&self) -> broadcast::Receiver<AccessUnit> {
-        self.video_units.subscribe()
+        self.shared.video_units.subscribe()
     }
 
     /// Whether the video pipeline is running.
     #[cfg(test)]
     pub fn is_running(&self) -> bool {
-        self.lock().video.is_some()
+        self.shared.running.load(Ordering::Relaxed)
     }
 
     /// Viewers holding a lease.
     pub fn viewers(&self) -> usize {
-        self.lock().viewers
+        self.shared.viewers.load(Ordering::Relaxed)
     }
 
     /// (frames per second, kbit/s) leaving the encoder over the last second.
     pub fn rates(&self) -> (f64, f64) {
-        self.meter.rates()
+        self.shared.meter.rates()
     }
 
     /// The plan in force.
     pub fn plan(&self) -> VideoPlan {
-        self.plan.borrow().clone()
+        self.shared.plan.borrow().clone()
     }
 
     /// The plan in force; changes with every `video.set` that took effect.
-    pub fn plan_changes(&self) -> tokio::sync::watch::Receiver<VideoPlan> {
-        self.plan.subscribe()
+    pub fn plan_changes(&self) -> watch::Receiver<VideoPlan> {
+        self.shared.plan.subscribe()
     }
 
     /// Changes the target bitrate of the running encoder (and of later runs).
-    pub fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
-        let running = self.lock();
-        if let Some(video) = &running.video {
-            video.set_bitrate(kbps)?;
-        }
-        self.plan.send_modify(|plan| plan.bitrate_kbps = kbps);
-        Ok(())
+    pub async fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::SetBitrate(kbps, reply));
+        done.await.map_err(|_| stopped())?
     }
 
     /// Changes size or frame rate by rebuilding the pipeline. Viewers keep their feeds; the new
     /// pipeline opens with a keyframe carrying the new SPS, which decoders follow.
-    pub fn reconfigure(&self, width: u32, height: u32, fps: u32) -> anyhow::Result<()> {
-        let previous = self.plan();
-        self.plan.send_modify(|plan| {
-            plan.width = width;
-            plan.height = height;
-            plan.fps = fps;
+    pub async fn reconfigure(&self, width: u32, height: u32, fps: u32) -> anyhow::Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Reconfigure {
+            width,
+            height,
+            fps,
+            reply,
         });
-        let mut running = self.lock();
-        if running.video.is_none() {
-            return Ok(());
-        }
-        running.video = None;
-        running.audio = None;
-        if let Err(e) = self.start_pipelines(&mut running) {
-            // Put the working configuration back rather than leave viewers with nothing.
-            self.plan.send_replace(previous);
-            self.start_pipelines(&mut running)?;
-            return Err(e);
-        }
-        Ok(())
+        done.await.map_err(|_| stopped())?
     }
 
-    /// A JPEG of the latest frame. Blocking (encodes on the caller's thread).
-    pub fn snapshot(&self) -> anyhow::Result<Jpeg> {
-        let frame = {
-            let running = self.lock();
-            let video = running
-                .video
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("the pipeline is not running"))?;
-            video.last_frame()
-        };
-        let frame = frame.ok_or_else(|| {
-            anyhow::anyhow!("no frame available (passthrough sources have no raw frames)")
-        })?;
-        snapshot::encode(&frame)
+    /// A JPEG of the latest frame. Waiting for the frame and encoding it run on a blocking
+    /// thread: nothing else in the engine waits for a snapshot.
+    pub async fn snapshot(&self) -> anyhow::Result<Jpeg> {
+        let (reply, frames) = oneshot::channel();
+        self.send(Command::Frames(reply));
+        let frames = frames.await.map_err(|_| stopped())??;
+        let jpeg = Arc::clone(&self.jpeg);
+        tokio::task::spawn_blocking(move || {
+            let frame = frames
+                .try_pull_sample(gstreamer::ClockTime::from_mseconds(FRAME_WAIT_MS))
+                .ok_or_else(|| anyhow!("no frame within {FRAME_WAIT_MS} ms"))?;
+            jpeg.encode(&frame)
+        })
+        .await
+        .map_err(|e| anyhow!("the snapshot task failed: {e}"))?
     }
 
     /// Asks for a keyframe, subject to the [`KeyframeGate`].
     pub fn request_keyframe(&self, reason: KeyframeReason) {
-        let verdict = self
-            .keyframes
-            .lock()
-            .expect("keyframe gate")
-            .request(Instant::now(), reason);
+        let verdict = self.shared.keyframes().request(Instant::now(), reason);
         match verdict {
             Verdict::Force => self.force_keyframe(),
             Verdict::Merged => {}
@@ -278,11 +267,7 @@ impl MediaEngine {
                 self.runtime.spawn(async move {
                     tokio::time::sleep_until(at.into()).await;
                     if let Some(engine) = me.upgrade()
-                        && engine
-                            .keyframes
-                            .lock()
-                            .expect("keyframe gate")
-                            .fire_deferred(Instant::now())
+                        && engine.shared.keyframes().fire_deferred(Instant::now())
                     {
                         engine.force_keyframe();
                     }
@@ -293,140 +278,21 @@ impl MediaEngine {
 
     fn force_keyframe(&self) {
         self.keyframes_forced.inc();
-        if let Some(video) = &self.lock().video {
-            video.force_keyframe();
+        // Clone under the lock, send outside it: the event travels through GStreamer.
+        let target = self.shared.keyframe_target().clone();
+        if let Some(target) = target {
+            force_keyframe(&target);
         }
     }
 
-    fn start_pipelines(&self, running: &mut Running) -> anyhow::Result<()> {
-        let me = self.me.clone();
-        let on_keyframe = Arc::new(move || {
-            if let Some(engine) = me.upgrade() {
-                engine
-                    .keyframes
-                    .lock()
-                    .expect("keyframe gate")
-                    .on_keyframe();
-            }
-        });
-        let me = self.me.clone();
-        let on_fault = Arc::new(move |fault: String| {
-            if let Some(engine) = me.upgrade() {
-                engine.on_video_fault(fault);
-            }
-        });
-        let plan = self.plan();
-        running.video = Some(VideoPipeline::start(
-            &plan,
-            self.video_units.clone(),
-            on_keyframe,
-            on_fault,
-            Arc::clone(&self.meter),
-        )?);
-        running.started = Some(Instant::now());
-        tracing::info!("video pipeline started");
-        if let (Some(source), true) = (&self.settings.audio, self.audio_enabled()) {
-            let on_fault = Arc::new(|fault: String| tracing::warn!(%fault, "audio stopped"));
-            match AudioPipeline::start(source, self.audio_units.clone(), on_fault) {
-                Ok(audio) => running.audio = Some(audio),
-                Err(e) => {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "audio unavailable; streaming video only"
-                    );
-                    self.audio_enabled
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A pipeline error, EOS or stall: drop the dead pipeline, say the camera is unavailable,
-    /// and while anyone watches rebuild it with backoff. Viewers keep their feeds and resume at
-    /// the new pipeline's first keyframe, without reconnecting.
-    fn on_video_fault(&self, fault: String) {
-        let delay = {
-            let mut running = self.lock();
-            if running.video.take().is_none() {
-                return; // already being handled
-            }
-            running.audio = None;
-            running.started = None;
-            running.failures += 1;
-            restart_delay(running.failures)
-        };
-        self.pipeline_restarts.inc();
-        tracing::warn!(%fault, retry_in = ?delay, "video pipeline failed");
-        self.health
-            .send_replace(ferrocam_protocol::CameraState::Unavailable { reason: fault });
-        self.schedule_restart(delay);
-    }
-
-    fn schedule_restart(&self, delay: Duration) {
-        let me = self.me.clone();
-        self.runtime.spawn(async move {
-            tokio::time::sleep(delay).await;
-            let Some(engine) = me.upgrade() else { return };
-            let mut running = engine.lock();
-            if running.video.is_some() {
-                return;
-            }
-            if running.viewers == 0 {
-                // Nobody watching: the next viewer starts it (and finds out).
-                drop(running);
-                engine.health.send_replace(ferrocam_protocol::CameraState::Ok);
-                return;
-            }
-            match engine.start_pipelines(&mut running) {
-                Ok(()) => {
-                    tracing::info!("video pipeline rebuilt");
-                    drop(running);
-                    engine.health.send_replace(ferrocam_protocol::CameraState::Ok);
-                }
-                Err(e) => {
-                    running.failures += 1;
-                    let delay = restart_delay(running.failures);
-                    drop(running);
-                    let reason = format!("{e:#}");
-                    tracing::error!(error = %reason, retry_in = ?delay, "video pipeline rebuild failed");
-                    engine.health.send_replace(ferrocam_protocol::CameraState::Unavailable { reason });
-                    engine.schedule_restart(delay);
-                }
-            }
-        });
-    }
-
-    fn release(&self) {
-        let mut running = self.lock();
-        running.viewers -= 1;
-        if running.viewers > 0 {
-            return;
-        }
-        let generation = running.generation;
-        let me = self.me.clone();
-        let idle = self.settings.idle_timeout;
-        self.runtime.spawn(async move {
-            tokio::time::sleep(idle).await;
-            let Some(engine) = me.upgrade() else { return };
-            let mut running = engine.lock();
-            if running.viewers == 0 && running.generation == generation {
-                let stopped = (running.video.take(), running.audio.take());
-                drop(running);
-                drop(stopped);
-                tracing::info!("no viewers; pipelines stopped");
-            }
-        });
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
-        self.running.lock().expect("media engine lock")
+    fn send(&self, command: Command) {
+        // Fails only once the engine thread is gone, and then every reply says so.
+        let _ = self.commands.send(command);
     }
 }
 
-/// Backoff after `failures` failures in a row: 1 s, 2 s, 4 s … 30 s.
-fn restart_delay(failures: u32) -> Duration {
-    (RESTART_DELAY * 2u32.pow(failures.saturating_sub(1).min(5))).min(RESTART_DELAY_MAX)
+fn stopped() -> anyhow::Error {
+    anyhow!("the media engine has stopped")
 }
 
 /// One viewer's view of the shared access units: starts at a keyframe, and after falling behind

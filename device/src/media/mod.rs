@@ -13,6 +13,8 @@ mod source;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_blocking;
 
 use std::time::{Duration, Instant};
 

@@ -172,15 +172,16 @@ impl VideoPipeline {
             _bus: bus,
         })
     }
+}
 
-    /// Asks the encoder (or a camera that supports it) for an IDR frame with SPS/PPS.
-    pub fn force_keyframe(&self) {
-        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
-            .all_headers(true)
-            .build();
-        if !self.appsink.send_event(event) {
-            tracing::debug!("keyframe request not handled upstream");
-        }
+/// Asks the encoder (or a camera that supports it) behind `target` for an IDR frame with
+/// SPS/PPS. Quick: the event travels upstream without waiting for the stream.
+pub fn force_keyframe(target: &gst_app::AppSink) {
+    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+        .all_headers(true)
+        .build();
+    if !target.send_event(event) {
+        tracing::debug!("keyframe request not handled upstream");
     }
 }
 
@@ -212,14 +213,20 @@ impl VideoPipeline {
         Ok(())
     }
 
-    /// The most recent raw frame, for snapshots.
-    pub fn last_frame(&self) -> Option<gst::Sample> {
-        let frames = self
-            .pipeline
+    /// The sink holding the most recent raw frame, for snapshots; `None` when the camera's
+    /// own H.264 passes through (there are no raw frames). Pulling from it blocks until a
+    /// frame is there, so callers do it off the engine and off the async runtime.
+    pub fn frames(&self) -> Option<gst_app::AppSink> {
+        self.pipeline
             .by_name("frames")?
             .downcast::<gst_app::AppSink>()
-            .ok()?;
-        frames.try_pull_sample(gst::ClockTime::from_mseconds(500))
+            .ok()
+    }
+
+    /// The element keyframe requests are sent to (they travel upstream to the encoder). A
+    /// clone can outlive the pipeline: an event sent to a stopped one is simply not handled.
+    pub fn keyframe_target(&self) -> gst_app::AppSink {
+        self.appsink.clone()
     }
 }
 

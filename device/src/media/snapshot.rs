@@ -13,8 +13,22 @@ pub struct Jpeg {
     pub height: u32,
 }
 
+/// Turns a raw frame into a JPEG. Blocking: the engine calls it on a blocking thread.
+pub trait JpegEncoder: Send + Sync {
+    fn encode(&self, frame: &gst::Sample) -> anyhow::Result<Jpeg>;
+}
+
+/// GStreamer's `jpegenc`, quality 85.
+pub struct GstJpeg;
+
+impl JpegEncoder for GstJpeg {
+    fn encode(&self, frame: &gst::Sample) -> anyhow::Result<Jpeg> {
+        encode(frame)
+    }
+}
+
 /// Encodes one raw video sample as JPEG (quality 85).
-pub fn encode(sample: &gst::Sample) -> anyhow::Result<Jpeg> {
+fn encode(sample: &gst::Sample) -> anyhow::Result<Jpeg> {
     let caps = sample.caps().context("frame without caps")?.to_owned();
     let structure = caps.structure(0).context("empty caps")?;
     let width = structure

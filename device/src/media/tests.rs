@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use super::*;
 
-fn plan(source: Source, format: CaptureFormat, encoder: Option<&str>, gop: u32) -> VideoPlan {
+pub(super) fn plan(
+    source: Source,
+    format: CaptureFormat,
+    encoder: Option<&str>,
+    gop: u32,
+) -> VideoPlan {
     VideoPlan {
         source,
         format,
@@ -49,7 +54,7 @@ fn nal_types(data: &[u8]) -> Vec<u8> {
     types
 }
 
-async fn next(feed: &mut VideoFeed) -> AccessUnit {
+pub(super) async fn next(feed: &mut VideoFeed) -> AccessUnit {
     tokio::time::timeout(Duration::from_secs(10), feed.next())
         .await
         .expect("an access unit within 10 s")
@@ -59,7 +64,7 @@ async fn next(feed: &mut VideoFeed) -> AccessUnit {
 /// Starts the engine, takes 20 access units and checks the first is a keyframe with SPS/PPS.
 async fn assert_streams(video: VideoPlan) {
     let engine = engine(video, None);
-    let _lease = engine.acquire().expect("pipeline starts");
+    let _lease = engine.acquire().await.expect("pipeline starts");
     let mut feed = engine.video_feed();
     let first = next(&mut feed).await;
     assert!(first.keyframe);
@@ -148,7 +153,7 @@ async fn a_joining_viewer_gets_a_keyframe_within_two_frames() {
         ),
         None,
     );
-    let _lease = engine.acquire().unwrap();
+    let _lease = engine.acquire().await.unwrap();
     let mut early = engine.video_feed();
     next(&mut early).await;
     for _ in 0..20 {
@@ -178,7 +183,10 @@ async fn three_concurrent_viewers_each_start_on_a_keyframe_and_see_the_same_stre
         ),
         None,
     );
-    let leases: Vec<_> = (0..3).map(|_| engine.acquire().unwrap()).collect();
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        leases.push(engine.acquire().await.unwrap());
+    }
     let mut feeds: Vec<_> = (0..3).map(|_| engine.video_feed()).collect();
     let mut streams = Vec::new();
     for feed in &mut feeds {
@@ -219,7 +227,7 @@ async fn a_storm_of_keyframe_requests_is_rate_limited_on_the_real_encoder() {
         ),
         None,
     );
-    let _lease = engine.acquire().unwrap();
+    let _lease = engine.acquire().await.unwrap();
     let mut feed = engine.video_feed();
     next(&mut feed).await;
     // 2 s of a viewer sending PLI every frame.
@@ -243,8 +251,8 @@ async fn the_pipeline_starts_with_the_first_viewer_and_stops_after_the_last() {
         None,
     );
     assert!(!engine.is_running());
-    let a = engine.acquire().unwrap();
-    let b = engine.acquire().unwrap();
+    let a = engine.acquire().await.unwrap();
+    let b = engine.acquire().await.unwrap();
     assert!(engine.is_running());
     drop(a);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -252,13 +260,13 @@ async fn the_pipeline_starts_with_the_first_viewer_and_stops_after_the_last() {
     drop(b);
     // Back within the idle timeout: the pipeline keeps running.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let c = engine.acquire().unwrap();
+    let c = engine.acquire().await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(engine.is_running());
     drop(c);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(!engine.is_running(), "idle pipeline still running");
-    let _d = engine.acquire().unwrap();
+    let _d = engine.acquire().await.unwrap();
     let mut feed = engine.video_feed();
     assert!(
         next(&mut feed).await.keyframe,
@@ -272,7 +280,7 @@ async fn the_test_tone_reaches_viewers_as_opus() {
         plan(Source::TestPattern, CaptureFormat::Raw, Some("x264enc"), 30),
         Some(AudioSource::TestTone),
     );
-    let _lease = engine.acquire().unwrap();
+    let _lease = engine.acquire().await.unwrap();
     assert!(engine.audio_enabled());
     let mut audio = engine.audio_feed().expect("audio on");
     for _ in 0..10 {
@@ -292,6 +300,7 @@ async fn a_missing_microphone_degrades_to_video_only() {
     );
     let _lease = engine
         .acquire()
+        .await
         .expect("video starts even though audio cannot");
     assert!(!engine.audio_enabled());
     assert!(engine.audio_feed().is_none());
@@ -310,7 +319,7 @@ async fn a_slow_viewer_drops_frames_for_itself_only() {
         ),
         None,
     );
-    let _lease = engine.acquire().unwrap();
+    let _lease = engine.acquire().await.unwrap();
     let mut slow = engine.video_feed();
     let mut fast = engine.video_feed();
     next(&mut slow).await;

@@ -1,0 +1,336 @@
+//! The engine's own thread: the only place pipelines are built, changed and torn down.
+//!
+//! Starting a capture pipeline, waiting for a microphone's first packet, or setting a pipeline
+//! to NULL can each block for a second or more. None of that may happen on a Tokio worker (it
+//! would stall every session on that worker) or under a lock a viewer's path needs (a keyframe
+//! request would wait behind it). So the pipelines belong to one thread, which takes
+//! [`Command`]s in order and keeps its own timers (idle stop, restart backoff, stall check).
+//! What viewers need in a hurry lives outside it, in [`Shared`]: the fan-out channels, the
+//! keyframe gate and where forced keyframes go, and counters mirrored for quick reads.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use ferrocam_protocol::CameraState;
+use gstreamer_app as gst_app;
+use tokio::sync::oneshot;
+
+use super::Shared;
+use crate::media::audio::AudioPipeline;
+use crate::media::pipeline::VideoPipeline;
+
+/// Wait before rebuilding a pipeline that failed while viewers were watching; doubles with
+/// every failure in a row, up to [`RESTART_DELAY_MAX`].
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+/// With viewers attached, this long without a frame counts as a fault (a camera that stalls
+/// without an error: unplugged USB hubs do that).
+const STALL_AFTER: Duration = Duration::from_secs(3);
+/// How often the stall check runs.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the engine's thread is asked to do.
+pub(super) enum Command {
+    /// A viewer arrived: start the pipelines if they are not running.
+    Acquire(oneshot::Sender<anyhow::Result<()>>),
+    /// A viewer left: go idle after the idle timeout if it was the last.
+    Release,
+    SetBitrate(u32, oneshot::Sender<anyhow::Result<()>>),
+    Reconfigure {
+        width: u32,
+        height: u32,
+        fps: u32,
+        reply: oneshot::Sender<anyhow::Result<()>>,
+    },
+    /// The sink holding the latest raw frame, for a snapshot.
+    Frames(oneshot::Sender<anyhow::Result<gst_app::AppSink>>),
+    /// A pipeline reported an error or end of stream.
+    Fault(String),
+    /// The engine was dropped.
+    Stop,
+}
+
+/// The pipelines and everything about their lifecycle.
+pub(super) struct Actor {
+    shared: Arc<Shared>,
+    /// For the pipelines' fault callbacks (which run on GStreamer threads).
+    commands: Sender<Command>,
+    video: Option<VideoPipeline>,
+    audio: Option<AudioPipeline>,
+    viewers: usize,
+    /// Failures in a row, for the restart backoff.
+    failures: u32,
+    /// When the current pipeline started (the stall check leaves it time to warm up).
+    started: Option<Instant>,
+    idle_stop_at: Option<Instant>,
+    restart_at: Option<Instant>,
+    next_check: Instant,
+}
+
+impl Actor {
+    /// Starts the engine's thread.
+    pub(super) fn spawn(shared: Arc<Shared>) -> std::io::Result<Sender<Command>> {
+        let (commands, inbox) = std::sync::mpsc::channel();
+        let actor = Self {
+            shared,
+            commands: commands.clone(),
+            video: None,
+            audio: None,
+            viewers: 0,
+            failures: 0,
+            started: None,
+            idle_stop_at: None,
+            restart_at: None,
+            next_check: Instant::now() + CHECK_EVERY,
+        };
+        std::thread::Builder::new()
+            .name("media-engine".into())
+            .spawn(move || actor.run(inbox))?;
+        Ok(commands)
+    }
+
+    fn run(mut self, inbox: Receiver<Command>) {
+        loop {
+            let now = Instant::now();
+            let wake = [self.idle_stop_at, self.restart_at, Some(self.next_check)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(self.next_check);
+            match inbox.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(command) => self.handle(command),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.on_timers(Instant::now());
+        }
+        self.stop_pipelines();
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Acquire(reply) => {
+                let started = self.acquire();
+                let ok = started.is_ok();
+                // A caller that gave up waiting never got its lease: it will not release.
+                if reply.send(started).is_err() && ok {
+                    self.release();
+                }
+            }
+            Command::Release => self.release(),
+            Command::SetBitrate(kbps, reply) => {
+                let result = self
+                    .video
+                    .as_ref()
+                    .map_or(Ok(()), |video| video.set_bitrate(kbps));
+                if result.is_ok() {
+                    self.shared
+                        .plan
+                        .send_modify(|plan| plan.bitrate_kbps = kbps);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Reconfigure {
+                width,
+                height,
+                fps,
+                reply,
+            } => {
+                let _ = reply.send(self.reconfigure(width, height, fps));
+            }
+            Command::Frames(reply) => {
+                let frames = match &self.video {
+                    None => Err(anyhow!("the pipeline is not running")),
+                    Some(video) => video.frames().ok_or_else(|| {
+                        anyhow!("no frame available (passthrough sources have no raw frames)")
+                    }),
+                };
+                let _ = reply.send(frames);
+            }
+            Command::Fault(fault) => self.on_fault(fault),
+            Command::Stop => {}
+        }
+    }
+
+    fn acquire(&mut self) -> anyhow::Result<()> {
+        self.viewers += 1;
+        self.idle_stop_at = None;
+        if self.video.is_none()
+            && let Err(e) = self.start_pipelines()
+        {
+            self.viewers -= 1;
+            self.publish_viewers();
+            return Err(e);
+        }
+        self.publish_viewers();
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        self.viewers = self.viewers.saturating_sub(1);
+        self.publish_viewers();
+        if self.viewers == 0 {
+            self.idle_stop_at = Some(Instant::now() + self.shared.settings.idle_timeout);
+        }
+    }
+
+    /// Changes size or frame rate by rebuilding the pipeline. Viewers keep their feeds; the new
+    /// pipeline opens with a keyframe carrying the new SPS, which decoders follow.
+    fn reconfigure(&mut self, width: u32, height: u32, fps: u32) -> anyhow::Result<()> {
+        let previous = self.shared.plan.borrow().clone();
+        self.shared.plan.send_modify(|plan| {
+            plan.width = width;
+            plan.height = height;
+            plan.fps = fps;
+        });
+        if self.video.is_none() {
+            return Ok(());
+        }
+        self.stop_pipelines();
+        if let Err(e) = self.start_pipelines() {
+            // Put the working configuration back rather than leave viewers with nothing.
+            self.shared.plan.send_replace(previous);
+            self.start_pipelines()?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn start_pipelines(&mut self) -> anyhow::Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let on_keyframe = Arc::new(move || shared.keyframes().on_keyframe());
+        let faults = self.commands.clone();
+        let on_fault = Arc::new(move |fault: String| {
+            let _ = faults.send(Command::Fault(fault));
+        });
+        let plan = self.shared.plan.borrow().clone();
+        let video = VideoPipeline::start(
+            &plan,
+            self.shared.video_units.clone(),
+            on_keyframe,
+            on_fault,
+            Arc::clone(&self.shared.meter),
+        )?;
+        *self.shared.keyframe_target() = Some(video.keyframe_target());
+        self.video = Some(video);
+        self.shared.running.store(true, Ordering::Relaxed);
+        self.started = Some(Instant::now());
+        tracing::info!("video pipeline started");
+        if let (Some(source), true) = (&self.shared.settings.audio, self.shared.audio_enabled()) {
+            let on_fault = Arc::new(|fault: String| tracing::warn!(%fault, "audio stopped"));
+            match AudioPipeline::start(source, self.shared.audio_units.clone(), on_fault) {
+                Ok(audio) => self.audio = Some(audio),
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "audio unavailable; streaming video only"
+                    );
+                    self.shared.audio_enabled.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_pipelines(&mut self) {
+        *self.shared.keyframe_target() = None;
+        self.shared.running.store(false, Ordering::Relaxed);
+        self.started = None;
+        // Dropping sets them to NULL, which may block: fine here, nowhere else.
+        self.video = None;
+        self.audio = None;
+    }
+
+    /// A pipeline error, EOS or stall: drop the dead pipeline, say the camera is unavailable,
+    /// and while anyone watches rebuild it with backoff. Viewers keep their feeds and resume at
+    /// the new pipeline's first keyframe, without reconnecting.
+    fn on_fault(&mut self, fault: String) {
+        if self.video.is_none() {
+            return; // already handled (a stale report from a pipeline already gone)
+        }
+        self.stop_pipelines();
+        self.failures += 1;
+        let delay = restart_delay(self.failures);
+        self.shared.pipeline_restarts.inc();
+        tracing::warn!(%fault, retry_in = ?delay, "video pipeline failed");
+        self.shared
+            .health
+            .send_replace(CameraState::Unavailable { reason: fault });
+        self.restart_at = Some(Instant::now() + delay);
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if self.idle_stop_at.is_some_and(|at| at <= now) {
+            self.idle_stop_at = None;
+            if self.viewers == 0 && self.video.is_some() {
+                self.stop_pipelines();
+                tracing::info!("no viewers; pipelines stopped");
+            }
+        }
+        if self.restart_at.is_some_and(|at| at <= now) {
+            self.restart_at = None;
+            self.restart();
+        }
+        if self.next_check <= now {
+            self.next_check = now + CHECK_EVERY;
+            self.check_stall();
+        }
+    }
+
+    fn restart(&mut self) {
+        if self.video.is_some() {
+            return;
+        }
+        if self.viewers == 0 {
+            // Nobody watching: the next viewer starts it (and finds out).
+            self.shared.health.send_replace(CameraState::Ok);
+            return;
+        }
+        match self.start_pipelines() {
+            Ok(()) => {
+                tracing::info!("video pipeline rebuilt");
+                self.shared.health.send_replace(CameraState::Ok);
+            }
+            Err(e) => {
+                self.failures += 1;
+                let delay = restart_delay(self.failures);
+                let reason = format!("{e:#}");
+                tracing::error!(error = %reason, retry_in = ?delay, "video pipeline rebuild failed");
+                self.shared
+                    .health
+                    .send_replace(CameraState::Unavailable { reason });
+                self.restart_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    /// A pipeline with viewers must produce frames; ten good seconds forgive earlier failures.
+    fn check_stall(&mut self) {
+        let meter = &self.shared.meter;
+        let running_for = self.started.map(|t| t.elapsed());
+        if running_for.is_some_and(|d| d > Duration::from_secs(10))
+            && meter.idle_for() < Duration::from_secs(1)
+        {
+            self.failures = 0;
+        }
+        let stalled = self.viewers > 0
+            && self.video.is_some()
+            && running_for.is_some_and(|d| d > STALL_AFTER)
+            && meter.idle_for() > STALL_AFTER;
+        if stalled {
+            self.on_fault(format!("no frames for {} s", STALL_AFTER.as_secs()));
+        }
+    }
+
+    fn publish_viewers(&self) {
+        self.shared.viewers.store(self.viewers, Ordering::Relaxed);
+    }
+}
+
+/// Backoff after `failures` failures in a row: 1 s, 2 s, 4 s … 30 s.
+fn restart_delay(failures: u32) -> Duration {
+    (RESTART_DELAY * 2u32.pow(failures.saturating_sub(1).min(5))).min(RESTART_DELAY_MAX)
+}
