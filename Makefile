@@ -26,6 +26,7 @@ release:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	python3 scripts/check-structure.py
 
 unit:
 	$(CARGO) test --workspace --locked --exclude ferrocam-tests

@@ -22,6 +22,7 @@ build_packages=(
   gstreamer1.0-tools      # gst-inspect-1.0, handy when a camera misbehaves
 )
 test_packages=(chromium chromium-driver mosquitto coturn gstreamer1.0-libav iptables iproute2
+  python3                 # scripts/check-structure.py (make lint): import cycles, file and function sizes
   nats-server             # tests/tests/cluster.rs: a 3-node NATS cluster as the clustered MQTT broker
   # tests/tests/packaging.rs (.deb contents, systemd-analyze verify/security on the units) and
   # tests/tests/pi_image.rs (a synthetic Raspberry Pi OS image edited without mounting it)

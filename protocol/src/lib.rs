@@ -18,9 +18,10 @@ pub mod viewer;
 
 pub use grant::GrantClaims;
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
+pub use control::{ControlInfo, MenuEntry};
 pub use presence::{
-    AudioCapability, CameraState, Capabilities, ControlInfo, DeviceStatus, FrameSize, MenuEntry,
-    SourceFormat, VideoCapability, VideoSource,
+    AudioCapability, CameraState, Capabilities, DeviceStatus, FrameSize, SourceFormat,
+    VideoCapability, VideoSource,
 };
 pub use signal::{
     DecodeError, Envelope, ErrorCode, FromDevice, IceCandidate, Party, Reply, Request, ToDevice,

@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::ControlInfo;
 use crate::ids::DeviceId;
 
 /// What a device says about itself.
@@ -146,33 +147,6 @@ pub struct FrameSize {
     pub height: u32,
     /// Frames per second at this size (discrete intervals; for ranges, the fastest).
     pub fps: Vec<f64>,
-}
-
-/// A camera control as V4L2 describes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ControlInfo {
-    /// V4L2 control id.
-    pub id: u32,
-    /// Name for people (`Brightness`).
-    pub name: String,
-    /// `integer`, `boolean`, `menu`, `button`…
-    pub kind: String,
-    pub minimum: i64,
-    pub maximum: i64,
-    pub step: u64,
-    pub default: i64,
-    /// For `menu` and `integermenu` controls: the choices.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub menu: Vec<MenuEntry>,
-}
-
-/// One choice of a menu control.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MenuEntry {
-    /// The value to set.
-    pub value: i64,
-    /// What it means (`Aperture Priority Mode`, `50 Hz`).
-    pub name: String,
 }
 
 impl DeviceStatus {
