@@ -16,9 +16,9 @@ pub mod stamp;
 pub mod topics;
 pub mod viewer;
 
+pub use control::{ControlInfo, MenuEntry};
 pub use grant::GrantClaims;
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
-pub use control::{ControlInfo, MenuEntry};
 pub use presence::{
     AudioCapability, CameraState, Capabilities, DeviceStatus, FrameSize, SourceFormat,
     VideoCapability, VideoSource,
