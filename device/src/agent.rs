@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::signal::DecodeError;
@@ -16,6 +16,9 @@ use crate::session::{self, SessionContext, SessionInput};
 
 /// Inbox depth of one session; excess messages (a candidate flood) are dropped.
 const SESSION_INBOX: usize = 64;
+/// How long the messages of one relayed control reply may wait for the broker queue: the
+/// gateway gives up on the whole reply after 10 s.
+const RELAYED_REPLY_LIMIT: Duration = Duration::from_secs(8);
 
 /// Routes inbound envelopes to sessions and starts sessions on offers and invites.
 pub struct Agent {
@@ -289,8 +292,15 @@ impl Agent {
         let role = role.min(claims.role);
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
+            // A snapshot is more messages than the broker queue holds: wait for room, but no
+            // longer than the gateway waits for the whole reply.
+            let deadline = Instant::now() + RELAYED_REPLY_LIMIT;
             for message in ctx.control.handle(role, &request).await {
-                ctx.say(&reply_to, &id, FromDevice::ControlReply { message });
+                let body = FromDevice::ControlReply { message };
+                if ctx.say_by(deadline, &reply_to, &id, body).await.is_err() {
+                    tracing::warn!(%id, "the broker queue stayed full; control reply cut short");
+                    return;
+                }
             }
         });
     }

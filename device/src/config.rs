@@ -70,6 +70,10 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_IDLE_TIMEOUT", default_value_t = 10)]
     pub idle_timeout_secs: u64,
 
+    /// Frames a snapshot skips after waking an idle camera, while its auto exposure settles.
+    #[arg(long, env = "FERROCAM_SNAPSHOT_SETTLE_FRAMES", default_value_t = 5)]
+    pub snapshot_settle_frames: u32,
+
     /// Minimum milliseconds between keyframes forced by viewers' loss reports (PLI/FIR).
     #[arg(long, env = "FERROCAM_KEYFRAME_MIN_INTERVAL_MS", default_value_t = 500)]
     pub keyframe_min_interval_ms: u64,

@@ -124,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         audio: audio.clone(),
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
         keyframe_min_interval: Duration::from_millis(config.keyframe_min_interval_ms),
+        snapshot_settle_frames: config.snapshot_settle_frames,
     });
     // Prove the camera and encoder work before announcing the device online: a device that
     // says "online" must be able to stream. This also settles whether audio works.

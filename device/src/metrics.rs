@@ -27,6 +27,7 @@ pub struct DeviceMetrics {
     registry: Registry,
     media: Arc<MediaEngine>,
     viewers: Gauge,
+    camera_running: Gauge,
     frame_rate: Gauge<f64, AtomicU64>,
     bitrate: Gauge<f64, AtomicU64>,
     /// Broker connections lost (each one is followed by a reconnect attempt).
@@ -37,10 +38,16 @@ impl DeviceMetrics {
     pub fn new(media: Arc<MediaEngine>, encoder: &str) -> Arc<Self> {
         let mut registry = Registry::with_prefix("ferrocam_device");
         let viewers = Gauge::default();
+        let camera_running = Gauge::default();
         let frame_rate = Gauge::<f64, AtomicU64>::default();
         let bitrate = Gauge::<f64, AtomicU64>::default();
         let broker_reconnects = Counter::default();
         registry.register("viewers", "Viewers holding the pipeline", viewers.clone());
+        registry.register(
+            "camera_running",
+            "1 while the capture pipeline runs (viewers, a snapshot, or the idle timeout)",
+            camera_running.clone(),
+        );
         registry.register(
             "frames_per_second",
             "Frames per second leaving the encoder",
@@ -69,6 +76,16 @@ impl DeviceMetrics {
             media.pipeline_restarts.clone(),
         );
         registry.register(
+            "snapshots",
+            "Snapshots taken from the camera",
+            media.snapshots_taken.clone(),
+        );
+        registry.register(
+            "snapshots_reused",
+            "Snapshot requests answered with a recent picture (max_age_ms)",
+            media.snapshots_reused.clone(),
+        );
+        registry.register(
             "broker_reconnects",
             "Broker connections lost",
             broker_reconnects.clone(),
@@ -77,6 +94,7 @@ impl DeviceMetrics {
             registry,
             media,
             viewers,
+            camera_running,
             frame_rate,
             bitrate,
             broker_reconnects,
@@ -86,6 +104,7 @@ impl DeviceMetrics {
     fn render(&self) -> String {
         let (fps, kbps) = self.media.rates();
         self.viewers.set(self.media.viewers() as i64);
+        self.camera_running.set(i64::from(self.media.is_running()));
         self.frame_rate.set(fps);
         // Base units, as Prometheus names want them.
         self.bitrate.set(kbps * 1000.0);
@@ -147,10 +166,14 @@ mod tests {
             audio: None,
             idle_timeout: Duration::from_secs(5),
             keyframe_min_interval: Duration::from_millis(500),
+            snapshot_settle_frames: 0,
         });
         let text = DeviceMetrics::new(media, "x264enc").render();
         for series in [
             "ferrocam_device_viewers 0",
+            "ferrocam_device_camera_running 0",
+            "ferrocam_device_snapshots_total 0",
+            "ferrocam_device_snapshots_reused_total 0",
             "ferrocam_device_frames_per_second 0.0",
             "ferrocam_device_bitrate_bits_per_second 0.0",
             "ferrocam_device_encoder_info{encoder=\"x264enc\"} 1",

@@ -45,16 +45,34 @@ pub struct SessionContext {
 impl SessionContext {
     /// Queues `body` for the gateway behind `reply_to`.
     pub fn say(&self, reply_to: &str, session: &SessionId, body: FromDevice) {
+        let _ = self.out.publish(self.message(reply_to, session, body));
+    }
+
+    /// Queues `body`, waiting until `deadline` for room: for bursts larger than the queue (a
+    /// snapshot's chunks). Refused once the deadline has passed.
+    pub async fn say_by(
+        &self,
+        deadline: Instant,
+        reply_to: &str,
+        session: &SessionId,
+        body: FromDevice,
+    ) -> Result<(), ferrocam_mqtt::Refused> {
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let message = self.message(reply_to, session, body);
+        self.out.publish_within(message, limit).await
+    }
+
+    fn message(&self, reply_to: &str, session: &SessionId, body: FromDevice) -> Message {
         let envelope = Reply::new(
             Party::Device(self.device.clone()),
             self.device.clone(),
             session.clone(),
             body,
         );
-        let _ = self.out.publish(Message {
+        Message {
             topic: reply_to.to_owned(),
             payload: envelope.encode(),
-        });
+        }
     }
 }
 

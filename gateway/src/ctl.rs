@@ -6,7 +6,11 @@
 //! ferrocam-gateway ctl demo status
 //! ferrocam-gateway ctl demo video.set bitrate_kbps=800
 //! ferrocam-gateway ctl demo gpio.set name=lamp value=true
+//! ferrocam-gateway ctl demo snapshot width=640 out=demo.jpg
 //! ```
+//!
+//! `snapshot` fetches the JPEG (`GET …/snapshot.jpg`, which wakes an idle camera) and saves it
+//! to `out` (default `<device>.jpg`); `width` and `max_age_ms` pass through.
 
 use anyhow::Context;
 
@@ -45,6 +49,9 @@ fn request(cmd: &str, args: &[String]) -> anyhow::Result<serde_json::Value> {
 }
 
 pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
+    if args.cmd == "snapshot" {
+        return save_snapshot(args);
+    }
     let body = request(&args.cmd, &args.args)?;
     let url = format!(
         "{}/api/devices/{}/control",
@@ -71,6 +78,76 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ctl <device> snapshot [width=N] [max_age_ms=N] [out=FILE]`.
+fn save_snapshot(args: &CtlArgs) -> anyhow::Result<()> {
+    let mut out = format!("{}.jpg", args.device);
+    let mut query = Vec::new();
+    for arg in &args.args {
+        match arg.split_once('=') {
+            Some(("out", file)) => out = file.to_owned(),
+            Some((key @ ("width" | "max_age_ms"), value))
+                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                query.push(format!("{key}={value}"))
+            }
+            _ => anyhow::bail!("snapshot takes width=N, max_age_ms=N and out=FILE, not {arg:?}"),
+        }
+    }
+    let url = format!(
+        "{}/api/devices/{}/snapshot.jpg{}{}",
+        args.url.trim_end_matches('/'),
+        args.device,
+        if query.is_empty() { "" } else { "?" },
+        query.join("&")
+    );
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(&url)
+        .header("authorization", &format!("Bearer {}", args.token))
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    let taken = response
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if !status.is_success() {
+        let text = response.body_mut().read_to_string()?;
+        anyhow::bail!("{}", snapshot_failure(status.as_u16(), &args.device, &text));
+    }
+    let jpeg = response
+        .body_mut()
+        .with_config()
+        .limit(16 * 1024 * 1024)
+        .read_to_vec()?;
+    std::fs::write(&out, &jpeg).with_context(|| format!("writing {out}"))?;
+    println!(
+        "{}",
+        serde_json::json!({ "saved": out, "bytes": jpeg.len(), "taken": taken })
+    );
+    Ok(())
+}
+
+/// Like [`failure`], but a snapshot's 400, 503 and 504 carry the device's own reason.
+fn snapshot_failure(status: u16, device: &str, body: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let message = json
+        .pointer("/error/message")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?");
+    match status {
+        400 => format!("the snapshot request was refused (HTTP 400): {message}"),
+        503 => format!("device {device} cannot take a snapshot now (HTTP 503): {message}"),
+        504 => format!("device {device} took no snapshot in time (HTTP 504): {message}"),
+        _ => failure(status, device, body),
+    }
+}
+
 /// Says who refused: only a 422 carries the device's own answer (an `error` outcome); every
 /// other failure is the gateway's, about the caller, the request or reaching the device.
 fn failure(status: u16, device: &str, body: &str) -> String {
@@ -89,7 +166,10 @@ fn failure(status: u16, device: &str, body: &str) -> String {
         ),
         404 => format!("the gateway knows no device {device} this token may reach (HTTP 404)"),
         409 => format!("the gateway says device {device} is offline (HTTP 409)"),
-        504 => format!("device {device} did not answer the gateway in time (HTTP 504)"),
+        504 => format!(
+            "device {device} did not answer the gateway in time (HTTP 504): {}",
+            error("/error/message")
+        ),
         _ => format!(
             "the gateway refused (HTTP {status}): {}",
             error("/error/message")

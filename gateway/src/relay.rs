@@ -32,6 +32,11 @@ use session::Session;
 /// from making the device build peer connections faster than it can.
 const DEVICE_OFFER_BURST: u32 = 30;
 const DEVICE_OFFERS_PER_SECOND: f64 = 10.0;
+/// Control requests (snapshots included) one device may receive through this gateway: a burst
+/// of 20, then 5 a second. A snapshot costs a small board a frame, an encode and a blocking
+/// thread; a script polling every second is far below this.
+const DEVICE_CONTROL_BURST: u32 = 20;
+const DEVICE_CONTROLS_PER_SECOND: f64 = 5.0;
 
 /// One MQTT publish requested by the relay.
 pub use ferrocam_mqtt::Message as Publish;
@@ -83,6 +88,8 @@ struct State {
     controls: HashMap<SessionId, (DeviceId, mpsc::UnboundedSender<String>)>,
     /// Per-device offer rate limits (devices that exist only: bounded by the device list).
     offer_limits: HashMap<DeviceId, TokenBucket>,
+    /// Per-device control request rate limits (likewise bounded).
+    control_limits: HashMap<DeviceId, TokenBucket>,
 }
 
 /// Shared relay state of one gateway instance.
@@ -201,6 +208,7 @@ impl Relay {
     pub fn forget_device(&self, id: &DeviceId) {
         let mut state = self.lock();
         state.offer_limits.remove(id);
+        state.control_limits.remove(id);
         if state.devices.remove(id).is_some() {
             self.publish_devices(&state);
         }
@@ -220,6 +228,23 @@ impl Relay {
         Err(Refusal {
             code: ErrorCode::RateLimited,
             message: format!("too many offers for device {device}; try again in a moment"),
+        })
+    }
+
+    fn take_control_token(state: &mut State, device: &DeviceId) -> Result<(), Refusal> {
+        let allowed = state
+            .control_limits
+            .entry(device.clone())
+            .or_insert_with(|| TokenBucket::new(DEVICE_CONTROL_BURST, DEVICE_CONTROLS_PER_SECOND))
+            .try_take();
+        if allowed {
+            return Ok(());
+        }
+        Err(Refusal {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "too many control requests for device {device}; try again in a moment"
+            ),
         })
     }
 

@@ -29,6 +29,7 @@ const ferrocam = {
   lastError: null,
   control: null, // ControlClient once the data channel is open
   lastSnapshot: null,
+  lastStill: null,
   lastRefusal: null,
   watchedEpoch: null, // the camera run (presence epoch) the current session is with
   resuming: null, // the session a `resume` was sent for, until the gateway answers

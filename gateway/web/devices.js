@@ -42,8 +42,55 @@ function newDeviceItem(device) {
     if (ferrocam.device === device && live && !ferrocam.lastError) return;
     watch(device).catch((e) => showError(e.message));
   };
-  item.append(button);
+  // A still picture without watching: the device wakes an idle camera for it, and a picture
+  // at most two seconds old is reused rather than waking it again.
+  const still = document.createElement('button');
+  still.type = 'button';
+  still.className = 'still';
+  still.textContent = 'Snapshot';
+  still.title = `A still picture from ${device}, without watching`;
+  const picture = document.createElement('a');
+  picture.className = 'still-picture';
+  picture.target = '_blank';
+  picture.hidden = true;
+  picture.append(document.createElement('img'));
+  const note = document.createElement('span');
+  note.className = 'still-note';
+  still.onclick = () => takeStill(device, still, picture, note);
+  item.append(button, still, picture, note);
   return item;
+}
+
+async function takeStill(device, still, picture, note) {
+  still.disabled = true;
+  note.textContent = 'Taking a snapshot…';
+  try {
+    const url = `/api/devices/${encodeURIComponent(device)}/snapshot.jpg?width=640&max_age_ms=2000`;
+    const response = await fetch(url);
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      const why = body.error && body.error.message ? body.error.message : `HTTP ${response.status}`;
+      throw new Error(why);
+    }
+    const blob = await response.blob();
+    if (picture.href) URL.revokeObjectURL(picture.href);
+    picture.href = URL.createObjectURL(blob);
+    const img = picture.firstElementChild;
+    await new Promise((resolve, reject) => {
+      img.onload = resolve;
+      img.onerror = () => reject(new Error('the picture could not be shown'));
+      img.src = picture.href;
+    });
+    img.alt = `Snapshot of ${device}`;
+    picture.hidden = false;
+    const taken = response.headers.get('last-modified');
+    note.textContent = taken ? `Taken ${new Date(taken).toLocaleTimeString()}` : '';
+    ferrocam.lastStill = { device, width: img.naturalWidth, height: img.naturalHeight, bytes: blob.size };
+  } catch (e) {
+    note.textContent = `No snapshot: ${e.message}`;
+  } finally {
+    still.disabled = false;
+  }
 }
 
 function updateDeviceItem(item, d) {
@@ -52,6 +99,7 @@ function updateDeviceItem(item, d) {
   const video = d.capabilities && d.capabilities.video;
   const camera = d.capabilities && d.capabilities.camera;
   button.disabled = !d.online;
+  item.querySelector('.still').disabled = !d.online;
   button.setAttribute('aria-pressed', String(d.device === ferrocam.device));
   dot.className = `dot${d.online ? ' online' : ''}`;
   meta.textContent = !d.online ? 'offline'

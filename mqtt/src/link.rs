@@ -13,30 +13,35 @@
 //!   [`Presence`]) can name that number, so the will of a dropped connection never outranks the
 //!   birth of the next one.
 //! - **Clustered brokers that forget.** A broker re-electing after a node loss can refuse a
-//!   subscription (retried after 1 s) or accept one it then does not serve, or a retained
+//!   subscription (asked again after 1 s) or accept one it then does not serve, or a retained
 //!   message it does not store (`settle_after`: greet once more a while after connecting).
 //! - **A clean shutdown that flushes.** [`Link::shutdown`] publishes the will itself (a broker
 //!   only sends it on an unclean drop) and a DISCONNECT behind everything already queued, then
-//!   polls until the broker, having read that DISCONNECT, closes the connection: rumqttc's queue
+//!   waits until the broker, having read that DISCONNECT, closes the connection: rumqttc's queue
 //!   is first in, first out, so every hang-up queued before shutdown was read first.
 //!
-//! The publishing side is a [`Publisher`] (see [`crate::outbox`] for its bounded queue). Nothing
-//! here ever awaits that queue: only `next()` drains it, so the link queues with `try_*` calls
-//! and keeps whatever did not fit for its next turn.
+//! The event loop is polled by a task of its own ([`io`]) that nothing ever interrupts: rumqttc
+//! takes a request off its queue before writing it, so a `poll` cancelled at the wrong moment
+//! (by a timer in a `select!`) would lose that request. Everything else reaches the connection
+//! through rumqttc's request queue, and [`Link::next`] only reads a channel, so it is
+//! cancel-safe. The publishing side is a [`Publisher`] (see [`crate::outbox`]).
 
-use std::collections::VecDeque;
+mod io;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS, SubscribeReasonCode};
-use tokio::time::Instant;
+use rumqttc::{AsyncClient, LastWill, QoS};
+use tokio::sync::mpsc;
 
-use crate::{Backoff, BrokerSettings, Failover, Publisher};
+use crate::{BrokerSettings, Publisher};
 
-/// How long a refused subscription waits before it is asked again.
-const RESUBSCRIBE_AFTER_REFUSAL: Duration = Duration::from_secs(1);
 /// How long a shutdown may take to flush the queue and say goodbye.
 const FLUSH_LIMIT: Duration = Duration::from_secs(2);
+/// Events waiting for the owner of the link; a slow owner slows the link down, never drops.
+const EVENT_QUEUE: usize = 256;
 
 /// One thing the link does after every connect, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,29 +93,48 @@ pub enum LinkEvent {
     Message { topic: String, payload: Bytes },
 }
 
-/// The I/O side of a link: poll [`Link::next`] for anything to happen.
-pub struct Link {
-    client: AsyncClient,
-    events: EventLoop,
-    nodes: Failover,
-    greeting: Vec<Step>,
-    presence: Option<Box<dyn Presence>>,
-    settle_after: Option<Duration>,
-    backoff: Backoff,
+/// What the link's owner and its I/O task share.
+struct Shared {
+    presence: Mutex<Option<Box<dyn Presence>>>,
     /// The number of the current connection (or the one being attempted), from 1.
-    connection: u64,
-    connected: bool,
-    /// Steps not yet queued because rumqttc's queue was full; tried again on every turn.
-    unqueued: VecDeque<Step>,
-    /// `Up` is reported once the greeting is queued.
-    owe_up: bool,
-    retry_at: Option<Instant>,
-    settle_at: Option<Instant>,
-    resubscribe_at: Option<Instant>,
+    connection: AtomicU64,
+    connected: AtomicBool,
+    /// Set by [`Link::shutdown`]: the next loss ends the I/O task instead of reconnecting.
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    fn birth(&self) -> Option<Retained> {
+        let connection = self.connection.load(Ordering::Relaxed);
+        let mut presence = self.presence.lock().expect("presence");
+        presence.as_mut().map(|p| p.birth(connection))
+    }
+
+    fn will(&self, connection: u64) -> Option<Retained> {
+        let mut presence = self.presence.lock().expect("presence");
+        presence.as_mut().map(|p| p.will(connection))
+    }
+}
+
+/// The owner's side of a link: events from [`Link::next`], and the presence controls.
+pub struct Link {
+    events: mpsc::Receiver<LinkEvent>,
+    client: AsyncClient,
+    shared: Arc<Shared>,
+    /// The I/O task; taken by `shutdown`, aborted when the link is dropped.
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Link {
-    /// Creates the link (no I/O until the first `next()`) and its publishing handle.
+    /// Creates the link and its publishing handle, and starts connecting.
     pub fn new(
         settings: &BrokerSettings,
         options: LinkOptions,
@@ -118,103 +142,75 @@ impl Link {
         let LinkOptions {
             client_id,
             greeting,
-            mut presence,
+            presence,
             queue,
             settle_after,
         } = options;
         let nodes = settings.connect(&client_id, |_| {})?;
+        let shared = Arc::new(Shared {
+            presence: Mutex::new(presence),
+            connection: AtomicU64::new(1),
+            connected: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        });
         let mut first = nodes.first();
-        if let Some(presence) = presence.as_mut() {
-            first.set_last_will(last_will(presence.will(1)));
+        if let Some(will) = shared.will(1) {
+            first.set_last_will(last_will(will));
         }
         let (client, events) = crate::client(first, queue);
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let task = tokio::spawn(
+            io::Io {
+                client: client.clone(),
+                events,
+                nodes,
+                greeting,
+                settle_after,
+                shared: Arc::clone(&shared),
+                out: tx,
+                backoff: crate::Backoff::default(),
+                unqueued: Default::default(),
+                owe_up: false,
+            }
+            .run(),
+        );
         let link = Self {
+            events: rx,
             client: client.clone(),
-            events,
-            nodes,
-            greeting,
-            presence,
-            settle_after,
-            backoff: Backoff::default(),
-            connection: 1,
-            connected: false,
-            unqueued: VecDeque::new(),
-            owe_up: false,
-            retry_at: None,
-            settle_at: None,
-            resubscribe_at: None,
+            shared,
+            task: Some(task),
         };
         Ok((Publisher::new(client), link))
     }
 
-    /// The broker node in use (or being tried), for logs.
-    pub fn broker(&self) -> String {
-        crate::node_name(&self.events.mqtt_options)
+    /// The next event. Cancel-safe: it only reads a channel.
+    pub async fn next(&mut self) -> LinkEvent {
+        match self.events.recv().await {
+            Some(event) => event,
+            // The I/O task ended (shutdown, or a panic): nothing more will ever happen.
+            None => std::future::pending().await,
+        }
     }
 
     /// The number of the current connection (or of the next one, while down), from 1.
     pub fn connection(&self) -> u64 {
-        self.connection
-    }
-
-    /// Drives the connection until something happens. Cancel-safe: every wait keeps its
-    /// deadline in `self`, so `next()` can sit in a `select!` with other work.
-    pub async fn next(&mut self) -> LinkEvent {
-        loop {
-            if let Some(at) = self.retry_at {
-                tokio::time::sleep_until(at).await;
-                self.retry_at = None;
-            }
-            self.queue_unqueued();
-            if self.owe_up && self.unqueued.is_empty() {
-                self.owe_up = false;
-                return LinkEvent::Up {
-                    connection: self.connection,
-                };
-            }
-            let polled = tokio::select! {
-                () = sleep_until(self.settle_at) => {
-                    self.settle_at = None;
-                    self.unqueued.extend(self.greeting.iter().cloned());
-                    continue;
-                }
-                () = sleep_until(self.resubscribe_at) => {
-                    self.resubscribe_at = None;
-                    self.unqueued.extend(self.subscriptions());
-                    continue;
-                }
-                polled = self.events.poll() => polled,
-            };
-            match polled {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => self.on_connected(),
-                Ok(Event::Incoming(Packet::SubAck(ack)))
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
-                {
-                    tracing::warn!(broker = %self.broker(), "the broker refused a subscription; asking again in 1 s");
-                    self.resubscribe_at
-                        .get_or_insert(Instant::now() + RESUBSCRIBE_AFTER_REFUSAL);
-                }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    return LinkEvent::Message {
-                        topic: publish.topic,
-                        payload: publish.payload,
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => return self.on_lost(e.to_string()),
-            }
-        }
+        self.shared.connection.load(Ordering::Relaxed)
     }
 
     /// Publishes the birth of the current connection again (the client's state changed, or the
     /// broker holds something older). Without a connection it waits for the next greeting.
-    pub fn rebirth(&mut self) {
-        if self.connected && self.presence.is_some() {
-            self.unqueued.push_back(Step::Birth);
-            self.queue_unqueued();
+    pub fn rebirth(&self) {
+        if !self.shared.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(birth) = self.shared.birth() {
+            // Waits for room in the queue (the I/O task drains it), off the caller's path.
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client
+                    .publish(birth.topic, QoS::AtLeastOnce, true, birth.payload)
+                    .await;
+            });
         }
     }
 
@@ -222,11 +218,16 @@ impl Link {
     /// everything queued, and waits (at most [`FLUSH_LIMIT`]) until the broker has read it.
     /// Without a connection there is nobody to flush to, and what is queued is dropped.
     pub async fn shutdown(mut self) {
-        if !self.connected {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        if !self.shared.connected.load(Ordering::Relaxed) {
             tracing::info!("no broker connection at shutdown; queued messages are dropped");
+            task.abort();
             return;
         }
-        let will = self.presence.as_mut().map(|p| p.will(self.connection));
+        let will = self.shared.will(self.connection());
         let client = self.client.clone();
         let goodbye = async move {
             if let Some(will) = will {
@@ -236,94 +237,25 @@ impl Link {
             }
             let _ = client.disconnect().await;
         };
-        // Poll until the broker closes the connection, which it does once it has read the
-        // DISCONNECT, so everything before it. Closing first instead could lose the tail: a
-        // socket closed with unread input (a PUBACK, a message) sends a reset, and a reset makes
-        // the broker's kernel discard what the broker had not yet read (seen in tests: the last
-        // 37 of 50 queued messages, and the DISCONNECT, so the broker sent the will).
+        // The I/O task ends once the broker closes the connection after the DISCONNECT. Its
+        // events are drained meanwhile: a task waiting to hand one over would stop polling.
         let events = &mut self.events;
-        let flush = async move { while events.poll().await.is_ok() {} };
-        if tokio::time::timeout(FLUSH_LIMIT, async { tokio::join!(goodbye, flush) })
-            .await
-            .is_err()
-        {
-            tracing::warn!("the broker did not take the queue within 2 s; closing anyway");
-        }
-    }
-
-    fn on_connected(&mut self) {
-        self.backoff.reset();
-        self.connected = true;
-        self.unqueued = self.greeting.iter().cloned().collect();
-        self.owe_up = true;
-        self.resubscribe_at = None;
-        self.settle_at = self.settle_after.map(|after| Instant::now() + after);
-        tracing::info!(broker = %self.broker(), connection = self.connection, "connected to the broker");
-    }
-
-    fn on_lost(&mut self, error: String) -> LinkEvent {
-        let retry_in = self.backoff.next_delay();
-        self.connected = false;
-        self.unqueued.clear();
-        self.owe_up = false;
-        self.settle_at = None;
-        self.resubscribe_at = None;
-        self.retry_at = Some(Instant::now() + retry_in);
-        // Another node of a clustered broker may be up while this one is not.
-        if self.nodes.len() > 1 {
-            self.events.mqtt_options = self.nodes.next_node();
-        }
-        // The next connection is a new one: its will says so.
-        self.connection += 1;
-        if let Some(presence) = self.presence.as_mut() {
-            let will = last_will(presence.will(self.connection));
-            self.events.mqtt_options.set_last_will(will);
-        }
-        tracing::warn!(%error, ?retry_in, next = %self.broker(), "broker connection lost");
-        LinkEvent::Down { error, retry_in }
-    }
-
-    /// The greeting's subscriptions alone.
-    fn subscriptions(&self) -> Vec<Step> {
-        self.greeting
-            .iter()
-            .filter(|step| matches!(step, Step::Subscribe(_)))
-            .cloned()
-            .collect()
-    }
-
-    /// Queues waiting steps in order until rumqttc's queue is full.
-    fn queue_unqueued(&mut self) {
-        while let Some(step) = self.unqueued.front() {
-            let queued = match step {
-                Step::Subscribe(filter) => {
-                    self.client.try_subscribe(filter.clone(), QoS::AtMostOnce)
-                }
-                Step::Birth => match self.presence.as_mut() {
-                    Some(presence) => {
-                        let birth = presence.birth(self.connection);
-                        self.client
-                            .try_publish(birth.topic, QoS::AtLeastOnce, true, birth.payload)
-                    }
-                    None => Ok(()),
-                },
+        let finished = tokio::time::timeout(FLUSH_LIMIT, async {
+            let flushed = async {
+                goodbye.await;
+                let _ = (&mut task).await;
             };
-            if queued.is_err() {
-                return; // full: the next poll drains it, and the next turn tries again
-            }
-            self.unqueued.pop_front();
+            let drained = async { while events.recv().await.is_some() {} };
+            tokio::join!(flushed, drained);
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!("the broker did not take the queue within 2 s; closing anyway");
+            task.abort();
         }
     }
 }
 
 fn last_will(will: Retained) -> LastWill {
     LastWill::new(will.topic, will.payload, QoS::AtLeastOnce, true)
-}
-
-/// Sleeps until `at`, or forever without it.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

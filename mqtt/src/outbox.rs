@@ -7,13 +7,15 @@
 //! deadlock).
 //!
 //! **Overflow policy: refuse the newest.** When the queue is full, [`Outbox::publish`] returns
-//! [`Refused`] at once and counts it; what is already queued stays and goes out, in order, once
-//! the broker is back. Signaling is request/response with deadlines on both ends, so a refused
+//! [`Refused`] at once and counts it; what was queued during an outage stays and goes out, in
+//! order, once the broker is back. (What was queued when a connection broke is lost with it:
+//! a clean session starts empty, like a message lost in transit.) Signaling is request/response with deadlines on both ends, so a refused
 //! message costs one failed session (the viewer retries), never a wrong state: the gateway turns
 //! a refused request into an immediate error for the viewer instead of a timeout.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, QoS};
 
@@ -31,9 +33,17 @@ pub struct Refused;
 
 /// Somewhere to publish to. [`Publisher`] is the real one; an unbounded channel stands in for
 /// it where a test wants to read what would have been published.
+#[async_trait::async_trait]
 pub trait Outbox: Send + Sync {
     /// Queues `message`, or refuses it at once (see the module docs).
     fn publish(&self, message: Message) -> Result<(), Refused>;
+
+    /// Queues `message`, waiting up to `limit` for room. For a burst that belongs together and
+    /// is larger than the queue (the chunks of one snapshot), sent from a task of its own.
+    async fn publish_within(&self, message: Message, limit: Duration) -> Result<(), Refused> {
+        let _ = limit;
+        self.publish(message)
+    }
 }
 
 /// The publishing handle of a [`crate::Link`]. Cheap to clone; every clone feeds the same
@@ -58,6 +68,7 @@ impl Publisher {
     }
 }
 
+#[async_trait::async_trait]
 impl Outbox for Publisher {
     /// QoS 0: a signal lost in a broker disconnect fails one session, and the viewer retries,
     /// whereas QoS 1 could deliver an answer twice.
@@ -73,9 +84,26 @@ impl Outbox for Publisher {
                 Refused
             })
     }
+
+    async fn publish_within(&self, message: Message, limit: Duration) -> Result<(), Refused> {
+        let queued = tokio::time::timeout(
+            limit,
+            self.client
+                .publish(message.topic, QoS::AtMostOnce, false, message.payload),
+        )
+        .await;
+        match queued {
+            Ok(Ok(())) => Ok(()),
+            _ => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Err(Refused)
+            }
+        }
+    }
 }
 
 /// An in-process outbox: what is "published" arrives on the channel's receiver. Never full.
+#[async_trait::async_trait]
 impl Outbox for tokio::sync::mpsc::UnboundedSender<Message> {
     fn publish(&self, message: Message) -> Result<(), Refused> {
         self.send(message).map_err(|_| Refused)

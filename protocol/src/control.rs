@@ -69,8 +69,17 @@ pub enum Command {
         fps: Option<u32>,
     },
     /// A JPEG of the live picture, delivered as [`SnapshotChunk`] messages after the reply.
+    /// Works whether or not anyone watches (an idle camera is woken for it).
     #[serde(rename = "snapshot")]
-    Snapshot,
+    Snapshot {
+        /// A picture at most this old will do: the device answers with a recent one, if it has
+        /// it, without waking the camera.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_age_ms: Option<u64>,
+        /// Scale down to this width (16–3840; aspect ratio kept, never scaled up).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+    },
     /// The GPIO lines this device exposes.
     #[serde(rename = "gpio.list")]
     GpioList,
@@ -153,6 +162,9 @@ pub enum ControlErrorCode {
     Unavailable,
     /// The device tried and failed.
     Failed,
+    /// The device tried, but the hardware did not deliver in time (a camera that will not
+    /// produce a frame).
+    Timeout,
 }
 
 impl ControlError {
@@ -287,6 +299,10 @@ pub struct SnapshotReply {
     pub chunks: u32,
     pub width: u32,
     pub height: u32,
+    /// When the picture was taken, in milliseconds since the Unix epoch (0 from devices that
+    /// predate it).
+    #[serde(default)]
+    pub taken_at_ms: u64,
 }
 
 /// A camera control as V4L2 describes it.
@@ -348,6 +364,35 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_may_name_an_age_and_a_width_or_neither() {
+        let plain = ControlRequest::decode(r#"{"v":1,"id":1,"cmd":"snapshot"}"#).unwrap();
+        assert_eq!(
+            plain.command,
+            Command::Snapshot {
+                max_age_ms: None,
+                width: None
+            }
+        );
+        let thumb = ControlRequest::decode(
+            r#"{"v":1,"id":1,"cmd":"snapshot","max_age_ms":5000,"width":320}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            thumb.command,
+            Command::Snapshot {
+                max_age_ms: Some(5000),
+                width: Some(320)
+            }
+        );
+        // A reply from a device that predates `taken_at_ms` still reads.
+        let old: SnapshotReply = serde_json::from_str(
+            r#"{"mime":"image/jpeg","bytes":3,"chunks":1,"width":2,"height":2}"#,
+        )
+        .unwrap();
+        assert_eq!(old.taken_at_ms, 0);
+    }
+
+    #[test]
     fn responses_are_ok_or_error() {
         let ok = serde_json::to_string(&ControlResponse::ok(3, serde_json::json!({}))).unwrap();
         assert_eq!(ok, r#"{"v":1,"id":3,"ok":{}}"#);
@@ -382,7 +427,13 @@ mod tests {
     #[test]
     fn only_changes_need_the_control_role() {
         assert!(!Command::Status.mutates());
-        assert!(!Command::Snapshot.mutates());
+        assert!(
+            !Command::Snapshot {
+                max_age_ms: None,
+                width: None
+            }
+            .mutates()
+        );
         assert!(
             Command::GpioSet {
                 name: "lamp".into(),

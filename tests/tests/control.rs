@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferrocam_tests::process::workspace_bin;
-use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
+use ferrocam_tests::{Browser, Stack, StackOptions, eventually, jpeg_size};
 use serde_json::Value;
 
 /// A device whose picture is noise (so the encoder really spends the bitrate it is given), with
@@ -49,25 +49,6 @@ async fn page_bitrate(browser: &Browser) -> anyhow::Result<Option<f64>> {
     Ok(v.as_str()
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok()))
-}
-
-/// Width and height from a JPEG's SOF marker.
-fn jpeg_size(jpeg: &[u8]) -> Option<(u16, u16)> {
-    let mut i = 2;
-    while i + 9 < jpeg.len() {
-        if jpeg[i] != 0xff {
-            return None;
-        }
-        let marker = jpeg[i + 1];
-        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
-        if (0xc0..=0xc2).contains(&marker) {
-            let h = u16::from_be_bytes([jpeg[i + 5], jpeg[i + 6]]);
-            let w = u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]);
-            return Some((w, h));
-        }
-        i += 2 + len;
-    }
-    None
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use ferrocam_mqtt::{
 };
 use ferrocam_tests::mqtt::TestMqtt;
 use ferrocam_tests::process::{Process, free_port, workspace_root};
+use ferrocam_tests::proxy::FrontDoor;
 use ferrocam_tests::stack::start_mosquitto;
 
 /// Long enough for anything on loopback; only reached when something is broken.
@@ -94,15 +95,6 @@ fn drive(mut link: Link) -> tokio::sync::mpsc::UnboundedReceiver<Vec<u8>> {
     rx
 }
 
-/// Runs `work` while driving the link (a link does nothing unless polled), discarding what the
-/// link reports meanwhile.
-async fn polling<T>(link: &mut Link, work: impl std::future::Future<Output = T>) -> T {
-    tokio::select! {
-        out = work => out,
-        () = async { loop { link.next().await; } } => unreachable!(),
-    }
-}
-
 fn message(topic: &str, payload: impl Into<Vec<u8>>) -> Message {
     Message {
         topic: topic.into(),
@@ -128,7 +120,7 @@ async fn every_connection_is_greeted_and_a_broker_restart_is_ridden_out() {
     let mut observer = TestMqtt::connect(port, "observer-1", &["t/status"])
         .await
         .unwrap();
-    polling(&mut link, expect(&mut observer, "up 1")).await;
+    expect(&mut observer, "up 1").await;
     observer.publish("t/in", "hello").await.unwrap();
     let got = until(&mut link, "the first message", |e| match e {
         LinkEvent::Message { topic, payload } => Some((topic, payload)),
@@ -149,7 +141,7 @@ async fn every_connection_is_greeted_and_a_broker_restart_is_ridden_out() {
     let mut observer = TestMqtt::connect(port, "observer-2", &["t/status"])
         .await
         .unwrap();
-    polling(&mut link, expect(&mut observer, "up 2")).await;
+    expect(&mut observer, "up 2").await;
     observer.publish("t/in", "again").await.unwrap();
     let got = until(&mut link, "a message after the restart", |e| match e {
         LinkEvent::Message { payload, .. } => Some(payload),
@@ -163,8 +155,15 @@ async fn every_connection_is_greeted_and_a_broker_restart_is_ridden_out() {
 async fn a_full_queue_refuses_at_once_and_what_it_holds_goes_out_in_order() {
     let dir = log_dir("mqtt_link_queue");
     let port = free_port();
-    // Not driven yet (as during an outage): nothing drains the queue.
-    let (publisher, link) = link(port, 4);
+    let _broker = start_mosquitto(port, None, &dir).await.unwrap();
+    let mut observer = TestMqtt::connect(port, "observer", &["t/out"])
+        .await
+        .unwrap();
+    // The link reaches the broker through a door that turns it away (an outage), so nothing
+    // drains its queue.
+    let door = FrontDoor::start(free_port()).await.unwrap();
+    let (publisher, link) = link(door.port(), 4);
+    let _received_by_link = drive(link);
     for i in 0..4 {
         publisher
             .publish(message("t/out", format!("m{i}")))
@@ -173,18 +172,13 @@ async fn a_full_queue_refuses_at_once_and_what_it_holds_goes_out_in_order() {
     assert_eq!(publisher.publish(message("t/out", "m4")), Err(Refused));
     assert_eq!(publisher.refused(), 1);
 
-    // A subscriber that is there before the link connects sees what the queue held.
-    let _broker = start_mosquitto(port, None, &dir).await.unwrap();
-    let mut observer = TestMqtt::connect(port, "observer", &["t/out"])
-        .await
-        .unwrap();
-    let _received_by_link = drive(link);
+    // The broker is reachable again: what the queue held goes out, in order.
+    door.switch_to(port);
     for i in 0..4 {
         expect(&mut observer, &format!("m{i}")).await;
     }
-    // And nothing more: the refused message is gone, and the birth went elsewhere. The
-    // probe is published through the link after the queued ones, so its arrival proves
-    // everything before it was delivered or dropped.
+    // And nothing more: the refused message is gone. The probe is published through the link
+    // after the queued ones, so its arrival proves everything before it was delivered.
     eventually_publish(&publisher, "probe").await;
     expect(&mut observer, "probe").await;
 }
@@ -211,9 +205,10 @@ async fn shutdown_flushes_everything_queued_then_says_goodbye() {
         .unwrap();
     let (publisher, mut link) = link(port, 64);
     assert_eq!(up(&mut link).await, 1);
-    polling(&mut link, expect(&mut observer, "up 1")).await;
+    expect(&mut observer, "up 1").await;
 
-    // Queued and never polled: only the shutdown's flush can deliver them.
+    // Queued back to back, then shut down at once: the flush must deliver all of them
+    // before the goodbye.
     for i in 0..50 {
         publisher
             .publish(message("t/out", format!("hang-up {i}")))

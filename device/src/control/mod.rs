@@ -10,7 +10,7 @@ pub mod servo;
 mod tests;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use ferrocam_protocol::PROTOCOL_VERSION;
@@ -19,7 +19,7 @@ use ferrocam_protocol::control::{
     SnapshotChunk, SnapshotReply, StatusReply,
 };
 
-use crate::media::MediaEngine;
+use crate::media::{MediaEngine, SnapshotError, SnapshotRequest};
 pub use camera::CameraControls;
 pub use gpio::Gpio;
 pub use ptz::{Ptz, PtzSpec};
@@ -84,11 +84,8 @@ impl ControlHandler {
                 self.video_set(bitrate_kbps, width, height, fps).await?;
                 serde_json::json!({})
             }
-            Command::Snapshot => {
-                let jpeg = self.media.snapshot().await.map_err(|e| {
-                    ControlError::new(ControlErrorCode::Unavailable, format!("{e:#}"))
-                })?;
-                return Ok(Reply::Snapshot(jpeg));
+            Command::Snapshot { max_age_ms, width } => {
+                return Ok(Reply::Snapshot(self.snapshot(max_age_ms, width).await?));
             }
             Command::GpioList => to_value(self.gpio.lines()),
             Command::GpioGet { name } => {
@@ -106,6 +103,29 @@ impl ControlHandler {
             }
         };
         Ok(Reply::Body(body))
+    }
+
+    async fn snapshot(
+        &self,
+        max_age_ms: Option<u64>,
+        width: Option<u32>,
+    ) -> Result<crate::media::Jpeg, ControlError> {
+        if let Some(w) = width.filter(|w| !crate::media::SNAPSHOT_WIDTHS.contains(w)) {
+            return Err(ControlError::new(
+                ControlErrorCode::OutOfRange,
+                format!("a snapshot {w} pixels wide is outside 16..=3840"),
+            ));
+        }
+        let request = SnapshotRequest {
+            max_age: max_age_ms.map(Duration::from_millis),
+            width,
+        };
+        self.media.snapshot(request).await.map_err(|e| match e {
+            SnapshotError::Unavailable(why) => {
+                ControlError::new(ControlErrorCode::Unavailable, why)
+            }
+            SnapshotError::Timeout(why) => ControlError::new(ControlErrorCode::Timeout, why),
+        })
     }
 
     fn status(&self) -> StatusReply {
@@ -196,6 +216,10 @@ fn snapshot_messages(id: u64, jpeg: crate::media::Jpeg) -> Vec<String> {
             chunks: total,
             width: jpeg.width,
             height: jpeg.height,
+            taken_at_ms: jpeg
+                .taken_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         },
     ))];
     for (i, chunk) in chunks.into_iter().enumerate() {

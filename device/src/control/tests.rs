@@ -32,6 +32,7 @@ fn handler() -> ControlHandler {
         audio: None,
         idle_timeout: Duration::from_secs(5),
         keyframe_min_interval: Duration::from_millis(500),
+        snapshot_settle_frames: 0,
     });
     ControlHandler {
         media,
@@ -129,7 +130,10 @@ async fn bad_requests_get_typed_errors() {
             r#"{"v":1,"id":11,"cmd":"ptz","action":"left"}"#,
             "unavailable",
         ),
-        (r#"{"v":1,"id":12,"cmd":"snapshot"}"#, "unavailable"), // no viewer: camera idle
+        (
+            r#"{"v":1,"id":12,"cmd":"snapshot","width":8}"#,
+            "out_of_range",
+        ),
         (r#"{"v":9,"id":13,"cmd":"ping"}"#, "unsupported_version"),
     ];
     for (request, code) in cases {

@@ -12,6 +12,7 @@
 //! to the encoder, so neither waits for a snapshot, a rebuild or a stop.
 
 mod actor;
+mod stills;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -26,15 +27,15 @@ use super::AccessUnit;
 use super::audio::{AudioSource, AudioUnit};
 use super::keyframes::{KeyframeGate, KeyframeReason, Verdict};
 use super::pipeline::{Meter, VideoPlan, force_keyframe};
-use super::snapshot::{GstJpeg, Jpeg, JpegEncoder};
+use super::snapshot::{GstJpeg, JpegEncoder};
+
+pub use stills::{SnapshotError, SnapshotRequest};
 
 /// Access units a viewer may fall behind before it skips to the next keyframe: two seconds at
 /// 30 fps, enough to ride out a scheduling hiccup, small enough to bound memory.
 const VIDEO_FANOUT: usize = 64;
 /// Opus packets (20 ms each) a viewer may fall behind.
 const AUDIO_FANOUT: usize = 50;
-/// How long a snapshot waits for a raw frame.
-const FRAME_WAIT_MS: u64 = 500;
 
 /// How the engine behaves.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct EngineSettings {
     pub idle_timeout: Duration,
     /// Minimum gap between keyframes forced by viewer feedback (PLI/FIR).
     pub keyframe_min_interval: Duration,
+    /// Frames a snapshot skips after starting an idle camera (auto exposure settling).
+    pub snapshot_settle_frames: u32,
 }
 
 /// What both the handle and the engine's thread use. Every lock here is held for a few
@@ -86,23 +89,53 @@ impl Shared {
 pub struct MediaEngine {
     shared: Arc<Shared>,
     commands: std::sync::mpsc::Sender<Command>,
-    jpeg: Arc<dyn JpegEncoder>,
+    stills: stills::Stills,
     runtime: tokio::runtime::Handle,
     me: Weak<MediaEngine>,
     /// Keyframes asked of the encoder (after the gate).
     pub keyframes_forced: prometheus_client::metrics::counter::Counter,
     /// Pipeline failures.
     pub pipeline_restarts: prometheus_client::metrics::counter::Counter,
+    /// Snapshots taken from the camera, and answered from the recent ones (`max_age`).
+    pub snapshots_taken: prometheus_client::metrics::counter::Counter,
+    pub snapshots_reused: prometheus_client::metrics::counter::Counter,
 }
 
-/// Proof that a viewer needs the pipeline; dropping it lets the engine go idle.
+/// Who needs the pipeline: a viewer, or a snapshot of an otherwise idle camera (counted apart,
+/// so status and metrics show viewers only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseKind {
+    Viewer,
+    Still,
+}
+
+/// Proof that someone needs the pipeline; dropping it lets the engine go idle.
 pub struct ViewerLease {
     engine: Arc<MediaEngine>,
+    kind: LeaseKind,
 }
 
 impl Drop for ViewerLease {
     fn drop(&mut self) {
-        self.engine.send(Command::Release);
+        self.engine.send(Command::Release(self.kind));
+    }
+}
+
+/// An acquire the engine thread may have granted before its caller stopped waiting (a task
+/// aborted mid-await): then the grant is handed back, or the camera would never go idle.
+struct PendingLease<'a> {
+    engine: &'a MediaEngine,
+    kind: LeaseKind,
+    started: Option<oneshot::Receiver<anyhow::Result<bool>>>,
+}
+
+impl Drop for PendingLease<'_> {
+    fn drop(&mut self) {
+        if let Some(mut started) = self.started.take()
+            && let Ok(Ok(_)) = started.try_recv()
+        {
+            self.engine.send(Command::Release(self.kind));
+        }
     }
 }
 
@@ -116,7 +149,7 @@ impl Drop for MediaEngine {
 impl MediaEngine {
     /// Creates an idle engine. Must be called inside a Tokio runtime.
     pub fn new(settings: EngineSettings) -> Arc<Self> {
-        Self::with_jpeg_encoder(settings, Arc::new(GstJpeg))
+        Self::with_jpeg_encoder(settings, Arc::new(GstJpeg::default()))
     }
 
     /// [`Self::new`] with another JPEG encoder for snapshots.
@@ -139,13 +172,15 @@ impl MediaEngine {
         });
         let commands = Actor::spawn(Arc::clone(&shared)).expect("starting the media engine thread");
         Arc::new_cyclic(|me| Self {
+            stills: stills::Stills::new(jpeg, shared.settings.snapshot_settle_frames),
             shared,
             commands,
-            jpeg,
             runtime: tokio::runtime::Handle::current(),
             me: me.clone(),
             keyframes_forced,
             pipeline_restarts,
+            snapshots_taken: Default::default(),
+            snapshots_reused: Default::default(),
         })
     }
 
@@ -157,12 +192,26 @@ impl MediaEngine {
     /// Registers a viewer, starting the pipelines if they are not running (on the engine's
     /// thread; this only waits for it).
     pub async fn acquire(self: &Arc<Self>) -> anyhow::Result<ViewerLease> {
+        Ok(self.lease(LeaseKind::Viewer).await?.0)
+    }
+
+    /// A lease of `kind`, and whether this lease started the pipeline (a cold camera).
+    async fn lease(self: &Arc<Self>, kind: LeaseKind) -> anyhow::Result<(ViewerLease, bool)> {
         let (reply, started) = oneshot::channel();
-        self.send(Command::Acquire(reply));
-        started.await.map_err(|_| stopped())??;
-        Ok(ViewerLease {
+        self.send(Command::Acquire(kind, reply));
+        let mut pending = PendingLease {
+            engine: self,
+            kind,
+            started: Some(started),
+        };
+        let started = pending.started.as_mut().expect("just set");
+        let cold = started.await.map_err(|_| stopped())??;
+        pending.started = None;
+        let lease = ViewerLease {
             engine: Arc::clone(self),
-        })
+            kind,
+        };
+        Ok((lease, cold))
     }
 
     /// A feed of access units for one viewer, starting at a keyframe.
@@ -194,7 +243,6 @@ impl MediaEngine {
     }
 
     /// Whether the video pipeline is running.
-    #[cfg(test)]
     pub fn is_running(&self) -> bool {
         self.shared.running.load(Ordering::Relaxed)
     }
@@ -237,23 +285,6 @@ impl MediaEngine {
             reply,
         });
         done.await.map_err(|_| stopped())?
-    }
-
-    /// A JPEG of the latest frame. Waiting for the frame and encoding it run on a blocking
-    /// thread: nothing else in the engine waits for a snapshot.
-    pub async fn snapshot(&self) -> anyhow::Result<Jpeg> {
-        let (reply, frames) = oneshot::channel();
-        self.send(Command::Frames(reply));
-        let frames = frames.await.map_err(|_| stopped())??;
-        let jpeg = Arc::clone(&self.jpeg);
-        tokio::task::spawn_blocking(move || {
-            let frame = frames
-                .try_pull_sample(gstreamer::ClockTime::from_mseconds(FRAME_WAIT_MS))
-                .ok_or_else(|| anyhow!("no frame within {FRAME_WAIT_MS} ms"))?;
-            jpeg.encode(&frame)
-        })
-        .await
-        .map_err(|e| anyhow!("the snapshot task failed: {e}"))?
     }
 
     /// Asks for a keyframe, subject to the [`KeyframeGate`].

@@ -23,10 +23,10 @@ use bytes::Bytes;
 pub use audio::{AudioSource, AudioUnit};
 pub use discovery::{capture_devices, controls};
 pub use encoder::{Encoder, GstProbe};
-pub use engine::{EngineSettings, MediaEngine, VideoFeed};
+pub use engine::{EngineSettings, MediaEngine, SnapshotError, SnapshotRequest, VideoFeed};
 pub use keyframes::KeyframeReason;
 pub use pipeline::VideoPlan;
-pub use snapshot::Jpeg;
+pub use snapshot::{Jpeg, WIDTHS as SNAPSHOT_WIDTHS};
 pub use source::{CaptureFormat, Source};
 
 /// One encoded H.264 access unit (a whole frame) in Annex-B byte-stream form, with SPS/PPS in

@@ -37,6 +37,7 @@ fn engine(video: VideoPlan, audio: Option<AudioSource>) -> Arc<MediaEngine> {
         audio,
         idle_timeout: Duration::from_millis(300),
         keyframe_min_interval: Duration::from_millis(500),
+        snapshot_settle_frames: 0,
     })
 }
 

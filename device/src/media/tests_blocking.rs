@@ -17,10 +17,10 @@ struct HeldJpeg {
 }
 
 impl JpegEncoder for HeldJpeg {
-    fn encode(&self, frame: &gstreamer::Sample) -> anyhow::Result<Jpeg> {
+    fn encode(&self, frame: &gstreamer::Sample, width: Option<u32>) -> anyhow::Result<Jpeg> {
         let _ = self.entered.send(());
         let _ = self.release.lock().unwrap().recv();
-        GstJpeg.encode(frame)
+        GstJpeg::default().encode(frame, width)
     }
 }
 
@@ -69,6 +69,7 @@ async fn a_snapshot_in_progress_delays_neither_joins_nor_keyframe_requests() {
             audio: None,
             idle_timeout: Duration::from_secs(30),
             keyframe_min_interval: Duration::ZERO,
+            snapshot_settle_frames: 0,
         },
         Arc::new(HeldJpeg {
             entered: entered_tx,
@@ -80,7 +81,7 @@ async fn a_snapshot_in_progress_delays_neither_joins_nor_keyframe_requests() {
 
     let snapshot = tokio::spawn({
         let engine = Arc::clone(&engine);
-        async move { engine.snapshot().await }
+        async move { engine.snapshot(SnapshotRequest::default()).await }
     });
     entered
         .recv()

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use ferrocam_protocol::control::{
-    ControlRequest, ControlResponse, MAX_CONTROL_MESSAGE, Outcome, SnapshotChunk, SnapshotReply,
+    ControlErrorCode, ControlRequest, ControlResponse, MAX_CONTROL_MESSAGE, Outcome,
+    SNAPSHOT_CHUNK, SnapshotChunk, SnapshotReply,
 };
 use ferrocam_protocol::{DeviceId, ErrorCode, PROTOCOL_VERSION};
 
@@ -22,6 +24,12 @@ use crate::relay::{ControlReplies, Refusal};
 
 /// How long a device has to answer a relayed control request (snapshots included).
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest snapshot the gateway reassembles: a 4K JPEG at quality 85 is 1–3 MiB.
+const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
+/// Chunks that can carry it.
+const MAX_SNAPSHOT_CHUNKS: usize = MAX_SNAPSHOT_BYTES / SNAPSHOT_CHUNK + 1;
+/// Seconds a script should wait before retrying when the broker queue is full.
+const RETRY_BUSY_SECS: &str = "2";
 /// Seconds a script should wait before retrying an offline device (as WHEP says).
 const RETRY_OFFLINE_SECS: &str = "5";
 
@@ -54,6 +62,15 @@ fn refusal(Refusal { code, message }: Refusal) -> Response {
     let (status, label) = match code {
         ErrorCode::UnknownDevice => (StatusCode::NOT_FOUND, "unknown_device"),
         ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        // The gateway's broker queue is full (a broker outage): worth a retry shortly.
+        ErrorCode::Busy => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "busy", &message);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_BUSY_SECS),
+            );
+            return response;
+        }
         _ => (StatusCode::BAD_GATEWAY, "device_error"),
     };
     error(status, label, &message)
@@ -128,17 +145,55 @@ pub async fn relay(
     }
 }
 
-/// `GET /api/devices/{id}/snapshot.jpg`: a JPEG of the live picture.
+/// What `snapshot.jpg` takes in its query string.
+#[derive(Debug, serde::Deserialize)]
+pub struct SnapshotQuery {
+    /// Scale down to this width (16–3840).
+    width: Option<u32>,
+    /// A picture at most this old will do (at most an hour).
+    max_age_ms: Option<u64>,
+}
+
+/// The longest `max_age_ms` a client may ask for.
+const MAX_AGE_LIMIT_MS: u64 = 3_600_000;
+
+/// `GET /api/devices/{id}/snapshot.jpg[?width=640][&max_age_ms=5000]`: a JPEG of the live
+/// picture, whether or not anyone watches (the device wakes an idle camera for it). With
+/// `max_age_ms` the device may answer with a recent picture without waking the camera, which
+/// is what a client polling for thumbnails wants. `Last-Modified` says when it was taken.
 pub async fn snapshot(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     ScopedDevice(device): ScopedDevice,
+    query: Result<Query<SnapshotQuery>, QueryRejection>,
 ) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "width and max_age_ms must be whole numbers",
+        );
+    };
+    if query.width.is_some_and(|w| !(16..=3840).contains(&w))
+        || query.max_age_ms.is_some_and(|ms| ms > MAX_AGE_LIMIT_MS)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "width must be 16–3840 and max_age_ms at most 3600000",
+        );
+    }
     if let Some(refusal) = unreachable(&state, &device) {
         return refusal;
     }
-    let request =
-        serde_json::json!({ "v": PROTOCOL_VERSION, "id": 1, "cmd": "snapshot" }).to_string();
+    let request = serde_json::json!({
+        "v": PROTOCOL_VERSION,
+        "id": 1,
+        "cmd": "snapshot",
+        "width": query.width,
+        "max_age_ms": query.max_age_ms,
+    })
+    .to_string();
     debug_assert!(ControlRequest::decode(&request).is_ok());
     let id = new_session_id();
     let role = state.role_for(&principal);
@@ -151,21 +206,39 @@ pub async fn snapshot(
     };
     let jpeg = tokio::time::timeout(CONTROL_TIMEOUT, collect_snapshot(replies)).await;
     match jpeg {
-        Ok(Ok(jpeg)) => (
-            [
-                (header::CONTENT_TYPE, "image/jpeg"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            jpeg,
-        )
-            .into_response(),
+        Ok(Ok((reply, jpeg))) => {
+            let taken = std::time::UNIX_EPOCH.checked_add(Duration::from_millis(reply.taken_at_ms));
+            let mut response = (
+                [
+                    (header::CONTENT_TYPE, "image/jpeg"),
+                    // A cache may keep it but must ask again: the picture is live.
+                    (header::CACHE_CONTROL, "private, no-cache"),
+                ],
+                jpeg,
+            )
+                .into_response();
+            // A device's clock (or a forger) may say anything; formatting far-future dates
+            // panics, and a date from the future means nothing to a cache anyway.
+            let latest = std::time::SystemTime::now() + Duration::from_secs(86_400);
+            if reply.taken_at_ms > 0
+                && let Some(taken) = taken.filter(|t| *t <= latest)
+                && let Ok(value) = header::HeaderValue::from_str(&httpdate::fmt_http_date(taken))
+            {
+                response.headers_mut().insert(header::LAST_MODIFIED, value);
+            }
+            response
+        }
         Ok(Err(response)) => response,
         Err(_) => timeout(),
     }
 }
 
-/// Reads the snapshot reply and its chunks and reassembles the JPEG.
-async fn collect_snapshot(mut replies: ControlReplies) -> Result<Vec<u8>, Response> {
+/// Reads the snapshot reply and its chunks and reassembles the JPEG. A device's refusal keeps
+/// its reason: 504 when its camera did not deliver in time, 400 for a request it finds out of
+/// range, 503 otherwise.
+async fn collect_snapshot(
+    mut replies: ControlReplies,
+) -> Result<(SnapshotReply, Vec<u8>), Response> {
     let unavailable = |m: &str| error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m);
     let first = replies
         .recv()
@@ -174,9 +247,24 @@ async fn collect_snapshot(mut replies: ControlReplies) -> Result<Vec<u8>, Respon
     let reply = match serde_json::from_str::<ControlResponse>(&first).map(|r| r.outcome) {
         Ok(Outcome::Ok(body)) => serde_json::from_value::<SnapshotReply>(body)
             .map_err(|_| unavailable("malformed snapshot reply"))?,
-        Ok(Outcome::Error(e)) => return Err(unavailable(&e.message)),
+        Ok(Outcome::Error(e)) => {
+            return Err(match e.code {
+                ControlErrorCode::Timeout => {
+                    error(StatusCode::GATEWAY_TIMEOUT, "timeout", &e.message)
+                }
+                ControlErrorCode::OutOfRange | ControlErrorCode::BadRequest => {
+                    error(StatusCode::BAD_REQUEST, "bad_request", &e.message)
+                }
+                _ => unavailable(&e.message),
+            });
+        }
         Err(_) => return Err(unavailable("malformed reply")),
     };
+    // The device says how many chunks follow; a broker client must not make this allocate
+    // without bound, so the count is held to what a snapshot can need.
+    if reply.chunks as usize > MAX_SNAPSHOT_CHUNKS || reply.bytes > MAX_SNAPSHOT_BYTES {
+        return Err(unavailable("the device announced an oversized snapshot"));
+    }
     let mut parts: Vec<Option<Vec<u8>>> = vec![None; reply.chunks as usize];
     while parts.iter().any(Option::is_none) {
         let message = replies
@@ -188,6 +276,9 @@ async fn collect_snapshot(mut replies: ControlReplies) -> Result<Vec<u8>, Respon
         let data = base64::engine::general_purpose::STANDARD
             .decode(chunk.data)
             .map_err(|_| unavailable("malformed snapshot chunk"))?;
+        if data.len() > SNAPSHOT_CHUNK {
+            return Err(unavailable("oversized snapshot chunk"));
+        }
         if let Some(slot) = parts.get_mut(chunk.chunk as usize) {
             *slot = Some(data);
         }
@@ -196,5 +287,5 @@ async fn collect_snapshot(mut replies: ControlReplies) -> Result<Vec<u8>, Respon
     if jpeg.len() != reply.bytes {
         return Err(unavailable("snapshot size mismatch"));
     }
-    Ok(jpeg)
+    Ok((reply, jpeg))
 }

@@ -50,6 +50,7 @@ impl Relay {
     ) -> Result<ControlReplies, Refusal> {
         let mut state = self.lock();
         Self::check_online(&state, &device)?;
+        Self::take_control_token(&mut state, &device)?;
         let (tx, rx) = mpsc::unbounded_channel();
         state.controls.insert(id.clone(), (device.clone(), tx));
         drop(state);

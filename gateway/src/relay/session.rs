@@ -227,6 +227,9 @@ impl Relay {
         session: &SessionId,
         body: ToDevice,
     ) -> Result<(), Refusal> {
+        // What an answer or an ICE restart changes, to put back if the broker link refuses
+        // the message: the viewer may then try again.
+        let mut undo = None;
         let device = {
             let mut state = self.lock();
             let owned = |s: &&Session| s.viewer == viewer && s.stage != Stage::Resuming;
@@ -252,6 +255,7 @@ impl Relay {
                             message: "this session expects no answer from the viewer".to_owned(),
                         });
                     }
+                    undo = Some((entry.stage, entry.offered_at));
                     entry.stage = Stage::Established;
                 }
                 ToDevice::RestartIce => {
@@ -267,6 +271,7 @@ impl Relay {
                         });
                     }
                     // The device's new offer and the viewer's answer to it are expected again.
+                    undo = Some((entry.stage, entry.offered_at));
                     entry.stage = Stage::Restarting(Turn::Device);
                     entry.offered_at = std::time::Instant::now();
                 }
@@ -281,7 +286,15 @@ impl Relay {
             },
             other => other,
         };
-        self.send(self.envelope(device, session.clone(), body))
+        let sent = self.send(self.envelope(device, session.clone(), body));
+        if sent.is_err()
+            && let Some((stage, offered_at)) = undo
+            && let Some(entry) = self.lock().sessions.get_mut(session)
+        {
+            entry.stage = stage;
+            entry.offered_at = offered_at;
+        }
+        sent
     }
 
     /// Routes a reply that arrived on `device`'s reply topic to the viewer that owns the

@@ -18,7 +18,7 @@ use ferrocam_protocol::CameraState;
 use gstreamer_app as gst_app;
 use tokio::sync::oneshot;
 
-use super::Shared;
+use super::{LeaseKind, Shared};
 use crate::media::audio::AudioPipeline;
 use crate::media::pipeline::VideoPipeline;
 
@@ -34,10 +34,11 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// What the engine's thread is asked to do.
 pub(super) enum Command {
-    /// A viewer arrived: start the pipelines if they are not running.
-    Acquire(oneshot::Sender<anyhow::Result<()>>),
-    /// A viewer left: go idle after the idle timeout if it was the last.
-    Release,
+    /// A viewer (or a snapshot) arrived: start the pipelines if they are not running. The
+    /// reply says whether this started them.
+    Acquire(LeaseKind, oneshot::Sender<anyhow::Result<bool>>),
+    /// A lease ended: go idle after the idle timeout if it was the last.
+    Release(LeaseKind),
     SetBitrate(u32, oneshot::Sender<anyhow::Result<()>>),
     Reconfigure {
         width: u32,
@@ -45,8 +46,9 @@ pub(super) enum Command {
         fps: u32,
         reply: oneshot::Sender<anyhow::Result<()>>,
     },
-    /// The sink holding the latest raw frame, for a snapshot.
-    Frames(oneshot::Sender<anyhow::Result<gst_app::AppSink>>),
+    /// The sink holding the latest raw frame, for a snapshot (`None`: a passthrough camera,
+    /// which has no raw frames).
+    Frames(oneshot::Sender<anyhow::Result<Option<gst_app::AppSink>>>),
     /// A pipeline reported an error or end of stream.
     Fault(String),
     /// The engine was dropped.
@@ -61,6 +63,8 @@ pub(super) struct Actor {
     video: Option<VideoPipeline>,
     audio: Option<AudioPipeline>,
     viewers: usize,
+    /// Snapshots of an otherwise idle camera in progress.
+    stills: usize,
     /// Failures in a row, for the restart backoff.
     failures: u32,
     /// When the current pipeline started (the stall check leaves it time to warm up).
@@ -80,6 +84,7 @@ impl Actor {
             video: None,
             audio: None,
             viewers: 0,
+            stills: 0,
             failures: 0,
             started: None,
             idle_stop_at: None,
@@ -112,15 +117,15 @@ impl Actor {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Acquire(reply) => {
-                let started = self.acquire();
+            Command::Acquire(kind, reply) => {
+                let started = self.acquire(kind);
                 let ok = started.is_ok();
                 // A caller that gave up waiting never got its lease: it will not release.
                 if reply.send(started).is_err() && ok {
-                    self.release();
+                    self.release(kind);
                 }
             }
-            Command::Release => self.release(),
+            Command::Release(kind) => self.release(kind),
             Command::SetBitrate(kbps, reply) => {
                 let result = self
                     .video
@@ -143,10 +148,8 @@ impl Actor {
             }
             Command::Frames(reply) => {
                 let frames = match &self.video {
-                    None => Err(anyhow!("the pipeline is not running")),
-                    Some(video) => video.frames().ok_or_else(|| {
-                        anyhow!("no frame available (passthrough sources have no raw frames)")
-                    }),
+                    None => Err(anyhow!("the camera is not running")),
+                    Some(video) => Ok(video.frames()),
                 };
                 let _ = reply.send(frames);
             }
@@ -155,25 +158,38 @@ impl Actor {
         }
     }
 
-    fn acquire(&mut self) -> anyhow::Result<()> {
-        self.viewers += 1;
+    fn acquire(&mut self, kind: LeaseKind) -> anyhow::Result<bool> {
         self.idle_stop_at = None;
-        if self.video.is_none()
-            && let Err(e) = self.start_pipelines()
-        {
-            self.viewers -= 1;
-            self.publish_viewers();
-            return Err(e);
+        let cold = self.video.is_none();
+        if cold {
+            self.start_video()?;
+            // Started during the backoff after a fault: the camera is back.
+            if self.restart_at.take().is_some() {
+                self.shared.health.send_replace(CameraState::Ok);
+            }
         }
+        // A snapshot needs no sound: an idle camera woken for one starts video only.
+        if kind == LeaseKind::Viewer {
+            self.start_audio();
+        }
+        *self.count(kind) += 1;
         self.publish_viewers();
-        Ok(())
+        Ok(cold)
     }
 
-    fn release(&mut self) {
-        self.viewers = self.viewers.saturating_sub(1);
+    fn release(&mut self, kind: LeaseKind) {
+        let count = self.count(kind);
+        *count = count.saturating_sub(1);
         self.publish_viewers();
-        if self.viewers == 0 {
+        if self.viewers + self.stills == 0 {
             self.idle_stop_at = Some(Instant::now() + self.shared.settings.idle_timeout);
+        }
+    }
+
+    fn count(&mut self, kind: LeaseKind) -> &mut usize {
+        match kind {
+            LeaseKind::Viewer => &mut self.viewers,
+            LeaseKind::Still => &mut self.stills,
         }
     }
 
@@ -199,7 +215,16 @@ impl Actor {
         Ok(())
     }
 
+    /// Video, and audio if a viewer needs it.
     fn start_pipelines(&mut self) -> anyhow::Result<()> {
+        self.start_video()?;
+        if self.viewers > 0 {
+            self.start_audio();
+        }
+        Ok(())
+    }
+
+    fn start_video(&mut self) -> anyhow::Result<()> {
         let shared = Arc::clone(&self.shared);
         let on_keyframe = Arc::new(move || shared.keyframes().on_keyframe());
         let faults = self.commands.clone();
@@ -219,20 +244,28 @@ impl Actor {
         self.shared.running.store(true, Ordering::Relaxed);
         self.started = Some(Instant::now());
         tracing::info!("video pipeline started");
-        if let (Some(source), true) = (&self.shared.settings.audio, self.shared.audio_enabled()) {
-            let on_fault = Arc::new(|fault: String| tracing::warn!(%fault, "audio stopped"));
-            match AudioPipeline::start(source, self.shared.audio_units.clone(), on_fault) {
-                Ok(audio) => self.audio = Some(audio),
-                Err(e) => {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "audio unavailable; streaming video only"
-                    );
-                    self.shared.audio_enabled.store(false, Ordering::Relaxed);
-                }
+        Ok(())
+    }
+
+    /// Starts the audio pipeline if there is a source, it works, and it is not running yet.
+    fn start_audio(&mut self) {
+        let Some(source) = &self.shared.settings.audio else {
+            return;
+        };
+        if self.audio.is_some() || !self.shared.audio_enabled() {
+            return;
+        }
+        let on_fault = Arc::new(|fault: String| tracing::warn!(%fault, "audio stopped"));
+        match AudioPipeline::start(source, self.shared.audio_units.clone(), on_fault) {
+            Ok(audio) => self.audio = Some(audio),
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "audio unavailable; streaming video only"
+                );
+                self.shared.audio_enabled.store(false, Ordering::Relaxed);
             }
         }
-        Ok(())
     }
 
     fn stop_pipelines(&mut self) {
@@ -265,7 +298,7 @@ impl Actor {
     fn on_timers(&mut self, now: Instant) {
         if self.idle_stop_at.is_some_and(|at| at <= now) {
             self.idle_stop_at = None;
-            if self.viewers == 0 && self.video.is_some() {
+            if self.viewers + self.stills == 0 && self.video.is_some() {
                 self.stop_pipelines();
                 tracing::info!("no viewers; pipelines stopped");
             }
@@ -284,7 +317,7 @@ impl Actor {
         if self.video.is_some() {
             return;
         }
-        if self.viewers == 0 {
+        if self.viewers + self.stills == 0 {
             // Nobody watching: the next viewer starts it (and finds out).
             self.shared.health.send_replace(CameraState::Ok);
             return;
