@@ -1,9 +1,46 @@
-//! A token bucket: `burst` requests at once, then `per_second` on average.
+//! A token bucket: `burst` requests at once, then `per_second` on average; and [`Keyed`], one
+//! bucket per key.
 //!
-//! Used per connection (WebSocket offers), per session (WHEP PATCHes) and per device (the
-//! relay's offer limit), so one client's flood costs only that client.
+//! Used per connection (WebSocket offers), per session (WHEP PATCHes), per device (the relay's
+//! offer and control limits), per address (logins) and per principal (REST control and
+//! snapshots), so one client's flood costs only that client.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
 use std::time::Instant;
+
+/// One [`TokenBucket`] per key, for at most `max_keys` keys: past that the table starts over
+/// (every key gets a fresh bucket), which bounds memory whoever makes up keys.
+pub struct Keyed<K> {
+    buckets: Mutex<HashMap<K, TokenBucket>>,
+    burst: u32,
+    per_second: f64,
+    max_keys: usize,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    pub fn new(burst: u32, per_second: f64, max_keys: usize) -> Self {
+        Self {
+            buckets: Mutex::default(),
+            burst,
+            per_second,
+            max_keys,
+        }
+    }
+
+    /// Takes one token from `key`'s bucket if there is one.
+    pub fn allow(&self, key: &K) -> bool {
+        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        if buckets.len() >= self.max_keys && !buckets.contains_key(key) {
+            buckets.clear();
+        }
+        buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::new(self.burst, self.per_second))
+            .try_take()
+    }
+}
 
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -45,6 +82,17 @@ impl TokenBucket {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn keyed_buckets_are_separate_and_bounded() {
+        let limiter = Keyed::new(2, 0.0, 2);
+        assert!(limiter.allow(&"a") && limiter.allow(&"a"));
+        assert!(!limiter.allow(&"a"), "a's burst is spent");
+        assert!(limiter.allow(&"b"), "b has its own bucket");
+        // A third key starts the table over: memory stays bounded.
+        assert!(limiter.allow(&"c"));
+        assert_eq!(limiter.buckets.lock().unwrap().len(), 1);
+    }
 
     #[test]
     fn allows_a_burst_then_refills_at_the_rate() {

@@ -41,6 +41,19 @@ const DEVICE_CONTROLS_PER_SECOND: f64 = 5.0;
 /// One MQTT publish requested by the relay.
 pub use ferrocam_mqtt::Message as Publish;
 
+/// How far ahead of this gateway's clock a device's run (`epoch`, its start in milliseconds
+/// since the Unix epoch) may be. A status from further ahead (a forger's `u64::MAX`, a clock
+/// set years wrong) would outrank every real one for good and pin the device's presence.
+const MAX_EPOCH_AHEAD: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+fn plausible_epoch(epoch_ms: u64) -> bool {
+    let latest = std::time::SystemTime::now() + MAX_EPOCH_AHEAD;
+    let latest_ms = latest
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(u64::MAX, |d| d.as_millis() as u64);
+    epoch_ms <= latest_ms
+}
+
 /// Identifies one viewer connection (one WebSocket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ViewerId(pub u64);
@@ -151,6 +164,10 @@ impl Relay {
 
     /// Records a status update, ignoring ones older than what is known.
     pub fn on_status(&self, status: DeviceStatus) {
+        if !plausible_epoch(status.epoch) {
+            tracing::warn!(device = %status.device, epoch = status.epoch, "ignoring a status from the far future");
+            return;
+        }
         let mut state = self.lock();
         let newer = state.unconfirmed.remove(&status.device)
             || state

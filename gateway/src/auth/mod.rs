@@ -74,7 +74,14 @@ pub struct SessionClaims {
 pub struct Auth {
     path: PathBuf,
     config: RwLock<Arc<AuthConfig>>,
+    /// Password checks running at once. Each argon2 run takes 19 MiB and tens of milliseconds
+    /// of a core; unbounded, a burst of logins from many addresses could take the gateway's
+    /// memory and every core. More wait their turn.
+    hashing: tokio::sync::Semaphore,
 }
+
+/// Argon2 runs at once (the cores of a small gateway).
+const HASHING_AT_ONCE: usize = 2;
 
 impl Auth {
     /// Loads the auth file; the gateway refuses to start without a valid one.
@@ -89,6 +96,7 @@ impl Auth {
         Ok(Self {
             path,
             config: RwLock::new(Arc::new(config)),
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
         })
     }
 
@@ -150,6 +158,7 @@ impl Auth {
             .map(|(_, phc)| phc.clone())
             .unwrap_or_else(|| password::decoy().to_owned());
         let password = password.to_owned();
+        let _turn = self.hashing.acquire().await.expect("never closed");
         let ok = tokio::task::spawn_blocking(move || password::verify(&password, &phc))
             .await
             .unwrap_or(false);

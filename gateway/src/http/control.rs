@@ -33,6 +33,35 @@ const RETRY_BUSY_SECS: &str = "2";
 /// Seconds a script should wait before retrying an offline device (as WHEP says).
 const RETRY_OFFLINE_SECS: &str = "5";
 
+/// REST control requests and snapshots per principal (user or token): a burst of 30, then 10
+/// a second. A dashboard polling a few cameras every couple of seconds is far below it; a
+/// script in a tight loop is not, and it must not crowd out everyone else's requests.
+const PRINCIPAL_BURST: u32 = 30;
+const PRINCIPAL_PER_SECOND: f64 = 10.0;
+/// Principals tracked (they come from the auth file, so this is never reached in practice).
+const MAX_PRINCIPALS: usize = 10_000;
+
+pub fn principal_limiter() -> crate::rate::Keyed<String> {
+    crate::rate::Keyed::new(PRINCIPAL_BURST, PRINCIPAL_PER_SECOND, MAX_PRINCIPALS)
+}
+
+/// Refuses `principal` beyond its share (429 with `Retry-After`).
+fn over_limit(state: &AppState, principal: &Principal) -> Option<Response> {
+    if state.controls.allow(&principal.name) {
+        return None;
+    }
+    state.metrics.rate_limited.inc();
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many control requests from this user or token; slow down",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    Some(response)
+}
+
 /// Refuses a device that cannot be reached, in the words WHEP uses: 404 `unknown_device` for
 /// one the gateway never saw, 409 `offline` for one it knows but that is not online now.
 fn unreachable(state: &AppState, device: &DeviceId) -> Option<Response> {
@@ -113,7 +142,7 @@ pub async fn relay(
     map.entry("v").or_insert(PROTOCOL_VERSION.into());
     map.entry("id").or_insert(1.into());
     let request = serde_json::Value::Object(map).to_string();
-    if let Some(refusal) = unreachable(&state, &device) {
+    if let Some(refusal) = unreachable(&state, &device).or_else(|| over_limit(&state, &principal)) {
         return refusal;
     }
     state.metrics.control_requests.inc();
@@ -183,7 +212,7 @@ pub async fn snapshot(
             "width must be 16–3840 and max_age_ms at most 3600000",
         );
     }
-    if let Some(refusal) = unreachable(&state, &device) {
+    if let Some(refusal) = unreachable(&state, &device).or_else(|| over_limit(&state, &principal)) {
         return refusal;
     }
     let request = serde_json::json!({

@@ -1,9 +1,7 @@
 //! Logging in and out: the login page, `POST /api/login` (password → session token, also set
 //! as an HttpOnly cookie for the web viewer), `POST /api/logout`, and `GET /api/me`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -16,7 +14,7 @@ use super::AppState;
 use super::guard::SESSION_COOKIE;
 use super::reply::error;
 use crate::auth::Principal;
-use crate::rate::TokenBucket;
+use crate::rate::Keyed;
 
 /// Login attempts per client address: a burst of 10, then one every 5 s. Argon2 already makes
 /// each guess cost ~50 ms of CPU; this keeps a guesser from costing us a core.
@@ -27,21 +25,32 @@ const LOGINS_PER_SECOND: f64 = 0.2;
 const MAX_TRACKED: usize = 10_000;
 
 /// Per-address login rate limits.
-#[derive(Default)]
-pub struct LoginLimiter {
-    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+pub struct LoginLimiter(Keyed<IpAddr>);
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        Self(Keyed::new(LOGIN_BURST, LOGINS_PER_SECOND, MAX_TRACKED))
+    }
 }
 
 impl LoginLimiter {
     fn allow(&self, ip: IpAddr) -> bool {
-        let mut buckets = self.buckets.lock().expect("login limiter lock");
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
-            buckets.clear();
-        }
-        buckets
-            .entry(ip)
-            .or_insert_with(|| TokenBucket::new(LOGIN_BURST, LOGINS_PER_SECOND))
-            .try_take()
+        self.0.allow(&client_network(ip))
+    }
+}
+
+/// The unit a login limit applies to: an IPv4 address, or an IPv6 /64 (one subscriber's
+/// network: counting single IPv6 addresses would give a guesser 2^64 fresh buckets).
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
     }
 }
 
@@ -198,4 +207,23 @@ fn session_cookie(token: &str, max_age: u64, headers: &HeaderMap) -> String {
     format!(
         "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_logins_are_limited_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_network(a), client_network(b));
+        assert_ne!(client_network(a), client_network(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            client_network(mapped),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+    }
 }

@@ -70,6 +70,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Per-address login rate limits.
     pub logins: Arc<login::LoginLimiter>,
+    /// Per-principal limits on REST control requests and snapshots.
+    pub controls: Arc<crate::rate::Keyed<String>>,
     /// Viewer WebSockets still open (each holds a [`ws::OpenSocket`]).
     sockets: Arc<tokio::sync::watch::Sender<usize>>,
 }
@@ -89,6 +91,7 @@ impl AppState {
             shutdown,
             auth,
             logins: Arc::default(),
+            controls: Arc::new(control::principal_limiter()),
             sockets: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
@@ -132,7 +135,12 @@ pub fn router(state: AppState) -> Router {
         .route("/style.css", get(assets::style_css))
         .route("/login", get(login::page))
         .route("/login.js", get(login::script))
-        .route("/api/login", axum::routing::post(login::login))
+        // A login body is a user name and a password: read no more than 4 KiB of it, so the
+        // per-address limiter (which runs in the handler) is not preceded by a 2 MB read.
+        .route(
+            "/api/login",
+            axum::routing::post(login::login).layer(axum::extract::DefaultBodyLimit::max(4096)),
+        )
         .route("/api/logout", axum::routing::post(login::logout))
         .route("/api/me", get(login::me))
         .route("/healthz", get(api::healthz))

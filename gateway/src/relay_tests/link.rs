@@ -48,3 +48,30 @@ fn losing_the_broker_marks_devices_offline_until_they_report_again() {
     });
     assert!(relay.device(&status.device).unwrap().online);
 }
+
+#[test]
+fn a_status_from_the_far_future_is_refused() {
+    // A forged (or wildly wrong) epoch years ahead would outrank every real status for good
+    // and pin the device offline.
+    let (tx, _broker) = mpsc::unbounded_channel();
+    let relay = Relay::new(InstanceId::parse("gw").unwrap(), tx, super::signer().0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let real = super::sessions::status("cam", true, now_ms);
+    relay.on_status(real.clone());
+    let mut forged = super::sessions::status("cam", false, u64::MAX);
+    forged.seq = u64::MAX;
+    relay.on_status(forged);
+    assert!(
+        relay.device(&real.device).unwrap().online,
+        "the forgery was ignored"
+    );
+    // The device's next real connection still supersedes its last.
+    let mut next = real.clone();
+    next.seq += 1;
+    next.online = false;
+    relay.on_status(next);
+    assert!(!relay.device(&real.device).unwrap().online);
+}
