@@ -42,9 +42,10 @@ const DEVICE_CONTROLS_PER_SECOND: f64 = 5.0;
 pub use ferrocam_mqtt::Message as Publish;
 
 /// How far ahead of this gateway's clock a device's run (`epoch`, its start in milliseconds
-/// since the Unix epoch) may be. A status from further ahead (a forger's `u64::MAX`, a clock
-/// set years wrong) would outrank every real one for good and pin the device's presence.
-const MAX_EPOCH_AHEAD: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// since the Unix epoch) may be. A status from further ahead (a forger's `u64::MAX`) would
+/// outrank every real one for good and pin the device's presence. Generous, so a gateway that
+/// boots with a clock days behind (no RTC, before NTP) still believes its devices.
+const MAX_EPOCH_AHEAD: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
 fn plausible_epoch(epoch_ms: u64) -> bool {
     let latest = std::time::SystemTime::now() + MAX_EPOCH_AHEAD;

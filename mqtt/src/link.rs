@@ -99,15 +99,31 @@ struct Shared {
     /// The number of the current connection (or the one being attempted), from 1.
     connection: AtomicU64,
     connected: AtomicBool,
-    /// Set by [`Link::shutdown`]: the next loss ends the I/O task instead of reconnecting.
+    /// Set by [`Link::shutdown`] (under the presence lock): no birth is queued after it, and
+    /// the next loss ends the I/O task instead of reconnecting.
     stopping: AtomicBool,
+    /// A re-subscription after a refused SUBACK is scheduled (one at a time, however many
+    /// filters were refused).
+    resubscribing: AtomicBool,
 }
 
 impl Shared {
-    fn birth(&self) -> Option<Retained> {
-        let connection = self.connection.load(Ordering::Relaxed);
+    /// Queues the birth of the current connection unless the link is stopping. Under the
+    /// presence lock, which `shutdown` also takes to set `stopping`: a birth is queued before
+    /// the goodbye or not at all, so a clean exit never leaves "online" retained. `false` when
+    /// the queue was full.
+    fn queue_birth(&self, client: &AsyncClient) -> bool {
         let mut presence = self.presence.lock().expect("presence");
-        presence.as_mut().map(|p| p.birth(connection))
+        let Some(presence) = presence.as_mut() else {
+            return true;
+        };
+        if self.stopping.load(Ordering::Relaxed) {
+            return true;
+        }
+        let birth = presence.birth(self.connection.load(Ordering::Relaxed));
+        client
+            .try_publish(birth.topic, QoS::AtLeastOnce, true, birth.payload)
+            .is_ok()
     }
 
     fn will(&self, connection: u64) -> Option<Retained> {
@@ -152,6 +168,7 @@ impl Link {
             connection: AtomicU64::new(1),
             connected: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            resubscribing: AtomicBool::new(false),
         });
         let mut first = nodes.first();
         if let Some(will) = shared.will(1) {
@@ -200,17 +217,8 @@ impl Link {
     /// Publishes the birth of the current connection again (the client's state changed, or the
     /// broker holds something older). Without a connection it waits for the next greeting.
     pub fn rebirth(&self) {
-        if !self.shared.connected.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Some(birth) = self.shared.birth() {
-            // Waits for room in the queue (the I/O task drains it), off the caller's path.
-            let client = self.client.clone();
-            tokio::spawn(async move {
-                let _ = client
-                    .publish(birth.topic, QoS::AtLeastOnce, true, birth.payload)
-                    .await;
-            });
+        if self.shared.connected.load(Ordering::Relaxed) && !self.shared.queue_birth(&self.client) {
+            tracing::warn!("the broker queue is full; presence not refreshed");
         }
     }
 
@@ -218,7 +226,12 @@ impl Link {
     /// everything queued, and waits (at most [`FLUSH_LIMIT`]) until the broker has read it.
     /// Without a connection there is nobody to flush to, and what is queued is dropped.
     pub async fn shutdown(mut self) {
-        self.shared.stopping.store(true, Ordering::Relaxed);
+        let will = {
+            let mut presence = self.shared.presence.lock().expect("presence");
+            self.shared.stopping.store(true, Ordering::Relaxed);
+            let connection = self.connection();
+            presence.as_mut().map(|p| p.will(connection))
+        };
         let Some(mut task) = self.task.take() else {
             return;
         };
@@ -227,7 +240,6 @@ impl Link {
             task.abort();
             return;
         }
-        let will = self.shared.will(self.connection());
         let client = self.client.clone();
         let goodbye = async move {
             if let Some(will) = will {

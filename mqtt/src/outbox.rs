@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, QoS};
 
+/// How often `publish_within` looks for room in a full queue.
+const RETRY_EVERY: Duration = Duration::from_millis(5);
+
 /// One MQTT publish: QoS 0, not retained (signaling; presence is the link's own business).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -85,19 +88,26 @@ impl Outbox for Publisher {
             })
     }
 
+    /// Tries again every few milliseconds rather than queueing as a waiter: a waiting sender
+    /// would be handed each slot the I/O loop frees before any `publish`, and a snapshot's
+    /// chunks would then shut out signaling for as long as they wait.
     async fn publish_within(&self, message: Message, limit: Duration) -> Result<(), Refused> {
-        let queued = tokio::time::timeout(
-            limit,
-            self.client
-                .publish(message.topic, QoS::AtMostOnce, false, message.payload),
-        )
-        .await;
-        match queued {
-            Ok(Ok(())) => Ok(()),
-            _ => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                Err(Refused)
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let attempt = self.client.try_publish(
+                message.topic.clone(),
+                QoS::AtMostOnce,
+                false,
+                message.payload.clone(),
+            );
+            if attempt.is_ok() {
+                return Ok(());
             }
+            if tokio::time::Instant::now() >= deadline {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(Refused);
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
         }
     }
 }

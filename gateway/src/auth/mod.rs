@@ -47,6 +47,9 @@ pub enum AuthError {
     BadToken,
     #[error("unknown user or wrong password")]
     BadPassword,
+    /// Too many password checks are waiting; not a credential failure (never counted as one).
+    #[error("the gateway is busy checking passwords; try again in a moment")]
+    Busy,
 }
 
 impl AuthError {
@@ -56,6 +59,7 @@ impl AuthError {
             Self::Missing => "missing",
             Self::BadToken => "bad_token",
             Self::BadPassword => "bad_password",
+            Self::Busy => "busy",
         }
     }
 }
@@ -77,8 +81,11 @@ pub struct Auth {
     /// Password checks running at once. Each argon2 run takes 19 MiB and tens of milliseconds
     /// of a core; unbounded, a burst of logins from many addresses could take the gateway's
     /// memory and every core. More wait their turn.
-    hashing: tokio::sync::Semaphore,
+    hashing: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a login waits for its turn at argon2 before it is told to come back.
+const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Argon2 runs at once (the cores of a small gateway).
 const HASHING_AT_ONCE: usize = 2;
@@ -96,7 +103,7 @@ impl Auth {
         Ok(Self {
             path,
             config: RwLock::new(Arc::new(config)),
-            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+            hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_AT_ONCE)),
         })
     }
 
@@ -158,10 +165,18 @@ impl Auth {
             .map(|(_, phc)| phc.clone())
             .unwrap_or_else(|| password::decoy().to_owned());
         let password = password.to_owned();
-        let _turn = self.hashing.acquire().await.expect("never closed");
-        let ok = tokio::task::spawn_blocking(move || password::verify(&password, &phc))
+        // The permit goes into the blocking task: a client that hangs up mid-login must not
+        // free a slot while its argon2 run goes on.
+        let turn = tokio::time::timeout(HASHING_WAIT, Arc::clone(&self.hashing).acquire_owned())
             .await
-            .unwrap_or(false);
+            .map_err(|_| AuthError::Busy)?
+            .expect("never closed");
+        let ok = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            password::verify(&password, &phc)
+        })
+        .await
+        .unwrap_or(false);
         let Some((account, _)) = entry.filter(|_| ok) else {
             return Err(AuthError::BadPassword);
         };

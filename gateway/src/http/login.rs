@@ -155,6 +155,13 @@ pub async fn login(
             )
                 .into_response()
         }
+        Err(e @ crate::auth::AuthError::Busy) => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "busy", &e.to_string());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+        }
         Err(e) => {
             state.count_auth_failure(e.label());
             tracing::warn!(%user, %ip, "failed login");

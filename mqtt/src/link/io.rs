@@ -57,8 +57,12 @@ impl Io {
                         .iter()
                         .any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
                 {
-                    tracing::warn!(broker = %self.broker(), "the broker refused a subscription; asking again in 1 s");
-                    self.later(RESUBSCRIBE_AFTER_REFUSAL, self.subscriptions());
+                    // Each filter is its own SUBSCRIBE and SUBACK: one re-subscription covers
+                    // every refusal until it has run.
+                    if !self.shared.resubscribing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(broker = %self.broker(), "the broker refused a subscription; asking again in 1 s");
+                        self.later(RESUBSCRIBE_AFTER_REFUSAL, self.subscriptions());
+                    }
                     continue;
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => LinkEvent::Message {
@@ -100,6 +104,7 @@ impl Io {
     fn on_lost(&mut self, error: String) -> (LinkEvent, Duration) {
         let retry_in = self.backoff.next_delay();
         self.shared.connected.store(false, Ordering::Relaxed);
+        self.shared.resubscribing.store(false, Ordering::Relaxed);
         self.unqueued.clear();
         self.owe_up = false;
         // Another node of a clustered broker may be up while this one is not.
@@ -119,16 +124,17 @@ impl Io {
     fn queue_greeting(&mut self) {
         while let Some(step) = self.unqueued.front() {
             let queued = match step {
-                Step::Subscribe(filter) => {
-                    self.client.try_subscribe(filter.clone(), QoS::AtMostOnce)
-                }
-                Step::Birth => match self.shared.birth() {
-                    Some(birth) => {
-                        self.client
-                            .try_publish(birth.topic, QoS::AtLeastOnce, true, birth.payload)
+                Step::Subscribe(filter) => self
+                    .client
+                    .try_subscribe(filter.clone(), QoS::AtMostOnce)
+                    .map_err(|_| ()),
+                Step::Birth => {
+                    if self.shared.queue_birth(&self.client) {
+                        Ok(())
+                    } else {
+                        Err(())
                     }
-                    None => Ok(()),
-                },
+                }
             };
             if queued.is_err() {
                 return; // full: the next poll drains it, and the next turn tries again
@@ -137,27 +143,32 @@ impl Io {
         }
     }
 
-    /// Makes `steps` after `delay` from a timer task, if the connection is still up then.
+    /// Makes `steps` after `delay` from a timer task, if the same connection is still up then
+    /// and the link is not stopping (a later connection greets by itself).
     fn later(&self, delay: Duration, steps: Vec<Step>) {
         let client = self.client.clone();
         let shared = Arc::clone(&self.shared);
+        let connection = shared.connection.load(Ordering::Relaxed);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            shared.resubscribing.store(false, Ordering::Relaxed);
+            let current = || {
+                shared.connected.load(Ordering::Relaxed)
+                    && !shared.stopping.load(Ordering::Relaxed)
+                    && shared.connection.load(Ordering::Relaxed) == connection
+            };
             for step in steps {
-                if !shared.connected.load(Ordering::Relaxed) {
-                    return; // the next connection greets by itself
+                if !current() {
+                    return;
                 }
-                let _ = match step {
-                    Step::Subscribe(filter) => client.subscribe(filter, QoS::AtMostOnce).await,
-                    Step::Birth => match shared.birth() {
-                        Some(birth) => {
-                            client
-                                .publish(birth.topic, QoS::AtLeastOnce, true, birth.payload)
-                                .await
-                        }
-                        None => Ok(()),
-                    },
-                };
+                match step {
+                    Step::Subscribe(filter) => {
+                        let _ = client.subscribe(filter, QoS::AtMostOnce).await;
+                    }
+                    Step::Birth => {
+                        shared.queue_birth(&client);
+                    }
+                }
             }
         });
     }

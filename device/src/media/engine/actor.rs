@@ -162,7 +162,9 @@ impl Actor {
         self.idle_stop_at = None;
         let cold = self.video.is_none();
         if cold {
-            self.start_video()?;
+            // Audio too if viewers are already there (a snapshot during the backoff after a
+            // fault restarts the camera for them).
+            self.start_pipelines()?;
             // Started during the backoff after a fault: the camera is back.
             if self.restart_at.take().is_some() {
                 self.shared.health.send_replace(CameraState::Ok);

@@ -105,6 +105,13 @@ impl MediaEngine {
             .await
             .map_err(|_| SnapshotError::Unavailable("too many snapshots at once".to_owned()))?
             .expect("never closed");
+        // The snapshot this one waited for may be recent enough.
+        if let Some(max_age) = request.max_age
+            && let Some(jpeg) = self.stills.reuse(request.width, max_age)
+        {
+            self.snapshots_reused.inc();
+            return Ok(jpeg);
+        }
         // Listening before the camera starts: a passthrough camera's first keyframe may be
         // the one that makes the snapshot.
         let units = self.shared.video_units.subscribe();
