@@ -55,6 +55,27 @@ fn plausible_epoch(epoch_ms: u64) -> bool {
     epoch_ms <= latest_ms
 }
 
+/// Takes a token from `device`'s bucket in `limits` (made by `bucket` on first use), or
+/// refuses as `rate_limited`, naming `what` was too many.
+fn take_token(
+    limits: &mut HashMap<DeviceId, TokenBucket>,
+    device: &DeviceId,
+    bucket: impl FnOnce() -> TokenBucket,
+    what: &str,
+) -> Result<(), Refusal> {
+    if limits
+        .entry(device.clone())
+        .or_insert_with(bucket)
+        .try_take()
+    {
+        return Ok(());
+    }
+    Err(Refusal {
+        code: ErrorCode::RateLimited,
+        message: format!("too many {what} for device {device}; try again in a moment"),
+    })
+}
+
 /// Identifies one viewer connection (one WebSocket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ViewerId(pub u64);
@@ -235,35 +256,19 @@ impl Relay {
     /// One request that makes the device work (an offer, an invite, a resume) against its
     /// per-device limit.
     fn take_offer_token(state: &mut State, device: &DeviceId) -> Result<(), Refusal> {
-        let allowed = state
-            .offer_limits
-            .entry(device.clone())
-            .or_insert_with(|| TokenBucket::new(DEVICE_OFFER_BURST, DEVICE_OFFERS_PER_SECOND))
-            .try_take();
-        if allowed {
-            return Ok(());
-        }
-        Err(Refusal {
-            code: ErrorCode::RateLimited,
-            message: format!("too many offers for device {device}; try again in a moment"),
-        })
+        let bucket = || TokenBucket::new(DEVICE_OFFER_BURST, DEVICE_OFFERS_PER_SECOND);
+        take_token(&mut state.offer_limits, device, bucket, "offers")
     }
 
+    /// One relayed control request (a snapshot included) against its per-device limit.
     fn take_control_token(state: &mut State, device: &DeviceId) -> Result<(), Refusal> {
-        let allowed = state
-            .control_limits
-            .entry(device.clone())
-            .or_insert_with(|| TokenBucket::new(DEVICE_CONTROL_BURST, DEVICE_CONTROLS_PER_SECOND))
-            .try_take();
-        if allowed {
-            return Ok(());
-        }
-        Err(Refusal {
-            code: ErrorCode::RateLimited,
-            message: format!(
-                "too many control requests for device {device}; try again in a moment"
-            ),
-        })
+        let bucket = || TokenBucket::new(DEVICE_CONTROL_BURST, DEVICE_CONTROLS_PER_SECOND);
+        take_token(
+            &mut state.control_limits,
+            device,
+            bucket,
+            "control requests",
+        )
     }
 
     fn check_online(state: &State, device: &DeviceId) -> Result<(), Refusal> {
