@@ -58,10 +58,7 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
         args.url.trim_end_matches('/'),
         args.device
     );
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = agent();
     let mut response = agent
         .post(&url)
         .header("authorization", &format!("Bearer {}", args.token))
@@ -76,6 +73,14 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
         failure(status.as_u16(), &args.device, &text)
     );
     Ok(())
+}
+
+/// An HTTP client that hands back error statuses as responses (their bodies say why).
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
 }
 
 /// `ctl <device> snapshot [width=N] [max_age_ms=N] [out=FILE]`.
@@ -100,10 +105,7 @@ fn save_snapshot(args: &CtlArgs) -> anyhow::Result<()> {
         if query.is_empty() { "" } else { "?" },
         query.join("&")
     );
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = agent();
     let mut response = agent
         .get(&url)
         .header("authorization", &format!("Bearer {}", args.token))
