@@ -23,6 +23,13 @@ if [[ ! -s "$creds" || ! -s "$demo_dir/auth.toml" ]]; then
 fi
 field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" "$creds"; }
 
+# The camera `demo`, enrolled the way every device is: its broker password and signing key go
+# into its own config file (made once, kept).
+if [[ ! -s "$demo_dir/demo.env" || "$demo_dir/grant.pub" -nt "$demo_dir/demo.env" ]] || ! grep -q '^id = "demo"' "$demo_dir/devices.toml" 2>/dev/null; then
+  (umask 077 && "$bin_dir/ferrocam-gateway" device add demo --force \
+    --devices "$demo_dir/devices.toml" --broker "mqtt://$mqtt" --out "$demo_dir/demo.env" >/dev/null)
+fi
+
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -47,7 +54,9 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-"$bin_dir/ferrocam-device" --id demo --broker "mqtt://$mqtt" --grant-key "$demo_dir/grant.pub" &
+# The device reads its config file as systemd would (EnvironmentFile=); other FERROCAM_*
+# variables set in this shell (FERROCAM_SOURCE, …) still apply.
+(set -a && . "$demo_dir/demo.env" && set +a && exec "$bin_dir/ferrocam-device") &
 pids+=($!)
 
 cat <<MSG
@@ -59,6 +68,9 @@ cat <<MSG
 
   e.g.  curl -H "Authorization: Bearer $(field token)" http://$http/api/devices
         WHEP endpoint: http://$http/whep/demo (Bearer token as above)
+  Another camera:  $bin_dir/ferrocam-gateway device add cam2 --devices $demo_dir/devices.toml \\
+                     --broker mqtt://$mqtt --out cam2.env
+                   then start ferrocam-device with the variables in cam2.env on that board.
   Press Ctrl-C to stop.
 
 MSG

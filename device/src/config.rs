@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
 use ferrocam_protocol::DeviceId;
 
@@ -32,10 +33,25 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_BROKER_PASSWORD_FILE")]
     pub broker_password_file: Option<PathBuf>,
 
-    /// The gateway's grant public key (`grant.pub` from `ferrocam-gateway init`). The device
-    /// opens a session only for requests the gateway signed with the matching private key.
-    #[arg(long, env = "FERROCAM_GRANT_KEY")]
+    /// The broker password itself, as `ferrocam-gateway device add` writes it into the
+    /// device's config file (a password file, if given, wins).
+    #[arg(long, env = "FERROCAM_BROKER_PASSWORD", hide_env_values = true)]
+    pub broker_password: Option<String>,
+
+    /// File with the gateway's grant public key (`grant.pub` from `ferrocam-gateway init`).
+    /// The device believes only requests the gateway signed with the matching private key.
+    #[arg(long, env = "FERROCAM_GRANT_KEY", conflicts_with = "grant_public_key")]
     pub grant_key: Option<PathBuf>,
+
+    /// The gateway's grant public key itself (base64url), as enrollment writes it.
+    #[arg(long, env = "FERROCAM_GRANT_PUBLIC_KEY")]
+    pub grant_public_key: Option<String>,
+
+    /// This device's own Ed25519 signing key (a base64url seed): everything the device
+    /// publishes is signed with it, and gateways believe nothing on its topics that is not.
+    /// `ferrocam-gateway device add <id>` makes it and enrolls its public half.
+    #[arg(long, env = "FERROCAM_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
 
     /// Paint each frame's capture time into its top-left corner as a strip of blocks, for the
     /// glass-to-glass meter in the web viewer (and `make bench`). Raw and MJPEG capture only.
@@ -207,19 +223,50 @@ impl Config {
             urls: ferrocam_mqtt::BrokerAddr::parse_list(&self.broker)?,
             ca_file: self.broker_ca.clone(),
             password_file: self.broker_password_file.clone(),
+            password: self.broker_password.clone(),
         })
+    }
+
+    /// The gateway's grant public key (base64url), inline or from its file.
+    pub fn grant_public_key(&self) -> anyhow::Result<String> {
+        match (&self.grant_public_key, &self.grant_key) {
+            (Some(key), _) => Ok(key.trim().to_owned()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .with_context(|| format!("reading the gateway's grant key {}", path.display())),
+            (None, None) => anyhow::bail!(
+                "no --grant-public-key or --grant-key (FERROCAM_GRANT_PUBLIC_KEY, \
+                 FERROCAM_GRANT_KEY): the device believes no request without the gateway's \
+                 public grant key; enroll it with `ferrocam-gateway device add <id>` and use \
+                 the config file that writes"
+            ),
+        }
     }
 
     /// The grant verifier, or why there is none.
     pub fn grant_verifier(&self) -> anyhow::Result<crate::grant::GrantVerifier> {
-        let Some(path) = &self.grant_key else {
+        crate::grant::GrantVerifier::new(self.id.clone(), &self.grant_public_key()?)
+            .context("the gateway's grant key")
+    }
+
+    /// The key that checks the gateway's signature on requests (the grant key).
+    pub fn request_verifier(&self) -> anyhow::Result<ferrocam_protocol::signed::Verifier> {
+        ferrocam_protocol::signed::Verifier::from_base64(&self.grant_public_key()?)
+            .map_err(|e| anyhow::anyhow!("the gateway's grant key: {e}"))
+    }
+
+    /// This device's signing key, or why there is none.
+    pub fn signer(&self) -> anyhow::Result<ferrocam_protocol::signed::Signer> {
+        let Some(seed) = &self.signing_key else {
             anyhow::bail!(
-                "no --grant-key (FERROCAM_GRANT_KEY): the device refuses every session without \
-                 the gateway's public grant key; copy grant.pub from the gateway \
-                 (`ferrocam-gateway init` writes it)"
+                "no --signing-key (FERROCAM_SIGNING_KEY): gateways drop every message of a \
+                 device that does not sign them. Enroll this device on the gateway with \
+                 `ferrocam-gateway device add {}` and use the config file that writes",
+                self.id
             );
         };
-        crate::grant::GrantVerifier::load(self.id.clone(), path)
+        ferrocam_protocol::signed::Signer::from_seed_base64(seed)
+            .map_err(|e| anyhow::anyhow!("--signing-key: {e}"))
     }
 
     /// Everything that can be checked without the camera or the network.
@@ -228,16 +275,15 @@ impl Config {
         // Building the connection settings reads the password file and the CA.
         broker.connect("check", |_| {})?;
         self.grant_verifier()?;
+        let signer = self.signer()?;
         self.check_media()?;
         let urls: Vec<String> = broker.urls.iter().map(ToString::to_string).collect();
         Ok(format!(
-            "device {} · broker {} · grant key {} · source {}",
+            "device {} · broker {} · grant key {} · signing key {} · source {}",
             self.id,
             urls.join(", "),
-            self.grant_key
-                .as_deref()
-                .unwrap_or(std::path::Path::new("-"))
-                .display(),
+            self.grant_public_key()?,
+            signer.public_key(),
             self.source
         ))
     }

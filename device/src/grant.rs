@@ -6,7 +6,6 @@
 //! claims to be for and says yes (with the claims) or why not.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -76,13 +75,6 @@ impl GrantVerifier {
             validation,
             used: HashMap::new(),
         })
-    }
-
-    /// Reads the public key from a file.
-    pub fn load(device: DeviceId, path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the gateway's grant key {}", path.display()))?;
-        Self::new(device, &text).with_context(|| format!("in {}", path.display()))
     }
 
     /// Checks `grant` for `session` and, if it is good, marks it used.

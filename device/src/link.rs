@@ -13,13 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrocam_mqtt::{
-    BrokerSettings, Link, LinkEvent, LinkOptions, Presence, Publisher, Retained, Step,
+    BrokerSettings, Link, LinkEvent, LinkOptions, Presence, Publisher, Retained, Step, now_ms,
+    signing_seal,
 };
+use ferrocam_protocol::signed::{Signer, Verifier};
 use ferrocam_protocol::{Capabilities, DeviceStatus, topics};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::Agent;
+use crate::metrics::ReasonLabels;
+use crate::requests::RequestGate;
 
 /// Who the device is on the broker.
 pub struct Identity {
@@ -30,6 +36,10 @@ pub struct Identity {
     /// What the device can do right now (camera health, the stream as `video.set` left it),
     /// announced in presence whenever it changes.
     pub capabilities: watch::Receiver<Capabilities>,
+    /// This device's own key: everything it publishes is signed with it.
+    pub signer: Arc<Signer>,
+    /// The gateways' grant key, which must have signed every request.
+    pub gateway_key: Verifier,
 }
 
 /// What the link exchanges with the rest of the device.
@@ -40,7 +50,9 @@ pub struct Wiring {
     /// Set while connected and announced.
     pub connected: watch::Sender<bool>,
     /// Counts lost connections.
-    pub reconnects: prometheus_client::metrics::counter::Counter,
+    pub reconnects: Counter,
+    /// Counts requests the gate refused, by reason.
+    pub requests_dropped: Family<ReasonLabels, Counter>,
 }
 
 /// The device's side of the broker, before it runs: sessions publish through the
@@ -49,6 +61,9 @@ pub struct DeviceLink {
     link: Link,
     online: DeviceStatus,
     capabilities: watch::Receiver<Capabilities>,
+    gate: RequestGate,
+    /// This device's public key, to recognise its own messages on its status topic.
+    own_key: Verifier,
 }
 
 /// Outbound requests that may wait for the broker: a few sessions' worth of replies and
@@ -62,8 +77,13 @@ impl DeviceLink {
             client_id,
             online,
             capabilities,
+            signer,
+            gateway_key,
         } = identity;
         let status_topic = topics::device_status(&online.device);
+        let own_key = Verifier::from_base64(&signer.public_key())
+            .map_err(|e| anyhow::anyhow!("the device's own key: {e}"))?;
+        let gate = RequestGate::new(gateway_key, topics::device_signal(&online.device));
         let (publisher, link) = Link::new(
             &broker,
             LinkOptions {
@@ -84,12 +104,15 @@ impl DeviceLink {
                 })),
                 queue: QUEUE,
                 settle_after: Some(SETTLE_AFTER),
+                seal: Some(signing_seal(signer)),
             },
         )?;
         let link = Self {
             link,
             online,
             capabilities,
+            gate,
+            own_key,
         };
         Ok((publisher, link))
     }
@@ -100,12 +123,15 @@ impl DeviceLink {
             mut link,
             online,
             mut capabilities,
+            mut gate,
+            own_key,
         } = self;
         let Wiring {
             agent,
             mut shutdown,
             connected,
             reconnects,
+            requests_dropped,
         } = wiring;
         let status_topic = topics::device_status(&online.device);
         let signal_topic = topics::device_signal(&online.device);
@@ -136,11 +162,25 @@ impl DeviceLink {
                         connected.send_replace(false);
                     }
                     LinkEvent::Message { topic, payload } if topic == signal_topic => {
-                        agent.handle_payload(&payload);
+                        match gate.admit(&payload, now_ms()) {
+                            Ok(request) => agent.handle_payload(request),
+                            Err(refusal) => {
+                                let reason = refusal.reason();
+                                requests_dropped.get_or_create(&ReasonLabels { reason }).inc();
+                                tracing::warn!(reason, bytes = payload.len(), "dropped a request no gateway signed");
+                            }
+                        }
                     }
                     LinkEvent::Message { topic, payload } if topic == status_topic => {
                         let me = DeviceStatus { seq: link.connection(), ..online.clone() };
-                        if outdated_by_stale_will(&payload, &me) {
+                        // Anything on this topic that the device did not sign holds its
+                        // retained presence in its place: gateways that subscribe from now on
+                        // would find no status they believe, so announce again.
+                        let repair = match own_key.open(&status_topic, &payload) {
+                            Ok(opened) => outdated_by_stale_will(opened.msg, &me),
+                            Err(_) => true,
+                        };
+                        if repair {
                             repairs.ask(Instant::now());
                         }
                     }

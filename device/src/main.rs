@@ -8,6 +8,7 @@ mod link;
 mod media;
 mod metrics;
 mod presence;
+mod requests;
 mod rtc;
 mod service;
 mod session;
@@ -48,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
     }
     // Fail before touching the camera if the device could never serve a session.
     let grants = config.grant_verifier()?;
+    let signer = Arc::new(config.signer()?);
+    let gateway_key = config.request_verifier()?;
     let broker = config.broker_settings()?;
     config.check_media()?;
 
@@ -180,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
             camera: Default::default(),
         }),
     };
-    let client_id = format!("ferrocam-device-{}", config.id);
+    let client_id = ferrocam_protocol::topics::device_client_id(&config.id);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (connected_tx, mut connected) = watch::channel(false);
@@ -190,6 +193,8 @@ async fn main() -> anyhow::Result<()> {
         client_id,
         online,
         capabilities,
+        signer,
+        gateway_key,
     })?;
     let agent = Arc::new(Agent::new(
         SessionContext {
@@ -212,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown: stop_rx,
         connected: connected_tx,
         reconnects: device_metrics.broker_reconnects.clone(),
+        requests_dropped: device_metrics.requests_dropped.clone(),
     }));
     // Ready once the pipeline proved itself (above) and the broker link is up. A broker that is
     // down at boot must not hold the service in "activating" forever: after a while the device

@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -23,6 +24,12 @@ struct EncoderLabels {
     encoder: String,
 }
 
+/// Label of the dropped-requests counter: one of [`crate::requests::REFUSAL_REASONS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 pub struct DeviceMetrics {
     registry: Registry,
     media: Arc<MediaEngine>,
@@ -32,6 +39,8 @@ pub struct DeviceMetrics {
     bitrate: Gauge<f64, AtomicU64>,
     /// Broker connections lost (each one is followed by a reconnect attempt).
     pub broker_reconnects: Counter,
+    /// Requests from the broker that no gateway signed (or stale, or replayed).
+    pub requests_dropped: Family<ReasonLabels, Counter>,
 }
 
 impl DeviceMetrics {
@@ -42,6 +51,10 @@ impl DeviceMetrics {
         let frame_rate = Gauge::<f64, AtomicU64>::default();
         let bitrate = Gauge::<f64, AtomicU64>::default();
         let broker_reconnects = Counter::default();
+        let requests_dropped = Family::<ReasonLabels, Counter>::default();
+        for reason in crate::requests::REFUSAL_REASONS {
+            requests_dropped.get_or_create_owned(&ReasonLabels { reason });
+        }
         registry.register("viewers", "Viewers holding the pipeline", viewers.clone());
         registry.register(
             "camera_running",
@@ -90,6 +103,11 @@ impl DeviceMetrics {
             "Broker connections lost",
             broker_reconnects.clone(),
         );
+        registry.register(
+            "requests_dropped",
+            "Requests from the broker refused: unsigned, bad signature, too large, stale or replayed",
+            requests_dropped.clone(),
+        );
         Arc::new(Self {
             registry,
             media,
@@ -98,6 +116,7 @@ impl DeviceMetrics {
             frame_rate,
             bitrate,
             broker_reconnects,
+            requests_dropped,
         })
     }
 

@@ -5,10 +5,13 @@
 
 use std::sync::Arc;
 
-use ferrocam_mqtt::{BrokerSettings, Link, LinkEvent, LinkOptions, Publisher, Step};
-use ferrocam_protocol::{DeviceStatus, Reply, topics};
+use std::time::Duration;
+
+use ferrocam_mqtt::{BrokerSettings, Link, LinkEvent, LinkOptions, Publisher, Seal, Step};
+use ferrocam_protocol::{DeviceId, DeviceStatus, Reply, topics};
 use tokio::sync::watch;
 
+use crate::devices::inbound::Gatekeeper;
 use crate::relay::Relay;
 
 /// Requests that may wait for the broker: a burst of viewers' offers, candidates and hang-ups.
@@ -17,15 +20,17 @@ use crate::relay::Relay;
 pub const QUEUE: usize = 256;
 
 /// Creates the link for this instance (client id `ferrocam-gw-<instance>`) and the publisher
-/// the relay sends through. `instance` is the relay's.
+/// the relay sends through. `instance` is the relay's; `seal` signs every request with the
+/// grant key, so devices can tell the gateway's requests from anyone else's.
 pub fn open(
     broker: &BrokerSettings,
     instance: &ferrocam_protocol::InstanceId,
+    seal: Seal,
 ) -> anyhow::Result<(Publisher, Link)> {
     Link::new(
         broker,
         LinkOptions {
-            client_id: format!("ferrocam-gw-{instance}"),
+            client_id: topics::gateway_client_id(instance),
             greeting: vec![
                 Step::Subscribe(topics::all_device_status()),
                 Step::Subscribe(topics::replies_to(instance)),
@@ -33,6 +38,7 @@ pub fn open(
             presence: None,
             queue: QUEUE,
             settle_after: None,
+            seal: Some(seal),
         },
     )
 }
@@ -41,13 +47,21 @@ pub fn open(
 /// sessions that were being set up when the gateway stopped) and disconnects.
 pub async fn run(
     mut link: Link,
-    relay: Arc<Relay>,
+    inbound: Inbound,
     connected: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let relay = &inbound.relay;
+    let mut held = tokio::time::interval(Duration::from_secs(1));
+    held.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !*stop.borrow() {
         tokio::select! {
             _ = stop.changed() => {}
+            _ = held.tick() => {
+                for (device, status) in inbound.gate.take_held() {
+                    inbound.apply_status(device, &status);
+                }
+            }
             event = link.next() => match event {
                 LinkEvent::Up { .. } => {
                     connected.send_replace(true);
@@ -57,36 +71,51 @@ pub async fn run(
                     relay.on_link_down();
                     connected.send_replace(false);
                 }
-                LinkEvent::Message { topic, payload } => on_message(&relay, &topic, &payload),
+                LinkEvent::Message { topic, payload } => inbound.on_message(&topic, &payload),
             }
         }
     }
     link.shutdown().await;
 }
 
-fn on_message(relay: &Relay, topic: &str, payload: &[u8]) {
-    if let Some((device, instance)) = topics::parse_device_reply(topic) {
-        if &instance != relay.instance() {
-            return;
-        }
-        match Reply::decode(payload) {
-            Ok(envelope) => relay.on_reply(&device, envelope),
-            Err(e) => tracing::warn!(%device, error = %e, "dropping malformed reply"),
-        }
-    } else if let Some(device) = topics::parse_device_status(topic) {
-        on_status(relay, device, payload);
-    }
+/// Where messages from the broker go: through the gate (signatures, the status limit), then to
+/// the relay.
+pub struct Inbound {
+    pub relay: Arc<Relay>,
+    pub gate: Arc<Gatekeeper>,
 }
 
-fn on_status(relay: &Relay, device: ferrocam_protocol::DeviceId, payload: &[u8]) {
-    if payload.is_empty() {
-        // An empty retained message deletes the status: the device was decommissioned.
-        relay.forget_device(&device);
-        return;
+impl Inbound {
+    fn on_message(&self, topic: &str, payload: &[u8]) {
+        if let Some((device, instance)) = topics::parse_device_reply(topic) {
+            if &instance != self.relay.instance() {
+                return;
+            }
+            let Some(msg) = self.gate.open(&device, topic, payload) else {
+                return;
+            };
+            match Reply::decode(msg) {
+                Ok(envelope) => self.relay.on_reply(&device, envelope),
+                Err(e) => tracing::warn!(%device, error = %e, "dropping malformed reply"),
+            }
+        } else if let Some(device) = topics::parse_device_status(topic) {
+            // An empty retained message (someone cleared the status) is unsigned like any
+            // forgery: the gateway keeps what the device last said. A device leaves the list
+            // when it is removed (`ferrocam-gateway device remove`).
+            let Some(msg) = self.gate.open(&device, topic, payload) else {
+                return;
+            };
+            if self.gate.admit_status(&device, msg) {
+                self.apply_status(device, msg);
+            }
+        }
     }
-    match serde_json::from_slice::<DeviceStatus>(payload) {
-        Ok(status) if status.device == device => relay.on_status(status),
-        Ok(_) => tracing::warn!(%device, "status names a different device than its topic"),
-        Err(e) => tracing::warn!(%device, error = %e, "dropping malformed status"),
+
+    fn apply_status(&self, device: DeviceId, msg: &[u8]) {
+        match serde_json::from_slice::<DeviceStatus>(msg) {
+            Ok(status) if status.device == device => self.relay.on_status(status),
+            Ok(_) => self.gate.drop_message(&device, "malformed"),
+            Err(_) => self.gate.drop_message(&device, "malformed"),
+        }
     }
 }

@@ -3,6 +3,7 @@
 mod auth;
 mod broker;
 mod ctl;
+mod devices;
 mod http;
 mod link;
 mod metrics;
@@ -42,9 +43,22 @@ struct Config {
     #[arg(long, env = "FERROCAM_HTTP", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
 
-    /// Address the embedded MQTT broker listens on (ignored with --broker).
+    /// Address the embedded MQTT broker listens on (ignored with --broker). Only enrolled
+    /// devices and this gateway may connect. An address other than loopback also needs
+    /// --mqtt-plaintext-lan: the embedded broker has no TLS.
     #[arg(long, env = "FERROCAM_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
     mqtt_listen: SocketAddr,
+
+    /// Let the embedded broker listen on a non-loopback address without TLS: device passwords
+    /// and signaling then cross the network in plain text (the messages stay signed). For a
+    /// trusted LAN; otherwise use Mosquitto with TLS (docs/deploy.md).
+    #[arg(long, env = "FERROCAM_MQTT_PLAINTEXT_LAN")]
+    mqtt_plaintext_lan: bool,
+
+    /// The enrolled devices (`ferrocam-gateway device add` writes it). Default: `devices.toml`
+    /// next to the auth file. Messages of devices not in it are dropped.
+    #[arg(long, env = "FERROCAM_DEVICES")]
+    devices: Option<PathBuf>,
 
     /// Use this external broker instead of the embedded one:
     /// `mqtt://[user[:password]@]host[:port]` or `mqtts://…`; several, comma-separated, for the
@@ -108,6 +122,23 @@ struct Config {
     #[arg(long, env = "FERROCAM_TURN_SECRET", hide_env_values = true)]
     turn_secret: Option<String>,
 
+    /// Host names the web server answers to besides IP addresses, `localhost` and this
+    /// machine's name (`<name>` and `<name>.local`): the name a reverse proxy or DNS gives the
+    /// gateway, comma-separated. Other names get 421, which stops DNS-rebinding pages. `*`
+    /// turns the check off.
+    #[arg(long, env = "FERROCAM_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+
+    /// Reverse proxies in front of the gateway (addresses or CIDR blocks, comma-separated):
+    /// only their `X-Forwarded-For` is believed, for per-client login limits and logs.
+    #[arg(long, env = "FERROCAM_TRUSTED_PROXIES", value_delimiter = ',', value_parser = http::client::Cidr::parse)]
+    trusted_proxies: Vec<http::client::Cidr>,
+
+    /// Sessions one user or API token may hold with one device at once, so one account cannot
+    /// take every viewer slot of a camera.
+    #[arg(long, env = "FERROCAM_SESSIONS_PER_PRINCIPAL", default_value_t = relay::SESSIONS_PER_PRINCIPAL)]
+    sessions_per_principal: usize,
+
     /// Seconds minted TURN credentials stay valid.
     #[arg(long, env = "FERROCAM_TURN_TTL", default_value_t = 3600)]
     turn_ttl_secs: u64,
@@ -129,6 +160,21 @@ enum Cmd {
     NewToken(auth::cli::NewTokenArgs),
     /// Writes a new grant key pair.
     Keygen(auth::cli::KeygenArgs),
+    /// Adds, lists and removes users, and sets their passwords.
+    User {
+        #[command(subcommand)]
+        cmd: auth::manage::UserCmd,
+    },
+    /// Makes, lists and revokes API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: auth::manage::TokenCmd,
+    },
+    /// Enrolls, lists and removes devices (`device add <id>` writes the device's config file).
+    Device {
+        #[command(subcommand)]
+        cmd: devices::cli::DeviceCmd,
+    },
 }
 
 pub(crate) fn parse_role(s: &str) -> Result<Role, String> {
@@ -154,6 +200,9 @@ async fn main() -> anyhow::Result<()> {
         Some(Cmd::HashPassword) => return auth::cli::hash_password(),
         Some(Cmd::NewToken(args)) => return auth::cli::new_token(args),
         Some(Cmd::Keygen(args)) => return auth::cli::keygen(args),
+        Some(Cmd::Device { cmd }) => return devices::cli::run(cmd),
+        Some(Cmd::User { cmd }) => return auth::manage::user(cmd),
+        Some(Cmd::Token { cmd }) => return auth::manage::token(cmd),
         None => {}
     }
 
@@ -163,7 +212,6 @@ async fn main() -> anyhow::Result<()> {
              Create one with `ferrocam-gateway init --dir /etc/ferrocam`"
         );
     };
-    let auth = Arc::new(Auth::load(auth_path.clone())?);
     let instance = config.instance.clone().unwrap_or_else(random_instance);
     let key_path = config
         .grant_signing_key
@@ -171,33 +219,39 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| auth_path.with_file_name("grant.key"));
     let signer = GrantSigner::load(&key_path, instance.clone())?;
     tracing::info!(public_key = %signer.public_key(), "devices must hold this grant key");
+    let auth = Arc::new(Auth::load(auth_path.clone(), signer.session_key())?);
+    let registry = Arc::new(devices::Registry::load(
+        config
+            .devices
+            .clone()
+            .unwrap_or_else(|| auth_path.with_file_name("devices.toml")),
+    )?);
 
-    let broker = ferrocam_mqtt::BrokerSettings {
-        urls: match &config.broker {
-            Some(urls) => BrokerAddr::parse_list(urls)?,
-            None => {
-                broker::start(config.mqtt_listen)?;
-                vec![BrokerAddr::parse(&format!(
-                    "mqtt://{}",
-                    config.mqtt_listen
-                ))?]
-            }
-        },
-        ca_file: config.broker_ca.clone(),
-        password_file: config.broker_password_file.clone(),
-    };
-
-    let (publisher, broker_link) = link::open(&broker, &instance)?;
-    let relay = Arc::new(Relay::new(instance.clone(), publisher, signer));
+    let broker = broker_settings(&config, &registry)?;
+    let seal = ferrocam_mqtt::signing_seal(signer.message_signer());
+    let (publisher, broker_link) = link::open(&broker, &instance, seal)?;
+    let mut relay = Relay::new(instance.clone(), publisher, signer);
+    relay.sessions_per_principal = config.sessions_per_principal;
+    let relay = Arc::new(relay);
+    let gate = Arc::new(devices::inbound::Gatekeeper::new(Arc::clone(&registry)));
     let (connected_tx, mut connected) = tokio::sync::watch::channel(false);
     let (stop_link, link_stop) = tokio::sync::watch::channel(false);
-    let link_task = tokio::spawn(link::run(
-        broker_link,
-        Arc::clone(&relay),
-        connected_tx,
-        link_stop,
-    ));
-    spawn_reload_on_sighup(Arc::clone(&auth));
+    let inbound = link::Inbound {
+        relay: Arc::clone(&relay),
+        gate: Arc::clone(&gate),
+    };
+    let link_task = tokio::spawn(link::run(broker_link, inbound, connected_tx, link_stop));
+    let forget = {
+        let relay = Arc::clone(&relay);
+        move |removed: &[ferrocam_protocol::DeviceId]| {
+            for device in removed {
+                relay.forget_device(device);
+            }
+        }
+    };
+    devices::spawn_watcher(Arc::clone(&registry), forget.clone());
+    auth::spawn_watcher(Arc::clone(&auth));
+    spawn_reload_on_sighup(Arc::clone(&auth), Arc::clone(&registry), forget);
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -225,6 +279,8 @@ async fn main() -> anyhow::Result<()> {
             _ => None,
         },
         public_ops: config.public_ops,
+        hosts: http::hardening::HostPolicy::new(&config.allowed_hosts),
+        trusted_proxies: config.trusted_proxies.clone(),
     };
     // `wait_for` returns a read guard on the channel: keep it to this statement, or the link's
     // next `send_replace` would block forever.
@@ -239,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
     });
     service::spawn_watchdog();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let state = http::AppState::new(relay, settings, auth, stop_rx);
+    let state = http::AppState::new(relay, settings, auth, stop_rx, gate.dropped());
     serve::serve(listener, http::router(state.clone()), async move {
         shutdown_signal().await;
         service::stopping();
@@ -260,8 +316,51 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `systemctl reload` sends SIGHUP: re-read the auth file (a broken file keeps the old one).
-fn spawn_reload_on_sighup(auth: Arc<Auth>) {
+/// The broker this gateway uses: an external one (`--broker`), or the embedded one, started
+/// here, which only enrolled devices and this gateway (with a secret made now) may join.
+fn broker_settings(
+    config: &Config,
+    registry: &Arc<devices::Registry>,
+) -> anyhow::Result<ferrocam_mqtt::BrokerSettings> {
+    let urls = match &config.broker {
+        Some(urls) => BrokerAddr::parse_list(urls)?,
+        None => {
+            let listen = config.mqtt_listen;
+            anyhow::ensure!(
+                listen.ip().is_loopback() || config.mqtt_plaintext_lan,
+                "--mqtt-listen {listen} is not a loopback address, and the embedded broker has \
+                 no TLS: pass --mqtt-plaintext-lan to accept plain text on your LAN, or use an \
+                 external broker with TLS (--broker mqtts://…, see docs/deploy.md)"
+            );
+            let access = broker::Access {
+                devices: Arc::clone(registry),
+                gateway_secret: broker::gateway_secret(),
+                log: Arc::default(),
+            };
+            let url = format!(
+                "mqtt://{}:{}@{listen}",
+                broker::GATEWAY_USER,
+                access.gateway_secret
+            );
+            broker::start(listen, access)?;
+            vec![BrokerAddr::parse(&url)?]
+        }
+    };
+    Ok(ferrocam_mqtt::BrokerSettings {
+        urls,
+        ca_file: config.broker_ca.clone(),
+        password_file: config.broker_password_file.clone(),
+        password: None,
+    })
+}
+
+/// `systemctl reload` sends SIGHUP: re-read the auth file and the device list (a broken file
+/// keeps the old one).
+fn spawn_reload_on_sighup(
+    auth: Arc<Auth>,
+    registry: Arc<devices::Registry>,
+    on_removed: impl Fn(&[ferrocam_protocol::DeviceId]) + Send + 'static,
+) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
@@ -271,6 +370,10 @@ fn spawn_reload_on_sighup(auth: Arc<Auth>) {
             match auth.reload() {
                 Ok(()) => tracing::info!("auth file reloaded"),
                 Err(e) => tracing::error!(error = format!("{e:#}"), "auth file not reloaded"),
+            }
+            match registry.reload() {
+                Ok(removed) => on_removed(&removed),
+                Err(e) => tracing::error!(error = format!("{e:#}"), "device list not reloaded"),
             }
         }
     });

@@ -125,6 +125,10 @@ pub const AUTH_FAILURE_REASONS: [&str; 5] = [
     "bad_origin",
 ];
 
+/// Messages from the broker the gateway did not believe, by reason (see
+/// [`crate::devices::inbound`]).
+pub type DeviceDrops = Family<crate::devices::inbound::DropLabels, Counter>;
+
 pub struct Metrics {
     registry: Registry,
     devices_online: Gauge,
@@ -147,7 +151,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers everything, including the relay's answer-latency histogram.
-    pub fn new(answer_latency: Histogram) -> Self {
+    pub fn new(answer_latency: Histogram, device_drops: DeviceDrops) -> Self {
         let mut registry = Registry::with_prefix("ferrocam_gateway");
         let m = Self {
             devices_online: Gauge::default(),
@@ -212,6 +216,11 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         registry.register(
+            "device_messages_dropped",
+            "Messages on device topics dropped: not enrolled, unsigned, bad signature (a forgery), too large, malformed",
+            device_drops,
+        );
+        registry.register(
             "answer_latency_seconds",
             "Time from relaying an offer or invite to relaying the device's SDP",
             answer_latency,
@@ -259,7 +268,10 @@ mod tests {
         let instance = InstanceId::parse("gw-test").unwrap();
         let signer = crate::auth::grant::GrantSigner::for_tests(instance.clone());
         let relay = Relay::new(instance, tx, signer);
-        (Metrics::new(relay.answer_latency.clone()), relay)
+        (
+            Metrics::new(relay.answer_latency.clone(), Default::default()),
+            relay,
+        )
     }
 
     fn has(text: &str, series: &str) -> bool {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One [`TokenBucket`] per key, for at most `max_keys` keys: past that the table starts over
 /// (every key gets a fresh bucket), which bounds memory whoever makes up keys.
@@ -78,6 +78,28 @@ impl TokenBucket {
     }
 }
 
+/// At most one log line a second; says how many were left out in between.
+#[derive(Default)]
+pub struct LogThrottle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    pub fn may_log(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +129,15 @@ mod tests {
         let later = start + Duration::from_secs(60);
         assert!((0..3).all(|_| bucket.try_take_at(later)));
         assert!(!bucket.try_take_at(later));
+    }
+
+    #[test]
+    fn the_log_speaks_once_a_second_and_counts_the_rest() {
+        let mut log = LogThrottle::default();
+        let start = Instant::now();
+        assert_eq!(log.may_log(start), Some(0));
+        assert_eq!(log.may_log(start + Duration::from_millis(10)), None);
+        assert_eq!(log.may_log(start + Duration::from_millis(20)), None);
+        assert_eq!(log.may_log(start + Duration::from_secs(1)), Some(2));
     }
 }

@@ -83,6 +83,10 @@ pub struct ViewerId(pub u64);
 /// Channel to one viewer.
 pub type ViewerTx = mpsc::UnboundedSender<ServerMsg>;
 
+/// Sessions one principal may hold with one device at once, unless the gateway is told
+/// otherwise (`--sessions-per-principal`); a device serves 32 by default.
+pub const SESSIONS_PER_PRINCIPAL: usize = 8;
+
 /// How a session is set up.
 #[derive(Debug, Clone)]
 pub struct OfferOptions {
@@ -92,6 +96,8 @@ pub struct OfferOptions {
     pub role: Role,
     /// Who asked (a user or API token name), for the grant and the device's log.
     pub user: String,
+    /// The asker's unique id (`Principal::id`), which the per-principal session limit counts.
+    pub owner: String,
     /// STUN/TURN servers for the device's side of this session (inside the signed grant).
     pub device_ice: Vec<IceServer>,
 }
@@ -142,6 +148,8 @@ pub struct Relay {
     /// Request relayed → the device's SDP relayed (its answer, or its offer after an invite),
     /// in seconds.
     pub answer_latency: Histogram,
+    /// Sessions one principal may hold with one device ([`SESSIONS_PER_PRINCIPAL`]).
+    pub sessions_per_principal: usize,
 }
 
 impl Relay {
@@ -157,6 +165,7 @@ impl Relay {
             link_losses: AtomicU64::new(0),
             // 1 ms to ~16 s.
             answer_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            sessions_per_principal: SESSIONS_PER_PRINCIPAL,
         }
     }
 
@@ -283,6 +292,31 @@ impl Relay {
                 message: format!("no device called {device}"),
             }),
         }
+    }
+
+    /// A principal may hold at most `sessions_per_principal` sessions with one device, so one
+    /// account (a leaked view-only token, a script in a loop) cannot take every viewer slot
+    /// the device has.
+    fn check_owner_share(
+        &self,
+        state: &State,
+        device: &DeviceId,
+        owner: &str,
+    ) -> Result<(), Refusal> {
+        let held = state
+            .sessions
+            .values()
+            .filter(|s| s.is_owned_by(device, owner))
+            .count();
+        if held >= self.sessions_per_principal {
+            return Err(Refusal {
+                code: ErrorCode::Busy,
+                message: format!(
+                    "this account already has {held} sessions with {device}; close one first"
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn envelope(&self, device: DeviceId, session: SessionId, body: ToDevice) -> Request {

@@ -3,6 +3,9 @@
 //!
 //! - a header read timeout: a client that connects and never finishes its request (or its
 //!   WebSocket handshake) is dropped after [`HEADER_TIMEOUT`] instead of holding a task forever;
+//! - a body read timeout: a request whose body has not fully arrived [`BODY_TIMEOUT`] after its
+//!   headers fails (400) and its connection closes, so slow bodies cannot hold connection slots
+//!   (or a login's turn) for long;
 //! - a cap on open connections: past [`MAX_CONNECTIONS`], new ones wait in the kernel's backlog
 //!   instead of costing memory;
 //! - the client's address in each request (`ConnectInfo`), for loopback-only endpoints and
@@ -23,6 +26,9 @@ use tower::ServiceExt as _;
 
 /// How long a client has to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send its request body, from the end of its headers. The largest
+/// body (a WHEP offer, 64 KiB) takes well under a second on any link a camera is watched over.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 2048;
 
@@ -62,7 +68,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(|body| axum::body::Body::new(TimedBody::new(body)));
             request
                 .extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(peer));
@@ -99,4 +106,52 @@ pub async fn serve(
         tracing::warn!("connections still open after 5 s; closing anyway");
     }
     Ok(())
+}
+
+/// A request body that fails once [`BODY_TIMEOUT`] has passed without it ending.
+struct TimedBody {
+    inner: Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(BODY_TIMEOUT)),
+        }
+    }
+}
+
+/// The error a timed-out body reads as (the handler's extractor turns it into a 400).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {BODY_TIMEOUT:?}")]
+struct BodyTimeout;
+
+impl http_body::Body for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(BodyTimeout.into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -17,6 +17,6 @@ pub mod url;
 
 pub use backoff::Backoff;
 pub use link::{Link, LinkEvent, LinkOptions, Presence, Retained, Step};
-pub use outbox::{Message, Outbox, Publisher, Refused};
+pub use outbox::{Message, Outbox, Publisher, Refused, Seal, now_ms, signing_seal};
 pub use settings::{BrokerSettings, Failover, client, node_name};
 pub use url::{BrokerAddr, BrokerUrlError};

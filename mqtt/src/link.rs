@@ -36,7 +36,7 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, LastWill, QoS};
 use tokio::sync::mpsc;
 
-use crate::{BrokerSettings, Publisher};
+use crate::{BrokerSettings, Publisher, Seal};
 
 /// How long a shutdown may take to flush the queue and say goodbye.
 const FLUSH_LIMIT: Duration = Duration::from_secs(2);
@@ -80,6 +80,8 @@ pub struct LinkOptions {
     pub queue: usize,
     /// Greet once more this long after every connect (see the module docs), or never.
     pub settle_after: Option<Duration>,
+    /// Applied to every payload this link publishes, births and wills included (signing).
+    pub seal: Option<Seal>,
 }
 
 /// What [`Link::next`] reports.
@@ -96,6 +98,7 @@ pub enum LinkEvent {
 /// What the link's owner and its I/O task share.
 struct Shared {
     presence: Mutex<Option<Box<dyn Presence>>>,
+    seal: Option<Seal>,
     /// The number of the current connection (or the one being attempted), from 1.
     connection: AtomicU64,
     connected: AtomicBool,
@@ -120,7 +123,7 @@ impl Shared {
         if self.stopping.load(Ordering::Relaxed) {
             return true;
         }
-        let birth = presence.birth(self.connection.load(Ordering::Relaxed));
+        let birth = self.sealed(presence.birth(self.connection.load(Ordering::Relaxed)));
         client
             .try_publish(birth.topic, QoS::AtLeastOnce, true, birth.payload)
             .is_ok()
@@ -128,7 +131,17 @@ impl Shared {
 
     fn will(&self, connection: u64) -> Option<Retained> {
         let mut presence = self.presence.lock().expect("presence");
-        presence.as_mut().map(|p| p.will(connection))
+        presence.as_mut().map(|p| self.sealed(p.will(connection)))
+    }
+
+    fn sealed(&self, retained: Retained) -> Retained {
+        match &self.seal {
+            Some(seal) => Retained {
+                payload: seal(&retained.topic, &retained.payload),
+                topic: retained.topic,
+            },
+            None => retained,
+        }
     }
 }
 
@@ -161,10 +174,12 @@ impl Link {
             presence,
             queue,
             settle_after,
+            seal,
         } = options;
         let nodes = settings.connect(&client_id, |_| {})?;
         let shared = Arc::new(Shared {
             presence: Mutex::new(presence),
+            seal: seal.clone(),
             connection: AtomicU64::new(1),
             connected: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -197,7 +212,7 @@ impl Link {
             shared,
             task: Some(task),
         };
-        Ok((Publisher::new(client), link))
+        Ok((Publisher::new(client, seal), link))
     }
 
     /// The next event. Cancel-safe: it only reads a channel.
@@ -230,7 +245,9 @@ impl Link {
             let mut presence = self.shared.presence.lock().expect("presence");
             self.shared.stopping.store(true, Ordering::Relaxed);
             let connection = self.connection();
-            presence.as_mut().map(|p| p.will(connection))
+            presence
+                .as_mut()
+                .map(|p| self.shared.sealed(p.will(connection)))
         };
         let Some(mut task) = self.task.take() else {
             return;

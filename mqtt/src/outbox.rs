@@ -49,20 +49,35 @@ pub trait Outbox: Send + Sync {
     }
 }
 
+/// Turns a message for a topic into the payload that goes on the wire: how each side signs
+/// everything it publishes (`ferrocam_protocol::signed`), without this crate knowing keys.
+pub type Seal = Arc<dyn Fn(&str, &[u8]) -> Vec<u8> + Send + Sync>;
+
 /// The publishing handle of a [`crate::Link`]. Cheap to clone; every clone feeds the same
 /// bounded queue.
 #[derive(Clone)]
 pub struct Publisher {
     client: AsyncClient,
+    seal: Option<Seal>,
     refused: Arc<AtomicU64>,
 }
 
 impl Publisher {
-    pub(crate) fn new(client: AsyncClient) -> Self {
+    pub(crate) fn new(client: AsyncClient, seal: Option<Seal>) -> Self {
         Self {
             client,
+            seal,
             refused: Arc::default(),
         }
+    }
+
+    /// The payload as it goes on the wire.
+    fn sealed(&self, message: Message) -> (String, Vec<u8>) {
+        let payload = match &self.seal {
+            Some(seal) => seal(&message.topic, &message.payload),
+            None => message.payload,
+        };
+        (message.topic, payload)
     }
 
     /// Messages refused because the queue was full, since the link started (for metrics).
@@ -76,8 +91,9 @@ impl Outbox for Publisher {
     /// QoS 0: a signal lost in a broker disconnect fails one session, and the viewer retries,
     /// whereas QoS 1 could deliver an answer twice.
     fn publish(&self, message: Message) -> Result<(), Refused> {
+        let (topic, payload) = self.sealed(message);
         self.client
-            .try_publish(message.topic, QoS::AtMostOnce, false, message.payload)
+            .try_publish(topic, QoS::AtMostOnce, false, payload)
             .map_err(|e| {
                 let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
                 // The first and then every 100th: an outage must not flood the log.
@@ -93,13 +109,11 @@ impl Outbox for Publisher {
     /// chunks would then shut out signaling for as long as they wait.
     async fn publish_within(&self, message: Message, limit: Duration) -> Result<(), Refused> {
         let deadline = tokio::time::Instant::now() + limit;
+        let (topic, payload) = self.sealed(message);
         loop {
-            let attempt = self.client.try_publish(
-                message.topic.clone(),
-                QoS::AtMostOnce,
-                false,
-                message.payload.clone(),
-            );
+            let attempt =
+                self.client
+                    .try_publish(topic.clone(), QoS::AtMostOnce, false, payload.clone());
             if attempt.is_ok() {
                 return Ok(());
             }
@@ -118,4 +132,18 @@ impl Outbox for tokio::sync::mpsc::UnboundedSender<Message> {
     fn publish(&self, message: Message) -> Result<(), Refused> {
         self.send(message).map_err(|_| Refused)
     }
+}
+
+/// A [`Seal`] that signs every payload with `signer` (see `ferrocam_protocol::signed`), stamped
+/// with the wall clock.
+pub fn signing_seal(signer: Arc<ferrocam_protocol::signed::Signer>) -> Seal {
+    Arc::new(move |topic, msg| signer.seal(topic, msg, now_ms()))
+}
+
+/// Unix time in milliseconds (0 for a clock before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

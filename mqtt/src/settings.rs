@@ -25,6 +25,8 @@ pub struct BrokerSettings {
     /// File holding the broker password (kept out of the command line and the environment).
     /// Overrides a password in the URL.
     pub password_file: Option<PathBuf>,
+    /// The broker password itself (from an enrolled device's config file); the file wins.
+    pub password: Option<String>,
 }
 
 /// Connection settings ready to use, one per broker node.
@@ -50,7 +52,7 @@ impl BrokerSettings {
                     .trim_end_matches(['\r', '\n'])
                     .to_owned(),
             ),
-            None => None,
+            None => self.password.clone(),
         };
         let tls = if self.urls.iter().any(|u| u.tls) {
             Some(self.tls_config()?)
@@ -174,6 +176,7 @@ mod tests {
             urls: BrokerAddr::parse_list(urls).unwrap(),
             ca_file: None,
             password_file: None,
+            password: None,
         }
     }
 

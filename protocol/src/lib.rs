@@ -2,7 +2,7 @@
 //!
 //! This crate is pure data: ids with validation, the MQTT topic scheme, the signaling envelope
 //! that travels over MQTT, presence (device status), and the messages a browser exchanges with
-//! the gateway over WebSocket. It performs no I/O, so both sides, and any other implementation,
+//! the gateway over WebSocket, and how broker messages are signed ([`signed`]). It performs no I/O, so both sides, and any other implementation,
 //! can test against it directly.
 
 pub mod control;
@@ -12,6 +12,7 @@ pub mod presence;
 pub mod sdp;
 pub mod sdpfrag;
 pub mod signal;
+pub mod signed;
 pub mod stamp;
 pub mod topics;
 pub mod viewer;

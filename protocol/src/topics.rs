@@ -41,6 +41,17 @@ pub fn all_device_status() -> String {
     format!("{ROOT}/devices/+/status")
 }
 
+/// The MQTT client id of `device`. The embedded broker admits a device's credentials only
+/// under this id, so no other client can take over (and kick) the device's connection.
+pub fn device_client_id(device: &DeviceId) -> String {
+    format!("ferrocam-device-{device}")
+}
+
+/// The MQTT client id of gateway instance `instance`.
+pub fn gateway_client_id(instance: &InstanceId) -> String {
+    format!("ferrocam-gw-{instance}")
+}
+
 /// Recovers the device id from a status topic, or `None` if the topic is not one.
 pub fn parse_device_status(topic: &str) -> Option<DeviceId> {
     let rest = topic.strip_prefix(ROOT)?.strip_prefix("/devices/")?;

@@ -61,6 +61,116 @@ impl Credentials {
     }
 }
 
+/// A device enrolled with `ferrocam-gateway device add`: the config file it wrote, as the
+/// variables the device reads.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub id: String,
+    pub file: PathBuf,
+    pub vars: Vec<(String, String)>,
+}
+
+impl Enrollment {
+    /// One variable of the config file.
+    pub fn var(&self, name: &str) -> &str {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{name} missing from {}", self.file.display()))
+    }
+
+    /// The device's signing key.
+    pub fn signer(&self) -> ferrocam_protocol::signed::Signer {
+        ferrocam_protocol::signed::Signer::from_seed_base64(self.var("FERROCAM_SIGNING_KEY"))
+            .expect("enrollment writes a valid key")
+    }
+
+    /// The message inside `payload`, which this device must have signed for `topic`.
+    pub fn open(&self, topic: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let verifier =
+            ferrocam_protocol::signed::Verifier::from_base64(&self.signer().public_key())
+                .map_err(|e| anyhow::anyhow!(e))?;
+        let opened = verifier
+            .open(topic, payload)
+            .map_err(|e| anyhow::anyhow!("{topic}: {e}"))?;
+        Ok(opened.msg.to_vec())
+    }
+
+    /// `(user, password)` for the embedded broker.
+    pub fn login(&self) -> (&str, &str) {
+        (&self.id, self.broker_password())
+    }
+
+    /// The device's broker password on the embedded broker.
+    pub fn broker_password(&self) -> &str {
+        self.var("FERROCAM_BROKER_PASSWORD")
+    }
+
+    /// The device's keys (its own signing key and the gateway's grant key) for `cmd`; the
+    /// broker URL and password are the caller's choice.
+    pub fn keys_for(&self, cmd: &mut Command) {
+        for name in ["FERROCAM_SIGNING_KEY", "FERROCAM_GRANT_PUBLIC_KEY"] {
+            cmd.env(name, self.var(name));
+        }
+    }
+}
+
+impl Credentials {
+    /// The device list next to the auth file (the gateway's default `--devices`).
+    pub fn devices_file(&self) -> PathBuf {
+        self.auth_config.with_file_name("devices.toml")
+    }
+
+    /// Enrolls `id` with the real CLI, or reads the config file of its earlier enrollment.
+    pub fn enroll(&self, id: &str) -> anyhow::Result<Enrollment> {
+        let out = self.auth_config.with_file_name(format!("{id}.env"));
+        if !out.exists() {
+            self.add_device(id, &out)?;
+        }
+        let text = std::fs::read_to_string(&out)?;
+        let vars = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok(Enrollment {
+            id: id.to_owned(),
+            file: out,
+            vars,
+        })
+    }
+
+    fn add_device(&self, id: &str, out: &Path) -> anyhow::Result<()> {
+        let output = Command::new(workspace_bin("ferrocam-gateway")?)
+            .args(["device", "add", id, "--force"])
+            .arg("--devices")
+            .arg(self.devices_file())
+            .arg("--out")
+            .arg(out)
+            .output()
+            .context("running ferrocam-gateway device add")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "ferrocam-gateway device add failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// Removes `id` from the device list with the real CLI.
+    pub fn unenroll(&self, id: &str) -> anyhow::Result<()> {
+        let status = Command::new(workspace_bin("ferrocam-gateway")?)
+            .args(["device", "remove", id])
+            .arg("--devices")
+            .arg(self.devices_file())
+            .status()?;
+        anyhow::ensure!(status.success(), "ferrocam-gateway device remove failed");
+        Ok(())
+    }
+}
+
 static DEFAULT_TOKEN: Mutex<Option<String>> = Mutex::new(None);
 
 /// Makes `token` the one the HTTP helpers send by default.
@@ -132,11 +242,22 @@ impl Credentials {
         })
     }
 
-    fn sign(&self, claims: ferrocam_protocol::GrantClaims) -> anyhow::Result<String> {
+    fn grant_key_der(&self) -> anyhow::Result<Vec<u8>> {
         use base64::Engine as _;
         let pem = std::fs::read_to_string(&self.grant_key)?;
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = base64::engine::general_purpose::STANDARD.decode(body)?;
+        Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
+    }
+
+    /// `request` signed with the grant key for `topic`, as a gateway publishes it.
+    pub fn sign_request(&self, topic: &str, request: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let signer = ferrocam_protocol::signed::Signer::from_pkcs8(&self.grant_key_der()?)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(signer.seal(topic, request, ferrocam_mqtt::now_ms()))
+    }
+
+    fn sign(&self, claims: ferrocam_protocol::GrantClaims) -> anyhow::Result<String> {
+        let der = self.grant_key_der()?;
         Ok(jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
             &claims,

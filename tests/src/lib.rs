@@ -74,3 +74,13 @@ pub fn jpeg_size(jpeg: &[u8]) -> Option<(u16, u16)> {
     }
     None
 }
+
+/// The message inside a signed broker payload (`ferrocam_protocol::signed`), without checking
+/// the signature: for tests that only watch what devices and gateways publish.
+pub fn inner(payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let wrapper: serde_json::Value = serde_json::from_slice(payload)?;
+    let msg = wrapper.get("msg").ok_or_else(|| {
+        anyhow::anyhow!("not a signed message: {}", String::from_utf8_lossy(payload))
+    })?;
+    Ok(serde_json::to_vec(msg)?)
+}

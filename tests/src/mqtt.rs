@@ -82,6 +82,45 @@ impl TestMqtt {
         })
     }
 
+    /// Connects as enrolled device `device` (its client id and broker login).
+    pub async fn as_device(
+        port: u16,
+        device: &crate::creds::Enrollment,
+        filters: &[&str],
+    ) -> anyhow::Result<Self> {
+        let id = ferrocam_protocol::DeviceId::parse(&device.id)?;
+        let client_id = ferrocam_protocol::topics::device_client_id(&id);
+        Self::connect_as(port, &client_id, Some(device.login()), filters).await
+    }
+
+    /// Whether the broker accepts one CONNECT with these client id and login (a CONNACK
+    /// with success) rather than refusing it or closing the connection, within 5 s.
+    pub async fn admitted(
+        port: u16,
+        client_id: &str,
+        login: Option<(&str, &str)>,
+    ) -> anyhow::Result<bool> {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(5));
+        if let Some((user, pass)) = login {
+            options.set_credentials(user, pass);
+        }
+        let (_client, mut events) = AsyncClient::new(options, 4);
+        let first = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        return ack.code == rumqttc::ConnectReturnCode::Success;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await?;
+        Ok(first)
+    }
+
     /// Publishes at QoS 0.
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) -> anyhow::Result<()> {
         self.client

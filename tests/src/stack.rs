@@ -39,6 +39,8 @@ pub struct StackOptions {
     pub device_env: Vec<(String, String)>,
     /// Address the embedded broker listens on and the device connects to.
     pub mqtt_host: String,
+    /// Device ids enrolled besides the stack's own device.
+    pub extra_devices: Vec<String>,
     /// Run the device inside this network namespace (`ip netns exec`), with ICE bound to
     /// `device_ice` instead of loopback.
     pub device_netns: Option<(String, String)>,
@@ -66,6 +68,7 @@ impl StackOptions {
             gateway_args: Vec::new(),
             device_env: Vec::new(),
             mqtt_host: "127.0.0.1".to_owned(),
+            extra_devices: Vec::new(),
             device_netns: None,
             secure_broker: false,
         }
@@ -111,6 +114,13 @@ impl StackOptions {
         self
     }
 
+    /// Enrolls more device ids before the gateways start (their config files are in the
+    /// credentials directory: [`crate::Credentials::enroll`] reads them back).
+    pub fn enroll(mut self, id: &str) -> Self {
+        self.extra_devices.push(id.to_owned());
+        self
+    }
+
     pub fn gateway_args(mut self, args: &[&str]) -> Self {
         self.gateway_args = args.iter().map(|s| s.to_string()).collect();
         self
@@ -137,6 +147,8 @@ pub struct Stack {
     /// The TLS port of a secure Mosquitto, with the CA that signed its certificate.
     pub mqtts: Option<(u16, PathBuf)>,
     pub device_id: String,
+    /// The device's enrollment (its config file), made before the gateways start.
+    pub enrollment: crate::creds::Enrollment,
     pub log_dir: PathBuf,
     options: StackOptions,
     device_starts: usize,
@@ -154,6 +166,10 @@ impl Stack {
         let _ = std::fs::remove_dir_all(&log_dir);
         std::fs::create_dir_all(&log_dir)?;
         let creds = crate::Credentials::create(&log_dir.join("auth"))?;
+        let enrollment = creds.enroll(&options.device_id)?;
+        for id in &options.extra_devices {
+            creds.enroll(id)?;
+        }
         let nats = match options.broker {
             BrokerKind::NatsCluster => Some(crate::nats::NatsCluster::start(3, &log_dir).await?),
             _ => None,
@@ -183,6 +199,7 @@ impl Stack {
             mqtt_port,
             mqtts,
             device_id: options.device_id.clone(),
+            enrollment,
             log_dir,
             options,
             device_starts: 0,
@@ -221,10 +238,16 @@ impl Stack {
                 .args(&options.gateway_args)
                 .env("RUST_LOG", "info,ferrocam_gateway=debug,rumqttd=warn");
             match options.broker {
-                BrokerKind::Embedded => cmd.args([
-                    "--mqtt-listen",
-                    &format!("{}:{mqtt_port}", options.mqtt_host),
-                ]),
+                BrokerKind::Embedded => {
+                    if options.mqtt_host != "127.0.0.1" {
+                        // A namespace test's device reaches the broker over a veth link.
+                        cmd.arg("--mqtt-plaintext-lan");
+                    }
+                    cmd.args([
+                        "--mqtt-listen",
+                        &format!("{}:{mqtt_port}", options.mqtt_host),
+                    ])
+                }
                 BrokerKind::Mosquitto => match &mqtts {
                     Some((port, ca)) => cmd
                         .args([
@@ -288,12 +311,22 @@ impl Stack {
                 let id = &self.device_id;
                 format!("mqtts://{id}:{}@127.0.0.1:{port}", broker_password(id))
             }
-            (None, None) => format!("mqtt://{}:{}", self.options.mqtt_host, self.mqtt_port),
+            (None, None) => {
+                // The embedded broker checks the enrolled password (Mosquitto's plain
+                // listener here admits anyone).
+                cmd.env(
+                    "FERROCAM_BROKER_PASSWORD",
+                    self.enrollment.broker_password(),
+                );
+                format!(
+                    "mqtt://{}@{}:{}",
+                    self.device_id, self.options.mqtt_host, self.mqtt_port
+                )
+            }
         };
+        self.enrollment.keys_for(&mut cmd);
         cmd.args(["--id", &self.device_id])
-            .args(["--broker", &broker])
-            .arg("--grant-key")
-            .arg(&self.creds.grant_pub);
+            .args(["--broker", &broker]);
         if !self.options.device_args.iter().any(|a| a == "--source") {
             cmd.args(["--source", "test"]);
         }

@@ -117,27 +117,26 @@ async fn a_wrong_password_or_an_untrusted_certificate_keeps_a_client_out() -> an
     // under another id.
     let (tls_port, _) = stack.mqtts.clone().expect("a TLS listener");
     let bin = ferrocam_tests::process::workspace_bin("ferrocam-device")?;
-    let grant_pub = stack.creds.grant_pub.clone();
+    let cam_b = stack.creds.enroll("cam-b")?;
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("timeout")
-            .args([
-                "5",
-                bin.to_str().unwrap(),
-                "--source",
-                "test",
-                "--id",
-                "cam-b",
-            ])
-            .args(["--ice-udp", "127.0.0.1:0"])
-            .arg("--broker")
-            .arg(format!(
-                "mqtts://cam-b:{}@127.0.0.1:{tls_port}",
-                broker_password("cam-b")
-            ))
-            .arg("--grant-key")
-            .arg(grant_pub)
-            .env("RUST_LOG", "info")
-            .output()
+        let mut cmd = std::process::Command::new("timeout");
+        cam_b.keys_for(&mut cmd);
+        cmd.args([
+            "5",
+            bin.to_str().unwrap(),
+            "--source",
+            "test",
+            "--id",
+            "cam-b",
+        ])
+        .args(["--ice-udp", "127.0.0.1:0"])
+        .arg("--broker")
+        .arg(format!(
+            "mqtts://cam-b:{}@127.0.0.1:{tls_port}",
+            broker_password("cam-b")
+        ))
+        .env("RUST_LOG", "info")
+        .output()
     })
     .await??;
     let log =

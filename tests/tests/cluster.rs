@@ -177,7 +177,7 @@ async fn gateways_scale_out_on_a_nats_cluster_and_survive_gateway_and_node_loss(
             .next(Duration::from_secs(10))
             .await
             .context("retained statuses on the restarted node")?;
-        let status: DeviceStatus = serde_json::from_slice(&payload)?;
+        let status: DeviceStatus = serde_json::from_slice(&ferrocam_tests::inner(&payload)?)?;
         statuses.insert(status.device.to_string(), status.online);
     }
     assert_eq!(statuses.get("cam-a"), Some(&true), "{statuses:?}");

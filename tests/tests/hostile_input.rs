@@ -13,13 +13,31 @@ fn probe() -> Party {
     Party::Gateway(InstanceId::parse("test-probe").unwrap())
 }
 
+/// Publishes `payload` on `topic` signed with the grant key, as a gateway would, when it is
+/// JSON (only JSON can be signed); anything else goes out as is, and the device's gate drops it.
+async fn send(
+    mqtt: &TestMqtt,
+    creds: &ferrocam_tests::Credentials,
+    topic: &str,
+    payload: impl Into<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let payload = payload.into();
+    let payload = if serde_json::from_slice::<serde_json::Value>(&payload).is_ok() {
+        creds.sign_request(topic, &payload)?
+    } else {
+        payload
+    };
+    mqtt.publish(topic, payload).await
+}
+
 fn session(n: u8) -> SessionId {
     SessionId::from_random([n; 16])
 }
 
 #[tokio::test]
 async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> anyhow::Result<()> {
-    let mut stack = Stack::start(StackOptions::new("device_survives_garbage")).await?;
+    let mut stack =
+        Stack::start(StackOptions::new("device_survives_garbage").enroll("probe")).await?;
     let device = DeviceId::parse(&stack.device_id)?;
     let signal = topics::device_signal(&device);
     let status = topics::device_status(&device);
@@ -27,7 +45,11 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     let reply = topics::device_reply(&device, &probe_instance);
     let reply = reply.as_str();
     let grant = |n: u8| stack.creds.grant("demo", &session(n), Role::View, 30);
-    let mut mqtt = TestMqtt::connect(stack.mqtt_port, "hostile-test", &[reply, &status]).await?;
+    // An enrolled device (the embedded broker admits nobody else) that also holds the
+    // gateway's grant key, so it can sign requests as a gateway: what is under test is how the
+    // device takes what is inside them.
+    let probe_device = stack.creds.enroll("probe")?;
+    let mut mqtt = TestMqtt::as_device(stack.mqtt_port, &probe_device, &[reply, &status]).await?;
     // The retained online status arrives first.
     let (_, retained) = mqtt
         .next(Duration::from_secs(5))
@@ -69,11 +91,13 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         .encode(),
     ];
     for payload in garbage {
-        mqtt.publish(&signal, payload).await?;
+        send(&mqtt, &stack.creds, &signal, payload).await?;
     }
 
     // A well-formed envelope with an SDP that is not SDP gets a typed error back.
-    mqtt.publish(
+    send(
+        &mqtt,
+        &stack.creds,
         &signal,
         Request::new(
             probe(),
@@ -93,7 +117,9 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
     )
     .await?;
     // And an offer without H.264 gets `no_common_codec`.
-    mqtt.publish(
+    send(
+        &mqtt,
+        &stack.creds,
         &signal,
         Request::new(
             probe(),
@@ -116,12 +142,12 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         r#"{{"v":1,"session":"{}","device":"demo","reply_to":"{reply}","type":"warp"}}"#,
         session(5)
     );
-    mqtt.publish(&signal, unknown_type).await?;
+    send(&mqtt, &stack.creds, &signal, unknown_type).await?;
     let future_version = format!(
         r#"{{"v":2,"session":"{}","device":"demo","reply_to":"{reply}","type":"offer"}}"#,
         session(6)
     );
-    mqtt.publish(&signal, future_version).await?;
+    send(&mqtt, &stack.creds, &signal, future_version).await?;
 
     let mut errors = std::collections::HashMap::new();
     while errors.len() < 4 {
@@ -132,7 +158,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
             topic, status,
             "the device published on a forged reply topic"
         );
-        let envelope = Reply::decode(&payload)?;
+        let envelope = Reply::decode(&stack.enrollment.open(&topic, &payload)?)?;
         if let FromDevice::Error { code, .. } = envelope.body {
             errors.insert(envelope.session, code);
         }
@@ -157,15 +183,15 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         .reply_to(reply.into())
         .encode()
     };
-    mqtt.publish(&signal, invite(7, Some(grant(7)?))).await?;
-    mqtt.publish(&signal, invite(8, Some(grant(8)?))).await?;
-    mqtt.publish(&signal, invite(9, None)).await?;
+    send(&mqtt, &stack.creds, &signal, invite(7, Some(grant(7)?))).await?;
+    send(&mqtt, &stack.creds, &signal, invite(8, Some(grant(8)?))).await?;
+    send(&mqtt, &stack.creds, &signal, invite(9, None)).await?;
     let mut replies = std::collections::HashMap::new();
     while replies.len() < 3 {
-        let Some((_, payload)) = mqtt.next(Duration::from_secs(10)).await else {
+        let Some((topic, payload)) = mqtt.next(Duration::from_secs(10)).await else {
             anyhow::bail!("expected two offers and a refusal, got {replies:?}");
         };
-        let envelope = Reply::decode(&payload)?;
+        let envelope = Reply::decode(&stack.enrollment.open(&topic, &payload)?)?;
         // Trickled candidates and end-of-candidates follow the offers; not what is counted.
         if matches!(
             envelope.body,
@@ -220,9 +246,11 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         )
         .encode()
     };
-    mqtt.publish(&signal, forged(7, None)).await?;
-    mqtt.publish(&signal, forged(7, Some(grant(7)?))).await?;
-    mqtt.publish(
+    send(&mqtt, &stack.creds, &signal, forged(7, None)).await?;
+    send(&mqtt, &stack.creds, &signal, forged(7, Some(grant(7)?))).await?;
+    send(
+        &mqtt,
+        &stack.creds,
         &signal,
         forged(
             8,
@@ -230,14 +258,16 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         ),
     )
     .await?;
-    while let Some((_, payload)) = mqtt.next(Duration::from_millis(500)).await {
-        let body = Reply::decode(&payload)?.body;
+    while let Some((topic, payload)) = mqtt.next(Duration::from_millis(500)).await {
+        let body = Reply::decode(&stack.enrollment.open(&topic, &payload)?)?.body;
         assert!(
             !matches!(body, FromDevice::Error { .. } | FromDevice::HangUp { .. }),
             "a forged answer got a reaction: {body:?}"
         );
     }
-    mqtt.publish(
+    send(
+        &mqtt,
+        &stack.creds,
         &signal,
         answer(
             7,
@@ -245,17 +275,19 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         )?,
     )
     .await?;
-    mqtt.publish(
+    send(
+        &mqtt,
+        &stack.creds,
         &signal,
         answer(8, "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\n")?,
     )
     .await?;
     let mut errors = std::collections::HashMap::new();
     while errors.len() < 2 {
-        let Some((_, payload)) = mqtt.next(Duration::from_secs(10)).await else {
+        let Some((topic, payload)) = mqtt.next(Duration::from_secs(10)).await else {
             anyhow::bail!("expected two errors for the bad answers, got {errors:?}");
         };
-        let envelope = Reply::decode(&payload)?;
+        let envelope = Reply::decode(&stack.enrollment.open(&topic, &payload)?)?;
         if let FromDevice::Error { code, .. } = envelope.body {
             errors.insert(envelope.session, code);
         }

@@ -47,6 +47,7 @@ fn link(port: u16, queue: usize) -> (Publisher, Link) {
         urls: BrokerAddr::parse_list(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
         ca_file: None,
         password_file: None,
+        password: None,
     };
     Link::new(
         &settings,
@@ -56,6 +57,7 @@ fn link(port: u16, queue: usize) -> (Publisher, Link) {
             presence: Some(Box::new(Numbered)),
             queue,
             settle_after: None,
+            seal: None,
         },
     )
     .unwrap()

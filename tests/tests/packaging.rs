@@ -88,7 +88,6 @@ fn the_device_package_installs_binary_config_user_unit_and_its_gstreamer_plugins
         [
             "FERROCAM_DEVICE_ID=camera",
             "FERROCAM_BROKER=mqtt://127.0.0.1:1883",
-            "FERROCAM_GRANT_KEY=/etc/ferrocam/grant.pub"
         ]
     );
     // The commented-out settings name real flags' variables.

@@ -202,7 +202,19 @@ fn pi_image_adds_package_config_and_first_boot_unit_and_keeps_the_partition_tabl
     let deb = dummy_deb(&dir, "arm64")?;
     let grant = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80";
     fs::write(dir.join("grant.pub"), format!("{grant}\n"))?;
-    fs::write(dir.join("mqtt.password"), "s3cret pass\n")?;
+    // The device's config file, as enrolling it on the gateway writes it.
+    run(
+        Command::new(ferrocam_tests::process::workspace_bin("ferrocam-gateway")?)
+            .args(["device", "add", "camera1"])
+            .args(["--broker", "mqtts://broker.example.org:8883"])
+            .arg("--devices")
+            .arg(dir.join("devices.toml"))
+            .arg("--out")
+            .arg(dir.join("camera1.env")),
+    )?;
+    let config = fs::read_to_string(dir.join("camera1.env"))?;
+    let enrolled: Vec<&str> = config.lines().filter(|l| !l.starts_with('#')).collect();
+    fs::write(dir.join("not-enrolled.env"), "FERROCAM_DEVICE_ID=camera1\n")?;
     fs::write(
         dir.join("ca.pem"),
         "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
@@ -221,12 +233,8 @@ fn pi_image_adds_package_config_and_first_boot_unit_and_keeps_the_partition_tabl
         .arg(&out)
         .arg("--deb")
         .arg(&deb)
-        .args(["--device-id", "camera1"])
-        .args(["--broker", "mqtts://broker.example.org:8883"])
-        .arg("--grant-key")
-        .arg(dir.join("grant.pub"))
-        .arg("--broker-password-file")
-        .arg(dir.join("mqtt.password"))
+        .arg("--device-config")
+        .arg(dir.join("camera1.env"))
         .arg("--broker-ca")
         .arg(dir.join("ca.pem"))
         .args(["--env", "FERROCAM_SOURCE=libcamera"])
@@ -259,27 +267,13 @@ fn pi_image_adds_package_config_and_first_boot_unit_and_keeps_the_partition_tabl
         root.read(&format!("{stage}/ferrocam-device.deb"))?,
         fs::read(&deb)?
     );
-    for file in [
-        "ferrocam-device.deb",
-        "device.env",
-        "grant.pub",
-        "firstboot.sh",
-        "broker.password",
-    ] {
+    for file in ["ferrocam-device.deb", "device.env", "firstboot.sh"] {
         assert_eq!(
             root.owner_and_mode(&format!("{stage}/{file}"))?,
             ("regular".into(), 0o600, 0, 0),
             "{file}: root-only"
         );
     }
-    assert_eq!(
-        root.text(&format!("{stage}/grant.pub"))?,
-        format!("{grant}\n")
-    );
-    assert_eq!(
-        root.text(&format!("{stage}/broker.password"))?,
-        "s3cret pass\n"
-    );
     assert_eq!(
         root.read(&format!("{stage}/broker-ca.pem"))?,
         fs::read(dir.join("ca.pem"))?
@@ -291,16 +285,16 @@ fn pi_image_adds_package_config_and_first_boot_unit_and_keeps_the_partition_tabl
     assert_eq!(root.text(&format!("{stage}/wifi-country"))?, "DE\n");
     let env = root.text(&format!("{stage}/device.env"))?;
     let settings: Vec<&str> = env.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(
-        settings,
-        [
-            "FERROCAM_DEVICE_ID=camera1",
-            "FERROCAM_BROKER=mqtts://camera1@broker.example.org:8883",
-            "FERROCAM_GRANT_KEY=/etc/ferrocam/grant.pub",
-            "FERROCAM_BROKER_PASSWORD_FILE=/etc/ferrocam/broker.password",
-            "FERROCAM_BROKER_CA=/etc/ferrocam/broker-ca.pem",
-            "FERROCAM_SOURCE=libcamera",
-        ]
+    // The enrollment as is (id, broker with the device's user, its password and signing key,
+    // the grant key), then what the flags add.
+    let added = [
+        "FERROCAM_BROKER_CA=/etc/ferrocam/broker-ca.pem",
+        "FERROCAM_SOURCE=libcamera",
+    ];
+    assert_eq!(settings, [enrolled.as_slice(), &added].concat());
+    assert!(
+        enrolled.contains(&"FERROCAM_BROKER=mqtts://camera1@broker.example.org:8883"),
+        "{config}"
     );
 
     // The first-boot hook: a unit, enabled by the multi-user.target.wants symlink systemctl
@@ -345,7 +339,6 @@ fn pi_image_adds_package_config_and_first_boot_unit_and_keeps_the_partition_tabl
         "apt-get install -y",
         "\"$dir/ferrocam-device.deb\"",
         "install -m 600 -o root -g root \"$dir/device.env\" /etc/ferrocam/device.env",
-        "install -m 640 -o root -g ferrocam \"$dir/broker.password\" /etc/ferrocam/broker.password",
         "systemctl enable ferrocam-device.service",
         "systemctl disable ferrocam-firstboot.service",
         "raspi-config nonint do_wifi_country",
@@ -385,16 +378,17 @@ fn pi_image_adds_package_config_and_first_boot_unit_and_keeps_the_partition_tabl
         "camera_auto_detect=1\narm_64bit=1\n"
     );
 
-    // Refusals leave nothing behind: a 32-bit package for a 64-bit image, a malformed grant key.
+    // Refusals leave nothing behind: a 32-bit package for a 64-bit image, a config file that
+    // is not an enrollment.
     let armhf = dummy_deb(&dir, "armhf")?;
     let refused = dir.join("refused.img");
-    for (deb, grant_file, why) in [
+    for (deb, config, why) in [
         (
             &armhf,
-            dir.join("grant.pub"),
+            dir.join("camera1.env"),
             "is for armhf but the image is arm64",
         ),
-        (&deb, dir.join("mqtt.password"), "is not a grant public key"),
+        (&deb, dir.join("not-enrolled.env"), "has no FERROCAM_BROKER"),
     ] {
         let output = Command::new(&script)
             .arg("--image")
@@ -403,9 +397,8 @@ fn pi_image_adds_package_config_and_first_boot_unit_and_keeps_the_partition_tabl
             .arg(&refused)
             .arg("--deb")
             .arg(deb)
-            .args(["--device-id", "camera1", "--broker", "mqtt://broker.lan"])
-            .arg("--grant-key")
-            .arg(grant_file)
+            .arg("--device-config")
+            .arg(config)
             .output()?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success() && stderr.contains(why), "{stderr}");

@@ -10,16 +10,18 @@ use ferrocam_tests::{Stack, StackOptions, TestMqtt, WhepPlayer};
 /// Kill -9 → the broker's last will marks the device offline; a restart marks it online with a
 /// newer epoch.
 async fn presence_follows_kill_and_restart(options: StackOptions) -> anyhow::Result<()> {
-    let mut stack = Stack::start(options).await?;
+    let mut stack = Stack::start(options.enroll("watcher")).await?;
     let device = DeviceId::parse(&stack.device_id)?;
     let status_topic = topics::device_status(&device);
+    // The embedded broker admits only enrolled clients.
+    let watcher_login = stack.creds.enroll("watcher")?;
     let mut watcher =
-        TestMqtt::connect(stack.mqtt_port, "presence-watcher", &[&status_topic]).await?;
+        TestMqtt::as_device(stack.mqtt_port, &watcher_login, &[&status_topic]).await?;
     let (_, first) = watcher
         .next(Duration::from_secs(5))
         .await
         .expect("retained status");
-    let first: DeviceStatus = serde_json::from_slice(&first)?;
+    let first: DeviceStatus = serde_json::from_slice(&ferrocam_tests::inner(&first)?)?;
     assert!(first.online);
     let video = first
         .capabilities
@@ -38,14 +40,15 @@ async fn presence_follows_kill_and_restart(options: StackOptions) -> anyhow::Res
     assert_eq!(devices["devices"][0]["online"], false, "{devices}");
 
     // The will as published: offline, same epoch as the run it belongs to.
-    let will = loop {
+    // (Kept as published, signature and all, to replay it below.)
+    let (will, will_payload) = loop {
         let (_, payload) = watcher
             .next(Duration::from_secs(5))
             .await
             .expect("the last will");
-        let status: DeviceStatus = serde_json::from_slice(&payload)?;
+        let status: DeviceStatus = serde_json::from_slice(&ferrocam_tests::inner(&payload)?)?;
         if !status.online {
-            break status;
+            break (status, payload);
         }
     };
     assert_eq!(will.epoch, first.epoch);
@@ -56,7 +59,7 @@ async fn presence_follows_kill_and_restart(options: StackOptions) -> anyhow::Res
         .next(Duration::from_secs(10))
         .await
         .expect("online again");
-    let again: DeviceStatus = serde_json::from_slice(&again)?;
+    let again: DeviceStatus = serde_json::from_slice(&ferrocam_tests::inner(&again)?)?;
     assert!(
         again.online && again.epoch > first.epoch,
         "{again:?} after {first:?}"
@@ -73,7 +76,7 @@ async fn presence_follows_kill_and_restart(options: StackOptions) -> anyhow::Res
             .count()
     };
     let refused_before = refusals();
-    let stale = serde_json::to_vec(&will)?;
+    let stale = will_payload;
     watcher
         .client
         .publish(&status_topic, rumqttc::QoS::AtLeastOnce, false, stale)

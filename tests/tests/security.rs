@@ -36,11 +36,19 @@ fn vp8_offer(device: &DeviceId, n: u8, grant: Option<String>, reply: &str) -> Ve
 
 #[tokio::test]
 async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::new("device_grants")).await?;
+    let stack = Stack::start(StackOptions::new("device_grants").enroll("probe")).await?;
     let device = DeviceId::parse(&stack.device_id)?;
     let reply = topics::device_reply(&device, &InstanceId::parse("test-probe")?);
-    let mut mqtt = TestMqtt::connect(stack.mqtt_port, "grant-probe", &[&reply]).await?;
+    // The embedded broker has no topic ACLs: an enrolled device can publish on another's
+    // topics. This probe holds the gateway's grant key too, to sign requests as a gateway;
+    // the grants inside are what is under test.
+    let probe = stack.creds.enroll("probe")?;
+    let mut mqtt = TestMqtt::as_device(stack.mqtt_port, &probe, &[&reply]).await?;
     let signal = topics::device_signal(&device);
+    let signed = |request: Vec<u8>| stack.creds.sign_request(&signal, &request).unwrap();
+    let decode = |topic: &str, payload: &[u8]| -> anyhow::Result<Reply> {
+        Ok(Reply::decode(&stack.enrollment.open(topic, payload)?)?)
+    };
     // Someone else's gateway key: a leaked broker password is all such an attacker has.
     let stranger = Credentials::create(&stack.log_dir.join("stranger"))?;
     ferrocam_tests::creds::set_default_token(&stack.creds.token);
@@ -62,21 +70,28 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
         (6, Some("garbage.not.jwt".to_owned())),
     ];
     for (n, grant) in &cases {
-        mqtt.publish(&signal, vp8_offer(&device, *n, grant.clone(), &reply))
-            .await?;
+        mqtt.publish(
+            &signal,
+            signed(vp8_offer(&device, *n, grant.clone(), &reply)),
+        )
+        .await?;
     }
     // A good grant: the device gets as far as the SDP (no H.264), proving the grant passed.
     let good = creds.grant("demo", &session(7), Role::View, 30)?;
-    mqtt.publish(&signal, vp8_offer(&device, 7, Some(good.clone()), &reply))
-        .await?;
+    mqtt.publish(
+        &signal,
+        signed(vp8_offer(&device, 7, Some(good.clone()), &reply)),
+    )
+    .await?;
 
     let mut codes = std::collections::HashMap::new();
     while codes.len() < cases.len() + 1 {
-        let Some((_, payload)) = mqtt.next(Duration::from_secs(10)).await else {
+        let Some((topic, payload)) = mqtt.next(Duration::from_secs(10)).await else {
             anyhow::bail!("expected {} errors, got {codes:?}", cases.len() + 1);
         };
-        if let FromDevice::Error { code, message } = Reply::decode(&payload)?.body {
-            codes.insert(Reply::decode(&payload)?.session, (code, message));
+        let reply = decode(&topic, &payload)?;
+        if let FromDevice::Error { code, message } = reply.body {
+            codes.insert(reply.session, (code, message));
         }
     }
     for (n, _) in &cases {
@@ -100,13 +115,13 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
     assert_eq!(codes[&session(7)].0, ErrorCode::NoCommonCodec);
 
     // The same grant again (a replay of a captured offer) is refused.
-    mqtt.publish(&signal, vp8_offer(&device, 7, Some(good), &reply))
+    mqtt.publish(&signal, signed(vp8_offer(&device, 7, Some(good), &reply)))
         .await?;
-    let (_, payload) = mqtt
+    let (topic, payload) = mqtt
         .next(Duration::from_secs(10))
         .await
         .expect("an answer to the replay");
-    let FromDevice::Error { code, message } = Reply::decode(&payload)?.body else {
+    let FromDevice::Error { code, message } = decode(&topic, &payload)?.body else {
         anyhow::bail!("expected an error for the replay");
     };
     assert_eq!(code, ErrorCode::Unauthorized);
@@ -127,19 +142,20 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
         .reply_to(reply.clone())
         .encode()
     };
-    mqtt.publish(&signal, control(20, None)).await?;
-    let (_, payload) = mqtt.next(Duration::from_secs(10)).await.expect("a refusal");
+    mqtt.publish(&signal, signed(control(20, None))).await?;
+    let (topic, payload) = mqtt.next(Duration::from_secs(10)).await.expect("a refusal");
     assert!(matches!(
-        Reply::decode(&payload)?.body,
+        decode(&topic, &payload)?.body,
         FromDevice::Error {
             code: ErrorCode::Unauthorized,
             ..
         }
     ));
     let view_grant = creds.grant("demo", &session(21), Role::View, 30)?;
-    mqtt.publish(&signal, control(21, Some(view_grant))).await?;
-    let (_, payload) = mqtt.next(Duration::from_secs(10)).await.expect("a reply");
-    let FromDevice::ControlReply { message } = Reply::decode(&payload)?.body else {
+    mqtt.publish(&signal, signed(control(21, Some(view_grant))))
+        .await?;
+    let (topic, payload) = mqtt.next(Duration::from_secs(10)).await.expect("a reply");
+    let FromDevice::ControlReply { message } = decode(&topic, &payload)?.body else {
         anyhow::bail!("expected a control reply");
     };
     assert!(message.contains("forbidden"), "{message}");

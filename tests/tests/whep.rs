@@ -227,12 +227,15 @@ async fn whep_refusals_use_the_drafts_status_codes() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_never_answers_is_a_timeout() -> anyhow::Result<()> {
     let stack = Stack::start(
-        StackOptions::new("answer_timeout").gateway_args(&["--answer-timeout-ms", "1500"]),
+        StackOptions::new("answer_timeout")
+            .gateway_args(&["--answer-timeout-ms", "1500"])
+            .enroll("mute"),
     )
     .await?;
-    // A "device" that announces itself and then ignores every offer.
+    // An enrolled "device" that announces itself and then ignores every offer.
     let mute = DeviceId::parse("mute")?;
-    let impostor = TestMqtt::connect(stack.mqtt_port, "mute-device", &[]).await?;
+    let mute_login = stack.creds.enroll("mute")?;
+    let impostor = TestMqtt::as_device(stack.mqtt_port, &mute_login, &[]).await?;
     let status = DeviceStatus {
         v: PROTOCOL_VERSION,
         device: mute.clone(),
@@ -248,7 +251,11 @@ async fn a_device_that_never_answers_is_a_timeout() -> anyhow::Result<()> {
             topics::device_status(&mute),
             rumqttc::QoS::AtLeastOnce,
             true,
-            serde_json::to_vec(&status)?,
+            mute_login.signer().seal(
+                &topics::device_status(&mute),
+                &serde_json::to_vec(&status)?,
+                ferrocam_mqtt::now_ms(),
+            ),
         )
         .await?;
     eventually(

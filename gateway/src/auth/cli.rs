@@ -60,7 +60,7 @@ pub struct KeygenArgs {
 }
 
 /// Writes `contents` to a new file with `mode`, refusing to replace one unless `force`.
-fn write_new(path: &Path, contents: &str, mode: u32, force: bool) -> anyhow::Result<()> {
+pub(crate) fn write_new(path: &Path, contents: &str, mode: u32, force: bool) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).mode(mode);
     if force {
@@ -73,12 +73,6 @@ fn write_new(path: &Path, contents: &str, mode: u32, force: bool) -> anyhow::Res
         .with_context(|| format!("writing {} (use --force to replace it)", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
-}
-
-fn random_base64(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::fill(buf.as_mut_slice());
-    base64::engine::general_purpose::STANDARD.encode(buf)
 }
 
 fn random_password() -> String {
@@ -101,7 +95,6 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     let auth = format!(
         "# ferrocam gateway authentication. Reload with SIGHUP (systemctl reload ferrocam-gateway).\n\
          # Add users with `ferrocam-gateway hash-password`, tokens with `ferrocam-gateway new-token`.\n\
-         session_secret = \"{}\"\n\
          session_ttl_secs = 3600\n\
          # Web origins other than the gateway's own that may call the API (CORS), e.g.\n\
          # [\"https://nvr.example.org\"]\n\
@@ -116,7 +109,6 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
          sha256 = \"{token_hash}\"\n\
          role = \"control\"\n\
          devices = [\"*\"]\n",
-        random_base64(32),
         args.user,
         super::password::hash(&password),
     );
@@ -158,8 +150,8 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         println!("log in as:  {} / {password}", args.user);
         println!("API token:  {token}");
         println!(
-            "copy {} to every device (FERROCAM_GRANT_KEY)",
-            pub_path.display()
+            "add devices with: ferrocam-gateway device add <id> --devices {}",
+            args.dir.join("devices.toml").display()
         );
     }
     Ok(())
@@ -195,10 +187,7 @@ pub fn new_token(args: &NewTokenArgs) -> anyhow::Result<()> {
         args.name, devices
     );
     // Check the entry parses as part of an auth file before handing it out.
-    super::AuthConfig::parse(&format!(
-        "session_secret = \"{}\"\n{entry}",
-        random_base64(32)
-    ))?;
+    super::AuthConfig::parse(&entry)?;
     println!("token (shown once): {token}\n\nadd to the auth file:\n\n{entry}");
     Ok(())
 }

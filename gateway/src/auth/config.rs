@@ -1,8 +1,9 @@
 //! The gateway's authentication file (`--auth-config`, TOML): who may log in, which API tokens
-//! exist, what each may watch and do, and the secret that signs login sessions.
+//! exist, and what each may watch and do. It holds no secret that could mint a login: session
+//! tokens are keyed from the grant key (`grant.key`), so reading this file yields only argon2
+//! hashes and token digests. (A `session_secret` from older releases is accepted and ignored.)
 //!
 //! ```toml
-//! session_secret = "…"            # base64, ≥ 32 bytes; the same on every gateway of a site
 //! session_ttl_secs = 3600
 //! allowed_origins = ["https://cams.example.org"]   # other sites allowed to call the API
 //!
@@ -24,7 +25,6 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use base64::Engine as _;
 use ferrocam_protocol::DeviceId;
 use ferrocam_protocol::control::Role;
 use serde::Deserialize;
@@ -74,7 +74,8 @@ pub struct Account {
 
 /// The parsed file.
 pub struct AuthConfig {
-    pub session_secret: Vec<u8>,
+    /// The file still carries a `session_secret` (ignored; worth a warning).
+    pub legacy_session_secret: bool,
     pub session_ttl_secs: u64,
     pub allowed_origins: Vec<String>,
     /// Users by name, with their argon2 PHC hash.
@@ -86,7 +87,8 @@ pub struct AuthConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    session_secret: String,
+    #[serde(default)]
+    session_secret: Option<String>,
     #[serde(default = "default_ttl")]
     session_ttl_secs: u64,
     #[serde(default)]
@@ -125,13 +127,6 @@ impl AuthConfig {
     /// Parses and checks the file's text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let file: File = toml::from_str(text)?;
-        let session_secret = base64::engine::general_purpose::STANDARD
-            .decode(file.session_secret.trim())
-            .context("session_secret is not base64")?;
-        anyhow::ensure!(
-            session_secret.len() >= 32,
-            "session_secret must be at least 32 bytes (base64 of 32 random bytes)"
-        );
         anyhow::ensure!(
             (60..=7 * 24 * 3600).contains(&file.session_ttl_secs),
             "session_ttl_secs must be between 60 and 604800"
@@ -190,7 +185,7 @@ impl AuthConfig {
             );
         }
         Ok(Self {
-            session_secret,
+            legacy_session_secret: file.session_secret.is_some(),
             session_ttl_secs: file.session_ttl_secs,
             allowed_origins: file
                 .allowed_origins

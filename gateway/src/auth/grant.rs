@@ -18,11 +18,27 @@ use ferrocam_protocol::{DeviceId, GrantClaims, InstanceId, SessionId};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
+/// HKDF-SHA256 of the private key, for one purpose only (so a session token can never be
+/// confused with anything else the key signs).
+fn derive_session_key(pkcs8: &[u8]) -> [u8; 32] {
+    use ring::hkdf;
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"ferrocam").extract(pkcs8);
+    let mut key = [0u8; 32];
+    prk.expand(&[b"ferrocam session tokens v1"], hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut key))
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    key
+}
+
 /// Signs grants for one gateway instance.
 pub struct GrantSigner {
     key: EncodingKey,
     issuer: InstanceId,
     public: String,
+    /// The same key, for signing every request this gateway publishes.
+    messages: std::sync::Arc<ferrocam_protocol::signed::Signer>,
+    /// Derived from the key: what signs login session tokens.
+    session_key: [u8; 32],
 }
 
 impl GrantSigner {
@@ -30,10 +46,14 @@ impl GrantSigner {
     pub fn from_pkcs8(pkcs8: &[u8], issuer: InstanceId) -> anyhow::Result<Self> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
             .map_err(|e| anyhow::anyhow!("not an Ed25519 PKCS#8 key: {e}"))?;
+        let messages =
+            ferrocam_protocol::signed::Signer::from_pkcs8(pkcs8).map_err(|e| anyhow::anyhow!(e))?;
         Ok(Self {
             key: EncodingKey::from_ed_der(pkcs8),
             issuer,
             public: base64url(pair.public_key().as_ref()),
+            messages: std::sync::Arc::new(messages),
+            session_key: derive_session_key(pkcs8),
         })
     }
 
@@ -55,6 +75,17 @@ impl GrantSigner {
     pub fn for_tests(issuer: InstanceId) -> Self {
         let (pem, _) = generate();
         Self::from_pkcs8(&pem_decode(&pem).expect("PEM just made"), issuer).expect("a valid key")
+    }
+
+    /// The HMAC key of login session tokens: the same on every gateway that holds this grant
+    /// key, and unknown to anyone who only reads the auth file.
+    pub fn session_key(&self) -> Vec<u8> {
+        self.session_key.to_vec()
+    }
+
+    /// Signs whole requests with the grant key (`ferrocam_protocol::signed`).
+    pub fn message_signer(&self) -> std::sync::Arc<ferrocam_protocol::signed::Signer> {
+        std::sync::Arc::clone(&self.messages)
     }
 
     /// The public key devices need (`grant.pub`).

@@ -24,18 +24,35 @@ const LOGINS_PER_SECOND: f64 = 0.2;
 /// buckets, but each guess still pays argon2).
 const MAX_TRACKED: usize = 10_000;
 
-/// Per-address login rate limits.
-pub struct LoginLimiter(Keyed<IpAddr>);
+/// Login attempts per user name, from all addresses together: a burst of 10, then one every
+/// 10 s. A guesser with many addresses gets no more tries at one account than a guesser with
+/// one; the price is that such an attack also slows the account's owner down (told so in
+/// plain words), which is better than her password falling.
+const USER_BURST: u32 = 10;
+const USER_LOGINS_PER_SECOND: f64 = 0.1;
+
+/// Login rate limits: per client network and per user name.
+pub struct LoginLimiter {
+    networks: Keyed<IpAddr>,
+    users: Keyed<String>,
+}
 
 impl Default for LoginLimiter {
     fn default() -> Self {
-        Self(Keyed::new(LOGIN_BURST, LOGINS_PER_SECOND, MAX_TRACKED))
+        Self {
+            networks: Keyed::new(LOGIN_BURST, LOGINS_PER_SECOND, MAX_TRACKED),
+            users: Keyed::new(USER_BURST, USER_LOGINS_PER_SECOND, MAX_TRACKED),
+        }
     }
 }
 
 impl LoginLimiter {
     fn allow(&self, ip: IpAddr) -> bool {
-        self.0.allow(&client_network(ip))
+        self.networks.allow(&client_network(ip))
+    }
+
+    fn allow_user(&self, user: &str) -> bool {
+        self.users.allow(&user.to_lowercase())
     }
 }
 
@@ -97,9 +114,8 @@ pub async fn login(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| {
-        a.ip()
-    });
+    let peer = peer.map(|Extension(ConnectInfo(a))| a);
+    let ip = super::client::address(peer, &headers, &state.settings.trusted_proxies);
     if !state.logins.allow(ip) {
         state.metrics.rate_limited.inc();
         return error(
@@ -136,6 +152,15 @@ pub async fn login(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "user or password too long",
+        );
+    }
+    if !state.logins.allow_user(&user) {
+        state.metrics.rate_limited.inc();
+        tracing::warn!(%user, %ip, "login attempts for this user are being throttled");
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many login attempts for this account; wait a minute",
         );
     }
     match state.auth.login(&user, &password).await {
@@ -179,9 +204,12 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// `POST /api/logout`: clears the cookie. (Session tokens expire on their own; to cut one
-/// short, remove the user and reload.)
-pub async fn logout(headers: HeaderMap) -> Response {
+/// `POST /api/logout`: ends the caller's session token on this gateway (a copy of the cookie
+/// gets 401 from now on) and clears the cookie.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = super::guard::credential(&headers) {
+        state.auth.revoke(&token);
+    }
     (
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, session_cookie("", 0, &headers))],

@@ -2,8 +2,10 @@
 
 mod api;
 mod assets;
+pub mod client;
 mod control;
 mod guard;
+pub mod hardening;
 mod login;
 mod reply;
 mod scope;
@@ -38,6 +40,10 @@ pub struct HttpSettings {
     pub turn: Option<crate::turn::TurnConfig>,
     /// Serve `/healthz` and `/metrics` to anyone, not only to loopback clients.
     pub public_ops: bool,
+    /// The `Host` names served ([`hardening`]).
+    pub hosts: hardening::HostPolicy,
+    /// Reverse proxies whose `X-Forwarded-For` names the client ([`client`]).
+    pub trusted_proxies: Vec<client::Cidr>,
 }
 
 impl HttpSettings {
@@ -82,9 +88,13 @@ impl AppState {
         settings: HttpSettings,
         auth: Arc<crate::auth::Auth>,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        device_drops: crate::metrics::DeviceDrops,
     ) -> Self {
         Self {
-            metrics: Arc::new(crate::metrics::Metrics::new(relay.answer_latency.clone())),
+            metrics: Arc::new(crate::metrics::Metrics::new(
+                relay.answer_latency.clone(),
+                device_drops,
+            )),
             relay,
             settings: Arc::new(settings),
             whep: Arc::default(),
@@ -157,6 +167,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            hardening::harden,
         ))
         .with_state(state)
 }

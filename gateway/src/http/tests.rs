@@ -23,6 +23,8 @@ const LISTED: &str = "https://nvr.example";
 
 struct Gateway {
     app: axum::Router,
+    auth: Arc<Auth>,
+    auth_path: std::path::PathBuf,
     relay: Arc<Relay>,
     /// What the relay asked the broker to publish.
     broker: mpsc::UnboundedReceiver<Publish>,
@@ -51,7 +53,8 @@ fn gateway(role: Role) -> Gateway {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("auth.toml"), auth_file).unwrap();
-    let auth = Arc::new(Auth::load(dir.join("auth.toml")).unwrap());
+    let auth = Arc::new(Auth::load(dir.join("auth.toml"), vec![7; 32]).unwrap());
+    let auth_for_test = Arc::clone(&auth);
 
     let (tx, broker) = mpsc::unbounded_channel();
     let instance = InstanceId::parse("gw-test").unwrap();
@@ -66,11 +69,21 @@ fn gateway(role: Role) -> Gateway {
         role,
         turn: None,
         public_ops: false,
+        hosts: super::hardening::HostPolicy::Names(vec!["cams.lan".into()]),
+        trusted_proxies: vec![super::client::Cidr::parse("127.0.0.1").unwrap()],
     };
     let (_, shutdown) = tokio::sync::watch::channel(false);
-    let state = AppState::new(Arc::clone(&relay), settings, auth, shutdown);
+    let state = AppState::new(
+        Arc::clone(&relay),
+        settings,
+        auth,
+        shutdown,
+        Default::default(),
+    );
     Gateway {
         app: router(state),
+        auth_path: dir.join("auth.toml"),
+        auth: Arc::clone(&auth_for_test),
         relay,
         broker,
         admin,
@@ -161,6 +174,58 @@ fn login(content_type: &str, origin: Option<&str>, body: &str) -> Request<Body> 
         builder = builder.header(header::ORIGIN, origin);
     }
     builder.body(Body::from(body.to_owned())).unwrap()
+}
+
+/// Logs alice in (as a script: JSON, no Origin) and returns her session token.
+async fn alice_logs_in(gw: &Gateway) -> String {
+    let json = r#"{"user":"alice","password":"wonderland"}"#;
+    let reply = gw.send(login("application/json", None, json)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_logout_or_a_new_password_ends_the_session() {
+    let gw = gateway(Role::Control);
+    let token = alice_logs_in(&gw).await;
+    assert_eq!(gw.send(get("/api/me", &token)).await.status, StatusCode::OK);
+    // The cookie the page holds, sent back to log out.
+    let logout = Request::builder()
+        .method("POST")
+        .uri("/api/logout")
+        .header(header::HOST, HOST)
+        .header(header::COOKIE, format!("ferrocam_session={token}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(gw.send(logout).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        gw.send(get("/api/me", &token)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "a copy of the logged-out token"
+    );
+    // Another session of alice's is unaffected by that logout...
+    let other = alice_logs_in(&gw).await;
+    assert_eq!(gw.send(get("/api/me", &other)).await.status, StatusCode::OK);
+    // ...until her password changes (the file rewritten and reloaded): then every session made
+    // with the old one is over.
+    let text = std::fs::read_to_string(&gw.auth_path).unwrap();
+    let old_hash = text
+        .lines()
+        .find_map(|l| l.strip_prefix("password_hash = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    std::fs::write(
+        &gw.auth_path,
+        text.replace(&old_hash, &password::hash("through the looking glass")),
+    )
+    .unwrap();
+    gw.auth.reload().unwrap();
+    assert_eq!(
+        gw.send(get("/api/me", &other)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -291,4 +356,77 @@ async fn rest_control_and_whep_agree_on_unknown_and_offline_devices() {
         gw.send(control("ghost", &gw.admin)).await.code(),
         "unknown_device"
     );
+}
+
+#[tokio::test]
+async fn every_response_is_hardened_and_foreign_host_names_are_refused() {
+    let gw = gateway(Role::Control);
+    for path in ["/", "/login", "/api/devices", "/app.js"] {
+        let reply = gw.send(get(path, &gw.admin)).await;
+        let csp = reply.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+        assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(reply.headers[header::REFERRER_POLICY], "no-referrer");
+    }
+    // A DNS-rebinding page: the browser sends the attacker's name, whatever address it reached.
+    let rebound = Request::builder()
+        .uri("/api/devices")
+        .header(header::HOST, "attacker.example:8080")
+        .header(header::AUTHORIZATION, format!("Bearer {}", gw.admin))
+        .body(Body::empty())
+        .unwrap();
+    let reply = gw.send(rebound).await;
+    assert_eq!(reply.status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(reply.body.contains("--allowed-hosts"), "{}", reply.body);
+    let by_address = Request::builder()
+        .uri("/api/devices")
+        .header(header::HOST, "192.0.2.7:8080")
+        .header(header::AUTHORIZATION, format!("Bearer {}", gw.admin))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(gw.send(by_address).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn wrong_passwords_for_one_user_are_throttled_from_any_number_of_addresses() {
+    let gw = gateway(Role::Control);
+    let mut refused = 0;
+    for i in 0..100u32 {
+        // Each guess from another address, through the trusted proxy (127.0.0.1).
+        let mut request = login(
+            "application/json",
+            None,
+            r#"{"user":"alice","password":"guess"}"#,
+        );
+        request.headers_mut().insert(
+            "x-forwarded-for",
+            format!("198.51.{}.{}", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap(),
+        );
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                40000,
+            ))));
+        let reply = gw.send(request).await;
+        match reply.status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("attempt {i}: {other} {}", reply.body),
+        }
+    }
+    assert!(refused >= 85, "only {refused} of 100 guesses throttled");
+    // Another account is not held back.
+    let reply = gw
+        .send(login(
+            "application/json",
+            None,
+            r#"{"user":"bob","password":"x"}"#,
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }

@@ -48,7 +48,7 @@ pub struct WhepSessions {
 
 struct WhepSession {
     device: DeviceId,
-    /// The principal that created it; only it may PATCH or DELETE.
+    /// The id of the principal that created it (`Principal::id`); only it may PATCH or DELETE.
     owner: String,
     viewer: ViewerId,
     etag: String,
@@ -128,6 +128,7 @@ async fn create(
         trickle: false,
         role: state.role_for(&principal),
         user: principal.name.clone(),
+        owner: principal.id.clone(),
         device_ice: state
             .settings
             .device_ice_for(&format!("device-whep{}", viewer.0)),
@@ -165,7 +166,7 @@ async fn create(
         session.clone(),
         WhepSession {
             device: device.clone(),
-            owner: principal.name.clone(),
+            owner: principal.id.clone(),
             viewer,
             etag: etag.clone(),
             ice_ufrag: ufrag,
@@ -390,7 +391,7 @@ fn check_patch(
     let mut sessions = state.whep.lock();
     let Some(entry) = sessions
         .get_mut(session)
-        .filter(|s| &s.device == device && s.owner == principal.name)
+        .filter(|s| &s.device == device && s.owner == principal.id)
     else {
         return refuse(StatusCode::NOT_FOUND, "no such session");
     };
@@ -444,7 +445,7 @@ async fn delete(
     let entry = {
         let mut sessions = state.whep.lock();
         match sessions.get(&session) {
-            Some(entry) if entry.device == device && entry.owner == principal.name => {
+            Some(entry) if entry.device == device && entry.owner == principal.id => {
                 sessions.remove(&session)
             }
             _ => None,

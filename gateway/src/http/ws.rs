@@ -234,6 +234,7 @@ impl Connection {
             trickle: true,
             role: self.state.role_for(&self.principal),
             user: self.principal.name.clone(),
+            owner: self.principal.id.clone(),
             device_ice: self
                 .state
                 .settings

@@ -10,6 +10,8 @@ use super::{OfferOptions, Offerer, Refusal, Relay, ViewerId, ViewerTx};
 
 pub(super) struct Session {
     device: DeviceId,
+    /// The principal that opened it (`Principal::id`).
+    owner: String,
     viewer: ViewerId,
     tx: ViewerTx,
     /// Who makes the offer.
@@ -43,6 +45,10 @@ enum Turn {
 }
 
 impl Session {
+    pub(super) fn is_owned_by(&self, device: &DeviceId, owner: &str) -> bool {
+        self.device == *device && self.owner == owner
+    }
+
     /// Media can flow without the gateway: an ICE restart may be asked for.
     fn established(&self) -> bool {
         matches!(self.stage, Stage::Established | Stage::Restarting(_))
@@ -122,11 +128,13 @@ impl Relay {
         let OfferOptions {
             role,
             user,
+            owner,
             device_ice,
             ..
         } = options;
         let mut state = self.lock();
         Self::check_online(&state, &device)?;
+        self.check_owner_share(&state, &device, &owner)?;
         Self::take_offer_token(&mut state, &device)?;
         drop(state);
         // Signing takes tens of microseconds: not under the lock every viewer shares.
@@ -141,6 +149,7 @@ impl Relay {
             session.clone(),
             Session {
                 device: device.clone(),
+                owner,
                 viewer,
                 tx: tx.clone(),
                 offerer,
@@ -195,6 +204,7 @@ impl Relay {
                 session.clone(),
                 Session {
                     device: device.clone(),
+                    owner: options.owner.clone(),
                     viewer,
                     tx: tx.clone(),
                     // Whoever offered, the descriptions were exchanged long ago.

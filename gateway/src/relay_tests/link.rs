@@ -25,6 +25,7 @@ fn losing_the_broker_marks_devices_offline_until_they_report_again() {
         trickle: true,
         role: Role::View,
         user: "alice".into(),
+        owner: "user:alice".into(),
         device_ice: Vec::new(),
     };
     let refused = relay.offer(

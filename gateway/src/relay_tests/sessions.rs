@@ -35,6 +35,7 @@ pub(super) fn opts() -> OfferOptions {
         trickle: true,
         role: Role::Control,
         user: "alice".into(),
+        owner: "user:alice".into(),
         device_ice: Vec::new(),
     }
 }
@@ -66,9 +67,13 @@ fn a_flood_of_offers_for_one_device_is_rate_limited() {
     let cam = DeviceId::parse("cam").unwrap();
     let results: Vec<_> = (0..60)
         .map(|n| {
-            // Every offer from a different viewer: the limit is per device.
+            // Every offer from a different viewer and account: the limit is per device.
             let viewer = relay.new_viewer();
-            relay.offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(n))
+            let options = OfferOptions {
+                owner: format!("user:viewer-{n}"),
+                ..opts()
+            };
+            relay.offer(viewer, &tx, cam.clone(), "v=0".into(), options, sid(n))
         })
         .collect();
     let limited = results.iter().filter(|r| rate_limited(r)).count();
@@ -99,6 +104,37 @@ fn a_flood_of_offers_for_one_device_is_rate_limited() {
             )
             .is_ok()
     );
+}
+
+#[test]
+fn one_account_cannot_take_every_viewer_slot_of_a_device() {
+    let (relay, _broker) = relay();
+    relay.on_status(status("cam", true, 1));
+    relay.on_status(status("porch", true, 1));
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let cam = DeviceId::parse("cam").unwrap();
+    let open = |n: u8, owner: &str, device: &DeviceId| {
+        let options = OfferOptions {
+            owner: owner.to_owned(),
+            ..opts()
+        };
+        relay.offer(
+            relay.new_viewer(),
+            &tx,
+            device.clone(),
+            "v=0".into(),
+            options,
+            sid(n),
+        )
+    };
+    for n in 0..crate::relay::SESSIONS_PER_PRINCIPAL as u8 {
+        assert!(open(n, "token:aaaa", &cam).is_ok());
+    }
+    let refused = open(50, "token:aaaa", &cam).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Busy, "{refused:?}");
+    // Others still get in, and the same account may watch another device.
+    assert!(open(51, "user:bob", &cam).is_ok());
+    assert!(open(52, "token:aaaa", &DeviceId::parse("porch").unwrap()).is_ok());
 }
 
 #[test]
@@ -319,8 +355,15 @@ fn a_viewer_cannot_answer_a_session_it_offered_and_invites_share_the_offer_limit
     );
     assert!(rx.try_recv().is_err());
 
+    // Each from its own account: the per-device offer limit is what is counted here.
     let limited = (2..70)
-        .map(|n| relay.invite(relay.new_viewer(), &tx, cam.clone(), opts(), sid(n)))
+        .map(|n| {
+            let options = OfferOptions {
+                owner: format!("user:viewer-{n}"),
+                ..opts()
+            };
+            relay.invite(relay.new_viewer(), &tx, cam.clone(), options, sid(n))
+        })
         .filter(rate_limited)
         .count();
     assert!(

@@ -19,12 +19,12 @@ const SAMPLE: Duration = Duration::from_secs(10);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::new("bench_viewers").device_args(&[
-        "--audio",
-        "off",
-        "--bitrate-kbps",
-        "2000",
-    ]))
+    let stack = Stack::start(
+        StackOptions::new("bench_viewers")
+            .device_args(&["--audio", "off", "--bitrate-kbps", "2000"])
+            // All viewers use the stack's one API token; they stand for 16 people.
+            .gateway_args(&["--sessions-per-principal", "32"]),
+    )
     .await?;
     let pid = stack.device.as_ref().expect("device running").pid();
     let endpoint = stack.url("whep/demo");

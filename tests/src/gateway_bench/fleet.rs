@@ -55,9 +55,22 @@ impl Drop for Fleet {
     }
 }
 
-/// The answer to `payload` if it is an offer for `me` whose reply topic is `me`'s own.
+/// What every simulated device signs and logs in with. They share one enrollment's secrets
+/// (the bench lists each id with that enrollment's public key and password digest): the
+/// gateway's work per message, a signature check against the device's listed key, is the same.
+#[derive(Clone)]
+pub(super) struct SimKeys {
+    pub(super) signer: Arc<ferrocam_protocol::signed::Signer>,
+    pub(super) password: String,
+}
+
+/// The answer to `payload` if it is an offer for `me` whose reply topic is `me`'s own. The
+/// gateway's signature is not checked here (the device's gate is tested elsewhere); the
+/// request is read from inside it.
 pub(super) fn answer(me: &DeviceId, payload: &[u8]) -> Option<(String, Vec<u8>)> {
-    let envelope = Request::decode(payload).ok()?;
+    let wrapper: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let request = serde_json::to_vec(wrapper.get("msg")?).ok()?;
+    let envelope = Request::decode(&request).ok()?;
     if envelope.device != *me || !matches!(envelope.body, ToDevice::Offer { .. }) {
         return None;
     }
@@ -83,11 +96,13 @@ pub(super) fn spawn_device(
     port: u16,
     epoch: u64,
     stats: Arc<SimStats>,
+    keys: SimKeys,
 ) -> tokio::task::JoinHandle<()> {
     let status_topic = topics::device_status(&id);
     let signal_topic = topics::device_signal(&id);
+    let now = ferrocam_mqtt::now_ms;
     let status = |online: bool| {
-        serde_json::to_vec(&DeviceStatus {
+        let msg = serde_json::to_vec(&DeviceStatus {
             v: PROTOCOL_VERSION,
             device: id.clone(),
             online,
@@ -96,11 +111,13 @@ pub(super) fn spawn_device(
             version: "bench-sim".to_owned(),
             capabilities: None,
         })
-        .expect("status serializes")
+        .expect("status serializes");
+        keys.signer.seal(&status_topic, &msg, now())
     };
     let online = status(true);
-    let mut options = MqttOptions::new(format!("ferrocam-{id}"), "127.0.0.1", port);
+    let mut options = MqttOptions::new(topics::device_client_id(&id), "127.0.0.1", port);
     options
+        .set_credentials(id.to_string(), keys.password.clone())
         .set_keep_alive(Duration::from_secs(45))
         .set_clean_session(true)
         .set_max_packet_size(MAX_SIGNAL_PAYLOAD * 2, MAX_SIGNAL_PAYLOAD * 2)
@@ -123,6 +140,7 @@ pub(super) fn spawn_device(
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some((topic, payload)) = answer(&id, &p.payload) {
+                        let payload = keys.signer.seal(&topic, &payload, now());
                         match client.try_publish(topic, QoS::AtMostOnce, false, payload) {
                             Ok(()) => stats.answered.fetch_add(1, Ordering::Relaxed),
                             Err(_) => stats.dropped.fetch_add(1, Ordering::Relaxed),
@@ -144,12 +162,18 @@ mod tests {
     use super::super::{INSTANCE, OFFER_SDP};
     use super::*;
 
+    fn signed(request: Vec<u8>) -> Vec<u8> {
+        let seed = ferrocam_protocol::signed::generate_seed();
+        let gateway = ferrocam_protocol::signed::Signer::from_seed_base64(&seed).unwrap();
+        gateway.seal("ferrocam/v1/devices/sim-00001/signal", &request, 1)
+    }
+
     #[test]
     fn simulated_devices_answer_only_their_own_offers() {
         let me = DeviceId::parse("sim-00001").unwrap();
         let session = ferrocam_protocol::SessionId::from_random([3; 16]);
         let offer = |device: &str, reply_to: &str| {
-            Request::new(
+            let request = Request::new(
                 Party::Gateway(ferrocam_protocol::InstanceId::parse(INSTANCE).unwrap()),
                 DeviceId::parse(device).unwrap(),
                 session.clone(),
@@ -161,7 +185,8 @@ mod tests {
                 },
             )
             .reply_to(reply_to.to_owned())
-            .encode()
+            .encode();
+            signed(request)
         };
         let own = "ferrocam/v1/devices/sim-00001/reply/gw-bench";
         let (topic, payload) = answer(&me, &offer("sim-00001", own)).unwrap();

@@ -248,6 +248,41 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
 
 /// Runs one benchmark: starts Mosquitto (if asked) and a gateway, connects the devices, waits
 /// until the gateway lists them all online, runs the load, and tears everything down.
+/// Enrolls one device with the real CLI, then lists every simulated id with its public key and
+/// password digest (enrolling thousands one by one would rewrite the list thousands of times).
+fn enroll_fleet(creds: &crate::Credentials, devices: usize) -> anyhow::Result<fleet::SimKeys> {
+    let template = creds.enroll("sim-template")?;
+    let list = std::fs::read_to_string(creds.devices_file())?;
+    let field = |name: &str| {
+        list.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_prefix('=')?
+                    .trim()
+                    .strip_prefix('"')?
+                    .strip_suffix('"')
+            })
+            .map(str::to_owned)
+            .with_context(|| format!("{name} missing from the device list"))
+    };
+    let (public_key, digest) = (field("public_key")?, field("broker_password_sha256")?);
+    let mut out = String::new();
+    for i in 0..devices {
+        out.push_str(&format!(
+            "[[device]]\nid = \"sim-{i:05}\"\npublic_key = \"{public_key}\"\nbroker_password_sha256 = \"{digest}\"\n\n"
+        ));
+    }
+    std::fs::write(creds.devices_file(), out)?;
+    let signer =
+        ferrocam_protocol::signed::Signer::from_seed_base64(template.var("FERROCAM_SIGNING_KEY"))
+            .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(fleet::SimKeys {
+        signer: Arc::new(signer),
+        password: template.broker_password().to_owned(),
+    })
+}
+
 pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(
         options.devices > 0 && options.devices <= 100_000,
@@ -261,6 +296,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     let _ = std::fs::remove_dir_all(&log_dir);
     std::fs::create_dir_all(&log_dir)?;
     let creds = crate::Credentials::create(&log_dir.join("auth"))?;
+    let keys = enroll_fleet(&creds, options.devices)?;
     let bearer = creds.bearer();
     let (mqtt_port, http_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{http_port}");
@@ -306,9 +342,13 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<BenchReport> {
         tick.tick().await;
         for i in first..(first + per_tick).min(options.devices) {
             let id = DeviceId::parse(&format!("sim-{i:05}"))?;
-            fleet
-                .tasks
-                .push(spawn_device(id, mqtt_port, epoch, Arc::clone(&stats)));
+            fleet.tasks.push(spawn_device(
+                id,
+                mqtt_port,
+                epoch,
+                Arc::clone(&stats),
+                keys.clone(),
+            ));
         }
     }
 

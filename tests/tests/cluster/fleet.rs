@@ -46,10 +46,9 @@ fn gateway_command(
 /// `Stack::start_device`.
 fn device_command(creds: &Credentials, id: &str, brokers: &str) -> anyhow::Result<Command> {
     let mut cmd = Command::new(ferrocam_tests::process::workspace_bin("ferrocam-device")?);
+    creds.enroll(id)?.keys_for(&mut cmd);
     cmd.args(["--id", id])
         .args(["--broker", brokers])
-        .arg("--grant-key")
-        .arg(&creds.grant_pub)
         // The test tone stays on: with `--audio off` Chromium connected but showed no frames
         // (to be investigated; WHEP players decoded fine).
         .args(["--source", "test"])
