@@ -56,7 +56,8 @@ done
 
 # The device reads its config file as systemd would (EnvironmentFile=); other FERROCAM_*
 # variables set in this shell (FERROCAM_SOURCE, …) still apply.
-(set -a && . "$demo_dir/demo.env" && set +a && exec "$bin_dir/ferrocam-device") &
+# The broker address is this run's (FERROCAM_MQTT_LISTEN may differ from when it was enrolled).
+(set -a && . "$demo_dir/demo.env" && set +a && FERROCAM_BROKER="mqtt://demo@$mqtt" exec "$bin_dir/ferrocam-device") &
 pids+=($!)
 
 cat <<MSG

@@ -296,7 +296,10 @@ impl Agent {
             // longer than the gateway waits for the whole reply.
             let deadline = Instant::now() + RELAYED_REPLY_LIMIT;
             for message in ctx.control.handle(role, &request).await {
-                let body = FromDevice::ControlReply { message };
+                let body = FromDevice::ControlReply {
+                    message: ctx.gateways.seal(message.as_bytes()),
+                    sealed: true,
+                };
                 if ctx.say_by(deadline, &reply_to, &id, body).await.is_err() {
                     tracing::warn!(%id, "the broker queue stayed full; control reply cut short");
                     return;

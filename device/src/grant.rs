@@ -42,6 +42,8 @@ pub enum GrantError {
     AttachOnly,
     #[error("only an attach grant can move a session")]
     NotAttach,
+    #[error("the grant's ICE servers are not sealed to this device's key")]
+    Sealed,
 }
 
 /// Verifies grants for one device and remembers the ones it accepted.
@@ -51,6 +53,8 @@ pub struct GrantVerifier {
     validation: Validation,
     /// Session ids granted, with their expiry: a grant works once.
     used: HashMap<String, u64>,
+    /// Opens the ICE servers a grant carries sealed to this device.
+    opener: Option<ferrocam_protocol::sealed::Opener>,
 }
 
 impl GrantVerifier {
@@ -74,7 +78,14 @@ impl GrantVerifier {
             key,
             validation,
             used: HashMap::new(),
+            opener: None,
         })
+    }
+
+    /// Opens sealed ICE servers with this device's key (see `ferrocam_protocol::sealed`).
+    pub fn with_opener(mut self, opener: ferrocam_protocol::sealed::Opener) -> Self {
+        self.opener = Some(opener);
+        self
     }
 
     /// Checks `grant` for `session` and, if it is good, marks it used.
@@ -83,12 +94,24 @@ impl GrantVerifier {
         grant: Option<&str>,
         session: &SessionId,
     ) -> Result<GrantClaims, GrantError> {
-        let claims = self.check_session_grant(grant, session)?;
+        let mut claims = self.check_session_grant(grant, session)?;
         if claims.attach {
             return Err(GrantError::AttachOnly);
         }
+        if let Some(sealed) = claims.ice_sealed.take() {
+            claims.ice = self.open_ice(&sealed)?;
+        }
         self.remember(claims.sub.clone(), claims.exp)?;
         Ok(claims)
+    }
+
+    fn open_ice(
+        &self,
+        sealed: &str,
+    ) -> Result<Vec<ferrocam_protocol::viewer::IceServer>, GrantError> {
+        let opener = self.opener.as_ref().ok_or(GrantError::Sealed)?;
+        let json = opener.open(sealed).map_err(|_| GrantError::Sealed)?;
+        serde_json::from_slice(&json).map_err(|_| GrantError::Sealed)
     }
 
     /// [`Self::check`] for a grant that opens or moves a session: one naming an answer only

@@ -48,8 +48,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     // Fail before touching the camera if the device could never serve a session.
-    let grants = config.grant_verifier()?;
     let signer = Arc::new(config.signer()?);
+    let grants = config.grant_verifier()?.with_opener(signer.opener());
     let gateway_key = config.request_verifier()?;
     let broker = config.broker_settings()?;
     config.check_media()?;
@@ -194,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
         online,
         capabilities,
         signer,
-        gateway_key,
+        gateway_key: gateway_key.clone(),
     })?;
     let agent = Arc::new(Agent::new(
         SessionContext {
@@ -207,6 +207,9 @@ async fn main() -> anyhow::Result<()> {
             out: Arc::new(publisher),
             connect_timeout: Duration::from_secs(config.session_timeout_secs),
             control: Arc::clone(&control),
+            gateways: gateway_key
+                .recipient()
+                .context("the gateway's grant key is not a valid Ed25519 point")?,
         },
         config.max_viewers,
         grants,

@@ -40,6 +40,9 @@ pub struct SessionContext {
     pub out: Arc<dyn Outbox>,
     pub connect_timeout: Duration,
     pub control: Arc<ControlHandler>,
+    /// The gateways' key to seal relayed control replies to (snapshots must not be readable
+    /// off the broker).
+    pub gateways: ferrocam_protocol::sealed::Recipient,
 }
 
 impl SessionContext {

@@ -232,6 +232,10 @@ async fn main() -> anyhow::Result<()> {
     let (publisher, broker_link) = link::open(&broker, &instance, seal)?;
     let mut relay = Relay::new(instance.clone(), publisher, signer);
     relay.sessions_per_principal = config.sessions_per_principal;
+    relay.recipients = {
+        let registry = Arc::clone(&registry);
+        Box::new(move |device| registry.verifier(device)?.recipient())
+    };
     let relay = Arc::new(relay);
     let gate = Arc::new(devices::inbound::Gatekeeper::new(Arc::clone(&registry)));
     let (connected_tx, mut connected) = tokio::sync::watch::channel(false);

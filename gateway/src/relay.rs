@@ -150,11 +150,22 @@ pub struct Relay {
     pub answer_latency: Histogram,
     /// Sessions one principal may hold with one device ([`SESSIONS_PER_PRINCIPAL`]).
     pub sessions_per_principal: usize,
+    /// Each device's key for sealing the TURN credentials in its grants (the enrolled
+    /// devices, in the running gateway); none in tests that need no TURN.
+    pub recipients: Recipients,
+    /// Opens the control replies devices seal to the grant key.
+    opener: ferrocam_protocol::sealed::Opener,
 }
+
+/// Looks up the key to seal a device's secrets to.
+pub type Recipients =
+    Box<dyn Fn(&DeviceId) -> Option<ferrocam_protocol::sealed::Recipient> + Send + Sync>;
 
 impl Relay {
     pub fn new(instance: InstanceId, broker: impl Outbox + 'static, signer: GrantSigner) -> Self {
         Self {
+            opener: signer.opener(),
+            recipients: Box::new(|_| None),
             signer,
             instance,
             broker: Box::new(broker),

@@ -50,9 +50,14 @@ pub struct GrantClaims {
     /// The user or API token the gateway authenticated: in the device's log, and the only one
     /// who may later move the session's signaling to another gateway (`attach`).
     pub usr: String,
-    /// STUN/TURN servers for this session's device side, with fresh TURN credentials.
+    /// STUN/TURN servers for this session's device side, with fresh TURN credentials. Gateways
+    /// send them in `ice_sealed` instead; a device fills this in from there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ice: Vec<IceServer>,
+    /// The ICE servers as JSON, sealed to the device's key ([`crate::sealed`]): a grant is
+    /// readable by whoever can read the broker, TURN credentials must not be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice_sealed: Option<String>,
     /// Only in the grant relayed with a viewer's answer to the device's offer: the digest of
     /// that answer ([`ANSWER_DIGEST`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod presence;
 pub mod sdp;
 pub mod sdpfrag;
+pub mod sealed;
 pub mod signal;
 pub mod signed;
 pub mod stamp;

@@ -119,6 +119,10 @@ pub enum ToDevice {
     RestartIce,
 }
 
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 /// What a device says to a gateway, tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -141,7 +145,13 @@ pub enum FromDevice {
     /// A request failed; the session is over.
     Error { code: ErrorCode, message: String },
     /// One message answering a relayed control request (the response, then snapshot chunks).
-    ControlReply { message: String },
+    /// With `sealed`, `message` is sealed to the gateways' grant key ([`crate::sealed`]), so a
+    /// snapshot cannot be read off the broker.
+    ControlReply {
+        message: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        sealed: bool,
+    },
     /// The session is attached to the gateway that sent [`ToDevice::Attach`].
     Attached,
 }

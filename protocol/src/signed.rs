@@ -64,22 +64,39 @@ impl SignedError {
 /// A private Ed25519 key that signs messages.
 pub struct Signer {
     pair: Ed25519KeyPair,
+    seed: [u8; 32],
 }
 
 impl Signer {
     /// From a PKCS#8 document (what `grant.key` holds, PEM-decoded).
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, String> {
-        Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
-            .map(|pair| Self { pair })
-            .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+            .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
+        let seed = pkcs8_seed(pkcs8).ok_or("no Ed25519 seed in the PKCS#8 key")?;
+        let signer = Self::from_seed(seed)?;
+        if signer.pair.public_key().as_ref() != pair.public_key().as_ref() {
+            return Err("the PKCS#8 key's seed and public key disagree".to_owned());
+        }
+        Ok(signer)
     }
 
     /// From the 32-byte seed in base64url, the form enrollment writes into a device's config.
     pub fn from_seed_base64(seed: &str) -> Result<Self, String> {
         let bytes = decode_base64url(seed.trim()).ok_or("the signing key is not base64url")?;
-        Ed25519KeyPair::from_seed_unchecked(&bytes)
-            .map(|pair| Self { pair })
-            .map_err(|_| "the signing key is not a 32-byte Ed25519 seed".to_owned())
+        let seed = <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| "the signing key is not a 32-byte Ed25519 seed".to_owned())?;
+        Self::from_seed(seed)
+    }
+
+    fn from_seed(seed: [u8; 32]) -> Result<Self, String> {
+        Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map(|pair| Self { pair, seed })
+            .map_err(|_| "not an Ed25519 seed".to_owned())
+    }
+
+    /// Opens what was sealed to this key's public half ([`crate::sealed`]).
+    pub fn opener(&self) -> crate::sealed::Opener {
+        crate::sealed::Opener::from_ed25519_seed(&self.seed)
     }
 
     /// The public half, base64url, as the other side must hold it.
@@ -112,6 +129,11 @@ impl Verifier {
         let key = <[u8; 32]>::try_from(bytes.as_slice())
             .map_err(|_| format!("an Ed25519 public key has 32 bytes, not {}", bytes.len()))?;
         Ok(Self { key })
+    }
+
+    /// Whom to seal secrets to so that only this key's holder reads them ([`crate::sealed`]).
+    pub fn recipient(&self) -> Option<crate::sealed::Recipient> {
+        crate::sealed::Recipient::from_ed25519(&self.key)
     }
 
     /// Checks a signed message that arrived on `topic` and returns what it carries.
@@ -187,6 +209,17 @@ fn signed_bytes(topic: &str, at_ms: u64, msg: &[u8]) -> Vec<u8> {
     bytes.push(b'\n');
     bytes.extend_from_slice(msg);
     bytes
+}
+
+/// The seed inside an Ed25519 PKCS#8 document (v1 or v2, RFC 8410): the OCTET STRING holding
+/// the 32-byte CurvePrivateKey, `04 22 04 20 <seed>`, right after the algorithm identifier.
+fn pkcs8_seed(pkcs8: &[u8]) -> Option<[u8; 32]> {
+    const ALGORITHM: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70]; // OID 1.3.101.112 (Ed25519)
+    const PRIVATE_KEY: [u8; 4] = [0x04, 0x22, 0x04, 0x20];
+    let after_oid = pkcs8.windows(5).position(|w| w == ALGORITHM)? + ALGORITHM.len();
+    let rest = pkcs8.get(after_oid..)?;
+    let start = rest.windows(4).position(|w| w == PRIVATE_KEY)? + PRIVATE_KEY.len();
+    rest.get(start..start + 32)?.try_into().ok()
 }
 
 /// A fresh random signing key as its base64url seed (for enrollment and tests).

@@ -236,6 +236,7 @@ impl Credentials {
             iss: "test-probe".to_owned(),
             usr: "test".to_owned(),
             ice: Vec::new(),
+            ice_sealed: None,
             answer: None,
             attach: false,
             jti: String::new(),
@@ -254,6 +255,17 @@ impl Credentials {
         let signer = ferrocam_protocol::signed::Signer::from_pkcs8(&self.grant_key_der()?)
             .map_err(|e| anyhow::anyhow!(e))?;
         Ok(signer.seal(topic, request, ferrocam_mqtt::now_ms()))
+    }
+
+    /// Opens a control reply a device sealed to the grant key, as a gateway does.
+    pub fn open_sealed(&self, sealed: &str) -> anyhow::Result<String> {
+        let signer = ferrocam_protocol::signed::Signer::from_pkcs8(&self.grant_key_der()?)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let plain = signer
+            .opener()
+            .open(sealed)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(String::from_utf8(plain)?)
     }
 
     fn sign(&self, claims: ferrocam_protocol::GrantClaims) -> anyhow::Result<String> {

@@ -25,6 +25,9 @@ async fn demo_prints_the_url_serves_the_device_and_stops_cleanly_on_ctrl_c() -> 
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
+    // Should the test fail midway, Ctrl-C the demo anyway: its gateway and device must not
+    // outlive the test (they would hold ports, and whatever the test process held).
+    let _stop_on_failure = Interrupt(demo.id());
 
     let stdout = demo.stdout.take().expect("piped stdout");
     let (line_tx, line_rx) = std::sync::mpsc::channel();
@@ -96,4 +99,16 @@ async fn demo_prints_the_url_serves_the_device_and_stops_cleanly_on_ctrl_c() -> 
         "the gateway is still listening after Ctrl-C"
     );
     Ok(())
+}
+
+/// Sends SIGINT to a process when dropped.
+struct Interrupt(u32);
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }

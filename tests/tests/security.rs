@@ -155,9 +155,12 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
     mqtt.publish(&signal, signed(control(21, Some(view_grant))))
         .await?;
     let (topic, payload) = mqtt.next(Duration::from_secs(10)).await.expect("a reply");
-    let FromDevice::ControlReply { message } = decode(&topic, &payload)?.body else {
+    let FromDevice::ControlReply { message, sealed } = decode(&topic, &payload)?.body else {
         anyhow::bail!("expected a control reply");
     };
+    // Sealed to the gateways' grant key, which this probe holds as a gateway would.
+    assert!(sealed, "a control reply in clear on the broker");
+    let message = stack.creds.open_sealed(&message)?;
     assert!(message.contains("forbidden"), "{message}");
 
     // And a real viewer still streams.

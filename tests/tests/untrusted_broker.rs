@@ -124,9 +124,27 @@ async fn only_enrolled_identities_connect_and_a_removal_takes_effect_at_once() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolled_device_cannot_speak_for_another_or_fake_its_camera() -> anyhow::Result<()> {
+    forgeries_change_nothing(StackOptions::new("broker_forgeries")).await
+}
+
+/// The same attack on a Mosquitto with no ACL at all (a broker configured wrong: anyone may
+/// read and write every topic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgeries_change_nothing_on_a_mosquitto_without_acl() -> anyhow::Result<()> {
+    forgeries_change_nothing(StackOptions::new("broker_forgeries_mosquitto").mosquitto()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgeries_change_nothing_on_a_nats_cluster() -> anyhow::Result<()> {
+    forgeries_change_nothing(StackOptions::new("broker_forgeries_nats").nats_cluster()).await
+}
+
+/// Device A forges B's status, answers a viewer's offer in B's place, forges B's replies,
+/// replays an observed grant with its own SDP and hangs up in the gateway's name.
+async fn forgeries_change_nothing(options: StackOptions) -> anyhow::Result<()> {
     let device_metrics = free_port();
     let stack = Stack::start(
-        StackOptions::new("broker_forgeries")
+        options
             .enroll("cam-a")
             .device_args(&["--metrics-listen", &format!("127.0.0.1:{device_metrics}")]),
     )
@@ -191,6 +209,7 @@ async fn an_enrolled_device_cannot_speak_for_another_or_fake_its_camera() -> any
         },
         FromDevice::ControlReply {
             message: "{\"chunks\":4294967295}".into(),
+            sealed: false,
         },
         FromDevice::Error {
             code: ferrocam_protocol::ErrorCode::Internal,
@@ -320,5 +339,91 @@ async fn oversized_and_flooding_statuses_leave_every_link_up() -> anyhow::Result
     let player = WhepPlayer::connect(&stack.url("whep/demo")).await?;
     player.wait_frames(10, WAIT).await?;
     player.close().await;
+    Ok(())
+}
+
+/// What a device reads off the broker in another device's place: grants without TURN
+/// credentials in clear, snapshots it cannot look at. The real parties still get both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_and_snapshots_cross_the_broker_sealed() -> anyhow::Result<()> {
+    let stack = Stack::start(
+        StackOptions::new("broker_sealed")
+            .enroll("cam-a")
+            .gateway_args(&[
+                "--turn-url",
+                "turn:127.0.0.1:3478",
+                "--turn-secret",
+                "s3cret",
+            ]),
+    )
+    .await?;
+    let a = stack.creds.enroll("cam-a")?;
+    let demo = DeviceId::parse("demo")?;
+    let signal = topics::device_signal(&demo);
+    let replies = topics::device_reply(&demo, &InstanceId::parse("gw-0")?);
+    let mut eavesdropper = TestMqtt::as_device(stack.mqtt_port, &a, &[&signal, &replies]).await?;
+
+    // A viewer streams; the grant in its offer names TURN servers only sealed.
+    let player = WhepPlayer::connect(&stack.url("whep/demo")).await?;
+    player.wait_frames(10, WAIT).await?;
+    let (_, offer) = eavesdropper
+        .next(WAIT)
+        .await
+        .expect("the offer on the broker");
+    let offer = Request::decode(&ferrocam_tests::inner(&offer)?)?;
+    let ToDevice::Offer {
+        grant: Some(grant), ..
+    } = &offer.body
+    else {
+        anyhow::bail!("expected an offer with a grant: {offer:?}");
+    };
+    let claims = {
+        use base64::Engine as _;
+        let payload = grant.split('.').nth(1).expect("a JWS");
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
+        serde_json::from_slice::<serde_json::Value>(&json)?
+    };
+    assert!(
+        claims.get("ice").is_none(),
+        "TURN credentials in clear: {claims}"
+    );
+    assert!(claims["ice_sealed"].is_string(), "{claims}");
+    assert!(!grant.contains("s3cret"));
+    player.close().await;
+
+    // A snapshot over REST: the caller gets the JPEG, the broker only sealed chunks.
+    let jpeg = tokio::task::spawn_blocking({
+        let url = stack.url("api/devices/demo/snapshot.jpg");
+        let bearer = stack.bearer();
+        move || -> anyhow::Result<Vec<u8>> {
+            let mut reply = ureq::get(&url).header("authorization", &bearer).call()?;
+            Ok(reply.body_mut().read_to_vec()?)
+        }
+    })
+    .await??;
+    assert!(
+        ferrocam_tests::jpeg_size(&jpeg).is_some(),
+        "the caller got a JPEG"
+    );
+    let mut control_replies = 0;
+    while let Some((topic, payload)) = eavesdropper.next(Duration::from_secs(2)).await {
+        if topic != replies {
+            continue;
+        }
+        let reply = Reply::decode(&ferrocam_tests::inner(&payload)?)?;
+        if let FromDevice::ControlReply { message, sealed } = reply.body {
+            assert!(sealed, "a control reply in clear: {message:.80}");
+            // In clear it would be a JSON control response or chunk.
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&message).is_err(),
+                "{message:.80}"
+            );
+            control_replies += 1;
+        }
+    }
+    assert!(
+        control_replies >= 2,
+        "saw {control_replies} control replies"
+    );
     Ok(())
 }

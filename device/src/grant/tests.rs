@@ -26,6 +26,7 @@ fn claims(device: &str, session: &SessionId, exp_offset: i64) -> GrantClaims {
         iss: "gw".into(),
         usr: "alice".into(),
         ice: vec![],
+        ice_sealed: None,
         answer: None,
         attach: false,
         jti: String::new(),
@@ -232,5 +233,51 @@ fn only_attach_grants_move_a_session_and_each_is_accepted_once() {
     assert_eq!(
         v.check_attach(Some(&wrong), &session),
         Err(GrantError::WrongSession)
+    );
+}
+
+#[test]
+fn turn_servers_sealed_to_this_device_open_and_others_do_not() {
+    use ferrocam_protocol::signed::{Signer, Verifier, generate_seed};
+    let (private, verifier, session) = setup();
+    let device = Signer::from_seed_base64(&generate_seed()).unwrap();
+    let mut verifier = verifier.with_opener(device.opener());
+    let to_device = Verifier::from_base64(&device.public_key())
+        .unwrap()
+        .recipient()
+        .unwrap();
+    let servers = vec![ferrocam_protocol::viewer::IceServer {
+        urls: vec!["turn:turn.example.org:3478".into()],
+        username: Some("1800000000:device".into()),
+        credential: Some("secret".into()),
+    }];
+    let sealed = to_device.seal(&serde_json::to_vec(&servers).unwrap());
+    let grant = sign(
+        &private,
+        &GrantClaims {
+            ice_sealed: Some(sealed),
+            ..claims("cam", &session, 30)
+        },
+    );
+    let claims_seen = verifier.verify(Some(&grant), &session).unwrap();
+    assert_eq!(claims_seen.ice, servers);
+
+    // Sealed to another device: refused, not opened with nothing.
+    let stranger = Signer::from_seed_base64(&generate_seed()).unwrap();
+    let to_stranger = Verifier::from_base64(&stranger.public_key())
+        .unwrap()
+        .recipient()
+        .unwrap();
+    let other = SessionId::from_random([7; 16]);
+    let grant = sign(
+        &private,
+        &GrantClaims {
+            ice_sealed: Some(to_stranger.seal(b"[]")),
+            ..claims("cam", &other, 30)
+        },
+    );
+    assert_eq!(
+        verifier.verify(Some(&grant), &other).unwrap_err(),
+        GrantError::Sealed
     );
 }

@@ -93,7 +93,9 @@ impl GrantSigner {
         &self.public
     }
 
-    /// A grant for `session` with `device`, valid for [`GRANT_TTL_SECS`].
+    /// A grant for `session` with `device`, valid for [`GRANT_TTL_SECS`]. The ICE servers (TURN
+    /// credentials) are sealed to `to`, the device's key; without one they are left out rather
+    /// than put on the broker readable.
     pub fn sign(
         &self,
         device: &DeviceId,
@@ -101,13 +103,29 @@ impl GrantSigner {
         role: Role,
         user: &str,
         ice: Vec<IceServer>,
+        to: Option<&ferrocam_protocol::sealed::Recipient>,
     ) -> String {
+        let ice_sealed = match to {
+            _ if ice.is_empty() => None,
+            Some(device_key) => {
+                Some(device_key.seal(&serde_json::to_vec(&ice).expect("ICE servers serialize")))
+            }
+            None => {
+                tracing::warn!(%device, "no key to seal TURN credentials to; sent none");
+                None
+            }
+        };
         self.encode(&GrantClaims {
             role,
             usr: user.to_owned(),
-            ice,
+            ice_sealed,
             ..self.claims(device, session)
         })
+    }
+
+    /// Opens control replies devices sealed to the grant key.
+    pub fn opener(&self) -> ferrocam_protocol::sealed::Opener {
+        self.messages.opener()
     }
 
     /// The grant relayed with a viewer's `answer` SDP to the device's offer in `session`: it
@@ -147,6 +165,7 @@ impl GrantSigner {
             iss: self.issuer.to_string(),
             usr: String::new(),
             ice: Vec::new(),
+            ice_sealed: None,
             answer: None,
             attach: false,
             jti: String::new(),
@@ -214,7 +233,7 @@ mod tests {
         assert_eq!(signer.public_key(), public);
         let device = DeviceId::parse("cam").unwrap();
         let session = SessionId::from_random([3; 16]);
-        let grant = signer.sign(&device, &session, Role::View, "alice", vec![]);
+        let grant = signer.sign(&device, &session, Role::View, "alice", vec![], None);
         let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
         validation.set_audience(&["cam"]);
         let key = jsonwebtoken::DecodingKey::from_ed_components(&public).unwrap();

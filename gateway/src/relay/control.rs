@@ -54,7 +54,7 @@ impl Relay {
         let (tx, rx) = mpsc::unbounded_channel();
         state.controls.insert(id.clone(), (device.clone(), tx));
         drop(state);
-        let grant = Some(self.signer.sign(&device, &id, role, user, Vec::new()));
+        let grant = Some(self.signer.sign(&device, &id, role, user, Vec::new(), None));
         let reply_to = self.reply_topic(&device);
         let replies = ControlReplies {
             rx,

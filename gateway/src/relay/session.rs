@@ -138,7 +138,15 @@ impl Relay {
         Self::take_offer_token(&mut state, &device)?;
         drop(state);
         // Signing takes tens of microseconds: not under the lock every viewer shares.
-        let grant = self.signer.sign(&device, &session, role, &user, device_ice);
+        let device_key = (self.recipients)(&device);
+        let grant = self.signer.sign(
+            &device,
+            &session,
+            role,
+            &user,
+            device_ice,
+            device_key.as_ref(),
+        );
         let body = request(role, grant);
         let offerer = if matches!(body, ToDevice::Invite { .. }) {
             Offerer::Device
@@ -323,7 +331,18 @@ impl Relay {
             return;
         }
         let mut state = self.lock();
-        if let FromDevice::ControlReply { message } = body {
+        if let FromDevice::ControlReply { message, sealed } = body {
+            let message = if sealed {
+                match self.opener.open(&message).map(String::from_utf8) {
+                    Ok(Ok(message)) => message,
+                    _ => {
+                        tracing::warn!(%session, %device, "a sealed control reply did not open; dropped");
+                        return;
+                    }
+                }
+            } else {
+                message
+            };
             return Self::deliver_control_reply(&state, &device, &session, message);
         }
         let Some(entry) = state.sessions.get_mut(&session) else {

@@ -38,16 +38,33 @@ fn control_replies_reach_the_waiting_request_only_from_its_device() {
     assert_eq!(sent.reply_to, Some(relay.reply_topic(&cam)));
 
     let other = DeviceId::parse("other").unwrap();
+    // Devices seal their control replies to the grant key.
+    let gateways = ferrocam_protocol::signed::Verifier::from_base64(relay.signer.public_key())
+        .unwrap()
+        .recipient()
+        .unwrap();
     let reply = |from: &DeviceId, message: &str| {
         Reply::new(
             Party::Device(from.clone()),
             from.clone(),
             id.clone(),
             FromDevice::ControlReply {
-                message: message.into(),
+                message: gateways.seal(message.as_bytes()),
+                sealed: true,
             },
         )
     };
+    // One that does not open (sealed to another key, or mangled) is dropped.
+    let mangled = Reply::new(
+        Party::Device(cam.clone()),
+        cam.clone(),
+        id.clone(),
+        FromDevice::ControlReply {
+            message: "AAAA".into(),
+            sealed: true,
+        },
+    );
+    relay.on_reply(&cam, mangled);
     relay.on_reply(&other, reply(&other, "forged"));
     // Arriving on cam's topic but claiming to be other: dropped too.
     relay.on_reply(&cam, reply(&other, "forged"));
