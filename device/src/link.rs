@@ -83,7 +83,11 @@ impl DeviceLink {
         let status_topic = topics::device_status(&online.device);
         let own_key = Verifier::from_base64(&signer.public_key())
             .map_err(|e| anyhow::anyhow!("the device's own key: {e}"))?;
-        let gate = RequestGate::new(gateway_key, topics::device_signal(&online.device));
+        let gate = RequestGate::new(
+            gateway_key,
+            topics::device_signal(&online.device),
+            now_ms().saturating_sub(crate::requests::BEFORE_START_MS),
+        );
         let (publisher, link) = Link::new(
             &broker,
             LinkOptions {
@@ -136,6 +140,7 @@ impl DeviceLink {
         let status_topic = topics::device_status(&online.device);
         let signal_topic = topics::device_signal(&online.device);
         let mut repairs = Repairs::default();
+        let mut drops = DropLog::default();
         while !*shutdown.borrow() {
             tokio::select! {
                 _ = shutdown.changed() => {}
@@ -167,7 +172,9 @@ impl DeviceLink {
                             Err(refusal) => {
                                 let reason = refusal.reason();
                                 requests_dropped.get_or_create(&ReasonLabels { reason }).inc();
-                                tracing::warn!(reason, bytes = payload.len(), "dropped a request no gateway signed");
+                                if let Some(suppressed) = drops.may_log(Instant::now()) {
+                                    tracing::warn!(reason, suppressed, bytes = payload.len(), "dropped a request from the broker");
+                                }
                             }
                         }
                     }
@@ -221,6 +228,29 @@ impl Presence for DevicePresence {
         Retained {
             topic: self.topic.clone(),
             payload: offline_payload(&online),
+        }
+    }
+}
+
+/// At most one log line a second about dropped requests, saying how many were left out: a
+/// flood of forgeries must not fill the SD card through the journal.
+#[derive(Default)]
+struct DropLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl DropLog {
+    fn may_log(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
         }
     }
 }

@@ -10,7 +10,9 @@
 //! A signed request is still a request someone could copy off the broker and send again, so the
 //! gate also refuses stale ones (more than [`FRESH_FOR_MS`] from the device's clock: the
 //! device needs NTP, as it does for grants) and remembers every signature it accepted for as
-//! long as the request would be fresh.
+//! long as the request would be fresh. That memory starts empty with the process, so requests
+//! signed before the process started (give or take [`BEFORE_START_MS`] of clock difference)
+//! are refused too: a restart does not reopen the window for what was captured before it.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -20,6 +22,10 @@ use ferrocam_protocol::signed::{FRESH_FOR_MS, SignedError, Verifier};
 /// covers hundreds of sessions within one freshness window; past it the oldest is forgotten
 /// first (it is about to go stale anyway).
 const REMEMBERED: usize = 16_384;
+
+/// How long before this process started a request may have been signed and still be taken:
+/// the clock difference tolerated between a gateway and a device that just booted.
+pub const BEFORE_START_MS: u64 = 10_000;
 
 /// Why a request was dropped (the label of `ferrocam_device_requests_dropped`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,18 +63,22 @@ pub struct RequestGate {
     seen: HashSet<[u8; 64]>,
     /// How many signatures to remember at most ([`REMEMBERED`] but in tests).
     capacity: usize,
+    /// Requests signed before this (Unix ms) are refused as stale.
+    not_before_ms: u64,
     /// Accepted signatures in arrival order, with when they go stale.
     order: VecDeque<(u64, [u8; 64])>,
 }
 
 impl RequestGate {
     /// A gate for requests on `topic` (the device's signal topic), signed with `verifier`'s key.
-    pub fn new(verifier: Verifier, topic: String) -> Self {
+    /// `not_before_ms`: the process's start, less [`BEFORE_START_MS`].
+    pub fn new(verifier: Verifier, topic: String, not_before_ms: u64) -> Self {
         Self {
             verifier,
             topic,
             seen: HashSet::new(),
             capacity: REMEMBERED,
+            not_before_ms,
             order: VecDeque::new(),
         }
     }
@@ -80,7 +90,7 @@ impl RequestGate {
             .verifier
             .open(&self.topic, payload)
             .map_err(Refusal::Signature)?;
-        if !opened.is_fresh(now_ms) {
+        if !opened.is_fresh(now_ms) || opened.at_ms < self.not_before_ms {
             return Err(Refusal::Stale);
         }
         self.forget_stale(now_ms);
@@ -120,7 +130,10 @@ mod tests {
     fn gateway() -> (Signer, RequestGate) {
         let signer = Signer::from_seed_base64(&generate_seed()).unwrap();
         let verifier = Verifier::from_base64(&signer.public_key()).unwrap();
-        (signer, RequestGate::new(verifier, TOPIC.to_owned()))
+        (
+            signer,
+            RequestGate::new(verifier, TOPIC.to_owned(), NOW - 2 * FRESH_FOR_MS),
+        )
     }
 
     #[test]
@@ -157,6 +170,19 @@ mod tests {
         assert_eq!(gate.admit(&old, NOW), Err(Refusal::Stale));
         let future = gw.seal(TOPIC, msg, NOW + FRESH_FOR_MS + 1);
         assert_eq!(gate.admit(&future, NOW), Err(Refusal::Stale));
+    }
+
+    #[test]
+    fn what_was_signed_before_the_process_started_is_refused() {
+        let (gw, _) = gateway();
+        let verifier = Verifier::from_base64(&gw.public_key()).unwrap();
+        // Started at NOW: a request captured a minute earlier, though still "fresh", is not
+        // taken again by the restarted device; one from just now is.
+        let mut gate = RequestGate::new(verifier, TOPIC.to_owned(), NOW - BEFORE_START_MS);
+        let captured = gw.seal(TOPIC, b"{}", NOW - 60_000);
+        assert_eq!(gate.admit(&captured, NOW + 1000), Err(Refusal::Stale));
+        let current = gw.seal(TOPIC, b"{}", NOW + 900);
+        assert!(gate.admit(&current, NOW + 1000).is_ok());
     }
 
     #[test]

@@ -112,6 +112,11 @@ impl Inbound {
     }
 
     fn apply_status(&self, device: DeviceId, msg: &[u8]) {
+        // Checked again here: a status held back by the limit, or verified just before the
+        // device was removed, must not bring a removed device back onto the list.
+        if !self.gate.is_enrolled(&device) {
+            return self.gate.drop_message(&device, "not_enrolled");
+        }
         match serde_json::from_slice::<DeviceStatus>(msg) {
             Ok(status) if status.device == device => self.relay.on_status(status),
             Ok(_) => self.gate.drop_message(&device, "malformed"),

@@ -4,6 +4,7 @@ mod auth;
 mod broker;
 mod ctl;
 mod devices;
+mod files;
 mod http;
 mod link;
 mod metrics;

@@ -94,6 +94,18 @@ impl Signer {
             .map_err(|_| "not an Ed25519 seed".to_owned())
     }
 
+    /// A 32-byte key for one other `purpose`, derived from this key's seed (HKDF-SHA256): the
+    /// same on every holder of the key, whatever file format it was stored in.
+    pub fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        use ring::hkdf;
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"ferrocam").extract(&self.seed);
+        let mut key = [0u8; 32];
+        prk.expand(&[purpose], hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut key))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        key
+    }
+
     /// Opens what was sealed to this key's public half ([`crate::sealed`]).
     pub fn opener(&self) -> crate::sealed::Opener {
         crate::sealed::Opener::from_ed25519_seed(&self.seed)

@@ -158,8 +158,9 @@ async fn forgeries_change_nothing(options: StackOptions) -> anyhow::Result<()> {
     let now = ferrocam_mqtt::now_ms;
     let forged_before = dropped(&stack, "bad_signature")?;
 
-    // A forged "offline" for B.
-    let offline = serde_json::json!({"v": 1, "device": "demo", "online": false, "epoch": u64::MAX});
+    // A forged "offline" for B, from a run newer than B's (the gateway would believe it if
+    // signatures were not checked).
+    let offline = serde_json::json!({"v": 1, "device": "demo", "online": false, "epoch": now()});
     attacker
         .publish(
             &status,
@@ -173,11 +174,11 @@ async fn forgeries_change_nothing(options: StackOptions) -> anyhow::Result<()> {
         let url = stack.url("whep/demo");
         async move { WhepPlayer::connect(&url).await }
     });
-    let (_, offer) = attacker
+    let (_, captured) = attacker
         .next(WAIT)
         .await
         .expect("the viewer's offer on B's topic");
-    let offer = Request::decode(&ferrocam_tests::inner(&offer)?)?;
+    let offer = Request::decode(&ferrocam_tests::inner(&captured)?)?;
     let ToDevice::Offer { grant, .. } = &offer.body else {
         anyhow::bail!("expected an offer: {offer:?}");
     };
@@ -254,10 +255,16 @@ async fn forgeries_change_nothing(options: StackOptions) -> anyhow::Result<()> {
         .publish(&signal, a.signer().seal(&signal, &replay, now()))
         .await?;
     attacker.publish(&signal, hang_up.clone()).await?;
-    eventually("the device to drop three forged requests", WAIT, || async {
-        let n = device_dropped("unsigned")? + device_dropped("bad_signature")?;
-        Ok((n >= 3.0).then_some(()))
-    })
+    // And the gateway's own signed offer, exactly as captured, sent again.
+    attacker.publish(&signal, captured.clone()).await?;
+    eventually(
+        "the device to drop four forged or replayed requests",
+        WAIT,
+        || async {
+            let n = device_dropped("unsigned")? + device_dropped("bad_signature")?;
+            Ok((n >= 3.0 && device_dropped("replayed")? >= 1.0).then_some(()))
+        },
+    )
     .await?;
     eventually("the gateway to count six forgeries", WAIT, || async {
         Ok((dropped(&stack, "bad_signature")? >= forged_before + 6.0).then_some(()))

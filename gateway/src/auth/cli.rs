@@ -60,7 +60,7 @@ pub struct KeygenArgs {
 }
 
 /// Writes `contents` to a new file with `mode`, refusing to replace one unless `force`.
-pub(crate) fn write_new(path: &Path, contents: &str, mode: u32, force: bool) -> anyhow::Result<()> {
+fn write_new(path: &Path, contents: &str, mode: u32, force: bool) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).mode(mode);
     if force {

@@ -18,18 +18,6 @@ use ferrocam_protocol::{DeviceId, GrantClaims, InstanceId, SessionId};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
-/// HKDF-SHA256 of the private key, for one purpose only (so a session token can never be
-/// confused with anything else the key signs).
-fn derive_session_key(pkcs8: &[u8]) -> [u8; 32] {
-    use ring::hkdf;
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"ferrocam").extract(pkcs8);
-    let mut key = [0u8; 32];
-    prk.expand(&[b"ferrocam session tokens v1"], hkdf::HKDF_SHA256)
-        .and_then(|okm| okm.fill(&mut key))
-        .expect("32 bytes is a valid HKDF-SHA256 output length");
-    key
-}
-
 /// Signs grants for one gateway instance.
 pub struct GrantSigner {
     key: EncodingKey,
@@ -48,12 +36,14 @@ impl GrantSigner {
             .map_err(|e| anyhow::anyhow!("not an Ed25519 PKCS#8 key: {e}"))?;
         let messages =
             ferrocam_protocol::signed::Signer::from_pkcs8(pkcs8).map_err(|e| anyhow::anyhow!(e))?;
+        // From the seed, not the file: v1 and v2 PKCS#8 of one key give the same sessions.
+        let session_key = messages.derive(b"ferrocam session tokens v1");
         Ok(Self {
             key: EncodingKey::from_ed_der(pkcs8),
             issuer,
             public: base64url(pair.public_key().as_ref()),
             messages: std::sync::Arc::new(messages),
-            session_key: derive_session_key(pkcs8),
+            session_key,
         })
     }
 

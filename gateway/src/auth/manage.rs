@@ -1,8 +1,8 @@
 //! `ferrocam-gateway user …` and `token …`: accounts and API tokens without editing TOML.
 //!
-//! Each command edits the auth file in place with `toml_edit`, so the operator's comments and
-//! layout survive, checks that the result still loads, and replaces the file in one step with
-//! its permissions kept. A running gateway notices the change within a second (it also still
+//! Each command edits the auth file with `toml_edit`, so the operator's comments and layout
+//! survive, checks that the result still loads, and replaces the file in one step with its
+//! owner, group and mode kept (`crate::files`). A running gateway notices the change within a second (it also still
 //! reloads on SIGHUP), so a removal or a revocation takes effect at once.
 
 use std::io::BufRead;
@@ -279,11 +279,7 @@ fn edit(
     change(&mut doc)?;
     let text = doc.to_string();
     super::AuthConfig::parse(&text).context("the edited auth file would not load")?;
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-    let permissions = std::fs::metadata(path)?.permissions();
-    std::fs::set_permissions(&tmp, permissions)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    crate::files::replace(path, &text, 0o600)
 }
 
 #[cfg(test)]

@@ -123,7 +123,10 @@ fn add(args: &AddArgs) -> anyhow::Result<()> {
          FERROCAM_GRANT_PUBLIC_KEY={grant_key}\n",
         id = args.id,
     );
-    crate::auth::cli::write_new(&out, &config, 0o600, true)?;
+    // A fresh 0600 file renamed into place: never an old file's looser mode, never a symlink
+    // followed.
+    let _ = std::fs::remove_file(&out);
+    crate::files::replace(&out, &config, 0o600)?;
     let entry = DeviceEntry {
         id: args.id.to_string(),
         public_key: signer.public_key(),

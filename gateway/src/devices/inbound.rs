@@ -72,6 +72,10 @@ impl Gatekeeper {
         }
     }
 
+    pub fn is_enrolled(&self, device: &DeviceId) -> bool {
+        self.registry.is_enrolled(device)
+    }
+
     /// The counter family, for `/metrics`.
     pub fn dropped(&self) -> Family<DropLabels, Counter> {
         self.dropped.clone()

@@ -70,9 +70,7 @@ impl DevicesFile {
             "# Devices enrolled with this gateway. Managed by `ferrocam-gateway device add|list|remove`;\n\
              # the gateway re-reads it within a second of a change.\n\n{body}"
         );
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+        crate::files::replace(path, &text, 0o644)
     }
 
     fn enrollments(&self) -> anyhow::Result<HashMap<DeviceId, Enrollment>> {
@@ -154,11 +152,12 @@ impl Registry {
     /// Re-reads the file. A broken file keeps the previous list. Returns the devices that were
     /// enrolled before and are not any more.
     pub fn reload(&self) -> anyhow::Result<Vec<DeviceId>> {
-        let modified = std::fs::metadata(&self.path)
+        // The time is noted before reading: a broken file is reported once, and a file fixed
+        // while (or after) this read fails has a newer time and is read again.
+        *self.loaded.lock().expect("registry lock") = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
         let next = DevicesFile::read(&self.path)?.enrollments()?;
-        *self.loaded.lock().expect("registry lock") = modified;
         let previous = std::mem::replace(
             &mut *self.current.write().expect("registry lock"),
             Arc::new(next),
@@ -183,6 +182,10 @@ impl Registry {
     }
 
     /// The key `device` signs with, if it is enrolled.
+    pub fn is_enrolled(&self, device: &DeviceId) -> bool {
+        self.current().contains_key(device)
+    }
+
     pub fn verifier(&self, device: &DeviceId) -> Option<Verifier> {
         self.current().get(device).map(|e| e.verifier.clone())
     }

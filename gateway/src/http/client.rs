@@ -77,20 +77,27 @@ pub fn address(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[Cidr]) 
     if !is_trusted(peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-        .map(canonical)
+        .map(str::trim)
         .collect();
-    forwarded
-        .iter()
-        .rev()
-        .copied()
-        .find(|ip| !is_trusted(*ip))
-        .unwrap_or(peer)
+    // From the right: skip what trusted proxies added. An entry that is not a bare address
+    // (`ip:port`, `unknown`, garbage) ends the walk: nothing left of it can be trusted, and
+    // the last trusted hop is what is known for sure.
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        let Ok(ip) = entry.parse::<IpAddr>().map(canonical) else {
+            return client;
+        };
+        if !is_trusted(ip) {
+            return ip;
+        }
+        client = ip;
+    }
+    client
 }
 
 #[cfg(test)]
@@ -145,6 +152,11 @@ mod tests {
         // The proxy without a header, or with garbage: the proxy itself.
         assert_eq!(
             address(from("127.0.0.1"), &headers("not an address"), &[proxy]),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        // Garbage right of a client's claim: the claim is not believed.
+        assert_eq!(
+            address(from("127.0.0.1"), &headers("6.6.6.6, unknown"), &[proxy]),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
     }

@@ -32,16 +32,24 @@ const USER_BURST: u32 = 10;
 const USER_LOGINS_PER_SECOND: f64 = 0.1;
 
 /// Login rate limits: per client network and per user name.
+///
+/// Names of real accounts and made-up names are counted in separate tables. The table of real
+/// accounts never grows past the auth file, so it is never cleared: a guesser cannot reset an
+/// account's budget by sending thousands of made-up names. Made-up names get the same limit
+/// (so a 429 says nothing about whether an account exists), in a table that may be cleared
+/// when full, since there is no account behind them to protect.
 pub struct LoginLimiter {
     networks: Keyed<IpAddr>,
-    users: Keyed<String>,
+    accounts: Keyed<String>,
+    unknown: Keyed<String>,
 }
 
 impl Default for LoginLimiter {
     fn default() -> Self {
         Self {
             networks: Keyed::new(LOGIN_BURST, LOGINS_PER_SECOND, MAX_TRACKED),
-            users: Keyed::new(USER_BURST, USER_LOGINS_PER_SECOND, MAX_TRACKED),
+            accounts: Keyed::new(USER_BURST, USER_LOGINS_PER_SECOND, usize::MAX),
+            unknown: Keyed::new(USER_BURST, USER_LOGINS_PER_SECOND, MAX_TRACKED),
         }
     }
 }
@@ -51,8 +59,14 @@ impl LoginLimiter {
         self.networks.allow(&client_network(ip))
     }
 
-    fn allow_user(&self, user: &str) -> bool {
-        self.users.allow(&user.to_lowercase())
+    /// `exists`: whether `user` is an account in the auth file.
+    fn allow_user(&self, user: &str, exists: bool) -> bool {
+        let table = if exists {
+            &self.accounts
+        } else {
+            &self.unknown
+        };
+        table.allow(&user.to_owned())
     }
 }
 
@@ -154,7 +168,8 @@ pub async fn login(
             "user or password too long",
         );
     }
-    if !state.logins.allow_user(&user) {
+    let exists = state.auth.config().users.contains_key(&user);
+    if !state.logins.allow_user(&user, exists) {
         state.metrics.rate_limited.inc();
         tracing::warn!(%user, %ip, "login attempts for this user are being throttled");
         return error(

@@ -430,3 +430,54 @@ async fn wrong_passwords_for_one_user_are_throttled_from_any_number_of_addresses
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_device_announcing_four_billion_snapshot_chunks_gets_the_caller_a_clear_error() {
+    let mut gw = gateway(Role::Control);
+    gw.device("cam", true);
+    let app = gw.app.clone();
+    let admin = gw.admin.clone();
+    let caller = tokio::spawn(async move {
+        let response = app
+            .oneshot(get("/api/devices/cam/snapshot.jpg", &admin))
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    });
+    // The request the relay published, then the device's (signed, so believed) reply claiming
+    // 4294967295 chunks: the gateway must neither allocate for them nor wait for them.
+    let published = tokio::time::timeout(Duration::from_secs(5), gw.broker.recv())
+        .await
+        .expect("the snapshot request is published")
+        .expect("the relay is alive");
+    let request = ferrocam_protocol::Request::decode(&published.payload).unwrap();
+    let cam = ferrocam_protocol::DeviceId::parse("cam").unwrap();
+    let announce = serde_json::json!({
+        "v": 1, "id": 1,
+        "ok": {"mime": "image/jpeg", "bytes": 1000, "chunks": 4_294_967_295u32, "width": 1, "height": 1}
+    });
+    gw.relay.on_reply(
+        &cam,
+        ferrocam_protocol::Reply::new(
+            ferrocam_protocol::Party::Device(cam.clone()),
+            cam.clone(),
+            request.session,
+            ferrocam_protocol::FromDevice::ControlReply {
+                message: announce.to_string(),
+                sealed: false,
+            },
+        ),
+    );
+    let (status, body) = caller.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("oversized snapshot"), "{body}");
+    // And the gateway serves on.
+    assert_eq!(
+        gw.send(get("/api/devices", &gw.admin)).await.status,
+        StatusCode::OK
+    );
+}

@@ -132,13 +132,14 @@ impl Relay {
             device_ice,
             ..
         } = options;
+        let device_key = (self.recipients)(&device);
         let mut state = self.lock();
         Self::check_online(&state, &device)?;
         self.check_owner_share(&state, &device, &owner)?;
         Self::take_offer_token(&mut state, &device)?;
-        drop(state);
-        // Signing takes tens of microseconds: not under the lock every viewer shares.
-        let device_key = (self.recipients)(&device);
+        // Signed and recorded under the same lock that checked the account's share (signing
+        // takes tens of microseconds, and offers are rate-limited per device), so parallel
+        // offers from one account cannot all pass the check.
         let grant = self.signer.sign(
             &device,
             &session,
@@ -153,7 +154,7 @@ impl Relay {
         } else {
             Offerer::Viewer
         };
-        self.lock().sessions.insert(
+        state.sessions.insert(
             session.clone(),
             Session {
                 device: device.clone(),
@@ -165,6 +166,7 @@ impl Relay {
                 offered_at: std::time::Instant::now(),
             },
         );
+        drop(state);
         let reply_to = self.reply_topic(&device);
         if let Err(refusal) = self.send(
             self.envelope(device, session.clone(), body)
