@@ -10,6 +10,7 @@ pub mod blip;
 pub mod browser;
 pub mod creds;
 pub mod gateway_bench;
+pub mod mosquitto;
 pub mod mqtt;
 pub mod nats;
 pub mod netns;

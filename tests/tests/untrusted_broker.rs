@@ -204,6 +204,17 @@ async fn forgeries_change_nothing(options: StackOptions) -> anyhow::Result<()> {
 
     // Forged candidates, errors, hang-ups and control replies for the live session: dropped.
     for body in [
+        FromDevice::Offer {
+            sdp: "v=0\r\nfake offer".into(),
+            role: Default::default(),
+        },
+        FromDevice::Candidate {
+            candidate: ferrocam_protocol::IceCandidate {
+                candidate: "candidate:1 1 udp 1 203.0.113.66 9 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+            },
+        },
         FromDevice::EndOfCandidates,
         FromDevice::HangUp {
             reason: "forged".into(),
@@ -266,8 +277,8 @@ async fn forgeries_change_nothing(options: StackOptions) -> anyhow::Result<()> {
         },
     )
     .await?;
-    eventually("the gateway to count six forgeries", WAIT, || async {
-        Ok((dropped(&stack, "bad_signature")? >= forged_before + 6.0).then_some(()))
+    eventually("the gateway to count eight forgeries", WAIT, || async {
+        Ok((dropped(&stack, "bad_signature")? >= forged_before + 8.0).then_some(()))
     })
     .await?;
 

@@ -83,12 +83,31 @@ impl Relay {
     }
 
     /// Hands one `control_reply` to the request waiting for it, if `device` is the one asked.
-    pub(super) fn deliver_control_reply(
+    /// A reply to a relayed control request: opened if the device sealed it to the grant key
+    /// (snapshots are), then handed to the caller that waits for it.
+    pub(super) fn control_reply(
+        &self,
         state: &State,
         device: &DeviceId,
         id: &SessionId,
         message: String,
+        sealed: bool,
     ) {
+        let message = if sealed {
+            match self.opener.open(&message).map(String::from_utf8) {
+                Ok(Ok(message)) => message,
+                _ => {
+                    tracing::warn!(%id, %device, "a sealed control reply did not open; dropped");
+                    return;
+                }
+            }
+        } else {
+            message
+        };
+        Self::deliver_control_reply(state, device, id, message);
+    }
+
+    fn deliver_control_reply(state: &State, device: &DeviceId, id: &SessionId, message: String) {
         match state.controls.get(id) {
             Some((owner, tx)) if owner == device => {
                 let _ = tx.send(message);

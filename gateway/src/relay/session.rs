@@ -4,9 +4,11 @@
 
 use ferrocam_protocol::control::Role;
 use ferrocam_protocol::viewer::ServerMsg;
-use ferrocam_protocol::{DeviceId, ErrorCode, FromDevice, Party, Reply, SessionId, ToDevice};
+use ferrocam_protocol::{DeviceId, ErrorCode, SessionId, ToDevice};
 
 use super::{OfferOptions, Offerer, Refusal, Relay, ViewerId, ViewerTx};
+
+mod replies;
 
 pub(super) struct Session {
     device: DeviceId,
@@ -19,7 +21,14 @@ pub(super) struct Session {
     stage: Stage,
     /// When the request now awaiting the device went out (for the answer-latency histogram).
     offered_at: std::time::Instant,
+    /// Candidates the device sent since its last SDP; past [`MAX_DEVICE_CANDIDATES`] the rest
+    /// are dropped, so a device cannot flood a viewer's connection.
+    candidates: usize,
 }
+
+/// Candidates a device may trickle per description (a few host, server-reflexive and relay
+/// candidates are all a real one gathers; the device caps a viewer's at the same number).
+const MAX_DEVICE_CANDIDATES: usize = 64;
 
 /// Where a session's description exchange stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +173,7 @@ impl Relay {
                 offerer,
                 stage: Stage::Opening(Turn::Device),
                 offered_at: std::time::Instant::now(),
+                candidates: 0,
             },
         );
         drop(state);
@@ -221,6 +231,7 @@ impl Relay {
                     offerer: Offerer::Device,
                     stage: Stage::Resuming,
                     offered_at: std::time::Instant::now(),
+                    candidates: 0,
                 },
             );
         }
@@ -315,120 +326,6 @@ impl Relay {
             entry.offered_at = offered_at;
         }
         sent
-    }
-
-    /// Routes a reply that arrived on `device`'s reply topic to the viewer that owns the
-    /// session. The topic is the device's identity (the broker's ACL lets only that device
-    /// publish there); an envelope claiming to be from another device is dropped.
-    pub fn on_reply(&self, topic_device: &DeviceId, envelope: Reply) {
-        let Reply {
-            session,
-            device,
-            from,
-            body,
-            ..
-        } = envelope;
-        if device != *topic_device || from != Party::Device(device.clone()) {
-            tracing::warn!(%session, %topic_device, claimed = %device, "reply claims another device; dropped");
-            return;
-        }
-        let mut state = self.lock();
-        if let FromDevice::ControlReply { message, sealed } = body {
-            let message = if sealed {
-                match self.opener.open(&message).map(String::from_utf8) {
-                    Ok(Ok(message)) => message,
-                    _ => {
-                        tracing::warn!(%session, %device, "a sealed control reply did not open; dropped");
-                        return;
-                    }
-                }
-            } else {
-                message
-            };
-            return Self::deliver_control_reply(&state, &device, &session, message);
-        }
-        let Some(entry) = state.sessions.get_mut(&session) else {
-            tracing::debug!(%session, "reply for an unknown session");
-            return;
-        };
-        if entry.device != device {
-            tracing::warn!(%session, %device, "reply from a device that does not own the session");
-            return;
-        }
-        if entry.stage == Stage::Resuming
-            && !matches!(
-                body,
-                FromDevice::Attached | FromDevice::Error { .. } | FromDevice::HangUp { .. }
-            )
-        {
-            tracing::debug!(%session, "nothing but the device's verdict reaches a resuming viewer");
-            return;
-        }
-        // The device's SDP, once: its answer when the viewer offered, its offer after an invite.
-        let sdp_expected = |offerer| entry.offerer == offerer && entry.awaits(Turn::Device);
-        let (msg, ends) = match body {
-            FromDevice::Answer { sdp, .. } if sdp_expected(Offerer::Viewer) => {
-                let session = session.clone();
-                (ServerMsg::Answer { session, sdp }, false)
-            }
-            FromDevice::Offer { sdp, .. } if sdp_expected(Offerer::Device) => {
-                let session = session.clone();
-                (ServerMsg::Offer { session, sdp }, false)
-            }
-            FromDevice::Candidate { candidate } => (
-                ServerMsg::Candidate {
-                    session: session.clone(),
-                    candidate,
-                },
-                false,
-            ),
-            FromDevice::EndOfCandidates => (
-                ServerMsg::EndOfCandidates {
-                    session: session.clone(),
-                },
-                false,
-            ),
-            FromDevice::HangUp { reason } => (
-                ServerMsg::HangUp {
-                    session: session.clone(),
-                    reason,
-                },
-                true,
-            ),
-            FromDevice::Error { code, message } => (
-                ServerMsg::Error {
-                    session: Some(session.clone()),
-                    code,
-                    message,
-                },
-                true,
-            ),
-            FromDevice::Offer { .. } | FromDevice::Answer { .. } => {
-                tracing::warn!(%session, "device sent SDP the session does not expect; ignored");
-                return;
-            }
-            FromDevice::Attached if entry.stage == Stage::Resuming => {
-                entry.stage = Stage::Established;
-                let session = session.clone();
-                (ServerMsg::Resumed { session }, false)
-            }
-            // Answered above; a second one (or one for a session not resuming) says nothing new.
-            FromDevice::Attached | FromDevice::ControlReply { .. } => return,
-        };
-        if matches!(msg, ServerMsg::Answer { .. } | ServerMsg::Offer { .. }) {
-            // The device answered the viewer's offer, or offered and now awaits the viewer.
-            entry.stage = match (entry.offerer, entry.stage) {
-                (Offerer::Viewer, _) => Stage::Established,
-                (Offerer::Device, Stage::Restarting(_)) => Stage::Restarting(Turn::Viewer),
-                (Offerer::Device, _) => Stage::Opening(Turn::Viewer),
-            };
-            self.answer_latency
-                .observe(entry.offered_at.elapsed().as_secs_f64());
-        }
-        let _ = entry.tx.send(msg);
-        if ends {
-            state.sessions.remove(&session);
-        }
     }
 
     /// Ends a session the device never answered.

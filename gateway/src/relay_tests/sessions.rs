@@ -453,3 +453,42 @@ fn unanswered_sessions_expire_with_a_timeout_error() {
     );
     assert_eq!(relay.session_count(), 1);
 }
+
+#[test]
+fn a_device_cannot_flood_a_viewer_with_candidates() {
+    let (relay, _broker) = relay();
+    relay.on_status(status("cam", true, 1));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let cam = DeviceId::parse("cam").unwrap();
+    let viewer = relay.new_viewer();
+    relay
+        .offer(viewer, &tx, cam.clone(), "v=0".into(), opts(), sid(1))
+        .unwrap();
+    let reply = |body| Reply::new(dev(&cam), cam.clone(), sid(1), body);
+    let candidate = |n: usize| FromDevice::Candidate {
+        candidate: IceCandidate {
+            candidate: format!("candidate:{n} 1 udp 1 127.0.0.1 {} typ host", 10_000 + n),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+        },
+    };
+    relay.on_reply(&cam, reply(FromDevice::Answer { sdp: "a".into() }));
+    for n in 0..200 {
+        relay.on_reply(&cam, reply(candidate(n)));
+    }
+    let mut relayed = 0;
+    while let Ok(msg) = rx.try_recv() {
+        if matches!(msg, ServerMsg::Candidate { .. }) {
+            relayed += 1;
+        }
+    }
+    assert_eq!(relayed, 64, "candidates past the limit reach the viewer");
+    // The session itself lives on: its end still reaches the viewer.
+    relay.on_reply(
+        &cam,
+        reply(FromDevice::HangUp {
+            reason: "bye".into(),
+        }),
+    );
+    assert!(matches!(rx.try_recv(), Ok(ServerMsg::HangUp { .. })));
+}
