@@ -8,7 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::process::{Process, workspace_root};
-use crate::stack::{GATEWAY_BROKER_USER, broker_password};
+
+/// Broker passwords of a `StackOptions::secure_broker` stack: user → password.
+pub const GATEWAY_BROKER_USER: &str = "ferrocam-gateways";
+
+/// The password a secure broker gives `user` in tests.
+pub fn broker_password(user: &str) -> String {
+    format!("pw-{user}")
+}
 
 /// Writes what a production Mosquitto has: a password file (each device's user is its id, and
 /// one user for the gateways), the shipped ACL template, and a CA with a server certificate for

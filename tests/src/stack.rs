@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::mosquitto::secure_broker_files;
-pub use crate::mosquitto::start_mosquitto;
+pub use crate::mosquitto::{GATEWAY_BROKER_USER, broker_password, start_mosquitto};
 use crate::process::{Process, free_port, workspace_bin, workspace_root};
 
 /// Which MQTT broker the stack runs on.
@@ -49,14 +49,6 @@ pub struct StackOptions {
     /// Mosquitto as in production: passwords, the shipped ACL template, and TLS for the
     /// gateways and the device (a plain listener with the same ACL stays for test clients).
     pub secure_broker: bool,
-}
-
-/// Broker passwords of a [`StackOptions::secure_broker`] stack: user → password.
-pub const GATEWAY_BROKER_USER: &str = "ferrocam-gateways";
-
-/// The password a secure broker gives `user` in tests.
-pub fn broker_password(user: &str) -> String {
-    format!("pw-{user}")
 }
 
 impl StackOptions {
