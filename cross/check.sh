@@ -55,12 +55,21 @@ done
 # The device's configuration check: good settings pass, broken ones are refused with a reason.
 device="$bindir/ferrocam-device"
 head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' > "$work/grant.pub"
+# The device's own signing key, as enrollment writes it (a 32-byte seed, base64url).
+signing_key=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
 out=$(env -i GST_REGISTRY_FORK=no FERROCAM_DEVICE_ID=pi-check \
   FERROCAM_BROKER="mqtts://pi-check:secret@broker.example.org:8883,mqtt://10.0.0.2" \
+  FERROCAM_SIGNING_KEY="$signing_key" \
   FERROCAM_GRANT_KEY="$work/grant.pub" "$qemu" -L "$sysroot" "$device" --check-config 2>&1) \
   || fail "device --check-config refused good settings: $out"
 [[ $out == *"configuration OK"*"pi-check"* ]] || fail "device --check-config printed: $out"
 pass "device --check-config under $qemu: $out"
+if out=$(env -i GST_REGISTRY_FORK=no FERROCAM_BROKER=mqtt://broker.example.org \
+  FERROCAM_GRANT_KEY="$work/grant.pub" "$qemu" -L "$sysroot" "$device" --check-config 2>&1); then
+  fail "device --check-config accepted a configuration without a signing key: $out"
+fi
+[[ $out == *"device add"* ]] || fail "device --check-config without a signing key said: $out"
+pass "device --check-config refuses a missing signing key"
 if out=$(env -i GST_REGISTRY_FORK=no FERROCAM_BROKER=mqtt://broker.example.org \
   "$qemu" -L "$sysroot" "$device" --check-config 2>&1); then
   fail "device --check-config accepted a configuration without a grant key: $out"
