@@ -114,6 +114,14 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_KEYFRAME_INTERVAL", default_value_t = 60, value_parser = at_least_one)]
     pub keyframe_interval: u32,
 
+    /// The VP8 fallback for viewers that cannot decode H.264 (Firefox without OpenH264, VP8-only
+    /// players): `WIDTHxHEIGHT` (never larger than the main stream), `full` for the main
+    /// stream's size, or `off`. Encoded only while such a viewer watches; 640x360 keeps a Pi's
+    /// CPU cost low (see BENCHMARKS.md). Not available when the camera's own H.264 passes
+    /// through.
+    #[arg(long, env = "FERROCAM_VP8", default_value = "640x360", value_parser = parse_fallback)]
+    pub vp8: Fallback,
+
     /// Local UDP addresses ICE binds to (repeatable). `0.0.0.0:0` covers every IPv4 interface
     /// except loopback; add `127.0.0.1:0` to reach browsers on the same machine.
     #[arg(
@@ -178,6 +186,49 @@ pub enum GpioChips {
 }
 
 /// A number that must not be 0 (a picture 0 pixels wide, 0 frames per second…).
+/// What `--vp8` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    Off,
+    Full,
+    Size(u32, u32),
+}
+
+impl Fallback {
+    /// The fallback's frame size for a main stream of `width`×`height`: the asked size, shrunk
+    /// to fit inside the main stream and rounded to even numbers (what I420 needs).
+    pub fn size(self, width: u32, height: u32) -> Option<(u32, u32)> {
+        match self {
+            Self::Off => None,
+            Self::Full => Some((width, height)),
+            Self::Size(w, h) => {
+                let scale = (f64::from(width) / f64::from(w))
+                    .min(f64::from(height) / f64::from(h))
+                    .min(1.0);
+                let even = |x: f64| ((x as u32) & !1).max(2);
+                Some((even(f64::from(w) * scale), even(f64::from(h) * scale)))
+            }
+        }
+    }
+}
+
+fn parse_fallback(s: &str) -> Result<Fallback, String> {
+    match s.trim() {
+        "off" | "none" => Ok(Fallback::Off),
+        "full" => Ok(Fallback::Full),
+        size => {
+            let (w, h) = size
+                .split_once('x')
+                .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT, full or off"))?;
+            let dimension = |v: &str| match v.parse::<u32>() {
+                Ok(n) if (16..=4096).contains(&n) => Ok(n),
+                _ => Err(format!("{s:?}: each side must be 16 to 4096 pixels")),
+            };
+            Ok(Fallback::Size(dimension(w)?, dimension(h)?))
+        }
+    }
+}
+
 fn at_least_one(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(0) => Err("must be at least 1".to_owned()),
@@ -295,6 +346,20 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("ferrocam-device").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_vp8_fallback_fits_inside_the_main_stream() {
+        let vp8 = |args: &[&str]| parse(args).map(|c| c.vp8.size(c.width, c.height));
+        assert_eq!(vp8(&[]).unwrap(), Some((640, 360)));
+        assert_eq!(vp8(&["--vp8", "off"]).unwrap(), None);
+        assert_eq!(vp8(&["--vp8", "full"]).unwrap(), Some((1280, 720)));
+        // Larger than the main stream: shrunk to fit, keeping its shape, even sides.
+        let small = ["--width", "320", "--height", "240", "--vp8", "640x360"];
+        assert_eq!(vp8(&small).unwrap(), Some((320, 180)));
+        for bad in ["640", "0x360", "x", "99999x2", "big"] {
+            assert!(parse(&["--vp8", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

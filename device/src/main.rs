@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use ferrocam_protocol::{
-    AudioCapability, Capabilities, DeviceStatus, PROTOCOL_VERSION, VideoCapability,
+    AudioCapability, Capabilities, DeviceStatus, FallbackVideo, PROTOCOL_VERSION,
+    VideoCapability, VideoCodec,
 };
 use tokio::sync::watch;
 
@@ -101,12 +102,21 @@ async fn main() -> anyhow::Result<()> {
         Source::V4l2(path) => media::controls(path),
         _ => Vec::new(),
     };
-    let video_capability = VideoCapability {
+    let vp8 = config
+        .vp8
+        .size(config.width, config.height)
+        .filter(|_| media::vp8_encoder_installed() || {
+            tracing::warn!("no VP8 encoder (vp8enc, gstreamer1.0-plugins-good): viewers that cannot decode H.264 get no video");
+            false
+        });
+    let mut video_capability = VideoCapability {
         source: source.describe(),
         capture_format: format.name().to_owned(),
         encoder: encoder_name,
         encoder_reason,
         codec: "H264".to_owned(),
+        codecs: Vec::new(),
+        fallback: None,
         width: config.width,
         height: config.height,
         fps: config.fps,
@@ -123,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             bitrate_kbps: config.bitrate_kbps,
             keyframe_interval: config.keyframe_interval,
             stamp: config.latency_stamp,
+            vp8,
         },
         audio: audio.clone(),
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -137,6 +148,12 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("starting the media pipeline")?,
     );
+    video_capability.codecs = media.codecs();
+    video_capability.fallback = media.plan().vp8_size().map(|(width, height)| FallbackVideo {
+        codec: VideoCodec::Vp8,
+        width,
+        height,
+    });
     let audio_capability = audio
         .filter(|_| media.audio_enabled())
         .map(|a| AudioCapability {
@@ -203,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
             rtc: Arc::new(RtcSettings {
                 udp_addrs: config.ice_udp.clone(),
                 ice_servers: config.ice_servers.clone(),
+                vp8: media.codecs().contains(&VideoCodec::Vp8),
             }),
             out: Arc::new(publisher),
             connect_timeout: Duration::from_secs(config.session_timeout_secs),

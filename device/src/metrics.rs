@@ -37,6 +37,9 @@ pub struct DeviceMetrics {
     camera_running: Gauge,
     frame_rate: Gauge<f64, AtomicU64>,
     bitrate: Gauge<f64, AtomicU64>,
+    vp8_viewers: Gauge,
+    vp8_frame_rate: Gauge<f64, AtomicU64>,
+    vp8_bitrate: Gauge<f64, AtomicU64>,
     /// Broker connections lost (each one is followed by a reconnect attempt).
     pub broker_reconnects: Counter,
     /// Requests from the broker that no gateway signed (or stale, or replayed).
@@ -50,6 +53,9 @@ impl DeviceMetrics {
         let camera_running = Gauge::default();
         let frame_rate = Gauge::<f64, AtomicU64>::default();
         let bitrate = Gauge::<f64, AtomicU64>::default();
+        let vp8_viewers = Gauge::default();
+        let vp8_frame_rate = Gauge::<f64, AtomicU64>::default();
+        let vp8_bitrate = Gauge::<f64, AtomicU64>::default();
         let broker_reconnects = Counter::default();
         let requests_dropped = Family::<ReasonLabels, Counter>::default();
         for reason in crate::requests::REFUSAL_REASONS {
@@ -70,6 +76,21 @@ impl DeviceMetrics {
             "bitrate_bits_per_second",
             "Video bitrate leaving the encoder",
             bitrate.clone(),
+        );
+        registry.register(
+            "vp8_viewers",
+            "Viewers of the VP8 fallback (its encoder runs while this is above zero)",
+            vp8_viewers.clone(),
+        );
+        registry.register(
+            "vp8_frames_per_second",
+            "Frames per second leaving the VP8 fallback encoder",
+            vp8_frame_rate.clone(),
+        );
+        registry.register(
+            "vp8_bitrate_bits_per_second",
+            "Video bitrate leaving the VP8 fallback encoder",
+            vp8_bitrate.clone(),
         );
         registry.register(
             "encoder",
@@ -115,6 +136,9 @@ impl DeviceMetrics {
             camera_running,
             frame_rate,
             bitrate,
+            vp8_viewers,
+            vp8_frame_rate,
+            vp8_bitrate,
             broker_reconnects,
             requests_dropped,
         })
@@ -127,6 +151,10 @@ impl DeviceMetrics {
         self.frame_rate.set(fps);
         // Base units, as Prometheus names want them.
         self.bitrate.set(kbps * 1000.0);
+        let (vp8_fps, vp8_kbps) = self.media.vp8_rates();
+        self.vp8_viewers.set(self.media.vp8_viewers() as i64);
+        self.vp8_frame_rate.set(vp8_fps);
+        self.vp8_bitrate.set(vp8_kbps * 1000.0);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
@@ -181,6 +209,7 @@ mod tests {
                 bitrate_kbps: 800,
                 keyframe_interval: 30,
                 stamp: false,
+                vp8: None,
             },
             audio: None,
             idle_timeout: Duration::from_secs(5),

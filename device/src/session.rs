@@ -166,7 +166,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                 Some(PeerEvent::Ended(state)) => Input::Peer(PeerSaid::Ended(state)),
                 // Neither changes the negotiation.
                 Some(PeerEvent::KeyframeRequest) => {
-                    ctx.media.request_keyframe(KeyframeReason::Feedback);
+                    ctx.media.request_keyframe(peer.video_codec(), KeyframeReason::Feedback);
                     continue;
                 }
                 Some(PeerEvent::DataChannel(channel)) => {
@@ -272,16 +272,23 @@ impl Driver<'_> {
                     None
                 }
                 Action::WarmUpFeed => {
-                    self.early_feed = Some(self.ctx.media.video_feed());
+                    // Fails only for a codec the engine lacks, which negotiation never picks;
+                    // streaming then says so.
+                    self.early_feed = self.ctx.media.video_feed(self.peer.video_codec()).ok();
                     None
                 }
                 Action::StartStreaming => {
-                    tracing::info!(session = %self.session, "viewer connected");
+                    let codec = self.peer.video_codec();
+                    tracing::info!(session = %self.session, %codec, "viewer connected");
                     let feed = match self.early_feed.take() {
-                        Some(feed) => feed,
-                        None => self.ctx.media.video_feed(),
+                        Some(feed) => Ok(feed),
+                        None => self.ctx.media.video_feed(codec),
                     };
-                    match Streaming::start(&self.ctx.media, self.peer, feed).await {
+                    let started = match feed {
+                        Ok(feed) => Streaming::start(&self.ctx.media, self.peer, feed).await,
+                        Err(e) => Err(e),
+                    };
+                    match started {
                         Ok(streaming) => {
                             self.streaming = Some(streaming);
                             None

@@ -5,6 +5,7 @@
 //! the gateway over WebSocket, and how broker messages are signed ([`signed`]). It performs no I/O, so both sides, and any other implementation,
 //! can test against it directly.
 
+pub mod codec;
 pub mod control;
 pub mod grant;
 pub mod ids;
@@ -18,11 +19,12 @@ pub mod stamp;
 pub mod topics;
 pub mod viewer;
 
+pub use codec::VideoCodec;
 pub use control::{ControlInfo, MenuEntry};
 pub use grant::GrantClaims;
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
 pub use presence::{
-    AudioCapability, CameraState, Capabilities, DeviceStatus, FrameSize, SourceFormat,
+    AudioCapability, CameraState, Capabilities, DeviceStatus, FallbackVideo, FrameSize, SourceFormat,
     VideoCapability, VideoSource,
 };
 pub use signal::{

@@ -96,6 +96,13 @@ pub struct VideoCapability {
     pub encoder_reason: String,
     /// Codec sent to viewers.
     pub codec: String,
+    /// Every codec the device can send, preferred first (`["h264", "vp8"]`). Older devices
+    /// leave it out: they send H.264 only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codecs: Vec<crate::VideoCodec>,
+    /// The second stream for viewers that cannot decode the first, if the device has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackVideo>,
     /// Frame width in pixels.
     pub width: u32,
     /// Frame height in pixels.
@@ -105,6 +112,16 @@ pub struct VideoCapability {
     /// Target bitrate in kbit/s.
     #[serde(default)]
     pub bitrate_kbps: u32,
+}
+
+/// A second video stream in another codec, encoded only while a viewer needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FallbackVideo {
+    pub codec: crate::VideoCodec,
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
 }
 
 /// The audio stream a device sends.

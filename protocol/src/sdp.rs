@@ -1,6 +1,9 @@
-//! Checks on SDP made before and after the WebRTC machinery runs: does a viewer's offer have
-//! video the device can send, and did the answer keep it. Plain string scans, no SDP parser, so
-//! both sides (and the fuzz targets in `fuzz/`) can use them without the media stack.
+//! Checks on SDP made before and after the WebRTC machinery runs: which video codec a viewer's
+//! offer lets the device send, which one its answer kept, and which of our candidates it should
+//! hear about. Plain string scans, no SDP parser, so both sides (and the fuzz targets in
+//! `fuzz/`) can use them without the media stack.
+
+use crate::VideoCodec;
 
 /// Why an offer cannot be answered with video.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +13,8 @@ pub enum OfferProblem {
     /// H.264 is offered only with packetization-mode 0 (single NAL), which cannot carry 720p
     /// frames in MTU-sized packets.
     NoPacketizationMode1,
+    /// Neither usable H.264 nor VP8, from a device that could send either.
+    NoH264OrVp8,
 }
 
 impl std::fmt::Display for OfferProblem {
@@ -18,6 +23,9 @@ impl std::fmt::Display for OfferProblem {
             Self::NoH264 => "the offer has no H.264 video; this camera sends H.264 only",
             Self::NoPacketizationMode1 => {
                 "the offer has H.264 only with packetization-mode=0; this camera needs packetization-mode=1"
+            }
+            Self::NoH264OrVp8 => {
+                "the offer has neither H.264 (packetization-mode=1) nor VP8 video; this camera sends only those"
             }
         })
     }
@@ -54,18 +62,31 @@ pub fn check_offer(sdp: &str) -> Result<(), OfferProblem> {
     }
 }
 
+/// The codec to send a viewer whose offer is `sdp`: H.264 when it takes it, else VP8 when the
+/// device has it (`vp8`) and the offer lists it.
+pub fn choose_video_codec(sdp: &str, vp8: bool) -> Result<VideoCodec, OfferProblem> {
+    match check_offer(sdp) {
+        Ok(()) => Ok(VideoCodec::H264),
+        Err(_) if vp8 && !payload_types(sdp, VideoCodec::Vp8, false).is_empty() => {
+            Ok(VideoCodec::Vp8)
+        }
+        Err(_) if vp8 => Err(OfferProblem::NoH264OrVp8),
+        Err(problem) => Err(problem),
+    }
+}
+
 /// Whether an answer kept a video section with H.264 (an answerer rejects a section by giving
 /// it port 0 and no codecs).
 pub fn answer_has_h264(sdp: &str) -> bool {
-    let mut accepted_video = false;
-    for line in sdp.lines() {
-        if let Some(media) = line.strip_prefix("m=") {
-            accepted_video = media.starts_with("video ") && !media.starts_with("video 0 ");
-        } else if accepted_video && is_h264_rtpmap(line).is_some() {
-            return true;
-        }
-    }
-    false
+    answer_video_codec(sdp) == Some(VideoCodec::H264)
+}
+
+/// The codec an answer lets us send in its accepted video section: H.264 if it kept any, else
+/// VP8, else `None` (video rejected, or only codecs we cannot send).
+pub fn answer_video_codec(sdp: &str) -> Option<VideoCodec> {
+    [VideoCodec::H264, VideoCodec::Vp8]
+        .into_iter()
+        .find(|&codec| !payload_types(sdp, codec, true).is_empty())
 }
 
 /// Whether the offer has an audio section with Opus.
@@ -109,26 +130,48 @@ pub fn offer_as_dtls_client(sdp: &str) -> String {
     out
 }
 
+/// Whether a candidate's connection address is a loopback one (`127.0.0.0/8`, `::1`). The
+/// candidate is the attribute's value with or without `a=` / `candidate:` in front.
+pub fn is_loopback_candidate(candidate: &str) -> bool {
+    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ …
+    candidate
+        .split_ascii_whitespace()
+        .nth(4)
+        .and_then(|address| address.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
+}
+
+/// `sdp` without its loopback `a=candidate` lines (see [`is_loopback_candidate`]).
+pub fn without_loopback_candidates(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|line| !(line.starts_with("a=candidate:") && is_loopback_candidate(line)))
+        .collect()
+}
+
 fn h264_payload_types(sdp: &str) -> Vec<&str> {
+    payload_types(sdp, VideoCodec::H264, false)
+}
+
+/// The payload types `codec` has in the video sections of `sdp` (only accepted sections, those
+/// with a non-zero port, when `accepted_only`).
+fn payload_types(sdp: &str, codec: VideoCodec, accepted_only: bool) -> Vec<&str> {
     let mut in_video = false;
     let mut out = Vec::new();
     for line in sdp.lines() {
         if let Some(media) = line.strip_prefix("m=") {
-            in_video = media.starts_with("video ");
-        } else if in_video && let Some(pt) = is_h264_rtpmap(line) {
+            in_video = media.starts_with("video ") && !(accepted_only && media.starts_with("video 0 "));
+        } else if in_video && let Some(pt) = rtpmap_of(line, codec) {
             out.push(pt);
         }
     }
     out
 }
 
-fn is_h264_rtpmap(line: &str) -> Option<&str> {
+fn rtpmap_of(line: &str, codec: VideoCodec) -> Option<&str> {
     let map = line.trim_end_matches('\r').strip_prefix("a=rtpmap:")?;
-    let (pt, codec) = map.split_once(' ')?;
-    codec
-        .to_ascii_uppercase()
-        .starts_with("H264/")
-        .then_some(pt)
+    let (pt, encoding) = map.split_once(' ')?;
+    let (name, _) = encoding.split_once('/')?;
+    name.eq_ignore_ascii_case(codec.rtpmap_name()).then_some(pt)
 }
 
 #[cfg(test)]
@@ -183,6 +226,51 @@ mod tests {
         ] {
             assert!(!is_session_description(not_sdp), "{not_sdp:?}");
         }
+    }
+
+    #[test]
+    fn chooses_h264_first_then_vp8_when_the_device_has_it() {
+        assert_eq!(choose_video_codec(CHROME_LIKE, true), Ok(VideoCodec::H264));
+        let vp8_only = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 120\r\na=rtpmap:120 vp8/90000\r\n";
+        assert_eq!(choose_video_codec(vp8_only, true), Ok(VideoCodec::Vp8));
+        assert_eq!(choose_video_codec(vp8_only, false), Err(OfferProblem::NoH264));
+        let av1 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 45\r\na=rtpmap:45 AV1/90000\r\n";
+        assert_eq!(choose_video_codec(av1, true), Err(OfferProblem::NoH264OrVp8));
+        // VP8 only in an audio section is no video.
+        let misplaced = "v=0\r\nm=audio 9 X 96\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(choose_video_codec(misplaced, true), Err(OfferProblem::NoH264OrVp8));
+    }
+
+    #[test]
+    fn reads_the_codec_an_answer_kept() {
+        let both = "m=video 9 X 102 96\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n";
+        assert_eq!(answer_video_codec(both), Some(VideoCodec::H264));
+        let vp8 = "m=video 9 X 120\r\na=rtpmap:120 VP8/90000\r\n";
+        assert_eq!(answer_video_codec(vp8), Some(VideoCodec::Vp8));
+        assert!(!answer_has_h264(vp8));
+        let rejected = "m=video 0 X 120\r\na=rtpmap:120 VP8/90000\r\n";
+        assert_eq!(answer_video_codec(rejected), None);
+        // A name that only starts like ours is another codec.
+        assert_eq!(answer_video_codec("m=video 9 X 1\na=rtpmap:1 VP8X/90000\n"), None);
+    }
+
+    #[test]
+    fn drops_loopback_candidates_only() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+                   a=candidate:2 1 udp 2130706431 10.0.0.2 5001 typ host\r\n\
+                   a=candidate:3 1 udp 2130706431 ::1 5002 typ host\r\n\
+                   a=candidate:4 1 udp 1694498815 203.0.113.9 5003 typ srflx raddr 127.0.0.1 rport 5000\r\n\
+                   a=candidate:5 1 udp 2130706431 abc.local 5004 typ host\r\n";
+        let kept = without_loopback_candidates(sdp);
+        assert!(!kept.contains("127.0.0.1 5000 typ host"), "{kept}");
+        assert!(!kept.contains("::1"), "{kept}");
+        assert!(kept.contains("10.0.0.2"));
+        assert!(kept.contains("203.0.113.9"), "raddr does not count");
+        assert!(kept.contains("abc.local"));
+        assert!(kept.starts_with("v=0\r\n"));
+        assert!(is_loopback_candidate("candidate:1 1 udp 1 127.0.0.1 9 typ host"));
+        assert!(!is_loopback_candidate("candidate:1 1 udp 1 garbage"));
+        assert!(!is_loopback_candidate(""));
     }
 
     #[test]

@@ -28,6 +28,7 @@ fn handler() -> ControlHandler {
             bitrate_kbps: 800,
             keyframe_interval: 30,
             stamp: false,
+            vp8: None,
         },
         audio: None,
         idle_timeout: Duration::from_secs(5),

@@ -162,6 +162,11 @@ impl Encoder {
     }
 }
 
+/// Whether GStreamer has the VP8 encoder the fallback uses (gstreamer1.0-plugins-good).
+pub fn vp8_encoder_installed() -> bool {
+    gst::ElementFactory::find("vp8enc").is_some()
+}
+
 /// Asks the installed GStreamer.
 pub struct GstProbe;
 

@@ -12,28 +12,26 @@
 //! to the encoder, so neither waits for a snapshot, a rebuild or a stop.
 
 mod actor;
+mod rendition;
 mod stills;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use gstreamer_app as gst_app;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use self::actor::{Actor, Command};
-use super::AccessUnit;
+use self::rendition::Rendition;
 use super::audio::{AudioSource, AudioUnit};
-use super::keyframes::{KeyframeGate, KeyframeReason, Verdict};
-use super::pipeline::{Meter, VideoPlan, force_keyframe};
+use super::keyframes::{KeyframeReason, Verdict};
+use super::pipeline::{VideoPlan, force_keyframe};
 use super::snapshot::{GstJpeg, JpegEncoder};
+use super::{AccessUnit, VideoCodec};
 
 pub use stills::{SnapshotError, SnapshotRequest};
 
-/// Access units a viewer may fall behind before it skips to the next keyframe: two seconds at
-/// 30 fps, enough to ride out a scheduling hiccup, small enough to bound memory.
-const VIDEO_FANOUT: usize = 64;
 /// Opus packets (20 ms each) a viewer may fall behind.
 const AUDIO_FANOUT: usize = 50;
 
@@ -57,12 +55,11 @@ struct Shared {
     /// The plan in force (`video.set` changes it; the settings keep the original). A watch,
     /// so presence can follow what viewers actually get.
     plan: watch::Sender<VideoPlan>,
-    meter: Arc<Meter>,
-    video_units: broadcast::Sender<AccessUnit>,
+    h264: Rendition,
+    /// The VP8 fallback; its encoder runs only while [`Self::vp8_viewers`] is above zero.
+    vp8: Rendition,
+    vp8_viewers: AtomicUsize,
     audio_units: broadcast::Sender<AudioUnit>,
-    keyframes: Mutex<KeyframeGate>,
-    /// Where forced keyframes go while a pipeline runs (set and cleared by the engine thread).
-    keyframe_target: Mutex<Option<gst_app::AppSink>>,
     /// Mirrors of the engine thread's state, for quick reads.
     viewers: AtomicUsize,
     running: AtomicBool,
@@ -73,12 +70,11 @@ struct Shared {
 }
 
 impl Shared {
-    fn keyframes(&self) -> MutexGuard<'_, KeyframeGate> {
-        self.keyframes.lock().expect("keyframe gate")
-    }
-
-    fn keyframe_target(&self) -> MutexGuard<'_, Option<gst_app::AppSink>> {
-        self.keyframe_target.lock().expect("keyframe target")
+    fn rendition(&self, codec: VideoCodec) -> &Rendition {
+        match codec {
+            VideoCodec::H264 => &self.h264,
+            VideoCodec::Vp8 => &self.vp8,
+        }
     }
 
     fn audio_enabled(&self) -> bool {
@@ -159,12 +155,11 @@ impl MediaEngine {
         let shared = Arc::new(Shared {
             audio_enabled: AtomicBool::new(settings.audio.is_some()),
             plan: watch::Sender::new(settings.video.clone()),
-            keyframes: Mutex::new(KeyframeGate::new(settings.keyframe_min_interval)),
+            h264: Rendition::new(settings.keyframe_min_interval),
+            vp8: Rendition::new(settings.keyframe_min_interval),
+            vp8_viewers: AtomicUsize::new(0),
             settings,
-            meter: Arc::default(),
-            video_units: broadcast::channel(VIDEO_FANOUT).0,
             audio_units: broadcast::channel(AUDIO_FANOUT).0,
-            keyframe_target: Mutex::default(),
             viewers: AtomicUsize::new(0),
             running: AtomicBool::new(false),
             health: watch::Sender::new(ferrocam_protocol::CameraState::Ok),
@@ -214,15 +209,37 @@ impl MediaEngine {
         Ok((lease, cold))
     }
 
-    /// A feed of access units for one viewer, starting at a keyframe.
-    pub fn video_feed(self: &Arc<Self>) -> VideoFeed {
+    /// A feed of `codec` frames for one viewer, starting at a keyframe. A VP8 feed opens the
+    /// fallback encoder's branch while it lives.
+    pub fn video_feed(self: &Arc<Self>, codec: VideoCodec) -> anyhow::Result<VideoFeed> {
+        if !self.codecs().contains(&codec) {
+            return Err(anyhow!("this camera cannot send {codec}"));
+        }
         let feed = VideoFeed {
-            units: self.shared.video_units.subscribe(),
+            units: self.shared.rendition(codec).units.subscribe(),
             engine: Arc::clone(self),
+            codec,
             need_keyframe: true,
         };
-        self.request_keyframe(KeyframeReason::Join);
-        feed
+        if codec == VideoCodec::Vp8 {
+            self.send(Command::Vp8Viewers { joined: true });
+        }
+        self.request_keyframe(codec, KeyframeReason::Join);
+        Ok(feed)
+    }
+
+    /// The codecs this camera can send, preferred first.
+    pub fn codecs(&self) -> Vec<VideoCodec> {
+        let mut codecs = vec![VideoCodec::H264];
+        if self.shared.settings.video.vp8_size().is_some() {
+            codecs.push(VideoCodec::Vp8);
+        }
+        codecs
+    }
+
+    /// Viewers of the VP8 fallback right now.
+    pub fn vp8_viewers(&self) -> usize {
+        self.shared.vp8_viewers.load(Ordering::Relaxed)
     }
 
     /// Opus packets for one viewer, if audio is on.
@@ -239,7 +256,7 @@ impl MediaEngine {
     /// Every access unit, with no keyframe skipping (for tests that count frames exactly).
     #[cfg(test)]
     pub fn raw_units(&self) -> broadcast::Receiver<AccessUnit> {
-        self.shared.video_units.subscribe()
+        self.shared.h264.units.subscribe()
     }
 
     /// Whether the video pipeline is running.
@@ -252,9 +269,14 @@ impl MediaEngine {
         self.shared.viewers.load(Ordering::Relaxed)
     }
 
-    /// (frames per second, kbit/s) leaving the encoder over the last second.
+    /// (frames per second, kbit/s) leaving the H.264 encoder over the last second.
     pub fn rates(&self) -> (f64, f64) {
-        self.shared.meter.rates()
+        self.shared.h264.meter.rates()
+    }
+
+    /// (frames per second, kbit/s) leaving the VP8 encoder over the last second.
+    pub fn vp8_rates(&self) -> (f64, f64) {
+        self.shared.vp8.meter.rates()
     }
 
     /// The plan in force.
@@ -287,30 +309,39 @@ impl MediaEngine {
         done.await.map_err(|_| stopped())?
     }
 
-    /// Asks for a keyframe, subject to the [`KeyframeGate`].
-    pub fn request_keyframe(&self, reason: KeyframeReason) {
-        let verdict = self.shared.keyframes().request(Instant::now(), reason);
+    /// Asks `codec`'s encoder for a keyframe, subject to its keyframe gate
+    /// ([`super::keyframes::KeyframeGate`]).
+    pub fn request_keyframe(&self, codec: VideoCodec, reason: KeyframeReason) {
+        let verdict = self
+            .shared
+            .rendition(codec)
+            .keyframes()
+            .request(Instant::now(), reason);
         match verdict {
-            Verdict::Force => self.force_keyframe(),
+            Verdict::Force => self.force_keyframe(codec),
             Verdict::Merged => {}
             Verdict::Deferred(at) => {
                 let me = self.me.clone();
                 self.runtime.spawn(async move {
                     tokio::time::sleep_until(at.into()).await;
                     if let Some(engine) = me.upgrade()
-                        && engine.shared.keyframes().fire_deferred(Instant::now())
+                        && engine
+                            .shared
+                            .rendition(codec)
+                            .keyframes()
+                            .fire_deferred(Instant::now())
                     {
-                        engine.force_keyframe();
+                        engine.force_keyframe(codec);
                     }
                 });
             }
         }
     }
 
-    fn force_keyframe(&self) {
+    fn force_keyframe(&self, codec: VideoCodec) {
         self.keyframes_forced.inc();
         // Clone under the lock, send outside it: the event travels through GStreamer.
-        let target = self.shared.keyframe_target().clone();
+        let target = self.shared.rendition(codec).target().clone();
         if let Some(target) = target {
             force_keyframe(&target);
         }
@@ -326,12 +357,21 @@ fn stopped() -> anyhow::Error {
     anyhow!("the media engine has stopped")
 }
 
-/// One viewer's view of the shared access units: starts at a keyframe, and after falling behind
+/// One viewer's view of one rendition's shared frames: starts at a keyframe, and after falling behind
 /// skips to the next keyframe instead of decoding a stream with holes.
 pub struct VideoFeed {
     units: broadcast::Receiver<AccessUnit>,
     engine: Arc<MediaEngine>,
+    codec: VideoCodec,
     need_keyframe: bool,
+}
+
+impl Drop for VideoFeed {
+    fn drop(&mut self) {
+        if self.codec == VideoCodec::Vp8 {
+            self.engine.send(Command::Vp8Viewers { joined: false });
+        }
+    }
 }
 
 impl VideoFeed {
@@ -350,7 +390,7 @@ impl VideoFeed {
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "viewer lagged; waiting for a keyframe");
                     self.need_keyframe = true;
-                    self.engine.request_keyframe(KeyframeReason::Join);
+                    self.engine.request_keyframe(self.codec, KeyframeReason::Join);
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

@@ -15,6 +15,8 @@ mod source;
 mod tests;
 #[cfg(test)]
 mod tests_blocking;
+#[cfg(test)]
+mod tests_vp8;
 
 use std::time::{Duration, Instant};
 
@@ -22,15 +24,16 @@ use bytes::Bytes;
 
 pub use audio::{AudioSource, AudioUnit};
 pub use discovery::{capture_devices, controls};
-pub use encoder::{Encoder, GstProbe};
+pub use encoder::{Encoder, GstProbe, vp8_encoder_installed};
 pub use engine::{EngineSettings, MediaEngine, SnapshotError, SnapshotRequest, VideoFeed};
+pub use ferrocam_protocol::VideoCodec;
 pub use keyframes::KeyframeReason;
 pub use pipeline::VideoPlan;
 pub use snapshot::{Jpeg, WIDTHS as SNAPSHOT_WIDTHS};
 pub use source::{CaptureFormat, Source};
 
-/// One encoded H.264 access unit (a whole frame) in Annex-B byte-stream form, with SPS/PPS in
-/// front of every keyframe.
+/// One encoded frame: an H.264 access unit in Annex-B byte-stream form, with SPS/PPS in front
+/// of every keyframe, or a VP8 frame from the fallback encoder.
 #[derive(Debug, Clone)]
 pub struct AccessUnit {
     /// The Annex-B bytes.

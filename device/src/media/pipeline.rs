@@ -1,4 +1,5 @@
-//! One run of the video pipeline: capture → (decode) → (encode) → H.264 access units.
+//! One run of the video pipeline: capture → (decode) → (encode) → H.264 access units, and a
+//! VP8 branch beside the H.264 encoder that stays shut until a viewer needs it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,9 @@ use gstreamer_app as gst_app;
 use tokio::sync::broadcast;
 
 use super::{AccessUnit, CaptureFormat, Encoder, Source};
+
+/// The least the VP8 fallback is given (kbit/s), unless the main stream has less.
+const VP8_MIN_KBPS: u32 = 300;
 
 /// Everything that decides the pipeline's shape.
 #[derive(Debug, Clone)]
@@ -26,11 +30,67 @@ pub struct VideoPlan {
     pub keyframe_interval: u32,
     /// Paint each frame's capture time into it (the glass-to-glass meter, `ferrocam_stamp_gst`).
     pub stamp: bool,
+    /// The VP8 fallback's frame size, or `None` for no fallback. Ignored when the camera's own
+    /// H.264 passes through (there are no raw frames to encode).
+    pub vp8: Option<(u32, u32)>,
 }
 
+/// Where one encoder's frames go.
+pub struct Output {
+    pub units: broadcast::Sender<AccessUnit>,
+    /// Runs (on a GStreamer thread) for each keyframe.
+    pub on_keyframe: Arc<dyn Fn() + Send + Sync>,
+    pub meter: Arc<Meter>,
+}
+
+/// The VP8 encoder, tuned for live video on a small CPU: realtime deadline and the fastest
+/// speed, one thread (two spun a second core for nothing in our measurements), constant
+/// bitrate with a short buffer, no frame lag, and partitions that survive a lost packet.
+const VP8_ENCODER: &str = "vp8enc name=vp8enc deadline=1 cpu-used=16 threads=1 end-usage=cbr \
+                           lag-in-frames=0 buffer-size=1000 buffer-initial-size=500 \
+                           buffer-optimal-size=600 error-resilient=partitions";
+
 impl VideoPlan {
+    /// The VP8 fallback's frame size, when this plan has one.
+    pub fn vp8_size(&self) -> Option<(u32, u32)> {
+        let encodes = self.format != CaptureFormat::H264 && self.encoder.is_some();
+        self.vp8.filter(|_| encodes)
+    }
+
+    /// The fallback's bitrate: the main stream's, scaled by frame area (a quarter of the pixels
+    /// get a quarter of the bits), but never below what VP8 needs for a watchable picture.
+    pub fn vp8_bitrate_kbps(&self) -> u32 {
+        let Some((w, h)) = self.vp8_size() else {
+            return 0;
+        };
+        let area = f64::from(w * h) / f64::from((self.width * self.height).max(1));
+        ((f64::from(self.bitrate_kbps) * area.min(1.0)) as u32).max(VP8_MIN_KBPS.min(self.bitrate_kbps))
+    }
+
+    /// The tee's VP8 branch: a valve that drops every frame until a VP8 viewer arrives (so the
+    /// encoder costs nothing before), scaling to the fallback's size, the encoder, its sink.
+    /// The sink is `async=false`: a sink that never prerolls would otherwise hold the whole
+    /// pipeline in PAUSED, and the H.264 stream with it (measured: two frames, then nothing).
+    fn vp8_branch(&self) -> Option<String> {
+        let (width, height) = self.vp8_size()?;
+        let scale = if (width, height) == (self.width, self.height) {
+            String::new()
+        } else {
+            format!("! videoscale ! video/x-raw,width={width},height={height} ")
+        };
+        Some(format!(
+            " raw. ! valve name=vp8gate drop=true \
+             ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
+             {scale}! {VP8_ENCODER} target-bitrate={bps} keyframe-max-dist={gop} \
+             ! appsink name=vp8units sync=false async=false max-buffers=4 drop=true",
+            bps = self.vp8_bitrate_kbps() * 1000,
+            gop = self.keyframe_interval,
+        ))
+    }
+
     /// The `gst-launch` description of the whole pipeline.
     pub fn describe(&self) -> String {
+        let vp8 = self.vp8_branch().unwrap_or_default();
         let source = self
             .source
             .launch_fragment(self.format, self.width, self.height, self.fps);
@@ -58,7 +118,7 @@ impl VideoPlan {
              raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
              ! {encoder} ! {tail} \
              raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
-             ! appsink name=frames sync=false max-buffers=1 drop=true",
+             ! appsink name=frames sync=false max-buffers=1 drop=true{vp8}",
             w = self.width,
             h = self.height,
             fps = self.fps,
@@ -75,7 +135,17 @@ impl VideoPlan {
 pub struct VideoPipeline {
     pipeline: gst::Pipeline,
     appsink: gst_app::AppSink,
+    vp8: Option<Vp8Branch>,
     _bus: BusWatch,
+}
+
+/// The running pipeline's VP8 branch.
+struct Vp8Branch {
+    gate: gst::Element,
+    encoder: gst::Element,
+    appsink: gst_app::AppSink,
+    /// The plan's sizes, to scale bitrate changes the way [`VideoPlan::vp8_bitrate_kbps`] does.
+    plan: VideoPlan,
 }
 
 /// Frames and bytes leaving the encoder over the last second.
@@ -119,14 +189,13 @@ impl Meter {
 }
 
 impl VideoPipeline {
-    /// Builds and starts the pipeline; every access unit goes to `units`, and `on_keyframe` runs
-    /// (on a GStreamer thread) for each keyframe.
+    /// Builds and starts the pipeline; H.264 access units go to `h264` and VP8 frames (once
+    /// [`Self::set_vp8_flowing`] opens the branch) to `vp8`.
     pub fn start(
         plan: &VideoPlan,
-        units: broadcast::Sender<AccessUnit>,
-        on_keyframe: Arc<dyn Fn() + Send + Sync>,
+        h264: Output,
+        vp8: Output,
         on_fault: Arc<dyn Fn(String) + Send + Sync>,
-        meter: Arc<Meter>,
     ) -> anyhow::Result<Self> {
         let description = plan.describe();
         tracing::debug!(%description, "starting video pipeline");
@@ -140,22 +209,22 @@ impl VideoPipeline {
             .context("pipeline has no appsink")?;
 
         let frame = Duration::from_secs(1) / plan.fps.max(1);
-        appsink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if let Some(unit) = to_access_unit(&sample, frame) {
-                        meter.record(unit.data.len());
-                        if unit.keyframe {
-                            on_keyframe();
-                        }
-                        // No receivers is normal between viewers; not an error.
-                        let _ = units.send(unit);
-                    }
-                    Ok(gst::FlowSuccess::Ok)
+        deliver(&appsink, h264, frame);
+        let vp8 = match pipeline.by_name("vp8units") {
+            None => None,
+            Some(sink) => {
+                let appsink = sink
+                    .downcast::<gst_app::AppSink>()
+                    .map_err(|_| anyhow!("vp8units is not an appsink"))?;
+                deliver(&appsink, vp8, frame);
+                Some(Vp8Branch {
+                    gate: pipeline.by_name("vp8gate").context("no VP8 valve")?,
+                    encoder: pipeline.by_name("vp8enc").context("no VP8 encoder")?,
+                    appsink,
+                    plan: plan.clone(),
                 })
-                .build(),
-        );
+            }
+        };
 
         if plan.stamp && plan.format != CaptureFormat::H264 {
             ferrocam_stamp_gst::attach(&pipeline, plan.width)?;
@@ -169,9 +238,48 @@ impl VideoPipeline {
         Ok(Self {
             pipeline,
             appsink,
+            vp8,
             _bus: bus,
         })
     }
+
+    /// Opens or shuts the VP8 branch. Shut, its encoder sees no frames and costs nothing; on
+    /// opening, the valve passes the stream's caps again before the first frame.
+    pub fn set_vp8_flowing(&self, flowing: bool) {
+        if let Some(vp8) = &self.vp8 {
+            vp8.gate.set_property("drop", !flowing);
+        }
+    }
+
+    /// Where VP8 keyframe requests go, if this pipeline has the branch.
+    pub fn vp8_keyframe_target(&self) -> Option<gst_app::AppSink> {
+        self.vp8.as_ref().map(|vp8| vp8.appsink.clone())
+    }
+}
+
+/// Sends each sample `sink` produces to `output`, as access units.
+fn deliver(sink: &gst_app::AppSink, output: Output, frame: Duration) {
+    let Output {
+        units,
+        on_keyframe,
+        meter,
+    } = output;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(unit) = to_access_unit(&sample, frame) {
+                    meter.record(unit.data.len());
+                    if unit.keyframe {
+                        on_keyframe();
+                    }
+                    // No receivers is normal between viewers; not an error.
+                    let _ = units.send(unit);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
 }
 
 /// Asks the encoder (or a camera that supports it) behind `target` for an IDR frame with
@@ -186,8 +294,18 @@ pub fn force_keyframe(target: &gst_app::AppSink) {
 }
 
 impl VideoPipeline {
-    /// Changes the encoder's target bitrate while it runs.
+    /// Changes the encoders' target bitrate while they run (the VP8 fallback's scaled to its
+    /// size).
     pub fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
+        if let Some(vp8) = &self.vp8 {
+            let plan = VideoPlan {
+                bitrate_kbps: kbps,
+                ..vp8.plan.clone()
+            };
+            let bps = plan.vp8_bitrate_kbps().saturating_mul(1000);
+            vp8.encoder
+                .set_property("target-bitrate", i32::try_from(bps).unwrap_or(i32::MAX));
+        }
         let enc = self
             .pipeline
             .by_name("enc")

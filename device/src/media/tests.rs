@@ -27,10 +27,11 @@ pub(super) fn plan(
         bitrate_kbps: 800,
         keyframe_interval: gop,
         stamp: false,
+        vp8: None,
     }
 }
 
-fn engine(video: VideoPlan, audio: Option<AudioSource>) -> Arc<MediaEngine> {
+pub(super) fn engine(video: VideoPlan, audio: Option<AudioSource>) -> Arc<MediaEngine> {
     gstreamer::init().unwrap();
     MediaEngine::new(EngineSettings {
         video,
@@ -66,7 +67,7 @@ pub(super) async fn next(feed: &mut VideoFeed) -> AccessUnit {
 async fn assert_streams(video: VideoPlan) {
     let engine = engine(video, None);
     let _lease = engine.acquire().await.expect("pipeline starts");
-    let mut feed = engine.video_feed();
+    let mut feed = engine.video_feed(VideoCodec::H264).unwrap();
     let first = next(&mut feed).await;
     assert!(first.keyframe);
     let nals = nal_types(&first.data);
@@ -155,13 +156,13 @@ async fn a_joining_viewer_gets_a_keyframe_within_two_frames() {
         None,
     );
     let _lease = engine.acquire().await.unwrap();
-    let mut early = engine.video_feed();
+    let mut early = engine.video_feed(VideoCodec::H264).unwrap();
     next(&mut early).await;
     for _ in 0..20 {
         next(&mut early).await; // well past the first keyframe
     }
     let mut raw = engine.raw_units();
-    engine.request_keyframe(KeyframeReason::Join);
+    engine.request_keyframe(VideoCodec::H264, KeyframeReason::Join);
     let mut waited = 0;
     loop {
         let unit = raw.recv().await.unwrap();
@@ -188,7 +189,7 @@ async fn three_concurrent_viewers_each_start_on_a_keyframe_and_see_the_same_stre
     for _ in 0..3 {
         leases.push(engine.acquire().await.unwrap());
     }
-    let mut feeds: Vec<_> = (0..3).map(|_| engine.video_feed()).collect();
+    let mut feeds: Vec<_> = (0..3).map(|_| engine.video_feed(VideoCodec::H264).unwrap()).collect();
     let mut streams = Vec::new();
     for feed in &mut feeds {
         let mut units = Vec::new();
@@ -229,12 +230,12 @@ async fn a_storm_of_keyframe_requests_is_rate_limited_on_the_real_encoder() {
         None,
     );
     let _lease = engine.acquire().await.unwrap();
-    let mut feed = engine.video_feed();
+    let mut feed = engine.video_feed(VideoCodec::H264).unwrap();
     next(&mut feed).await;
     // 2 s of a viewer sending PLI every frame.
     let mut keyframes = 0;
     for _ in 0..60 {
-        engine.request_keyframe(KeyframeReason::Feedback);
+        engine.request_keyframe(VideoCodec::H264, KeyframeReason::Feedback);
         if next(&mut feed).await.keyframe {
             keyframes += 1;
         }
@@ -268,7 +269,7 @@ async fn the_pipeline_starts_with_the_first_viewer_and_stops_after_the_last() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(!engine.is_running(), "idle pipeline still running");
     let _d = engine.acquire().await.unwrap();
-    let mut feed = engine.video_feed();
+    let mut feed = engine.video_feed(VideoCodec::H264).unwrap();
     assert!(
         next(&mut feed).await.keyframe,
         "a restarted pipeline streams again"
@@ -305,7 +306,7 @@ async fn a_missing_microphone_degrades_to_video_only() {
         .expect("video starts even though audio cannot");
     assert!(!engine.audio_enabled());
     assert!(engine.audio_feed().is_none());
-    let mut feed = engine.video_feed();
+    let mut feed = engine.video_feed(VideoCodec::H264).unwrap();
     assert!(next(&mut feed).await.keyframe);
 }
 
@@ -321,8 +322,8 @@ async fn a_slow_viewer_drops_frames_for_itself_only() {
         None,
     );
     let _lease = engine.acquire().await.unwrap();
-    let mut slow = engine.video_feed();
-    let mut fast = engine.video_feed();
+    let mut slow = engine.video_feed(VideoCodec::H264).unwrap();
+    let mut fast = engine.video_feed(VideoCodec::H264).unwrap();
     next(&mut slow).await;
     // The slow viewer stops reading for longer than the fan-out buffer holds (64 frames);
     // the fast one keeps up and must see every frame in order.

@@ -29,7 +29,7 @@ impl JpegEncoder for HeldJpeg {
 async fn join_and_keyframe(engine: &Arc<MediaEngine>) -> (Duration, Duration) {
     let started = Instant::now();
     let lease = engine.acquire().await.expect("a lease");
-    let mut feed = engine.video_feed();
+    let mut feed = engine.video_feed(VideoCodec::H264).unwrap();
     assert!(
         next(&mut feed).await.keyframe,
         "a join starts at a keyframe"
@@ -38,7 +38,7 @@ async fn join_and_keyframe(engine: &Arc<MediaEngine>) -> (Duration, Duration) {
 
     let mut units = engine.raw_units();
     let asked = Instant::now();
-    engine.request_keyframe(KeyframeReason::Feedback);
+    engine.request_keyframe(VideoCodec::H264, KeyframeReason::Feedback);
     let keyframe = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if units.recv().await.expect("engine alive").keyframe {

@@ -11,7 +11,7 @@ use anyhow::Context;
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, RTCConfigurationBuilder, RTCIceServer,
@@ -19,7 +19,8 @@ use webrtc::peer_connection::{
 };
 
 use super::RtcSettings;
-use super::codecs::{h264_codecs, opus_codec};
+use super::codecs::{opus_codec, video_codecs};
+use crate::media::VideoCodec;
 use super::events::{Events, PeerEvent};
 use super::interceptors::interceptors;
 use super::rtcp;
@@ -40,18 +41,24 @@ pub(super) struct Building {
 impl Building {
     /// The peer connection with our codecs, interceptors and ICE settings, and the video track.
     /// `direction` is `None` when answering (the offer decides), `Sendonly` when offering.
+    /// `codecs` are the video codecs to negotiate, preferred first; the track starts with the
+    /// first.
     pub(super) async fn new(
         settings: &RtcSettings,
         session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
         direction: Option<RTCRtpTransceiverDirection>,
+        codecs: &[VideoCodec],
     ) -> anyhow::Result<Self> {
         let mut media_engine = MediaEngine::default();
-        let video_codecs = h264_codecs();
-        for codec in &video_codecs {
-            media_engine
-                .register_codec(codec.clone(), RtpCodecKind::Video)
-                .context("registering H.264")?;
+        for &codec in codecs {
+            for parameters in video_codecs(codec) {
+                media_engine
+                    .register_codec(parameters, RtpCodecKind::Video)
+                    .with_context(|| format!("registering {codec}"))?;
+            }
         }
+        let first = codecs.first().context("no video codec to negotiate")?;
+        let first = video_codecs(*first).remove(0).rtp_codec;
         media_engine
             .register_codec(opus_codec(), RtpCodecKind::Audio)
             .context("registering Opus")?;
@@ -97,14 +104,17 @@ impl Building {
             .with_media_engine(media_engine)
             .with_setting_engine(setting_engine)
             .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Events { tx: events_tx }))
+            .with_handler(Arc::new(Events {
+                tx: events_tx,
+                withhold_loopback: !settings.announces_loopback(),
+            }))
             .with_udp_addrs(settings.udp_addrs.clone())
             .build()
             .await
             .context("creating the peer connection")?;
         let pc = CloseUnlessKept(Some(Arc::new(pc)));
 
-        let video = LocalTrack::add(&pc, RtpCodecKind::Video, &video_codecs[0], direction).await?;
+        let video = LocalTrack::add(&pc, RtpCodecKind::Video, &first, direction).await?;
         forward_keyframe_requests(Arc::clone(&video.track), keyframe_requests);
         Ok(Self { pc, video, events })
     }
@@ -113,7 +123,7 @@ impl Building {
 /// PLI/FIR arrive as events on the video track (see `rtcp`); a task forwards them to the
 /// session as [`PeerEvent::KeyframeRequest`] until the track or the session goes away.
 fn forward_keyframe_requests(
-    track: Arc<TrackLocalStaticSample>,
+    track: Arc<TrackLocalStaticRTP>,
     keyframe_requests: mpsc::UnboundedSender<PeerEvent>,
 ) {
     tokio::spawn(async move {

@@ -6,7 +6,7 @@
 //! negotiation a session drives.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use ferrocam_protocol::IceCandidate;
@@ -17,23 +17,55 @@ use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCSessionDes
 
 use super::PeerEvent;
 use super::building::Building;
-use super::codecs::opus_codec;
+use super::codecs::{opus_codec, video_codecs};
+use crate::media::VideoCodec;
 use super::sdp;
 use super::track::{AudioSender, LocalTrack, VideoSender};
 
-/// Network settings shared by every peer of this device.
+/// Network and codec settings shared by every peer of this device.
 #[derive(Debug, Clone)]
 pub struct RtcSettings {
     /// Local UDP sockets ICE gathers host candidates from.
     pub udp_addrs: Vec<SocketAddr>,
     /// STUN/TURN URLs.
     pub ice_servers: Vec<String>,
+    /// Whether the media engine can send VP8 to viewers that cannot decode H.264.
+    pub vp8: bool,
+}
+
+impl RtcSettings {
+    /// Video codecs to offer, preferred first.
+    fn codecs(&self) -> Vec<VideoCodec> {
+        let mut codecs = vec![VideoCodec::H264];
+        if self.vp8 {
+            codecs.push(VideoCodec::Vp8);
+        }
+        codecs
+    }
+
+    /// Whether viewers hear about our loopback candidates: only when loopback is all we bind (a
+    /// device serving browsers on its own machine). Next to other addresses they are withheld:
+    /// Firefox ignores loopback candidates, and a loopback pair the device nominated left
+    /// Firefox on the same machine with no media about one time in three (measured). Every
+    /// browser on the machine reaches the other addresses as well.
+    pub(super) fn announces_loopback(&self) -> bool {
+        self.udp_addrs.iter().all(|addr| addr.ip().is_loopback())
+    }
+
+    /// `sdp` as viewers should see it (see [`Self::announces_loopback`]).
+    fn shown(&self, sdp: String) -> String {
+        if self.announces_loopback() {
+            sdp
+        } else {
+            sdp::without_loopback_candidates(&sdp)
+        }
+    }
 }
 
 /// Why an offer was not answered.
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {
-    /// No H.264 format both sides support.
+    /// No video format both sides support.
     #[error("{0}")]
     NoCommonCodec(String),
     /// The offer is malformed or the connection could not be built.
@@ -45,29 +77,34 @@ pub enum AnswerError {
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     video: LocalTrack,
+    /// What the video track carries: chosen from the offer when answering, from the viewer's
+    /// answer when offering (H.264 until then).
+    video_codec: Mutex<VideoCodec>,
     audio: Option<LocalTrack>,
     /// We made the offer (the SDP we send then names us the DTLS client).
     offering: bool,
+    settings: Arc<RtcSettings>,
 }
 
 impl Peer {
     /// Builds a connection for `offer_sdp` and returns it with its answer SDP and event stream.
     /// Candidates trickle out as [`PeerEvent::LocalCandidate`] after this returns.
     /// `with_audio` adds an Opus track when the offer has an audio section with Opus.
+    /// The video codec is H.264 when the offer has it, else VP8 when we have it (only that
+    /// codec is registered, so the answer names just what we send).
     pub async fn answer(
-        settings: &RtcSettings,
+        settings: &Arc<RtcSettings>,
         offer_sdp: String,
         with_audio: bool,
         session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
     ) -> Result<(Peer, String, mpsc::UnboundedReceiver<PeerEvent>), AnswerError> {
-        if let Err(problem) = sdp::check_offer(&offer_sdp) {
-            return Err(AnswerError::NoCommonCodec(problem.to_string()));
-        }
+        let codec = sdp::choose_video_codec(&offer_sdp, settings.vp8)
+            .map_err(|problem| AnswerError::NoCommonCodec(problem.to_string()))?;
         let with_audio = with_audio && sdp::offer_has_opus(&offer_sdp);
         let Building { pc, video, events } =
-            Building::new(settings, session_ice_servers, None).await?;
+            Building::new(settings, session_ice_servers, None, &[codec]).await?;
         let audio = if with_audio {
-            Some(LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec(), None).await?)
+            Some(LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec().rtp_codec, None).await?)
         } else {
             None
         };
@@ -94,10 +131,10 @@ impl Peer {
             .create_answer(None)
             .await
             .context("creating the answer")?;
-        if !sdp::answer_has_h264(&answer.sdp) {
-            return Err(AnswerError::NoCommonCodec(
-                "no H.264 profile in the offer is one this camera can send".to_owned(),
-            ));
+        if sdp::answer_video_codec(&answer.sdp) != Some(codec) {
+            return Err(AnswerError::NoCommonCodec(format!(
+                "no {codec} format in the offer is one this camera can send"
+            )));
         }
         pc.set_local_description(answer.clone())
             .await
@@ -106,10 +143,13 @@ impl Peer {
         let peer = Peer {
             pc: pc.keep(),
             video,
+            video_codec: Mutex::new(codec),
             audio,
             offering: false,
+            settings: Arc::clone(settings),
         };
-        Ok((peer, answer.sdp, events))
+        let answer = settings.shown(answer.sdp);
+        Ok((peer, answer, events))
     }
 
     /// Builds a connection that offers: send-only H.264 (and Opus with `with_audio`) and the
@@ -118,7 +158,7 @@ impl Peer {
     /// controlling agent (it nominates the first pair that works) and, through the SDP it
     /// sends, the DTLS client ([`sdp::offer_as_dtls_client`]).
     pub async fn offer(
-        settings: &RtcSettings,
+        settings: &Arc<RtcSettings>,
         with_audio: bool,
         session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
     ) -> anyhow::Result<(
@@ -129,9 +169,9 @@ impl Peer {
     )> {
         let send_only = Some(RTCRtpTransceiverDirection::Sendonly);
         let Building { pc, video, events } =
-            Building::new(settings, session_ice_servers, send_only).await?;
+            Building::new(settings, session_ice_servers, send_only, &settings.codecs()).await?;
         let audio = if with_audio {
-            Some(LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec(), send_only).await?)
+            Some(LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec().rtp_codec, send_only).await?)
         } else {
             None
         };
@@ -146,12 +186,14 @@ impl Peer {
         let peer = Peer {
             pc: pc.keep(),
             video,
+            video_codec: Mutex::new(VideoCodec::H264),
             audio,
             offering: true,
+            settings: Arc::clone(settings),
         };
         Ok((
             peer,
-            sdp::offer_as_dtls_client(&offer.sdp),
+            settings.shown(sdp::offer_as_dtls_client(&offer.sdp)),
             events,
             super::ControlChannel::new(channel),
         ))
@@ -175,16 +217,27 @@ impl Peer {
             .set_local_description(offer.clone())
             .await
             .context("applying the ICE-restart offer")?;
-        Ok(sdp::offer_as_dtls_client(&offer.sdp))
+        Ok(self.settings.shown(sdp::offer_as_dtls_client(&offer.sdp)))
     }
 
-    /// Applies the viewer's answer to our offer. A viewer that cannot play H.264 rejects the
-    /// video section; that is [`AnswerError::NoCommonCodec`].
+    /// Applies the viewer's answer to our offer. The video track carries the codec the answer
+    /// kept (H.264 if it kept any); a viewer that can play none of ours rejects the video
+    /// section, and that is [`AnswerError::NoCommonCodec`].
     pub async fn accept_answer(&self, answer_sdp: String) -> Result<(), AnswerError> {
-        if !sdp::answer_has_h264(&answer_sdp) {
-            return Err(AnswerError::NoCommonCodec(
-                "the viewer's answer has no H.264 video: it cannot play this camera".to_owned(),
-            ));
+        let codec = sdp::answer_video_codec(&answer_sdp)
+            .filter(|codec| self.settings.codecs().contains(codec))
+            .ok_or_else(|| {
+                let ours = self.settings.codecs().iter().map(ToString::to_string).collect::<Vec<_>>();
+                AnswerError::NoCommonCodec(format!(
+                    "the viewer's answer has no video this camera can send ({}): it cannot play this camera",
+                    ours.join(" or ")
+                ))
+            })?;
+        let current = *self.video_codec.lock().expect("codec lock");
+        if codec != current {
+            let parameters = video_codecs(codec).remove(0).rtp_codec;
+            self.video.switch_codec(&parameters).await?;
+            *self.video_codec.lock().expect("codec lock") = codec;
         }
         let answer = RTCSessionDescription::answer(answer_sdp).context("parsing the answer")?;
         self.pc
@@ -197,11 +250,16 @@ impl Peer {
     /// The current local description as we send it, candidates included once gathered.
     pub async fn local_sdp(&self) -> Option<String> {
         let sdp = self.pc.local_description().await?.sdp;
-        Some(if self.offering {
+        Some(self.settings.shown(if self.offering {
             sdp::offer_as_dtls_client(&sdp)
         } else {
             sdp
-        })
+        }))
+    }
+
+    /// The codec the video track carries.
+    pub fn video_codec(&self) -> VideoCodec {
+        *self.video_codec.lock().expect("codec lock")
     }
 
     /// Adds a candidate trickled by the viewer.
@@ -217,15 +275,18 @@ impl Peer {
             .context("adding a remote candidate")
     }
 
-    /// A sender for access units, valid once the connection is up.
+    /// A sender for frames of [`Self::video_codec`], valid once the connection is up.
     pub async fn video_sender(&self) -> anyhow::Result<VideoSender> {
-        Ok(VideoSender(self.video.sample_sender().await?))
+        let codec = video_codecs(self.video_codec()).remove(0).rtp_codec;
+        Ok(VideoSender(self.video.sample_sender(&codec).await?))
     }
 
     /// A sender for Opus packets, if the viewer takes audio.
     pub async fn audio_sender(&self) -> anyhow::Result<Option<AudioSender>> {
         match &self.audio {
-            Some(track) => Ok(Some(AudioSender(track.sample_sender().await?))),
+            Some(track) => Ok(Some(AudioSender(
+                track.sample_sender(&opus_codec().rtp_codec).await?,
+            ))),
             None => Ok(None),
         }
     }

@@ -1,60 +1,53 @@
-//! The tracks a peer sends and the writers that put media on them: [`VideoSender`] for access
-//! units, [`AudioSender`] for Opus packets.
+//! The tracks a peer sends and the writers that put media on them: [`VideoSender`] for encoded
+//! frames, [`AudioSender`] for Opus packets.
 //!
-//! Apart from the connection code because writing media is the hot path, and it needs only the
-//! track, its SSRC and the payload type negotiation settled on.
+//! Apart from the connection code because writing media is the hot path. We packetize here
+//! rather than through the crate's sample track because a video track's codec is settled only
+//! by the viewer's answer (H.264, or VP8 for a viewer that cannot decode H.264), after the track
+//! was bound to the connection: the bound track only forwards RTP, and the packetizer is made
+//! once the codec and its payload type are known.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp::packetizer::{Packetizer, new_packetizer};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::media::{AccessUnit, AudioUnit};
 
+/// Largest RTP packet we send (the crate's own sample track uses the same): leaves room for
+/// SRTP, TURN and VPN overheads under a 1,500-byte MTU.
+const RTP_MTU: usize = 1200;
+
 /// A track we send, with the sender that negotiated it.
 pub(super) struct LocalTrack {
-    pub(super) track: Arc<TrackLocalStaticSample>,
+    pub(super) track: Arc<TrackLocalStaticRTP>,
     pub(super) sender: Arc<dyn RtpSender>,
+    kind: RtpCodecKind,
     ssrc: u32,
 }
 
 impl LocalTrack {
-    /// Adds a track of `kind`: with `add_track` when answering (it joins the offer's
-    /// transceiver), or in a new transceiver of the given direction when offering.
+    /// Adds a track of `kind` that starts out carrying `codec`: with `add_track` when answering
+    /// (it joins the offer's transceiver), or in a new transceiver of the given direction when
+    /// offering.
     pub(super) async fn add(
         pc: &Arc<dyn PeerConnection>,
         kind: RtpCodecKind,
-        codec: &RTCRtpCodecParameters,
+        codec: &RTCRtpCodec,
         direction: Option<RTCRtpTransceiverDirection>,
     ) -> anyhow::Result<Self> {
         let ssrc = rand_ssrc();
-        let track = Arc::new(TrackLocalStaticSample::new(
-            Instant::now(),
-            MediaStreamTrack::new(
-                "ferrocam".to_owned(),
-                kind.to_string(),
-                "camera".to_owned(),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: codec.rtp_codec.clone(),
-                    ..Default::default()
-                }],
-            ),
-        )?);
+        let track = Arc::new(TrackLocalStaticRTP::new(describe(kind, ssrc, codec)));
         let local = Arc::clone(&track) as Arc<dyn TrackLocal>;
         let sender = match direction {
             None => pc
@@ -81,61 +74,107 @@ impl LocalTrack {
         Ok(Self {
             track,
             sender,
+            kind,
             ssrc,
         })
     }
 
-    /// Stamps packets with the payload type the viewer's offer chose (Chromium picks its own
-    /// number, not ours); valid once negotiated.
-    pub(super) async fn sample_sender(&self) -> anyhow::Result<SampleSender> {
+    /// Tells the connection that this track carries `codec` from now on. Called before the
+    /// answer that chose it is applied, so the connection's RTCP machinery (NACK, sender
+    /// reports) binds the stream with the codec it really carries. Same SSRC and ids: the
+    /// track already bound keeps forwarding the packets.
+    pub(super) async fn switch_codec(&self, codec: &RTCRtpCodec) -> anyhow::Result<()> {
+        let described = Arc::new(TrackLocalStaticRTP::new(describe(
+            self.kind, self.ssrc, codec,
+        )));
+        self.sender
+            .replace_track(described)
+            .await
+            .with_context(|| format!("switching the {} track to {}", self.kind, codec.mime_type))
+    }
+
+    /// A writer that packetizes `codec` with the payload type the viewer's side chose for it
+    /// (Chromium picks its own numbers, not ours); valid once negotiated.
+    pub(super) async fn sample_sender(&self, codec: &RTCRtpCodec) -> anyhow::Result<SampleSender> {
         let payload_type = self
             .sender
             .get_parameters()
             .await?
             .rtp_parameters
             .codecs
-            .first()
-            .map(|codec| codec.payload_type)
-            .ok_or_else(|| anyhow!("no codec was negotiated"))?;
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
+            .map(|c| c.payload_type)
+            .ok_or_else(|| anyhow!("{} was not negotiated", codec.mime_type))?;
+        let packetizer = new_packetizer(
+            Instant::now(),
+            RTP_MTU,
+            payload_type,
+            self.ssrc,
+            codec.payloader()?,
+            Box::new(rtc::rtp::sequence::new_random_sequencer()),
+            codec.clock_rate,
+        );
         Ok(SampleSender {
             track: Arc::clone(&self.track),
-            ssrc: self.ssrc,
-            payload_type,
+            packetizer: Mutex::new(Box::new(packetizer)),
+            clock_rate: codec.clock_rate,
         })
     }
 }
 
-/// Writes samples onto one track with the negotiated SSRC and payload type.
+/// How the connection sees a track: one encoding, on `ssrc`, in `codec`. The ids are the same
+/// for every description of a track, so switching codecs keeps the browser's track.
+fn describe(kind: RtpCodecKind, ssrc: u32, codec: &RTCRtpCodec) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        "ferrocam".to_owned(),
+        kind.to_string(),
+        "camera".to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec.clone(),
+            ..Default::default()
+        }],
+    )
+}
+
+/// Packetizes frames of one codec and writes them onto one track.
 pub(super) struct SampleSender {
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
-    payload_type: u8,
+    track: Arc<TrackLocalStaticRTP>,
+    /// Held only to packetize (no await under it): each frame's packets get consecutive
+    /// sequence numbers and one timestamp.
+    packetizer: Mutex<Box<dyn Packetizer>>,
+    clock_rate: u32,
 }
 
 impl SampleSender {
-    async fn send(
-        &self,
-        data: &bytes::Bytes,
-        duration: Duration,
-        at: Instant,
-    ) -> anyhow::Result<()> {
-        self.track
-            .sample_writer(self.ssrc, self.payload_type)
-            .write_sample(&Sample {
-                data: data.clone(),
-                duration,
-                ..Sample::new(at)
-            })
-            .await
-            .map_err(|e| anyhow!("sending media: {e}"))
+    async fn send(&self, data: &bytes::Bytes, duration: Duration, at: Instant) -> anyhow::Result<()> {
+        let samples = (duration.as_secs_f64() * f64::from(self.clock_rate)) as u32;
+        let packets = self
+            .packetizer
+            .lock()
+            .expect("packetizer lock")
+            .packetize(at, data, samples)
+            .map_err(|e| anyhow!("packetizing: {e}"))?;
+        for packet in packets {
+            self.track
+                .write_rtp(packet)
+                .await
+                .map_err(|e| anyhow!("sending media: {e}"))?;
+        }
+        Ok(())
     }
 }
 
-/// Writes access units onto one viewer's video track.
+/// Writes encoded frames onto one viewer's video track.
 pub struct VideoSender(pub(super) SampleSender);
 
 impl VideoSender {
-    /// Packetizes and sends one access unit.
+    /// Packetizes and sends one frame.
     pub async fn send(&self, unit: &AccessUnit) -> anyhow::Result<()> {
         self.0
             .send(&unit.data, unit.duration, unit.encoded_at)

@@ -49,6 +49,8 @@ pub(super) enum Command {
     /// The sink holding the latest raw frame, for a snapshot (`None`: a passthrough camera,
     /// which has no raw frames).
     Frames(oneshot::Sender<anyhow::Result<Option<gst_app::AppSink>>>),
+    /// A VP8 viewer's feed opened or closed: the fallback encoder runs while any is open.
+    Vp8Viewers { joined: bool },
     /// A pipeline reported an error or end of stream.
     Fault(String),
     /// The engine was dropped.
@@ -63,6 +65,7 @@ pub(super) struct Actor {
     video: Option<VideoPipeline>,
     audio: Option<AudioPipeline>,
     viewers: usize,
+    vp8_viewers: usize,
     /// Snapshots of an otherwise idle camera in progress.
     stills: usize,
     /// Failures in a row, for the restart backoff.
@@ -84,6 +87,7 @@ impl Actor {
             video: None,
             audio: None,
             viewers: 0,
+            vp8_viewers: 0,
             stills: 0,
             failures: 0,
             started: None,
@@ -152,6 +156,23 @@ impl Actor {
                     Some(video) => Ok(video.frames()),
                 };
                 let _ = reply.send(frames);
+            }
+            Command::Vp8Viewers { joined } => {
+                let before = self.vp8_viewers;
+                self.vp8_viewers = if joined {
+                    before + 1
+                } else {
+                    before.saturating_sub(1)
+                };
+                self.shared
+                    .vp8_viewers
+                    .store(self.vp8_viewers, Ordering::Relaxed);
+                if (before == 0) != (self.vp8_viewers == 0) {
+                    tracing::info!(vp8_viewers = self.vp8_viewers, "VP8 fallback {}", if joined { "started" } else { "stopped" });
+                }
+                if let Some(video) = &self.video {
+                    video.set_vp8_flowing(self.vp8_viewers > 0);
+                }
             }
             Command::Fault(fault) => self.on_fault(fault),
             Command::Stop => {}
@@ -227,21 +248,21 @@ impl Actor {
     }
 
     fn start_video(&mut self) -> anyhow::Result<()> {
-        let shared = Arc::clone(&self.shared);
-        let on_keyframe = Arc::new(move || shared.keyframes().on_keyframe());
         let faults = self.commands.clone();
         let on_fault = Arc::new(move |fault: String| {
             let _ = faults.send(Command::Fault(fault));
         });
         let plan = self.shared.plan.borrow().clone();
+        let shared = &self.shared;
         let video = VideoPipeline::start(
             &plan,
-            self.shared.video_units.clone(),
-            on_keyframe,
+            shared.h264.output(Arc::clone(shared), |s: &Shared| &s.h264),
+            shared.vp8.output(Arc::clone(shared), |s: &Shared| &s.vp8),
             on_fault,
-            Arc::clone(&self.shared.meter),
         )?;
-        *self.shared.keyframe_target() = Some(video.keyframe_target());
+        video.set_vp8_flowing(self.vp8_viewers > 0);
+        *self.shared.h264.target() = Some(video.keyframe_target());
+        *self.shared.vp8.target() = video.vp8_keyframe_target();
         self.video = Some(video);
         self.shared.running.store(true, Ordering::Relaxed);
         self.started = Some(Instant::now());
@@ -271,7 +292,8 @@ impl Actor {
     }
 
     fn stop_pipelines(&mut self) {
-        *self.shared.keyframe_target() = None;
+        *self.shared.h264.target() = None;
+        *self.shared.vp8.target() = None;
         self.shared.running.store(false, Ordering::Relaxed);
         self.started = None;
         // Dropping sets them to NULL, which may block: fine here, nowhere else.
@@ -344,7 +366,7 @@ impl Actor {
 
     /// A pipeline with viewers must produce frames; ten good seconds forgive earlier failures.
     fn check_stall(&mut self) {
-        let meter = &self.shared.meter;
+        let meter = &self.shared.h264.meter;
         let running_for = self.started.map(|t| t.elapsed());
         if running_for.is_some_and(|d| d > Duration::from_secs(10))
             && meter.idle_for() < Duration::from_secs(1)

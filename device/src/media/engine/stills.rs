@@ -11,7 +11,7 @@ use gstreamer_app as gst_app;
 use tokio::sync::broadcast;
 
 use super::{LeaseKind, MediaEngine};
-use crate::media::KeyframeReason;
+use crate::media::{KeyframeReason, VideoCodec};
 use crate::media::snapshot::{self, Jpeg, JpegEncoder};
 
 /// How long an idle camera has to deliver its first usable frame.
@@ -114,7 +114,7 @@ impl MediaEngine {
         }
         // Listening before the camera starts: a passthrough camera's first keyframe may be
         // the one that makes the snapshot.
-        let units = self.shared.video_units.subscribe();
+        let units = self.shared.h264.units.subscribe();
         let (lease, cold) = self
             .lease(LeaseKind::Still)
             .await
@@ -186,7 +186,7 @@ impl MediaEngine {
         width: Option<u32>,
     ) -> Result<Jpeg, SnapshotError> {
         let limit = if cold { COLD_LIMIT } else { WARM_LIMIT };
-        self.request_keyframe(KeyframeReason::Join);
+        self.request_keyframe(VideoCodec::H264, KeyframeReason::Join);
         let keyframe = tokio::time::timeout(limit, async {
             loop {
                 match units.recv().await {
