@@ -5,9 +5,12 @@
 use serde::{Deserialize, Serialize};
 
 /// A video codec, in the order a device prefers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VideoCodec {
+    #[default]
     H264,
     Vp8,
 }

@@ -57,6 +57,15 @@ where
     }
 }
 
+/// One series from the `/metrics` page at `url`, labels included in `name`; an error when the
+/// page has no such series.
+pub fn metric(url: &str, name: &str) -> anyhow::Result<f64> {
+    let text = ureq::get(url).call()?.body_mut().read_to_string()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {name} on {url}"))
+}
+
 /// Width and height from a JPEG's SOF marker.
 pub fn jpeg_size(jpeg: &[u8]) -> Option<(u16, u16)> {
     let mut i = 2;

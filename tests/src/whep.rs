@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use ferrocam_protocol::VideoCodec;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -30,8 +33,31 @@ pub use http_client::{HttpReply, http};
 use decoder::decoder;
 use receiver::{Counters, Handler, PlayerEvent};
 
-/// The H.264 payload type this player offers and its decoder expects.
-const PAYLOAD_TYPE: u8 = 102;
+/// The payload type this player offers for `codec`, which its decoder expects.
+fn payload_type(codec: VideoCodec) -> u8 {
+    match codec {
+        VideoCodec::H264 => 102,
+        VideoCodec::Vp8 => 96,
+    }
+}
+
+/// The one video format this player offers.
+fn offered(codec: VideoCodec) -> RTCRtpCodec {
+    let (mime_type, sdp_fmtp_line) = match codec {
+        VideoCodec::H264 => (
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ),
+        VideoCodec::Vp8 => (MIME_TYPE_VP8, ""),
+    };
+    RTCRtpCodec {
+        mime_type: mime_type.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: sdp_fmtp_line.to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
 
 /// A connected WHEP player.
 pub struct WhepPlayer {
@@ -59,6 +85,8 @@ pub struct WhepOptions {
     pub audio: bool,
     /// Count packets but do not decode (load generators that must stay cheap).
     pub skip_decode: bool,
+    /// The only video codec offered (H.264 unless set).
+    pub codec: VideoCodec,
 }
 
 impl WhepPlayer {
@@ -103,21 +131,13 @@ impl WhepPlayer {
         options: WhepOptions,
     ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<PlayerEvent>)> {
         gst::init()?;
-        let (pipeline, appsrc, decoded, stamps) = decoder()?;
+        let (pipeline, appsrc, decoded, stamps) = decoder(options.codec)?;
 
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(
             RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: MIME_TYPE_H264.to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line:
-                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                            .to_owned(),
-                    rtcp_feedback: vec![],
-                },
-                payload_type: PAYLOAD_TYPE,
+                rtp_codec: offered(options.codec),
+                payload_type: payload_type(options.codec),
             },
             RtpCodecKind::Video,
         )?;
@@ -150,6 +170,7 @@ impl WhepPlayer {
             .with_handler(Arc::new(Handler {
                 events: events_tx,
                 decoder: (!options.skip_decode).then_some(appsrc),
+                codec: options.codec,
                 counters: Arc::clone(&counters),
                 video_track: Arc::clone(&video_track),
             }))
@@ -282,7 +303,7 @@ impl WhepPlayer {
         self.counters.audio_packets.load(Ordering::Relaxed)
     }
 
-    /// Keyframes (IDR pictures) received.
+    /// Keyframes (IDR pictures, or VP8 key frames) received.
     pub fn keyframes(&self) -> u64 {
         self.counters.keyframes.load(Ordering::Relaxed)
     }

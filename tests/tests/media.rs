@@ -70,6 +70,7 @@ async fn the_audio_track_is_negotiated_and_carries_opus() -> anyhow::Result<()> 
         WhepOptions {
             audio: true,
             skip_decode: false,
+            ..Default::default()
         },
     )
     .await?;
@@ -104,6 +105,7 @@ async fn a_missing_microphone_degrades_to_video_only() -> anyhow::Result<()> {
         WhepOptions {
             audio: true,
             skip_decode: false,
+            ..Default::default()
         },
     )
     .await?;

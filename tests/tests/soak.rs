@@ -28,6 +28,7 @@ async fn a_thousand_viewer_cycles_leave_no_sessions_and_flat_memory() -> anyhow:
     let options = WhepOptions {
         audio: false,
         skip_decode: true,
+        ..Default::default()
     };
     // Keep one viewer for the whole run so the pipeline stays up and only session state churns.
     let anchor = WhepPlayer::connect_with(&endpoint, options).await?;

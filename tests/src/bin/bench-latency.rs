@@ -146,6 +146,7 @@ async fn whep(stack: &Stack) -> anyhow::Result<Value> {
     let options = WhepOptions {
         audio: false,
         skip_decode: false,
+        ..Default::default()
     };
     let mut answer = Vec::new();
     let mut first = Vec::new();

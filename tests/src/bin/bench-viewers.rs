@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let options = WhepOptions {
         audio: false,
         skip_decode: true,
+        ..Default::default()
     };
 
     let mut players = Vec::new();

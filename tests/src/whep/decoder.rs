@@ -12,7 +12,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::PAYLOAD_TYPE;
+use ferrocam_protocol::VideoCodec;
+
+use super::payload_type;
 
 /// What the decoder saw of stamped frames.
 #[derive(Default)]
@@ -54,17 +56,26 @@ impl Stamps {
     }
 }
 
-/// RTP in, decoded frames counted: appsrc → depayloader → parser → software H.264 decoder.
-pub(super) fn decoder()
--> anyhow::Result<(gst::Pipeline, gst_app::AppSrc, Arc<AtomicU64>, Arc<Stamps>)> {
-    let decoder = ["avdec_h264", "openh264dec"]
-        .into_iter()
-        .find(|e| gst::ElementFactory::find(e).is_some())
-        .context("no H.264 decoder: install gstreamer1.0-libav")?;
+/// RTP in, decoded frames counted: appsrc → depayloader → (parser →) software decoder, for
+/// H.264 or VP8.
+pub(super) fn decoder(
+    codec: VideoCodec,
+) -> anyhow::Result<(gst::Pipeline, gst_app::AppSrc, Arc<AtomicU64>, Arc<Stamps>)> {
+    let (name, chain) = match codec {
+        VideoCodec::H264 => {
+            let decoder = ["avdec_h264", "openh264dec"]
+                .into_iter()
+                .find(|e| gst::ElementFactory::find(e).is_some())
+                .context("no H.264 decoder: install gstreamer1.0-libav")?;
+            ("H264", format!("rtph264depay ! h264parse ! {decoder}"))
+        }
+        VideoCodec::Vp8 => ("VP8", "rtpvp8depay ! vp8dec".to_owned()),
+    };
+    let payload = payload_type(codec);
     let pipeline = gst::parse::launch(&format!(
         "appsrc name=rtp is-live=true format=time do-timestamp=true \
-           caps=\"application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload={PAYLOAD_TYPE}\" \
-         ! rtph264depay ! h264parse ! {decoder} ! appsink name=frames sync=false"
+           caps=\"application/x-rtp,media=video,encoding-name={name},clock-rate=90000,payload={payload}\" \
+         ! {chain} ! appsink name=frames sync=false"
     ))?
     .downcast::<gst::Pipeline>()
     .map_err(|_| anyhow::anyhow!("not a pipeline"))?;

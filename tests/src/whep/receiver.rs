@@ -17,7 +17,9 @@ use webrtc::peer_connection::{
     PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionIceEvent,
 };
 
-use super::PAYLOAD_TYPE;
+use ferrocam_protocol::VideoCodec;
+
+use super::payload_type;
 
 /// What the player has received.
 #[derive(Default)]
@@ -37,6 +39,7 @@ pub(super) enum PlayerEvent {
 pub(super) struct Handler {
     pub(super) events: mpsc::UnboundedSender<PlayerEvent>,
     pub(super) decoder: Option<gst_app::AppSrc>,
+    pub(super) codec: VideoCodec,
     pub(super) counters: Arc<Counters>,
     pub(super) video_track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
 }
@@ -68,6 +71,36 @@ fn starts_idr(payload: &[u8]) -> bool {
     }
 }
 
+/// Whether a VP8 RTP payload starts a key frame (RFC 7741 §4.2–4.3): the first packet of
+/// partition 0 (S set, PID 0), after the optional extension bytes, a payload header whose
+/// P bit (bit 0) is 0.
+fn starts_vp8_keyframe(payload: &[u8]) -> bool {
+    let Some(&descriptor) = payload.first() else {
+        return false;
+    };
+    if descriptor & 0x10 == 0 || descriptor & 0x07 != 0 {
+        return false;
+    }
+    let mut at = 1;
+    if descriptor & 0x80 != 0 {
+        let Some(&extension) = payload.get(1) else {
+            return false;
+        };
+        at = 2;
+        if extension & 0x80 != 0 {
+            // PictureID: 7 or 15 bits (M bit).
+            at += if payload.get(at).is_some_and(|b| b & 0x80 != 0) { 2 } else { 1 };
+        }
+        if extension & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        if extension & 0x30 != 0 {
+            at += 1; // TID/Y/KEYIDX
+        }
+    }
+    payload.get(at).is_some_and(|header| header & 0x01 == 0)
+}
+
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
@@ -96,13 +129,18 @@ impl PeerConnectionEventHandler for Handler {
         }
         *self.video_track.lock().expect("track slot") = Some(Arc::clone(&track));
         let src = self.decoder.clone();
+        let codec = self.codec;
+        let starts_keyframe = match codec {
+            VideoCodec::H264 => starts_idr,
+            VideoCodec::Vp8 => starts_vp8_keyframe,
+        };
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(mut packet) = event {
-                    if starts_idr(&packet.payload) {
+                    if starts_keyframe(&packet.payload) {
                         counters.keyframes.fetch_add(1, Ordering::Relaxed);
                     }
-                    packet.header.payload_type = PAYLOAD_TYPE;
+                    packet.header.payload_type = payload_type(codec);
                     counters.video_packets.fetch_add(1, Ordering::Relaxed);
                     if let Some(src) = &src
                         && let Ok(bytes) = packet.marshal()
