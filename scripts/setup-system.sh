@@ -2,8 +2,8 @@
 # Installs the system packages ferrocam needs, skipping what is already installed.
 #
 #   scripts/setup-system.sh          build + run (GStreamer, V4L2 headers, libclang)
-#   scripts/setup-system.sh test     also what the tests use (Chromium, ChromeDriver, brokers,
-#                                    image and package tools, cargo-deb)
+#   scripts/setup-system.sh test     also what the tests use (Chromium, ChromeDriver, Firefox ESR,
+#                                    geckodriver, brokers, image and package tools, cargo-deb)
 #   scripts/setup-system.sh pi       also the ARM cross toolchains, qemu and cargo-deb for `make pi`
 #   scripts/setup-system.sh deb      build + cargo-deb, for `make deb`
 #   scripts/setup-system.sh bench    test, plus the peers `make bench-peers` compares against
@@ -22,6 +22,7 @@ build_packages=(
   gstreamer1.0-tools      # gst-inspect-1.0, handy when a camera misbehaves
 )
 test_packages=(chromium chromium-driver mosquitto coturn gstreamer1.0-libav iptables iproute2
+  firefox-esr             # tests/tests/browsers.rs: Debian's Firefox, default prefs (VP8, no H.264)
   python3                 # scripts/check-structure.py (make lint): import cycles, file and function sizes
   nats-server             # tests/tests/cluster.rs: a 3-node NATS cluster as the clustered MQTT broker
   # tests/tests/packaging.rs (.deb contents, systemd-analyze verify/security on the units) and
@@ -34,6 +35,10 @@ pi_packages=(gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static file
 
 # make bench-peers: reference WebRTC peers; aiortc itself goes into a venv the harness makes
 bench_packages=(janus python3-venv)
+
+# geckodriver drives Firefox in tests/tests/browsers.rs; Debian does not package it. Pinned for
+# the same reason as cargo-deb.
+GECKODRIVER_VERSION=0.37.1
 
 # cargo-deb makes the .deb packages (make pi, make deb, tests/tests/packaging.rs). Pinned: its
 # output format and options are part of what the tests check.
@@ -61,8 +66,23 @@ install_cargo_deb() {
   nice -n 10 cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
 }
 
+install_geckodriver() {
+  if [[ $(geckodriver --version 2>/dev/null | head -1) == "geckodriver $GECKODRIVER_VERSION"* ]]; then
+    return
+  fi
+  echo "setup: installing geckodriver $GECKODRIVER_VERSION"
+  nice -n 10 cargo install geckodriver --version "$GECKODRIVER_VERSION" --locked --quiet
+}
+
+install_cargo_tools() {
+  case "${1:-}" in
+    test | bench) install_cargo_deb; install_geckodriver ;;
+    pi | deb) install_cargo_deb ;;
+  esac
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
-  case "${1:-}" in test | pi | deb) install_cargo_deb ;; esac
+  install_cargo_tools "${1:-}"
   exit 0
 fi
 
@@ -80,4 +100,4 @@ echo "setup: installing ${missing[*]}"
 # not stop the install; apt-get install fails loudly if something it needs is really missing.
 "${sudo[@]}" apt-get update -qq || echo "setup: apt-get update reported errors; installing anyway" >&2
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-case "${1:-}" in test | pi | deb) install_cargo_deb ;; esac
+install_cargo_tools "${1:-}"

@@ -123,12 +123,13 @@ pub struct Config {
     pub vp8: Fallback,
 
     /// Local UDP addresses ICE binds to (repeatable). `0.0.0.0:0` covers every IPv4 interface
-    /// except loopback; add `127.0.0.1:0` to reach browsers on the same machine.
+    /// except loopback, which browsers on this machine reach too. Loopback (`127.0.0.1:0`) is
+    /// used only when it is the only address given: Firefox ignores loopback candidates.
     #[arg(
         long = "ice-udp",
         env = "FERROCAM_ICE_UDP",
         value_delimiter = ',',
-        default_value = "0.0.0.0:0,127.0.0.1:0"
+        default_value = "0.0.0.0:0"
     )]
     pub ice_udp: Vec<SocketAddr>,
 

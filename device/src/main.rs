@@ -217,11 +217,11 @@ async fn main() -> anyhow::Result<()> {
         SessionContext {
             device: config.id.clone(),
             media: Arc::clone(&media),
-            rtc: Arc::new(RtcSettings {
-                udp_addrs: config.ice_udp.clone(),
-                ice_servers: config.ice_servers.clone(),
-                vp8: media.codecs().contains(&VideoCodec::Vp8),
-            }),
+            rtc: Arc::new(RtcSettings::new(
+                config.ice_udp.clone(),
+                config.ice_servers.clone(),
+                media.codecs().contains(&VideoCodec::Vp8),
+            )),
             out: Arc::new(publisher),
             connect_timeout: Duration::from_secs(config.session_timeout_secs),
             control: Arc::clone(&control),

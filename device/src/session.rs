@@ -262,7 +262,15 @@ impl Driver<'_> {
                 }
                 Action::ApplyAnswer(sdp) => {
                     let applied = self.peer.accept_answer(sdp).await;
-                    tracing::info!(session = %self.session, ok = applied.is_ok(), "viewer answered");
+                    match &applied {
+                        Ok(()) => {
+                            let codec = self.peer.video_codec();
+                            tracing::info!(session = %self.session, %codec, "viewer answered");
+                        }
+                        Err(e) => {
+                            tracing::info!(session = %self.session, error = %e, "viewer's answer refused");
+                        }
+                    }
                     Some(Input::AnswerApplied(
                         applied.map_err(|e| refusal(self.session, e)),
                     ))

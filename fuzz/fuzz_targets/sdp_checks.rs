@@ -9,7 +9,11 @@
 
 #![no_main]
 
-use ferrocam_protocol::sdp::{OfferProblem, answer_has_h264, check_offer, offer_has_opus};
+use ferrocam_protocol::VideoCodec;
+use ferrocam_protocol::sdp::{
+    OfferProblem, answer_has_h264, answer_video_codec, check_offer, choose_video_codec,
+    offer_has_opus,
+};
 use ferrocam_protocol::sdpfrag::{MAX_FRAGMENT_CANDIDATES, SdpFragment, ice_ufrag};
 use libfuzzer_sys::fuzz_target;
 
@@ -29,6 +33,18 @@ fuzz_target!(|data: &[u8]| {
             Err(OfferProblem::NoH264),
             "answer check saw H.264, offer check not"
         );
+    }
+
+    // The fallback only ever adds VP8: an offer H.264 serves is served with H.264 either way,
+    // and what an answer kept is what the offer check would choose.
+    let with_vp8 = choose_video_codec(sdp, true);
+    let without_vp8 = choose_video_codec(sdp, false);
+    if without_vp8.is_ok() {
+        assert_eq!(with_vp8, without_vp8, "VP8 changed an H.264 choice");
+    }
+    assert_eq!(without_vp8.is_ok(), offer.is_ok());
+    if answer_video_codec(sdp) == Some(VideoCodec::H264) {
+        assert!(answer);
     }
 
     let fragment = SdpFragment::parse(sdp);
@@ -58,6 +74,11 @@ fuzz_target!(|data: &[u8]| {
         answer_has_h264(&crlf),
         answer,
         "answer_has_h264 depends on line endings"
+    );
+    assert_eq!(
+        choose_video_codec(&crlf, true),
+        with_vp8,
+        "choose_video_codec depends on line endings"
     );
     assert_eq!(
         SdpFragment::parse(&crlf),

@@ -40,6 +40,7 @@ const ferrocam = {
   watch,
   restartIce,
   hangUp,
+  get pageErrors() { return pageErrors; },
 };
 window.ferrocam = ferrocam;
 
@@ -113,7 +114,7 @@ function onServerMessage(msg) {
       if (msg.session !== ferrocam.session || !ferrocam.pc) return;
       if (ferrocam.mark) ferrocam.mark('answer');
       ferrocam.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp })
-        .catch((e) => showError(`Could not apply the camera's answer: ${e.message}`));
+        .catch((e) => unexpected(e, "This browser could not use the camera's answer. Try again, or try another browser."));
       break;
     case 'offer': {
       if (msg.session !== ferrocam.session || !ferrocam.pc) return;
@@ -121,7 +122,7 @@ function onServerMessage(msg) {
       if (ferrocam.mark) ferrocam.mark('answer');
       const pc = ferrocam.pc;
       answerCamera(pc, msg.session, msg.sdp).catch((e) => {
-        if (pc === ferrocam.pc) showError(`Could not answer the camera: ${e.message}`);
+        if (pc === ferrocam.pc) unexpected(e, "This browser could not answer the camera. Try again, or try another browser.");
       });
       break;
     }
@@ -147,7 +148,7 @@ function onServerMessage(msg) {
         ferrocam.resuming = null;
         const device = ferrocam.device;
         showNotice(`Reconnected to ${device}.`);
-        watch(device, { keepNotice: true }).catch((e) => showError(e.message));
+        watch(device, { keepNotice: true }).catch(watchFailed);
         return;
       }
       if (!msg.session && !ferrocam.device) return;
@@ -160,9 +161,24 @@ function onServerMessage(msg) {
   }
 }
 
+// A failure inside the page while watching: details to the console, a sentence on the screen.
+function unexpected(error, sentence) {
+  console.error(error);
+  showError(sentence || 'The viewer hit an unexpected problem. Reload the page to try again; the browser console has the details.', 'client');
+}
+
+// For `watch(...).catch(…)`.
+function watchFailed(error) {
+  unexpected(error);
+}
+// Anything else that escapes is kept for tests and the console, never put on the screen raw.
+const pageErrors = [];
+window.addEventListener('error', (event) => pageErrors.push(String(event.message)));
+window.addEventListener('unhandledrejection', (event) => pageErrors.push(String(event.reason)));
+
 function describeError(code) {
   return {
-    no_common_codec: 'This browser cannot play H.264 video.',
+    no_common_codec: 'This browser cannot decode any video format this camera sends (H.264, or VP8 where the camera has it).',
     unknown_device: 'Unknown or offline camera.',
     busy: 'The camera is serving as many viewers as it can.',
     rate_limited: 'Too many requests; wait a moment.',
@@ -194,6 +210,15 @@ async function watch(device, options = {}) {
   ferrocam.device = device;
   const status = ferrocam.devices.find((d) => d.device === device);
   ferrocam.watchedEpoch = status ? status.epoch : null;
+  // Before any WebRTC object: a browser that cannot play gets a sentence, not an exception.
+  const support = FerrocamSupport.check(status);
+  ferrocam.support = support;
+  if (!support.ok) {
+    showError(support.message, 'unsupported');
+    renderDevices();
+    return;
+  }
+  if (support.note) showNotice(support.note);
   const transport = options.transport || ferrocam.transport;
   const pc = new RTCPeerConnection({
     iceServers: options.iceServers || ferrocam.iceServers,
@@ -289,7 +314,8 @@ async function answerCamera(pc, session, sdp) {
     // Nothing both sides can do: tell the device, and say why here.
     send({ type: 'hang_up', session });
     stopPeer();
-    showError(`${describeError('no_common_codec')} ${e.message}`, 'no_common_codec');
+    console.warn('no common codec with the camera', e);
+    showError(describeError('no_common_codec'), 'no_common_codec');
     return;
   }
   if (pc !== ferrocam.pc) return;
@@ -302,7 +328,7 @@ async function answerCamera(pc, session, sdp) {
     if (pc !== ferrocam.pc) return;
     send({ type: 'hang_up', session });
     stopPeer();
-    showError(`Could not apply our answer: ${e.message}`);
+    unexpected(e, 'This browser could not set up the connection to the camera. Try again, or try another browser.');
     return;
   }
 }
@@ -471,6 +497,12 @@ function showNotice(text) {
 
 function clearNotice() {
   $('notice').hidden = true;
+}
+
+// Say it at once, not on the first click: this browser will not play any camera (snapshots
+// still work).
+if (!FerrocamSupport.browser().webrtc) {
+  showError(`${FerrocamSupport.check(null).message} Snapshots still work here.`, 'unsupported');
 }
 
 $('hangup').onclick = hangUp;

@@ -40,7 +40,7 @@ function newDeviceItem(device) {
     const pc = ferrocam.pc;
     const live = pc && ['new', 'connecting', 'connected'].includes(pc.connectionState);
     if (ferrocam.device === device && live && !ferrocam.lastError) return;
-    watch(device).catch((e) => showError(e.message));
+    watch(device).catch(watchFailed);
   };
   // A still picture without watching: the device wakes an idle camera for it, and a picture
   // at most two seconds old is reused rather than waking it again.

@@ -44,5 +44,5 @@ function watchAgainIfRestarted(status) {
   const device = status.device;
   ferrocam.restarts += 1;
   showNotice(`${device} restarted; watching again.`);
-  watch(device, { keepNotice: true }).catch((e) => showError(e.message));
+  watch(device, { keepNotice: true }).catch(watchFailed);
 }

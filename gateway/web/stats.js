@@ -17,7 +17,9 @@ async function updateStats() {
     if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
   });
   if (!inbound) return;
+  const codec = inbound.codecId && report.get(inbound.codecId);
   const rows = {
+    Codec: codec ? codec.mimeType.replace(/^video\//i, '') : '–',
     Resolution: inbound.frameWidth ? `${inbound.frameWidth}×${inbound.frameHeight}` : '–',
     'Frames/s': inbound.framesPerSecond != null ? inbound.framesPerSecond.toFixed(0) : '–',
     Bitrate: '–',

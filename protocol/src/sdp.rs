@@ -1,6 +1,5 @@
 //! Checks on SDP made before and after the WebRTC machinery runs: which video codec a viewer's
-//! offer lets the device send, which one its answer kept, and which of our candidates it should
-//! hear about. Plain string scans, no SDP parser, so both sides (and the fuzz targets in
+//! offer lets the device send, and which one its answer kept. Plain string scans, no SDP parser, so both sides (and the fuzz targets in
 //! `fuzz/`) can use them without the media stack.
 
 use crate::VideoCodec;
@@ -130,24 +129,6 @@ pub fn offer_as_dtls_client(sdp: &str) -> String {
     out
 }
 
-/// Whether a candidate's connection address is a loopback one (`127.0.0.0/8`, `::1`). The
-/// candidate is the attribute's value with or without `a=` / `candidate:` in front.
-pub fn is_loopback_candidate(candidate: &str) -> bool {
-    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ …
-    candidate
-        .split_ascii_whitespace()
-        .nth(4)
-        .and_then(|address| address.parse::<std::net::IpAddr>().ok())
-        .is_some_and(|ip| ip.is_loopback())
-}
-
-/// `sdp` without its loopback `a=candidate` lines (see [`is_loopback_candidate`]).
-pub fn without_loopback_candidates(sdp: &str) -> String {
-    sdp.split_inclusive('\n')
-        .filter(|line| !(line.starts_with("a=candidate:") && is_loopback_candidate(line)))
-        .collect()
-}
-
 fn h264_payload_types(sdp: &str) -> Vec<&str> {
     payload_types(sdp, VideoCodec::H264, false)
 }
@@ -252,25 +233,6 @@ mod tests {
         assert_eq!(answer_video_codec(rejected), None);
         // A name that only starts like ours is another codec.
         assert_eq!(answer_video_codec("m=video 9 X 1\na=rtpmap:1 VP8X/90000\n"), None);
-    }
-
-    #[test]
-    fn drops_loopback_candidates_only() {
-        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
-                   a=candidate:2 1 udp 2130706431 10.0.0.2 5001 typ host\r\n\
-                   a=candidate:3 1 udp 2130706431 ::1 5002 typ host\r\n\
-                   a=candidate:4 1 udp 1694498815 203.0.113.9 5003 typ srflx raddr 127.0.0.1 rport 5000\r\n\
-                   a=candidate:5 1 udp 2130706431 abc.local 5004 typ host\r\n";
-        let kept = without_loopback_candidates(sdp);
-        assert!(!kept.contains("127.0.0.1 5000 typ host"), "{kept}");
-        assert!(!kept.contains("::1"), "{kept}");
-        assert!(kept.contains("10.0.0.2"));
-        assert!(kept.contains("203.0.113.9"), "raddr does not count");
-        assert!(kept.contains("abc.local"));
-        assert!(kept.starts_with("v=0\r\n"));
-        assert!(is_loopback_candidate("candidate:1 1 udp 1 127.0.0.1 9 typ host"));
-        assert!(!is_loopback_candidate("candidate:1 1 udp 1 garbage"));
-        assert!(!is_loopback_candidate(""));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Headless Debian Chromium driven over WebDriver (chromedriver + fantoccini).
+//! Headless Debian Chromium or Firefox ESR driven over WebDriver (chromedriver or geckodriver,
+//! and fantoccini).
 
 use std::process::Command;
 use std::time::Duration;
@@ -9,42 +10,138 @@ use serde_json::{Value, json};
 
 use crate::process::{Process, free_port};
 
-/// A chromedriver process and a WebDriver session in a fresh browser profile.
+/// A WebDriver process and a session in a fresh browser profile.
 pub struct Browser {
     pub client: Client,
+    pub kind: Kind,
     _profile: TempDir,
     _driver: Process,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // geckodriver leaves Firefox running when it is killed (a test that failed before
+        // `close`); Firefox's profile lives in our directory, so its command line names it.
+        if self.kind == Kind::Firefox {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f", &self._profile.0.display().to_string()])
+                .status();
+        }
+    }
+}
+
+/// A DevTools command sent through chromedriver's `goog/cdp/execute` extension.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// Which browser a [`Browser`] drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Debian's `chromium`, through `chromedriver`.
+    Chromium,
+    /// Debian's `firefox-esr` with its default preferences, through `geckodriver`.
+    Firefox,
 }
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium session.
     pub async fn start(log_dir: &std::path::Path) -> anyhow::Result<Self> {
-        let port = free_port();
-        let mut driver = Command::new(which("chromedriver")?);
-        driver.arg(format!("--port={port}"));
-        let driver = Process::spawn("chromedriver", driver, log_dir)?;
+        Self::start_kind(Kind::Chromium, None, log_dir).await
+    }
 
-        let profile = TempDir::new("ferrocam-chromium")?;
-        let capabilities = json!({
-            "goog:chromeOptions": {
-                "binary": which("chromium")?,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-quic",
-                    "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
-                    format!("--user-data-dir={}", profile.0.display()),
-                ]
+    /// Starts geckodriver and a headless Firefox ESR session. Firefox keeps the preferences
+    /// Debian ships (OpenH264 off, so no H.264 over WebRTC): this is the browser as users meet
+    /// it. geckodriver makes its own fresh profile.
+    pub async fn start_firefox(log_dir: &std::path::Path) -> anyhow::Result<Self> {
+        Self::start_kind(Kind::Firefox, None, log_dir).await
+    }
+
+    /// [`Self::start_firefox`] inside `netns`: a browser on another host, whose only network
+    /// is the namespace's link (pages it opens must be served on the link's host end).
+    pub async fn start_firefox_in(
+        netns: &crate::netns::NetNs,
+        log_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_kind(Kind::Firefox, Some(netns), log_dir).await
+    }
+
+    async fn start_kind(
+        kind: Kind,
+        netns: Option<&crate::netns::NetNs>,
+        log_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let port = free_port();
+        let profile = TempDir::new("ferrocam-browser")?;
+        let (name, driver, capabilities) = match kind {
+            Kind::Chromium => {
+                let mut driver = Command::new(which("chromedriver")?);
+                driver.arg(format!("--port={port}"));
+                let capabilities = json!({
+                    "goog:chromeOptions": {
+                        "binary": which("chromium")?,
+                        "args": [
+                            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                            "--disable-background-networking", "--disable-component-update",
+                            "--disable-sync", "--no-first-run", "--disable-quic",
+                            "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
+                            format!("--user-data-dir={}", profile.0.display()),
+                        ]
+                    }
+                });
+                ("chromedriver", driver, capabilities)
             }
-        });
+            Kind::Firefox => {
+                let mut driver = match netns {
+                    None => Command::new(which("geckodriver")?),
+                    Some(ns) => {
+                        let mut inside = Command::new("ip");
+                        inside.args(["netns", "exec", &ns.name, &which("geckodriver")?]);
+                        // Reached from outside the namespace, over its link.
+                        inside.args(["--host", &ns.ns_ip, "--allow-hosts", &ns.ns_ip]);
+                        inside
+                    }
+                };
+                driver.args(["--port", &port.to_string()]);
+                // Its own temporary profiles go where the test can find (and we remove) them.
+                driver.env("TMPDIR", &profile.0);
+                let capabilities = json!({
+                    "browserName": "firefox",
+                    "moz:firefoxOptions": {
+                        "binary": which("firefox-esr")?,
+                        "args": ["-headless", "-width", "1280", "-height", "1000"],
+                    }
+                });
+                ("geckodriver", driver, capabilities)
+            }
+        };
+        let driver = Process::spawn(name, driver, log_dir)?;
         let capabilities = match capabilities {
             Value::Object(map) => map,
             _ => unreachable!(),
         };
-        let url = format!("http://127.0.0.1:{port}");
+        let host = netns.map_or("127.0.0.1", |ns| ns.ns_ip.as_str());
+        let url = format!("http://{host}:{port}");
         let client = crate::eventually(
-            "chromedriver to accept a session",
-            Duration::from_secs(20),
+            &format!("{name} to accept a session"),
+            Duration::from_secs(30),
             || {
                 let capabilities = capabilities.clone();
                 let url = url.clone();
@@ -64,9 +161,25 @@ impl Browser {
         .await?;
         Ok(Self {
             client,
+            kind,
             _profile: profile,
             _driver: driver,
         })
+    }
+
+    /// Runs `source` in every page this browser loads from now on, before the page's own
+    /// scripts (Chromium only: the DevTools call `Page.addScriptToEvaluateOnNewDocument`
+    /// through chromedriver). For pages that must meet a browser lacking something.
+    pub async fn before_every_page(&self, source: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.kind == Kind::Chromium, "only Chromium takes DevTools calls");
+        self.client
+            .issue_cmd(Cdp {
+                cmd: "Page.addScriptToEvaluateOnNewDocument",
+                params: json!({ "source": source }),
+            })
+            .await
+            .context("Page.addScriptToEvaluateOnNewDocument")?;
+        Ok(())
     }
 
     /// Runs a script in the page and returns its value.
@@ -163,12 +276,17 @@ impl Browser {
 
     /// Ends the WebDriver session (closing the browser).
     pub async fn close(self) -> anyhow::Result<()> {
-        self.client.close().await.context("closing the browser")
+        self.client.clone().close().await.context("closing the browser")
     }
 }
 
 fn which(program: &str) -> anyhow::Result<String> {
-    for dir in ["/usr/bin", "/usr/local/bin", "/snap/bin"] {
+    // geckodriver comes from crates.io (`cargo install`, see scripts/setup-system.sh).
+    let cargo_bin = std::env::var("CARGO_HOME")
+        .map(|home| format!("{home}/bin"))
+        .or_else(|_| std::env::var("HOME").map(|home| format!("{home}/.cargo/bin")))
+        .unwrap_or_default();
+    for dir in ["/usr/bin", "/usr/local/bin", "/snap/bin", &cargo_bin] {
         let path = format!("{dir}/{program}");
         if std::path::Path::new(&path).exists() {
             return Ok(path);

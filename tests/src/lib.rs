@@ -19,7 +19,7 @@ pub mod proxy;
 pub mod stack;
 pub mod whep;
 
-pub use browser::Browser;
+pub use browser::{Browser, Kind as BrowserKind};
 pub use creds::{Credentials, NO_AUTH};
 pub use mqtt::TestMqtt;
 pub use process::{Process, free_port};

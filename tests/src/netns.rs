@@ -55,6 +55,9 @@ impl NetNs {
         ns.exec(&["ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if])?;
         ns.exec(&["ip", "link", "set", &ns_if, "up"])?;
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        // Everything leaves through the link, as on a real host: browsers use only the address
+        // of their default route for WebRTC until a page is granted the camera (Firefox).
+        ns.exec(&["ip", "route", "add", "default", "via", &host_ip])?;
         Ok(ns)
     }
 

@@ -8,6 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Forwards every new connection on its port to the gateway currently chosen.
 pub struct FrontDoor {
+    ip: std::net::IpAddr,
     port: u16,
     target: Arc<AtomicU16>,
     accept: tokio::task::JoinHandle<()>,
@@ -16,7 +17,13 @@ pub struct FrontDoor {
 impl FrontDoor {
     /// Listens on a free loopback port, forwarding to `127.0.0.1:<target>`.
     pub async fn start(target: u16) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1".parse()?, target).await
+    }
+
+    /// Listens on a free port of `ip` (a test namespace's host end, for a browser inside it),
+    /// forwarding to `127.0.0.1:<target>`.
+    pub async fn start_on(ip: std::net::IpAddr, target: u16) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((ip, 0)).await?;
         let port = listener.local_addr()?.port();
         let target = Arc::new(AtomicU16::new(target));
         let current = Arc::clone(&target);
@@ -33,6 +40,7 @@ impl FrontDoor {
             }
         });
         Ok(Self {
+            ip,
             port,
             target,
             accept,
@@ -49,9 +57,9 @@ impl FrontDoor {
         self.port
     }
 
-    /// `http://127.0.0.1:<port>/<path>`.
+    /// `http://<ip>:<port>/<path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
+        format!("http://{}:{}/{path}", self.ip, self.port)
     }
 }
 

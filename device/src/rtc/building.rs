@@ -50,15 +50,13 @@ impl Building {
         codecs: &[VideoCodec],
     ) -> anyhow::Result<Self> {
         let mut media_engine = MediaEngine::default();
-        for &codec in codecs {
-            for parameters in video_codecs(codec) {
-                media_engine
-                    .register_codec(parameters, RtpCodecKind::Video)
-                    .with_context(|| format!("registering {codec}"))?;
-            }
+        let offered: Vec<_> = codecs.iter().flat_map(|&codec| video_codecs(codec)).collect();
+        for parameters in &offered {
+            media_engine
+                .register_codec(parameters.clone(), RtpCodecKind::Video)
+                .with_context(|| format!("registering {}", parameters.rtp_codec.mime_type))?;
         }
-        let first = codecs.first().context("no video codec to negotiate")?;
-        let first = video_codecs(*first).remove(0).rtp_codec;
+        let first = offered.first().context("no video codec to negotiate")?.rtp_codec.clone();
         media_engine
             .register_codec(opus_codec(), RtpCodecKind::Audio)
             .context("registering Opus")?;
@@ -104,17 +102,14 @@ impl Building {
             .with_media_engine(media_engine)
             .with_setting_engine(setting_engine)
             .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Events {
-                tx: events_tx,
-                withhold_loopback: !settings.announces_loopback(),
-            }))
+            .with_handler(Arc::new(Events { tx: events_tx }))
             .with_udp_addrs(settings.udp_addrs.clone())
             .build()
             .await
             .context("creating the peer connection")?;
         let pc = CloseUnlessKept(Some(Arc::new(pc)));
 
-        let video = LocalTrack::add(&pc, RtpCodecKind::Video, &first, direction).await?;
+        let video = LocalTrack::add(&pc, RtpCodecKind::Video, &first, direction, &offered).await?;
         forward_keyframe_requests(Arc::clone(&video.track), keyframe_requests);
         Ok(Self { pc, video, events })
     }

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use ferrocam_protocol::IceCandidate;
-use ferrocam_protocol::sdp;
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{
     PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionIceEvent,
@@ -33,15 +32,12 @@ pub enum PeerEvent {
 /// Bridges the crate's callback trait to a channel the session task can select on.
 pub(super) struct Events {
     pub(super) tx: mpsc::UnboundedSender<PeerEvent>,
-    /// Keep loopback candidates to ourselves ([`super::RtcSettings::announces_loopback`]).
-    pub(super) withhold_loopback: bool,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Events {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         match event.candidate.to_json() {
-            Ok(init) if self.withhold_loopback && sdp::is_loopback_candidate(&init.candidate) => {}
             Ok(init) => {
                 let _ = self.tx.send(PeerEvent::LocalCandidate(IceCandidate {
                     candidate: init.candidate,

@@ -14,7 +14,8 @@ use anyhow::{Context, anyhow};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp::packetizer::{Packetizer, new_packetizer};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use webrtc::media_stream::track_local::TrackLocal;
@@ -39,12 +40,14 @@ pub(super) struct LocalTrack {
 impl LocalTrack {
     /// Adds a track of `kind` that starts out carrying `codec`: with `add_track` when answering
     /// (it joins the offer's transceiver), or in a new transceiver of the given direction when
-    /// offering.
+    /// offering. An offer lists `offered`, in that order: the crate would otherwise list only
+    /// the track's own codec.
     pub(super) async fn add(
         pc: &Arc<dyn PeerConnection>,
         kind: RtpCodecKind,
         codec: &RTCRtpCodec,
         direction: Option<RTCRtpTransceiverDirection>,
+        offered: &[RTCRtpCodecParameters],
     ) -> anyhow::Result<Self> {
         let ssrc = rand_ssrc();
         let track = Arc::new(TrackLocalStaticRTP::new(describe(kind, ssrc, codec)));
@@ -54,22 +57,29 @@ impl LocalTrack {
                 .add_track(local)
                 .await
                 .with_context(|| format!("adding the {kind} track"))?,
-            Some(direction) => pc
-                .add_transceiver_from_track(
-                    local,
-                    Some(RTCRtpTransceiverInit {
-                        direction,
-                        streams: Vec::new(),
-                        send_encodings: Vec::new(),
-                    }),
-                )
-                .await
-                .with_context(|| format!("adding the {kind} transceiver"))?
-                .sender()
-                .await
-                .ok()
-                .flatten()
-                .ok_or_else(|| anyhow!("the {kind} transceiver has no sender"))?,
+            Some(direction) => {
+                let transceiver = pc
+                    .add_transceiver_from_track(
+                        local,
+                        Some(RTCRtpTransceiverInit {
+                            direction,
+                            streams: Vec::new(),
+                            send_encodings: Vec::new(),
+                        }),
+                    )
+                    .await
+                    .with_context(|| format!("adding the {kind} transceiver"))?;
+                transceiver
+                    .set_codec_preferences(offered.to_vec())
+                    .await
+                    .with_context(|| format!("listing the {kind} codecs to offer"))?;
+                transceiver
+                    .sender()
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| anyhow!("the {kind} transceiver has no sender"))?
+            }
         };
         Ok(Self {
             track,

@@ -11,6 +11,7 @@ const METER_JS: &str = include_str!("../../web/meter.js");
 const DEVICES_JS: &str = include_str!("../../web/devices.js");
 const STATS_JS: &str = include_str!("../../web/stats.js");
 const RECONNECT_JS: &str = include_str!("../../web/reconnect.js");
+const SUPPORT_JS: &str = include_str!("../../web/support.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -50,6 +51,10 @@ pub async fn stats_js() -> impl IntoResponse {
 
 pub async fn reconnect_js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", RECONNECT_JS)
+}
+
+pub async fn support_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", SUPPORT_JS)
 }
 
 pub async fn style_css() -> impl IntoResponse {
