@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use ferrocam_protocol::{
-    AudioCapability, Capabilities, DeviceStatus, FallbackVideo, PROTOCOL_VERSION,
-    VideoCapability, VideoCodec,
+    AudioCapability, Capabilities, DeviceStatus, FallbackVideo, PROTOCOL_VERSION, VideoCapability,
+    VideoCodec,
 };
 use tokio::sync::watch;
 
@@ -149,11 +149,14 @@ async fn main() -> anyhow::Result<()> {
             .context("starting the media pipeline")?,
     );
     video_capability.codecs = media.codecs();
-    video_capability.fallback = media.plan().vp8_size().map(|(width, height)| FallbackVideo {
-        codec: VideoCodec::Vp8,
-        width,
-        height,
-    });
+    video_capability.fallback = media
+        .plan()
+        .vp8_size()
+        .map(|(width, height)| FallbackVideo {
+            codec: VideoCodec::Vp8,
+            width,
+            height,
+        });
     let audio_capability = audio
         .filter(|_| media.audio_enabled())
         .map(|a| AudioCapability {

@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 fn keys() -> &'static (Signer, Verifier) {
     static KEYS: OnceLock<(Signer, Verifier)> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let signer = Signer::from_seed_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap();
+        let signer =
+            Signer::from_seed_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap();
         let verifier = Verifier::from_base64(&signer.public_key()).unwrap();
         (signer, verifier)
     })

@@ -24,8 +24,8 @@ pub use control::{ControlInfo, MenuEntry};
 pub use grant::GrantClaims;
 pub use ids::{DeviceId, IdError, InstanceId, SessionId};
 pub use presence::{
-    AudioCapability, CameraState, Capabilities, DeviceStatus, FallbackVideo, FrameSize, SourceFormat,
-    VideoCapability, VideoSource,
+    AudioCapability, CameraState, Capabilities, DeviceStatus, FallbackVideo, FrameSize,
+    SourceFormat, VideoCapability, VideoSource,
 };
 pub use signal::{
     DecodeError, Envelope, ErrorCode, FromDevice, IceCandidate, Party, Reply, Request, ToDevice,

@@ -140,7 +140,8 @@ fn payload_types(sdp: &str, codec: VideoCodec, accepted_only: bool) -> Vec<&str>
     let mut out = Vec::new();
     for line in sdp.lines() {
         if let Some(media) = line.strip_prefix("m=") {
-            in_video = media.starts_with("video ") && !(accepted_only && media.starts_with("video 0 "));
+            in_video =
+                media.starts_with("video ") && !(accepted_only && media.starts_with("video 0 "));
         } else if in_video && let Some(pt) = rtpmap_of(line, codec) {
             out.push(pt);
         }
@@ -214,12 +215,21 @@ mod tests {
         assert_eq!(choose_video_codec(CHROME_LIKE, true), Ok(VideoCodec::H264));
         let vp8_only = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 120\r\na=rtpmap:120 vp8/90000\r\n";
         assert_eq!(choose_video_codec(vp8_only, true), Ok(VideoCodec::Vp8));
-        assert_eq!(choose_video_codec(vp8_only, false), Err(OfferProblem::NoH264));
+        assert_eq!(
+            choose_video_codec(vp8_only, false),
+            Err(OfferProblem::NoH264)
+        );
         let av1 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 45\r\na=rtpmap:45 AV1/90000\r\n";
-        assert_eq!(choose_video_codec(av1, true), Err(OfferProblem::NoH264OrVp8));
+        assert_eq!(
+            choose_video_codec(av1, true),
+            Err(OfferProblem::NoH264OrVp8)
+        );
         // VP8 only in an audio section is no video.
         let misplaced = "v=0\r\nm=audio 9 X 96\r\na=rtpmap:96 VP8/90000\r\n";
-        assert_eq!(choose_video_codec(misplaced, true), Err(OfferProblem::NoH264OrVp8));
+        assert_eq!(
+            choose_video_codec(misplaced, true),
+            Err(OfferProblem::NoH264OrVp8)
+        );
     }
 
     #[test]
@@ -232,7 +242,10 @@ mod tests {
         let rejected = "m=video 0 X 120\r\na=rtpmap:120 VP8/90000\r\n";
         assert_eq!(answer_video_codec(rejected), None);
         // A name that only starts like ours is another codec.
-        assert_eq!(answer_video_codec("m=video 9 X 1\na=rtpmap:1 VP8X/90000\n"), None);
+        assert_eq!(
+            answer_video_codec("m=video 9 X 1\na=rtpmap:1 VP8X/90000\n"),
+            None
+        );
     }
 
     #[test]

@@ -43,7 +43,10 @@ impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap_or_default()))
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
@@ -171,7 +174,10 @@ impl Browser {
     /// scripts (Chromium only: the DevTools call `Page.addScriptToEvaluateOnNewDocument`
     /// through chromedriver). For pages that must meet a browser lacking something.
     pub async fn before_every_page(&self, source: &str) -> anyhow::Result<()> {
-        anyhow::ensure!(self.kind == Kind::Chromium, "only Chromium takes DevTools calls");
+        anyhow::ensure!(
+            self.kind == Kind::Chromium,
+            "only Chromium takes DevTools calls"
+        );
         self.client
             .issue_cmd(Cdp {
                 cmd: "Page.addScriptToEvaluateOnNewDocument",
@@ -276,7 +282,11 @@ impl Browser {
 
     /// Ends the WebDriver session (closing the browser).
     pub async fn close(self) -> anyhow::Result<()> {
-        self.client.clone().close().await.context("closing the browser")
+        self.client
+            .clone()
+            .close()
+            .await
+            .context("closing the browser")
     }
 }
 

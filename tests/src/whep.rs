@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use ferrocam_protocol::VideoCodec;
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use ferrocam_protocol::VideoCodec;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };

@@ -62,7 +62,10 @@ async fn assert_default_firefox(browser: &Browser) -> anyhow::Result<()> {
         .js("return RTCRtpReceiver.getCapabilities('video').codecs.map((c) => c.mimeType);")
         .await?;
     let codecs = codecs.to_string();
-    assert!(!codecs.contains("H264"), "this Firefox has H.264 (not default prefs?): {codecs}");
+    assert!(
+        !codecs.contains("H264"),
+        "this Firefox has H.264 (not default prefs?): {codecs}"
+    );
     assert!(codecs.contains("VP8"), "{codecs}");
     Ok(())
 }
@@ -91,7 +94,10 @@ async fn sessions(stack: &Stack, browser: &Browser) -> anyhow::Result<usize> {
         browser.click_device(&stack.device_id).await?;
         match decodes(browser, 10.0).await {
             Ok(_) => played += 1,
-            Err(e) => eprintln!("session {attempt}: {e:#}; page: {}", page_says(browser).await?),
+            Err(e) => eprintln!(
+                "session {attempt}: {e:#}; page: {}",
+                page_says(browser).await?
+            ),
         }
     }
     browser.js("window.ferrocam.hangUp(); return null;").await?;
@@ -117,9 +123,12 @@ async fn firefox_esr_on_another_host_plays_vp8_twenty_sessions_of_twenty() -> an
     // device must keep them to itself.
     let ns = NetNs::create((std::process::id() % 10_000) as u16)?;
     let ice = format!("{}:0", ns.host_ip);
-    let stack = Stack::start(
-        StackOptions::new("firefox_other_host").device_args(&["--audio", "off", "--ice-udp", &ice]),
-    )
+    let stack = Stack::start(StackOptions::new("firefox_other_host").device_args(&[
+        "--audio",
+        "off",
+        "--ice-udp",
+        &ice,
+    ]))
     .await?;
     let (browser, _front) = firefox_in(&ns, &stack).await?;
     let played = sessions(&stack, &browser).await?;
@@ -163,7 +172,9 @@ async fn chromium_limited_to_vp8_gets_vp8_whichever_side_offers() -> anyhow::Res
         assert_eq!(codec, "video/VP8", "{offerer} offered");
         // The stats under the picture name it.
         eventually("the codec row", WAIT, || async {
-            let row = browser.js("return window.ferrocam.stats && window.ferrocam.stats.Codec;").await?;
+            let row = browser
+                .js("return window.ferrocam.stats && window.ferrocam.stats.Codec;")
+                .await?;
             Ok((row == "VP8").then_some(()))
         })
         .await?;
@@ -186,7 +197,8 @@ async fn a_browser_without_webrtc_gets_a_sentence_not_an_exception() -> anyhow::
         )
         .await?;
     stack.open_viewer(&browser, 0).await?;
-    let expected = "has no WebRTC, which live video needs. Open this page in Chrome, Edge, Firefox or Safari.";
+    let expected =
+        "has no WebRTC, which live video needs. Open this page in Chrome, Edge, Firefox or Safari.";
     // Said on arrival, before any click.
     let says = eventually("the page to say it cannot play", WAIT, || async {
         let says = page_says(&browser).await?;
@@ -194,7 +206,13 @@ async fn a_browser_without_webrtc_gets_a_sentence_not_an_exception() -> anyhow::
     })
     .await?;
     assert!(says["error"].as_str().unwrap().contains(expected), "{says}");
-    assert!(says["error"].as_str().unwrap().contains("Snapshots still work"), "{says}");
+    assert!(
+        says["error"]
+            .as_str()
+            .unwrap()
+            .contains("Snapshots still work"),
+        "{says}"
+    );
 
     // Clicking the camera says the same, and nothing is thrown.
     browser.click_device(&stack.device_id).await?;
@@ -205,11 +223,21 @@ async fn a_browser_without_webrtc_gets_a_sentence_not_an_exception() -> anyhow::
     .await?;
     assert!(says["error"].as_str().unwrap().contains(expected), "{says}");
     assert_eq!(says["scriptErrors"], serde_json::json!([]), "{says}");
-    let text = browser.js("return document.body.innerText;").await?.to_string();
-    for raw in ["RTCPeerConnection", "is not defined", "Can't find variable", "TypeError"] {
-        assert!(!text.contains(raw), "raw error text on the page ({raw}): {text}");
+    let text = browser
+        .js("return document.body.innerText;")
+        .await?
+        .to_string();
+    for raw in [
+        "RTCPeerConnection",
+        "is not defined",
+        "Can't find variable",
+        "TypeError",
+    ] {
+        assert!(
+            !text.contains(raw),
+            "raw error text on the page ({raw}): {text}"
+        );
     }
     assert!(browser.js("return window.ferrocam.pc;").await?.is_null());
     browser.close().await
 }
-

@@ -29,15 +29,19 @@ async fn device_status(stack: &Stack) -> anyhow::Result<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vp8_only_player_gets_vp8_while_h264_players_keep_h264() -> anyhow::Result<()> {
     let port = free_port();
-    let stack = Stack::start(StackOptions::new("codecs_vp8").device_args(&[
-        "--metrics-listen",
-        &format!("127.0.0.1:{port}"),
-    ]))
+    let stack = Stack::start(
+        StackOptions::new("codecs_vp8")
+            .device_args(&["--metrics-listen", &format!("127.0.0.1:{port}")]),
+    )
     .await?;
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let status = device_status(&stack).await?;
     let video = &status["capabilities"]["video"];
-    assert_eq!(video["codecs"], serde_json::json!(["h264", "vp8"]), "{status}");
+    assert_eq!(
+        video["codecs"],
+        serde_json::json!(["h264", "vp8"]),
+        "{status}"
+    );
     assert_eq!(video["fallback"]["codec"], "vp8", "{status}");
     assert_eq!(video["fallback"]["width"], 640, "{status}");
 
@@ -88,8 +92,14 @@ async fn without_the_fallback_a_vp8_only_offer_is_refused_in_plain_words() -> an
     let stack =
         Stack::start(StackOptions::new("codecs_off").device_args(&["--vp8", "off"])).await?;
     let status = device_status(&stack).await?;
-    assert_eq!(status["capabilities"]["video"]["codecs"], serde_json::json!(["h264"]));
-    assert!(status["capabilities"]["video"]["fallback"].is_null(), "{status}");
+    assert_eq!(
+        status["capabilities"]["video"]["codecs"],
+        serde_json::json!(["h264"])
+    );
+    assert!(
+        status["capabilities"]["video"]["fallback"].is_null(),
+        "{status}"
+    );
 
     let refused = match WhepPlayer::connect_with(&stack.url("whep/demo"), vp8_only()).await {
         Ok(_) => anyhow::bail!("a VP8-only player was answered by an H.264-only camera"),

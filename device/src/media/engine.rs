@@ -390,7 +390,8 @@ impl VideoFeed {
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "viewer lagged; waiting for a keyframe");
                     self.need_keyframe = true;
-                    self.engine.request_keyframe(self.codec, KeyframeReason::Join);
+                    self.engine
+                        .request_keyframe(self.codec, KeyframeReason::Join);
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

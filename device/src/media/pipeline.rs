@@ -64,7 +64,8 @@ impl VideoPlan {
             return 0;
         };
         let area = f64::from(w * h) / f64::from((self.width * self.height).max(1));
-        ((f64::from(self.bitrate_kbps) * area.min(1.0)) as u32).max(VP8_MIN_KBPS.min(self.bitrate_kbps))
+        ((f64::from(self.bitrate_kbps) * area.min(1.0)) as u32)
+            .max(VP8_MIN_KBPS.min(self.bitrate_kbps))
     }
 
     /// The tee's VP8 branch: a valve that drops every frame until a VP8 viewer arrives (so the

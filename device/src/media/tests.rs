@@ -189,7 +189,9 @@ async fn three_concurrent_viewers_each_start_on_a_keyframe_and_see_the_same_stre
     for _ in 0..3 {
         leases.push(engine.acquire().await.unwrap());
     }
-    let mut feeds: Vec<_> = (0..3).map(|_| engine.video_feed(VideoCodec::H264).unwrap()).collect();
+    let mut feeds: Vec<_> = (0..3)
+        .map(|_| engine.video_feed(VideoCodec::H264).unwrap())
+        .collect();
     let mut streams = Vec::new();
     for feed in &mut feeds {
         let mut units = Vec::new();

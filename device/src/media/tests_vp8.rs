@@ -20,7 +20,12 @@ fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
 fn with_fallback(gop: u32) -> VideoPlan {
     VideoPlan {
         vp8: Some((320, 180)),
-        ..plan(Source::TestPattern, CaptureFormat::Raw, Some("x264enc"), gop)
+        ..plan(
+            Source::TestPattern,
+            CaptureFormat::Raw,
+            Some("x264enc"),
+            gop,
+        )
     }
 }
 
@@ -59,7 +64,11 @@ async fn the_vp8_encoder_runs_only_while_a_vp8_viewer_watches() {
     // Give the last frames in flight a second to leave, then a full second with none.
     frames(&mut h264, 40).await;
     frames(&mut h264, 40).await;
-    assert_eq!(engine.vp8_rates().0, 0.0, "VP8 still encoding after its last viewer left");
+    assert_eq!(
+        engine.vp8_rates().0,
+        0.0,
+        "VP8 still encoding after its last viewer left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +89,10 @@ async fn a_vp8_keyframe_request_gets_a_vp8_keyframe_without_touching_h264() {
             break;
         }
     }
-    assert!(seen.is_some(), "no VP8 keyframe within 30 frames of the request");
+    assert!(
+        seen.is_some(),
+        "no VP8 keyframe within 30 frames of the request"
+    );
     assert_eq!(engine.keyframes_forced.get(), forced_before + 1);
 }
 

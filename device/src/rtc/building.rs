@@ -20,11 +20,11 @@ use webrtc::peer_connection::{
 
 use super::RtcSettings;
 use super::codecs::{opus_codec, video_codecs};
-use crate::media::VideoCodec;
 use super::events::{Events, PeerEvent};
 use super::interceptors::interceptors;
 use super::rtcp;
 use super::track::LocalTrack;
+use crate::media::VideoCodec;
 
 /// How often the ICE agent acts while connecting, and how many checks a pair gets before it
 /// counts as failed (see [`Building::new`]).
@@ -50,13 +50,20 @@ impl Building {
         codecs: &[VideoCodec],
     ) -> anyhow::Result<Self> {
         let mut media_engine = MediaEngine::default();
-        let offered: Vec<_> = codecs.iter().flat_map(|&codec| video_codecs(codec)).collect();
+        let offered: Vec<_> = codecs
+            .iter()
+            .flat_map(|&codec| video_codecs(codec))
+            .collect();
         for parameters in &offered {
             media_engine
                 .register_codec(parameters.clone(), RtpCodecKind::Video)
                 .with_context(|| format!("registering {}", parameters.rtp_codec.mime_type))?;
         }
-        let first = offered.first().context("no video codec to negotiate")?.rtp_codec.clone();
+        let first = offered
+            .first()
+            .context("no video codec to negotiate")?
+            .rtp_codec
+            .clone();
         media_engine
             .register_codec(opus_codec(), RtpCodecKind::Audio)
             .context("registering Opus")?;

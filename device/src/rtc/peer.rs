@@ -18,9 +18,9 @@ use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCSessionDes
 use super::PeerEvent;
 use super::building::Building;
 use super::codecs::{opus_codec, video_codecs};
-use crate::media::VideoCodec;
 use super::sdp;
 use super::track::{AudioSender, LocalTrack, VideoSender};
+use crate::media::VideoCodec;
 
 /// Network and codec settings shared by every peer of this device.
 #[derive(Debug, Clone)]
@@ -42,10 +42,14 @@ impl RtcSettings {
     /// device's own host, and about one in three in the field test). Every browser on the
     /// machine reaches its other addresses as well.
     pub fn new(udp_addrs: Vec<SocketAddr>, ice_servers: Vec<String>, vp8: bool) -> Self {
-        let (loopback, other): (Vec<_>, Vec<_>) =
-            udp_addrs.into_iter().partition(|addr| addr.ip().is_loopback());
+        let (loopback, other): (Vec<_>, Vec<_>) = udp_addrs
+            .into_iter()
+            .partition(|addr| addr.ip().is_loopback());
         if !other.is_empty() && !loopback.is_empty() {
-            tracing::info!(?loopback, "ICE leaves loopback out: other addresses are configured");
+            tracing::info!(
+                ?loopback,
+                "ICE leaves loopback out: other addresses are configured"
+            );
         }
         Self {
             udp_addrs: if other.is_empty() { loopback } else { other },
@@ -106,7 +110,10 @@ impl Peer {
         let Building { pc, video, events } =
             Building::new(settings, session_ice_servers, None, &[codec]).await?;
         let audio = if with_audio {
-            Some(LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec().rtp_codec, None, &[]).await?)
+            Some(
+                LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec().rtp_codec, None, &[])
+                    .await?,
+            )
         } else {
             None
         };
@@ -173,8 +180,14 @@ impl Peer {
             Building::new(settings, session_ice_servers, send_only, &settings.codecs()).await?;
         let audio = if with_audio {
             Some(
-                LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec().rtp_codec, send_only, &[opus_codec()])
-                    .await?,
+                LocalTrack::add(
+                    &pc,
+                    RtpCodecKind::Audio,
+                    &opus_codec().rtp_codec,
+                    send_only,
+                    &[opus_codec()],
+                )
+                .await?,
             )
         } else {
             None

@@ -162,7 +162,12 @@ pub(super) struct SampleSender {
 }
 
 impl SampleSender {
-    async fn send(&self, data: &bytes::Bytes, duration: Duration, at: Instant) -> anyhow::Result<()> {
+    async fn send(
+        &self,
+        data: &bytes::Bytes,
+        duration: Duration,
+        at: Instant,
+    ) -> anyhow::Result<()> {
         let samples = (duration.as_secs_f64() * f64::from(self.clock_rate)) as u32;
         let packets = self
             .packetizer

@@ -38,9 +38,7 @@ fn access(path: &str) -> Access {
     match path {
         "/login" | "/api/login" | "/api/logout" | "/app.js" | "/control.js" | "/login.js"
         | "/meter.js" | "/devices.js" | "/stats.js" | "/reconnect.js" | "/support.js"
-        | "/style.css" => {
-            Access::Public
-        }
+        | "/style.css" => Access::Public,
         "/" => Access::Page,
         "/healthz" | "/metrics" => Access::Ops,
         _ => Access::Protected,

@@ -89,7 +89,11 @@ fn starts_vp8_keyframe(payload: &[u8]) -> bool {
         at = 2;
         if extension & 0x80 != 0 {
             // PictureID: 7 or 15 bits (M bit).
-            at += if payload.get(at).is_some_and(|b| b & 0x80 != 0) { 2 } else { 1 };
+            at += if payload.get(at).is_some_and(|b| b & 0x80 != 0) {
+                2
+            } else {
+                1
+            };
         }
         if extension & 0x40 != 0 {
             at += 1; // TL0PICIDX

@@ -50,7 +50,9 @@ pub(super) enum Command {
     /// which has no raw frames).
     Frames(oneshot::Sender<anyhow::Result<Option<gst_app::AppSink>>>),
     /// A VP8 viewer's feed opened or closed: the fallback encoder runs while any is open.
-    Vp8Viewers { joined: bool },
+    Vp8Viewers {
+        joined: bool,
+    },
     /// A pipeline reported an error or end of stream.
     Fault(String),
     /// The engine was dropped.
@@ -168,7 +170,11 @@ impl Actor {
                     .vp8_viewers
                     .store(self.vp8_viewers, Ordering::Relaxed);
                 if (before == 0) != (self.vp8_viewers == 0) {
-                    tracing::info!(vp8_viewers = self.vp8_viewers, "VP8 fallback {}", if joined { "started" } else { "stopped" });
+                    tracing::info!(
+                        vp8_viewers = self.vp8_viewers,
+                        "VP8 fallback {}",
+                        if joined { "started" } else { "stopped" }
+                    );
                 }
                 if let Some(video) = &self.video {
                     video.set_vp8_flowing(self.vp8_viewers > 0);

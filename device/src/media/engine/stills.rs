@@ -11,8 +11,8 @@ use gstreamer_app as gst_app;
 use tokio::sync::broadcast;
 
 use super::{LeaseKind, MediaEngine};
-use crate::media::{KeyframeReason, VideoCodec};
 use crate::media::snapshot::{self, Jpeg, JpegEncoder};
+use crate::media::{KeyframeReason, VideoCodec};
 
 /// How long an idle camera has to deliver its first usable frame.
 const COLD_LIMIT: Duration = Duration::from_secs(3);
