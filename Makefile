@@ -58,14 +58,16 @@ fuzz:
 
 ## bench: everything BENCHMARKS.md reports, in one run on a release build: glass to glass and
 ## time to first frame in Chromium and a WHEP player (bench-latency), device cost at 1/4/8/16
-## viewers (bench-viewers), the same stamped source through Janus and aiortc (bench-peers),
-## gateway scale with 1k/10k simulated devices (bench-gateway), then docs/bench/*.png.
+## viewers (bench-viewers), the VP8 fallback's cost (bench-codecs), the same stamped source
+## through Janus and aiortc (bench-peers), gateway scale with 1k/10k simulated devices
+## (bench-gateway), then docs/bench/*.png.
 ## Results: target/bench/*.json and the tables printed on the way. About 15 minutes.
 bench:
 	scripts/setup-system.sh bench
 	$(CARGO) build --release --locked --workspace --bins
 	FERROCAM_BIN_DIR=target/release target/release/bench-latency
 	FERROCAM_BIN_DIR=target/release target/release/bench-viewers
+	FERROCAM_BIN_DIR=target/release target/release/bench-codecs
 	target/release/bench-peers
 	$(MAKE) --no-print-directory bench-gateway-runs
 	target/bench/venv/bin/pip install --quiet matplotlib==3.9.2

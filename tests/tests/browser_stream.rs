@@ -143,7 +143,8 @@ async fn browser_plays_live_h264_from_the_gateway_page() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn an_offer_without_h264_gets_a_clear_error_on_the_page() -> anyhow::Result<()> {
+async fn a_browser_taking_no_codec_the_camera_sends_gets_a_clear_error() -> anyhow::Result<()> {
+    // VP9 only: neither H.264 nor the VP8 fallback (browsers.rs covers VP8).
     let stack = Stack::start(StackOptions::new("offer_without_h264")).await?;
     let browser = Browser::start(&stack.log_dir).await?;
     stack.open_viewer(&browser, 0).await?;
@@ -157,7 +158,7 @@ async fn an_offer_without_h264_gets_a_clear_error_on_the_page() -> anyhow::Resul
     .await?;
 
     browser
-        .js("window.ferrocam.watch('demo', { codecs: ['video/VP8'] }); return null;")
+        .js("window.ferrocam.watch('demo', { codecs: ['video/VP9'] }); return null;")
         .await?;
     let error = eventually("an error on the page", Duration::from_secs(15), || async {
         let v = browser

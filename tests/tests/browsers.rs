@@ -134,6 +134,16 @@ async fn firefox_esr_on_another_host_plays_vp8_twenty_sessions_of_twenty() -> an
     let played = sessions(&stack, &browser).await?;
     eprintln!("firefox on another host: {played} of {SESSIONS} sessions played");
     assert_eq!(played, SESSIONS);
+
+    // WHEP from the same page: Firefox offers VP8, VP9 and AV1, and the device answers VP8.
+    let device = &stack.device_id;
+    tokio::time::sleep(OFFER_SPACING).await;
+    browser
+        .js(&format!(
+            "window.ferrocam.watch('{device}', {{ transport: 'whep' }}); return null;"
+        ))
+        .await?;
+    assert_eq!(decodes(&browser, 30.0).await?, "video/VP8");
     browser.close().await
 }
 

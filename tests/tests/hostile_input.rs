@@ -116,7 +116,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
         .encode(),
     )
     .await?;
-    // And an offer without H.264 gets `no_common_codec`.
+    // And an offer with neither H.264 nor VP8 gets `no_common_codec`.
     send(
         &mqtt,
         &stack.creds,
@@ -126,7 +126,7 @@ async fn device_survives_garbage_and_answers_bad_offers_with_typed_errors() -> a
             device.clone(),
             session(4),
             ToDevice::Offer {
-                sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n".into(),
+                sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 AV1/90000\r\n".into(),
                 trickle: true,
                 role: Role::View,
                 grant: Some(grant(4)?),

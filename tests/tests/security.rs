@@ -18,13 +18,13 @@ fn session(n: u8) -> SessionId {
 }
 
 /// An offer the device refuses quickly (no H.264) once it has accepted the grant.
-fn vp8_offer(device: &DeviceId, n: u8, grant: Option<String>, reply: &str) -> Vec<u8> {
+fn av1_offer(device: &DeviceId, n: u8, grant: Option<String>, reply: &str) -> Vec<u8> {
     Request::new(
         Party::Gateway(InstanceId::parse("test-probe").unwrap()),
         device.clone(),
         session(n),
         ToDevice::Offer {
-            sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n".into(),
+            sdp: "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 AV1/90000\r\n".into(),
             trickle: true,
             role: Role::View,
             grant,
@@ -72,7 +72,7 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
     for (n, grant) in &cases {
         mqtt.publish(
             &signal,
-            signed(vp8_offer(&device, *n, grant.clone(), &reply)),
+            signed(av1_offer(&device, *n, grant.clone(), &reply)),
         )
         .await?;
     }
@@ -80,7 +80,7 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
     let good = creds.grant("demo", &session(7), Role::View, 30)?;
     mqtt.publish(
         &signal,
-        signed(vp8_offer(&device, 7, Some(good.clone()), &reply)),
+        signed(av1_offer(&device, 7, Some(good.clone()), &reply)),
     )
     .await?;
 
@@ -115,7 +115,7 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
     assert_eq!(codes[&session(7)].0, ErrorCode::NoCommonCodec);
 
     // The same grant again (a replay of a captured offer) is refused.
-    mqtt.publish(&signal, signed(vp8_offer(&device, 7, Some(good), &reply)))
+    mqtt.publish(&signal, signed(av1_offer(&device, 7, Some(good), &reply)))
         .await?;
     let (topic, payload) = mqtt
         .next(Duration::from_secs(10))

@@ -57,15 +57,9 @@ fn snapshot(stack: &Stack, query: &str) -> anyhow::Result<Shot> {
     })
 }
 
-/// One series of the device's `/metrics`.
+/// One series of the device's `/metrics` page on `port`.
 fn metric(port: u16, name: &str) -> anyhow::Result<f64> {
-    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()?
-        .body_mut()
-        .read_to_string()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))
+    ferrocam_tests::metric(&format!("http://127.0.0.1:{port}/metrics"), name)
 }
 
 async fn camera_asleep(port: u16) -> anyhow::Result<()> {
