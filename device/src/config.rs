@@ -8,7 +8,7 @@ use clap::Parser;
 use ferrocam_protocol::DeviceId;
 
 use crate::control::PtzSpec;
-use crate::media::{CaptureFormat, Source};
+use crate::media::{CaptureFormat, Source, Vp8Size};
 
 /// ferrocam device agent: streams this board's camera to browsers over WebRTC.
 #[derive(Debug, Clone, Parser)]
@@ -115,8 +115,8 @@ pub struct Config {
     pub keyframe_interval: u32,
 
     /// The VP8 fallback for viewers that cannot decode H.264 (Firefox without OpenH264, VP8-only
-    /// players): `WIDTHxHEIGHT` (never larger than the main stream), `full` for the main
-    /// stream's size, or `off`. Encoded only while such a viewer watches; 640x360 keeps a Pi's
+    /// players): `WIDTHxHEIGHT` (the box it fits in, keeping the main stream's shape; never
+    /// larger than the main stream), `full` for the main stream's size, or `off`. Encoded only while such a viewer watches; 640x360 keeps a Pi's
     /// CPU cost low (see BENCHMARKS.md). Not available when the camera's own H.264 passes
     /// through.
     #[arg(long, env = "FERROCAM_VP8", default_value = "640x360", value_parser = parse_fallback)]
@@ -186,7 +186,6 @@ pub enum GpioChips {
     Fake { state: Option<PathBuf> },
 }
 
-/// A number that must not be 0 (a picture 0 pixels wide, 0 frames per second…).
 /// What `--vp8` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {
@@ -196,19 +195,12 @@ pub enum Fallback {
 }
 
 impl Fallback {
-    /// The fallback's frame size for a main stream of `width`×`height`: the asked size, shrunk
-    /// to fit inside the main stream and rounded to even numbers (what I420 needs).
-    pub fn size(self, width: u32, height: u32) -> Option<(u32, u32)> {
+    /// The media plan's fallback: none, or how big it may be beside the main stream.
+    pub fn plan(self) -> Option<Vp8Size> {
         match self {
             Self::Off => None,
-            Self::Full => Some((width, height)),
-            Self::Size(w, h) => {
-                let scale = (f64::from(width) / f64::from(w))
-                    .min(f64::from(height) / f64::from(h))
-                    .min(1.0);
-                let even = |x: f64| ((x as u32) & !1).max(2);
-                Some((even(f64::from(w) * scale), even(f64::from(h) * scale)))
-            }
+            Self::Full => Some(Vp8Size::Full),
+            Self::Size(width, height) => Some(Vp8Size::Within(width, height)),
         }
     }
 }
@@ -230,6 +222,7 @@ fn parse_fallback(s: &str) -> Result<Fallback, String> {
     }
 }
 
+/// A number that must not be 0 (a picture 0 pixels wide, 0 frames per second…).
 fn at_least_one(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(0) => Err("must be at least 1".to_owned()),
@@ -350,14 +343,15 @@ mod tests {
     }
 
     #[test]
-    fn the_vp8_fallback_fits_inside_the_main_stream() {
-        let vp8 = |args: &[&str]| parse(args).map(|c| c.vp8.size(c.width, c.height));
-        assert_eq!(vp8(&[]).unwrap(), Some((640, 360)));
+    fn the_vp8_flag_reads_a_size_full_or_off() {
+        let vp8 = |args: &[&str]| parse(args).map(|c| c.vp8.plan());
+        assert_eq!(vp8(&[]).unwrap(), Some(Vp8Size::Within(640, 360)));
         assert_eq!(vp8(&["--vp8", "off"]).unwrap(), None);
-        assert_eq!(vp8(&["--vp8", "full"]).unwrap(), Some((1280, 720)));
-        // Larger than the main stream: shrunk to fit, keeping its shape, even sides.
-        let small = ["--width", "320", "--height", "240", "--vp8", "640x360"];
-        assert_eq!(vp8(&small).unwrap(), Some((320, 180)));
+        assert_eq!(vp8(&["--vp8", "full"]).unwrap(), Some(Vp8Size::Full));
+        assert_eq!(
+            vp8(&["--vp8", "320x240"]).unwrap(),
+            Some(Vp8Size::Within(320, 240))
+        );
         for bad in ["640", "0x360", "x", "99999x2", "big"] {
             assert!(parse(&["--vp8", bad]).is_err(), "{bad}");
         }

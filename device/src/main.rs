@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let vp8 = config
         .vp8
-        .size(config.width, config.height)
+        .plan()
         .filter(|_| media::vp8_encoder_installed() || {
             tracing::warn!("no VP8 encoder (vp8enc, gstreamer1.0-plugins-good): viewers that cannot decode H.264 get no video");
             false

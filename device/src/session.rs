@@ -289,8 +289,8 @@ impl Driver<'_> {
                     let codec = self.peer.video_codec();
                     tracing::info!(session = %self.session, %codec, "viewer connected");
                     let feed = match self.early_feed.take() {
-                        Some(feed) => Ok(feed),
-                        None => self.ctx.media.video_feed(codec),
+                        Some(feed) if feed.codec() == codec => Ok(feed),
+                        _ => self.ctx.media.video_feed(codec),
                     };
                     let started = match feed {
                         Ok(feed) => Streaming::start(&self.ctx.media, self.peer, feed).await,

@@ -40,7 +40,7 @@ const ferrocam = {
   watch,
   restartIce,
   hangUp,
-  get pageErrors() { return pageErrors; },
+  get pageErrors() { return FerrocamSupport.errors; },
 };
 window.ferrocam = ferrocam;
 
@@ -171,10 +171,6 @@ function unexpected(error, sentence) {
 function watchFailed(error) {
   unexpected(error);
 }
-// Anything else that escapes is kept for tests and the console, never put on the screen raw.
-const pageErrors = [];
-window.addEventListener('error', (event) => pageErrors.push(String(event.message)));
-window.addEventListener('unhandledrejection', (event) => pageErrors.push(String(event.reason)));
 
 function describeError(code) {
   return {
@@ -423,6 +419,7 @@ function hangUp() {
 function stopPeer() {
   if (ferrocam.pc) ferrocam.pc.close();
   ferrocam.pc = null;
+  ferrocam.stats = null;
   detachControl();
   ferrocam.session = null;
   ferrocam.resuming = null;

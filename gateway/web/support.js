@@ -9,6 +9,12 @@
 'use strict';
 
 const FerrocamSupport = (() => {
+  // Script errors anywhere in the page, from the first script on: kept for tests and the
+  // console, never put on the screen raw.
+  const errors = [];
+  window.addEventListener('error', (event) => errors.push(String(event.message)));
+  window.addEventListener('unhandledrejection', (event) => errors.push(String(event.reason)));
+
   const isFirefox = () => /\bFirefox\//.test(navigator.userAgent);
   const isWebKitGtk = () => /\b(Epiphany|WebKitGTK)\b/.test(navigator.userAgent)
     || (/AppleWebKit/.test(navigator.userAgent) && /Linux/.test(navigator.userAgent)
@@ -51,7 +57,9 @@ const FerrocamSupport = (() => {
         message: `${which}, which live video needs. Open this page in Chrome, Edge, Firefox or Safari.`,
       };
     }
-    if (seen.codecs === null) return { ok: true, codec: null };
+    // Cannot tell (an old browser, or a camera whose status has not arrived): let
+    // negotiation decide, and the camera's refusal speak.
+    if (seen.codecs === null || !status) return { ok: true, codec: null };
     const offered = camera(status);
     if (seen.codecs.has('h264') && offered.includes('h264')) return { ok: true, codec: 'h264' };
     if (seen.codecs.has('vp8') && offered.includes('vp8')) {
@@ -74,6 +82,6 @@ const FerrocamSupport = (() => {
     };
   }
 
-  return { browser, check };
+  return { browser, check, errors };
 })();
 window.FerrocamSupport = FerrocamSupport;

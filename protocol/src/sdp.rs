@@ -66,9 +66,7 @@ pub fn check_offer(sdp: &str) -> Result<(), OfferProblem> {
 pub fn choose_video_codec(sdp: &str, vp8: bool) -> Result<VideoCodec, OfferProblem> {
     match check_offer(sdp) {
         Ok(()) => Ok(VideoCodec::H264),
-        Err(_) if vp8 && !payload_types(sdp, VideoCodec::Vp8, false).is_empty() => {
-            Ok(VideoCodec::Vp8)
-        }
+        Err(_) if vp8 && lists_video_codec(sdp, VideoCodec::Vp8) => Ok(VideoCodec::Vp8),
         Err(_) if vp8 => Err(OfferProblem::NoH264OrVp8),
         Err(problem) => Err(problem),
     }
@@ -127,6 +125,11 @@ pub fn offer_as_dtls_client(sdp: &str) -> String {
         }
     }
     out
+}
+
+/// Whether any video section of `sdp` lists `codec` (in any profile or mode).
+pub fn lists_video_codec(sdp: &str, codec: VideoCodec) -> bool {
+    !payload_types(sdp, codec, false).is_empty()
 }
 
 fn h264_payload_types(sdp: &str) -> Vec<&str> {

@@ -13,7 +13,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(30);
 const SESSIONS: usize = 20;
 /// The gateway's steady offer rate per WebSocket is one per 2 s (`http/ws.rs`).
-const OFFER_SPACING: Duration = Duration::from_millis(2100);
+const OFFER_SPACING: Duration = Duration::from_millis(2500);
 
 /// Frames decoded and the codec of the page's current connection (0 and null before one).
 async fn received(browser: &Browser) -> anyhow::Result<(f64, String)> {
@@ -225,6 +225,9 @@ async fn a_browser_without_webrtc_gets_a_sentence_not_an_exception() -> anyhow::
     );
 
     // Clicking the camera says the same, and nothing is thrown.
+    browser
+        .js("window.ferrocam.lastError = null; document.getElementById('error').hidden = true; return null;")
+        .await?;
     browser.click_device(&stack.device_id).await?;
     let says = eventually("the click's answer", WAIT, || async {
         let says = page_says(&browser).await?;

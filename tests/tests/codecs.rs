@@ -29,10 +29,14 @@ async fn device_status(stack: &Stack) -> anyhow::Result<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vp8_only_player_gets_vp8_while_h264_players_keep_h264() -> anyhow::Result<()> {
     let port = free_port();
-    let stack = Stack::start(
-        StackOptions::new("codecs_vp8")
-            .device_args(&["--metrics-listen", &format!("127.0.0.1:{port}")]),
-    )
+    // Periodic keyframes 20 s apart, so the key frame after the PLI below is the PLI's.
+    let listen = format!("127.0.0.1:{port}");
+    let stack = Stack::start(StackOptions::new("codecs_vp8").device_args(&[
+        "--metrics-listen",
+        &listen,
+        "--keyframe-interval",
+        "600",
+    ]))
     .await?;
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let status = device_status(&stack).await?;
@@ -69,9 +73,11 @@ async fn a_vp8_only_player_gets_vp8_while_h264_players_keep_h264() -> anyhow::Re
     h264.wait_frames(before + 30, WAIT).await?;
     let keyframes = vp8.keyframes();
     vp8.send_pli().await?;
-    eventually("a VP8 key frame after PLI", WAIT, || async {
-        Ok((vp8.keyframes() > keyframes).then_some(()))
-    })
+    eventually(
+        "a VP8 key frame after PLI",
+        Duration::from_secs(5),
+        || async { Ok((vp8.keyframes() > keyframes).then_some(())) },
+    )
     .await?;
 
     assert_eq!(vp8.delete().await?, 200);

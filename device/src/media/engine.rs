@@ -375,6 +375,11 @@ impl Drop for VideoFeed {
 }
 
 impl VideoFeed {
+    /// The codec of the frames this feed gives.
+    pub fn codec(&self) -> VideoCodec {
+        self.codec
+    }
+
     /// The next access unit to send, or `None` when the engine is gone.
     pub async fn next(&mut self) -> Option<AccessUnit> {
         loop {

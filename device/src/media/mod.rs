@@ -28,7 +28,7 @@ pub use encoder::{Encoder, GstProbe, vp8_encoder_installed};
 pub use engine::{EngineSettings, MediaEngine, SnapshotError, SnapshotRequest, VideoFeed};
 pub use ferrocam_protocol::VideoCodec;
 pub use keyframes::KeyframeReason;
-pub use pipeline::VideoPlan;
+pub use pipeline::{VideoPlan, Vp8Size};
 pub use snapshot::{Jpeg, WIDTHS as SNAPSHOT_WIDTHS};
 pub use source::{CaptureFormat, Source};
 

@@ -30,9 +30,18 @@ pub struct VideoPlan {
     pub keyframe_interval: u32,
     /// Paint each frame's capture time into it (the glass-to-glass meter, `ferrocam_stamp_gst`).
     pub stamp: bool,
-    /// The VP8 fallback's frame size, or `None` for no fallback. Ignored when the camera's own
+    /// How big the VP8 fallback is, or `None` for no fallback. Ignored when the camera's own
     /// H.264 passes through (there are no raw frames to encode).
-    pub vp8: Option<(u32, u32)>,
+    pub vp8: Option<Vp8Size>,
+}
+
+/// How big the VP8 fallback is, beside the main stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vp8Size {
+    /// The main stream's size.
+    Full,
+    /// The main stream scaled down, keeping its shape, to fit in this box.
+    Within(u32, u32),
 }
 
 /// Where one encoder's frames go.
@@ -51,10 +60,19 @@ const VP8_ENCODER: &str = "vp8enc name=vp8enc deadline=1 cpu-used=16 threads=1 e
                            buffer-optimal-size=600 error-resilient=partitions";
 
 impl VideoPlan {
-    /// The VP8 fallback's frame size, when this plan has one.
+    /// The VP8 fallback's frame size, when this plan has one. Worked out from the size in
+    /// force, so `video.set` resizes it too; even sides, as I420 needs.
     pub fn vp8_size(&self) -> Option<(u32, u32)> {
         let encodes = self.format != CaptureFormat::H264 && self.encoder.is_some();
-        self.vp8.filter(|_| encodes)
+        let (width, height) = (f64::from(self.width), f64::from(self.height));
+        let scale = match self.vp8.filter(|_| encodes)? {
+            Vp8Size::Full => 1.0,
+            Vp8Size::Within(box_w, box_h) => (f64::from(box_w) / width)
+                .min(f64::from(box_h) / height)
+                .min(1.0),
+        };
+        let even = |side: f64| ((side.round() as u32) & !1).max(2);
+        Some((even(width * scale), even(height * scale)))
     }
 
     /// The fallback's bitrate: the main stream's, scaled by frame area (a quarter of the pixels
@@ -84,7 +102,10 @@ impl VideoPlan {
              ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
              {scale}! {VP8_ENCODER} target-bitrate={bps} keyframe-max-dist={gop} \
              ! appsink name=vp8units sync=false async=false max-buffers=4 drop=true",
-            bps = self.vp8_bitrate_kbps() * 1000,
+            bps = self
+                .vp8_bitrate_kbps()
+                .saturating_mul(1000)
+                .min(i32::MAX as u32),
             gop = self.keyframe_interval,
         ))
     }
@@ -298,15 +319,6 @@ impl VideoPipeline {
     /// Changes the encoders' target bitrate while they run (the VP8 fallback's scaled to its
     /// size).
     pub fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
-        if let Some(vp8) = &self.vp8 {
-            let plan = VideoPlan {
-                bitrate_kbps: kbps,
-                ..vp8.plan.clone()
-            };
-            let bps = plan.vp8_bitrate_kbps().saturating_mul(1000);
-            vp8.encoder
-                .set_property("target-bitrate", i32::try_from(bps).unwrap_or(i32::MAX));
-        }
         let enc = self
             .pipeline
             .by_name("enc")
@@ -328,6 +340,16 @@ impl VideoPipeline {
                     .build(),
             ),
             other => anyhow::bail!("changing the bitrate of {other} is not supported"),
+        }
+        // Only once the main encoder took it, so both follow the same plan.
+        if let Some(vp8) = &self.vp8 {
+            let plan = VideoPlan {
+                bitrate_kbps: kbps,
+                ..vp8.plan.clone()
+            };
+            let bps = plan.vp8_bitrate_kbps().saturating_mul(1000);
+            vp8.encoder
+                .set_property("target-bitrate", i32::try_from(bps).unwrap_or(i32::MAX));
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
 
 fn with_fallback(gop: u32) -> VideoPlan {
     VideoPlan {
-        vp8: Some((320, 180)),
+        vp8: Some(Vp8Size::Within(320, 180)),
         ..plan(
             Source::TestPattern,
             CaptureFormat::Raw,
@@ -81,6 +81,7 @@ async fn a_vp8_keyframe_request_gets_a_vp8_keyframe_without_touching_h264() {
     let forced_before = engine.keyframes_forced.get();
     // Past the keyframe gate's minimum interval (500 ms in these tests).
     frames(&mut vp8, 20).await;
+    let mut h264 = engine.raw_units();
     engine.request_keyframe(VideoCodec::Vp8, KeyframeReason::Feedback);
     let mut seen = None;
     for i in 0..30 {
@@ -94,6 +95,38 @@ async fn a_vp8_keyframe_request_gets_a_vp8_keyframe_without_touching_h264() {
         "no VP8 keyframe within 30 frames of the request"
     );
     assert_eq!(engine.keyframes_forced.get(), forced_before + 1);
+    // The H.264 encoder went on with delta frames meanwhile.
+    let mut h264_frames = 0;
+    while let Ok(unit) = h264.try_recv() {
+        assert!(!unit.keyframe, "a VP8 request forced an H.264 keyframe");
+        h264_frames += 1;
+    }
+    assert!(h264_frames > 0, "no H.264 frames while waiting");
+}
+
+#[test]
+fn the_fallback_keeps_the_main_streams_shape_and_follows_its_size() {
+    let sized = |width, height, vp8| {
+        VideoPlan {
+            width,
+            height,
+            vp8: Some(vp8),
+            ..plan(Source::TestPattern, CaptureFormat::Raw, Some("x264enc"), 30)
+        }
+        .vp8_size()
+    };
+    let default = Vp8Size::Within(640, 360);
+    assert_eq!(sized(1280, 720, default), Some((640, 360)));
+    // A 4:3 camera keeps 4:3, inside the box.
+    assert_eq!(sized(640, 480, default), Some((480, 360)));
+    // Never larger than the main stream (after `video.set` made it smaller).
+    assert_eq!(sized(320, 240, default), Some((320, 240)));
+    assert_eq!(sized(1920, 1080, Vp8Size::Full), Some((1920, 1080)));
+    // Odd results are made even.
+    assert_eq!(
+        sized(1000, 750, Vp8Size::Within(333, 333)),
+        Some((332, 250))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +138,7 @@ async fn a_passthrough_camera_has_no_fallback() {
     );
     let engine = engine(
         VideoPlan {
-            vp8: Some((320, 180)),
+            vp8: Some(Vp8Size::Within(320, 180)),
             ..plan(h264_camera, CaptureFormat::H264, None, 30)
         },
         None,

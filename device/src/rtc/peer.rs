@@ -6,6 +6,7 @@
 //! negotiation a session drives.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -86,6 +87,9 @@ pub struct Peer {
     /// What the video track carries: chosen from the offer when answering, from the viewer's
     /// answer when offering (H.264 until then).
     video_codec: Mutex<VideoCodec>,
+    /// A description has settled the codec: later answers (ICE restarts) must keep it, as the
+    /// running stream's packetizer and feed are for it.
+    answered: AtomicBool,
     audio: Option<LocalTrack>,
     /// We made the offer (the SDP we send then names us the DTLS client).
     offering: bool,
@@ -96,19 +100,28 @@ impl Peer {
     /// Builds a connection for `offer_sdp` and returns it with its answer SDP and event stream.
     /// Candidates trickle out as [`PeerEvent::LocalCandidate`] after this returns.
     /// `with_audio` adds an Opus track when the offer has an audio section with Opus.
-    /// The video codec is H.264 when the offer has it, else VP8 when we have it (only that
-    /// codec is registered, so the answer names just what we send).
+    /// The video codec is H.264 when the offer has it in a profile we answer, else VP8 when we
+    /// have it and the offer lists it.
     pub async fn answer(
         settings: &Arc<RtcSettings>,
         offer_sdp: String,
         with_audio: bool,
         session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
     ) -> Result<(Peer, String, mpsc::UnboundedReceiver<PeerEvent>), AnswerError> {
-        let codec = sdp::choose_video_codec(&offer_sdp, settings.vp8)
+        let preferred = sdp::choose_video_codec(&offer_sdp, settings.vp8)
             .map_err(|problem| AnswerError::NoCommonCodec(problem.to_string()))?;
+        // VP8 as well when the offer lists it: the crate answers only H.264 profiles it knows
+        // exactly, and an offer whose H.264 is of another profile would get no video at all.
+        let mut codecs = vec![preferred];
+        if preferred == VideoCodec::H264
+            && settings.vp8
+            && sdp::lists_video_codec(&offer_sdp, VideoCodec::Vp8)
+        {
+            codecs.push(VideoCodec::Vp8);
+        }
         let with_audio = with_audio && sdp::offer_has_opus(&offer_sdp);
         let Building { pc, video, events } =
-            Building::new(settings, session_ice_servers, None, &[codec]).await?;
+            Building::new(settings, session_ice_servers, None, &codecs).await?;
         let audio = if with_audio {
             Some(
                 LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec().rtp_codec, None, &[])
@@ -140,10 +153,18 @@ impl Peer {
             .create_answer(None)
             .await
             .context("creating the answer")?;
-        if sdp::answer_video_codec(&answer.sdp) != Some(codec) {
-            return Err(AnswerError::NoCommonCodec(format!(
-                "no {codec} format in the offer is one this camera can send"
-            )));
+        let codec = sdp::answer_video_codec(&answer.sdp)
+            .filter(|codec| codecs.contains(codec))
+            .ok_or_else(|| {
+                AnswerError::NoCommonCodec(format!(
+                    "no {preferred} format in the offer is one this camera can send"
+                ))
+            })?;
+        if codec != preferred {
+            // Before our answer is applied, so the sender binds the codec really sent.
+            video
+                .switch_codec(&video_codecs(codec).remove(0).rtp_codec)
+                .await?;
         }
         pc.set_local_description(answer.clone())
             .await
@@ -153,6 +174,7 @@ impl Peer {
             pc: pc.keep(),
             video,
             video_codec: Mutex::new(codec),
+            answered: AtomicBool::new(true),
             audio,
             offering: false,
             settings: Arc::clone(settings),
@@ -204,6 +226,7 @@ impl Peer {
             pc: pc.keep(),
             video,
             video_codec: Mutex::new(VideoCodec::H264),
+            answered: AtomicBool::new(false),
             audio,
             offering: true,
             settings: Arc::clone(settings),
@@ -250,8 +273,14 @@ impl Peer {
                     ours.join(" or ")
                 ))
             })?;
-        let current = *self.video_codec.lock().expect("codec lock");
-        if codec != current {
+        let current = self.video_codec();
+        if self.answered.load(Ordering::Relaxed) {
+            if !sdp::lists_video_codec(&answer_sdp, current) {
+                return Err(AnswerError::NoCommonCodec(format!(
+                    "the viewer's new answer drops {current}, which this session sends"
+                )));
+            }
+        } else if codec != current {
             let parameters = video_codecs(codec).remove(0).rtp_codec;
             self.video.switch_codec(&parameters).await?;
             *self.video_codec.lock().expect("codec lock") = codec;
@@ -261,6 +290,7 @@ impl Peer {
             .set_remote_description(answer)
             .await
             .context("applying the answer")?;
+        self.answered.store(true, Ordering::Relaxed);
         Ok(())
     }
 

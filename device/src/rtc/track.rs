@@ -40,8 +40,8 @@ pub(super) struct LocalTrack {
 impl LocalTrack {
     /// Adds a track of `kind` that starts out carrying `codec`: with `add_track` when answering
     /// (it joins the offer's transceiver), or in a new transceiver of the given direction when
-    /// offering. An offer lists `offered`, in that order: the crate would otherwise list only
-    /// the track's own codec.
+    /// offering. Our description lists `offered`, in that order (unless empty): the crate
+    /// would otherwise list only the track's own codec.
     pub(super) async fn add(
         pc: &Arc<dyn PeerConnection>,
         kind: RtpCodecKind,
@@ -53,10 +53,16 @@ impl LocalTrack {
         let track = Arc::new(TrackLocalStaticRTP::new(describe(kind, ssrc, codec)));
         let local = Arc::clone(&track) as Arc<dyn TrackLocal>;
         let sender = match direction {
-            None => pc
-                .add_track(local)
-                .await
-                .with_context(|| format!("adding the {kind} track"))?,
+            None => {
+                let sender = pc
+                    .add_track(local)
+                    .await
+                    .with_context(|| format!("adding the {kind} track"))?;
+                if !offered.is_empty() {
+                    prefer(pc, &sender, offered).await?;
+                }
+                sender
+            }
             Some(direction) => {
                 let transceiver = pc
                     .add_transceiver_from_track(
@@ -133,6 +139,26 @@ impl LocalTrack {
     }
 }
 
+/// Sets the codecs the transceiver of `sender` negotiates.
+async fn prefer(
+    pc: &Arc<dyn PeerConnection>,
+    sender: &Arc<dyn RtpSender>,
+    codecs: &[RTCRtpCodecParameters],
+) -> anyhow::Result<()> {
+    // An address, not a pointer, so the future stays `Send`.
+    let ours = Arc::as_ptr(sender).cast::<()>() as usize;
+    for transceiver in pc.get_transceivers().await {
+        let theirs = transceiver.sender().await.ok().flatten();
+        if theirs.is_some_and(|s| Arc::as_ptr(&s).cast::<()>() as usize == ours) {
+            return transceiver
+                .set_codec_preferences(codecs.to_vec())
+                .await
+                .context("listing the codecs to negotiate");
+        }
+    }
+    Err(anyhow!("the track's transceiver is gone"))
+}
+
 /// How the connection sees a track: one encoding, on `ssrc`, in `codec`. The ids are the same
 /// for every description of a track, so switching codecs keeps the browser's track.
 fn describe(kind: RtpCodecKind, ssrc: u32, codec: &RTCRtpCodec) -> MediaStreamTrack {
@@ -168,20 +194,25 @@ impl SampleSender {
         duration: Duration,
         at: Instant,
     ) -> anyhow::Result<()> {
-        let samples = (duration.as_secs_f64() * f64::from(self.clock_rate)) as u32;
+        let samples = (duration.as_secs_f64() * f64::from(self.clock_rate)).round() as u32;
         let packets = self
             .packetizer
             .lock()
             .expect("packetizer lock")
             .packetize(at, data, samples)
             .map_err(|e| anyhow!("packetizing: {e}"))?;
+        // Every packet is offered even after one fails: their sequence numbers are taken, and a
+        // hole the receiver can NACK beats a frame cut short.
+        let mut failed = None;
         for packet in packets {
-            self.track
-                .write_rtp(packet)
-                .await
-                .map_err(|e| anyhow!("sending media: {e}"))?;
+            if let Err(e) = self.track.write_rtp(packet).await {
+                failed.get_or_insert(e);
+            }
         }
-        Ok(())
+        match failed {
+            Some(e) => Err(anyhow!("sending media: {e}")),
+            None => Ok(()),
+        }
     }
 }
 
