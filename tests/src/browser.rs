@@ -290,6 +290,24 @@ impl Browser {
     }
 }
 
+/// Whether this distribution has Debian's Firefox ESR at all: installed, or a package apt can
+/// install. Ubuntu has none (its Firefox is a snap), and the Firefox tests skip there, saying
+/// so; where the package exists and is missing, starting Firefox fails the test instead.
+pub fn firefox_esr_exists_here() -> bool {
+    if which("firefox-esr").is_ok() {
+        return true;
+    }
+    Command::new("apt-cache")
+        .args(["policy", "firefox-esr"])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim().starts_with("Candidate:") && !l.contains("(none)"))
+        })
+        .unwrap_or(false)
+}
+
 fn which(program: &str) -> anyhow::Result<String> {
     // geckodriver comes from crates.io (`cargo install`, see scripts/setup-system.sh).
     let cargo_bin = std::env::var("CARGO_HOME")
