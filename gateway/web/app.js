@@ -161,17 +161,6 @@ function onServerMessage(msg) {
   }
 }
 
-// A failure inside the page while watching: details to the console, a sentence on the screen.
-function unexpected(error, sentence) {
-  console.error(error);
-  showError(sentence || 'The viewer hit an unexpected problem. Reload the page to try again; the browser console has the details.', 'client');
-}
-
-// For `watch(...).catch(…)`.
-function watchFailed(error) {
-  unexpected(error);
-}
-
 function describeError(code) {
   return {
     no_common_codec: 'This browser cannot decode any video format this camera sends (H.264, or VP8 where the camera has it).',

@@ -85,3 +85,15 @@ const FerrocamSupport = (() => {
   return { browser, check, errors };
 })();
 window.FerrocamSupport = FerrocamSupport;
+
+// A failure inside the page while watching: details to the console, a sentence on the screen
+// (`showError` is app.js's).
+function unexpected(error, sentence) {
+  console.error(error);
+  showError(sentence || 'The viewer hit an unexpected problem. Reload the page to try again; the browser console has the details.', 'client');
+}
+
+// For `watch(...).catch(…)`.
+function watchFailed(error) {
+  unexpected(error);
+}

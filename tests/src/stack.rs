@@ -407,6 +407,17 @@ impl Stack {
             .await
     }
 
+    /// The device's status as the gateway's REST API gives it (`/api/devices/<id>`).
+    pub fn device_status(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(
+            ureq::get(&self.url(&format!("api/devices/{}", self.device_id)))
+                .header("authorization", &self.bearer())
+                .call()?
+                .body_mut()
+                .read_json()?,
+        )
+    }
+
     /// `http://127.0.0.1:<gateway 0 port>/<path>`.
     pub fn url(&self, path: &str) -> String {
         self.gateway_url(0, path)

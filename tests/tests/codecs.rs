@@ -18,14 +18,6 @@ fn vp8_only() -> WhepOptions {
     }
 }
 
-async fn device_status(stack: &Stack) -> anyhow::Result<serde_json::Value> {
-    Ok(ureq::get(&stack.url("api/devices/demo"))
-        .header("authorization", &stack.bearer())
-        .call()?
-        .body_mut()
-        .read_json()?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vp8_only_player_gets_vp8_while_h264_players_keep_h264() -> anyhow::Result<()> {
     let port = free_port();
@@ -39,7 +31,7 @@ async fn a_vp8_only_player_gets_vp8_while_h264_players_keep_h264() -> anyhow::Re
     ]))
     .await?;
     let metrics = format!("http://127.0.0.1:{port}/metrics");
-    let status = device_status(&stack).await?;
+    let status = stack.device_status()?;
     let video = &status["capabilities"]["video"];
     assert_eq!(
         video["codecs"],
@@ -97,7 +89,7 @@ async fn a_vp8_only_player_gets_vp8_while_h264_players_keep_h264() -> anyhow::Re
 async fn without_the_fallback_a_vp8_only_offer_is_refused_in_plain_words() -> anyhow::Result<()> {
     let stack =
         Stack::start(StackOptions::new("codecs_off").device_args(&["--vp8", "off"])).await?;
-    let status = device_status(&stack).await?;
+    let status = stack.device_status()?;
     assert_eq!(
         status["capabilities"]["video"]["codecs"],
         serde_json::json!(["h264"])

@@ -5,14 +5,6 @@ use std::time::Duration;
 
 use ferrocam_tests::{Stack, StackOptions, WhepOptions, WhepPlayer};
 
-async fn device_status(stack: &Stack) -> anyhow::Result<serde_json::Value> {
-    Ok(ureq::get(&stack.url("api/devices/demo"))
-        .header("authorization", &stack.bearer())
-        .call()?
-        .body_mut()
-        .read_json()?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pli_from_a_viewer_forces_a_keyframe() -> anyhow::Result<()> {
     // A 20 s GOP: any keyframe in the next seconds comes from a request, not the schedule.
@@ -58,7 +50,7 @@ async fn a_pli_from_a_viewer_forces_a_keyframe() -> anyhow::Result<()> {
 async fn the_audio_track_is_negotiated_and_carries_opus() -> anyhow::Result<()> {
     let stack =
         Stack::start(StackOptions::new("audio_opus").device_args(&["--audio", "test"])).await?;
-    let status = device_status(&stack).await?;
+    let status = stack.device_status()?;
     assert_eq!(status["capabilities"]["audio"]["codec"], "opus", "{status}");
     assert_eq!(
         status["capabilities"]["audio"]["source"], "test tone",
@@ -97,7 +89,7 @@ async fn a_missing_microphone_degrades_to_video_only() -> anyhow::Result<()> {
     let stack =
         Stack::start(StackOptions::new("audio_missing").device_args(&["--audio", "alsa:hw:97,0"]))
             .await?;
-    let status = device_status(&stack).await?;
+    let status = stack.device_status()?;
     assert!(status["capabilities"]["audio"].is_null(), "{status}");
 
     let player = WhepPlayer::connect_with(
