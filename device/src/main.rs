@@ -223,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
             rtc: Arc::new(RtcSettings::new(
                 config.ice_udp.clone(),
                 config.ice_servers.clone(),
-                media.codecs().contains(&VideoCodec::Vp8),
+                media.codecs(),
             )),
             out: Arc::new(publisher),
             connect_timeout: Duration::from_secs(config.session_timeout_secs),

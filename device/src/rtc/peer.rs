@@ -30,8 +30,9 @@ pub struct RtcSettings {
     pub udp_addrs: Vec<SocketAddr>,
     /// STUN/TURN URLs.
     pub ice_servers: Vec<String>,
-    /// Whether the media engine can send VP8 to viewers that cannot decode H.264.
-    pub vp8: bool,
+    /// The video codecs the media engine can send, preferred first (H.264, then VP8 for
+    /// viewers that cannot decode H.264, when the device has that fallback).
+    pub codecs: Vec<VideoCodec>,
 }
 
 impl RtcSettings {
@@ -42,7 +43,11 @@ impl RtcSettings {
     /// without a working connection (measured: 11 of 20 sessions failed with Firefox on the
     /// device's own host, and about one in three in the field test). Every browser on the
     /// machine reaches its other addresses as well.
-    pub fn new(udp_addrs: Vec<SocketAddr>, ice_servers: Vec<String>, vp8: bool) -> Self {
+    pub fn new(
+        udp_addrs: Vec<SocketAddr>,
+        ice_servers: Vec<String>,
+        codecs: Vec<VideoCodec>,
+    ) -> Self {
         let (loopback, other): (Vec<_>, Vec<_>) = udp_addrs
             .into_iter()
             .partition(|addr| addr.ip().is_loopback());
@@ -55,17 +60,13 @@ impl RtcSettings {
         Self {
             udp_addrs: if other.is_empty() { loopback } else { other },
             ice_servers,
-            vp8,
+            codecs,
         }
     }
 
-    /// Video codecs to offer, preferred first.
-    fn codecs(&self) -> Vec<VideoCodec> {
-        let mut codecs = vec![VideoCodec::H264];
-        if self.vp8 {
-            codecs.push(VideoCodec::Vp8);
-        }
-        codecs
+    /// Whether viewers that cannot decode H.264 can get VP8.
+    fn vp8(&self) -> bool {
+        self.codecs.contains(&VideoCodec::Vp8)
     }
 }
 
@@ -108,13 +109,13 @@ impl Peer {
         with_audio: bool,
         session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
     ) -> Result<(Peer, String, mpsc::UnboundedReceiver<PeerEvent>), AnswerError> {
-        let preferred = sdp::choose_video_codec(&offer_sdp, settings.vp8)
+        let preferred = sdp::choose_video_codec(&offer_sdp, settings.vp8())
             .map_err(|problem| AnswerError::NoCommonCodec(problem.to_string()))?;
         // VP8 as well when the offer lists it: the crate answers only H.264 profiles it knows
         // exactly, and an offer whose H.264 is of another profile would get no video at all.
         let mut codecs = vec![preferred];
         if preferred == VideoCodec::H264
-            && settings.vp8
+            && settings.vp8()
             && sdp::lists_video_codec(&offer_sdp, VideoCodec::Vp8)
         {
             codecs.push(VideoCodec::Vp8);
@@ -199,7 +200,7 @@ impl Peer {
     )> {
         let send_only = Some(RTCRtpTransceiverDirection::Sendonly);
         let Building { pc, video, events } =
-            Building::new(settings, session_ice_servers, send_only, &settings.codecs()).await?;
+            Building::new(settings, session_ice_servers, send_only, &settings.codecs).await?;
         let audio = if with_audio {
             Some(
                 LocalTrack::add(
@@ -265,9 +266,9 @@ impl Peer {
     /// section, and that is [`AnswerError::NoCommonCodec`].
     pub async fn accept_answer(&self, answer_sdp: String) -> Result<(), AnswerError> {
         let codec = sdp::answer_video_codec(&answer_sdp)
-            .filter(|codec| self.settings.codecs().contains(codec))
+            .filter(|codec| self.settings.codecs.contains(codec))
             .ok_or_else(|| {
-                let ours = self.settings.codecs().iter().map(ToString::to_string).collect::<Vec<_>>();
+                let ours = self.settings.codecs.iter().map(ToString::to_string).collect::<Vec<_>>();
                 AnswerError::NoCommonCodec(format!(
                     "the viewer's answer has no video this camera can send ({}): it cannot play this camera",
                     ours.join(" or ")
@@ -356,13 +357,18 @@ mod tests {
 
     #[test]
     fn loopback_is_used_only_when_it_is_all_there_is() {
-        let mixed = RtcSettings::new(addrs(&["127.0.0.1:0", "10.0.0.2:0"]), vec![], true);
+        let both = vec![VideoCodec::H264, VideoCodec::Vp8];
+        let mixed = RtcSettings::new(addrs(&["127.0.0.1:0", "10.0.0.2:0"]), vec![], both.clone());
         assert_eq!(mixed.udp_addrs, addrs(&["10.0.0.2:0"]));
-        let only = RtcSettings::new(addrs(&["127.0.0.1:0", "[::1]:0"]), vec![], true);
+        let only = RtcSettings::new(addrs(&["127.0.0.1:0", "[::1]:0"]), vec![], both);
         assert_eq!(only.udp_addrs, addrs(&["127.0.0.1:0", "[::1]:0"]));
-        let wildcard = RtcSettings::new(addrs(&["0.0.0.0:0", "127.0.0.1:0"]), vec![], false);
+        let wildcard = RtcSettings::new(
+            addrs(&["0.0.0.0:0", "127.0.0.1:0"]),
+            vec![],
+            vec![VideoCodec::H264],
+        );
         assert_eq!(wildcard.udp_addrs, addrs(&["0.0.0.0:0"]));
-        assert_eq!(wildcard.codecs(), vec![VideoCodec::H264]);
-        assert_eq!(only.codecs(), vec![VideoCodec::H264, VideoCodec::Vp8]);
+        assert!(!wildcard.vp8());
+        assert!(only.vp8());
     }
 }
