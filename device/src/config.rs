@@ -133,6 +133,13 @@ pub struct Config {
     )]
     pub ice_udp: Vec<SocketAddr>,
 
+    /// ICE over TCP (RFC 6544) for viewers behind networks that block UDP: `auto` listens on
+    /// the addresses `--ice-udp` uses, with a fresh port per viewer; `off`; or a comma-separated
+    /// list of addresses. Browsers prefer UDP whenever it works, so TCP carries the video only
+    /// when it is the one way through.
+    #[arg(long = "ice-tcp", env = "FERROCAM_ICE_TCP", default_value = "auto", value_parser = parse_ice_tcp)]
+    pub ice_tcp: IceTcp,
+
     /// STUN/TURN server URLs for NAT traversal (repeatable), e.g. `stun:stun.example.org:3478`.
     #[arg(
         long = "ice-server",
@@ -184,6 +191,43 @@ pub enum GpioChips {
     Kernel,
     /// An in-memory chip (`--gpio-fake`), writing its state to `state` if given.
     Fake { state: Option<PathBuf> },
+}
+
+/// What `--ice-tcp` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IceTcp {
+    /// The IP addresses of `--ice-udp`, each on a port of the system's choosing.
+    Auto,
+    Off,
+    Addrs(Vec<SocketAddr>),
+}
+
+impl IceTcp {
+    /// The TCP addresses to listen on, given the UDP ones.
+    pub fn addrs(&self, udp: &[SocketAddr]) -> Vec<SocketAddr> {
+        match self {
+            Self::Auto => {
+                let mut addrs: Vec<SocketAddr> =
+                    udp.iter().map(|a| SocketAddr::new(a.ip(), 0)).collect();
+                addrs.dedup();
+                addrs
+            }
+            Self::Off => Vec::new(),
+            Self::Addrs(addrs) => addrs.clone(),
+        }
+    }
+}
+
+fn parse_ice_tcp(s: &str) -> Result<IceTcp, String> {
+    match s.trim() {
+        "auto" => Ok(IceTcp::Auto),
+        "off" | "none" => Ok(IceTcp::Off),
+        list => list
+            .split(',')
+            .map(|a| a.trim().parse::<SocketAddr>().map_err(|e| format!("{a:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(IceTcp::Addrs),
+    }
 }
 
 /// What `--vp8` asks for.
@@ -355,6 +399,24 @@ mod tests {
         for bad in ["640", "0x360", "x", "99999x2", "big"] {
             assert!(parse(&["--vp8", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ice_tcp_follows_the_udp_addresses_unless_told_otherwise() {
+        let addrs = |list: &[&str]| -> Vec<SocketAddr> {
+            list.iter().map(|a| a.parse().unwrap()).collect()
+        };
+        let udp = addrs(&["10.0.0.2:5000", "10.0.0.2:0"]);
+        let auto = parse(&[]).unwrap().ice_tcp;
+        assert_eq!(auto.addrs(&udp), addrs(&["10.0.0.2:0"]));
+        let off = parse(&["--ice-tcp", "off"]).unwrap().ice_tcp;
+        assert!(off.addrs(&udp).is_empty());
+        let listed = parse(&["--ice-tcp", "127.0.0.1:7000, 10.0.0.3:0"]).unwrap();
+        assert_eq!(
+            listed.ice_tcp.addrs(&udp),
+            addrs(&["127.0.0.1:7000", "10.0.0.3:0"])
+        );
+        assert!(parse(&["--ice-tcp", "nowhere"]).is_err());
     }
 
     #[test]

@@ -222,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
             media: Arc::clone(&media),
             rtc: Arc::new(RtcSettings::new(
                 config.ice_udp.clone(),
+                config.ice_tcp.addrs(&config.ice_udp),
                 config.ice_servers.clone(),
                 media.codecs(),
             )),

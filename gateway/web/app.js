@@ -409,6 +409,7 @@ function stopPeer() {
   if (ferrocam.pc) ferrocam.pc.close();
   ferrocam.pc = null;
   ferrocam.stats = null;
+  ferrocam.path = null;
   detachControl();
   ferrocam.session = null;
   ferrocam.resuming = null;

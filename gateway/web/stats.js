@@ -1,5 +1,5 @@
 // ferrocam web viewer: the live statistics under the picture (resolution, rate, bitrate, loss,
-// jitter, glass to glass, first frame), from the peer connection's getStats once a second.
+// jitter, path, glass to glass, first frame), from the peer connection's getStats once a second.
 // Loaded before app.js, which starts the timer.
 'use strict';
 
@@ -14,9 +14,12 @@ async function updateStats() {
   let pair = null;
   report.forEach((s) => {
     if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
-    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    // Chromium names the pair in use on the transport; Firefox marks it `selected`.
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+    if (s.type === 'candidate-pair' && s.selected) pair = s;
   });
   if (!inbound) return;
+  ferrocam.path = describePath(report, pair);
   const codec = inbound.codecId && report.get(inbound.codecId);
   const rows = {
     Codec: codec ? codec.mimeType.replace(/^video\//i, '') : '–',
@@ -28,6 +31,7 @@ async function updateStats() {
     Jitter: inbound.jitter != null ? `${(inbound.jitter * 1000).toFixed(1)} ms` : '–',
     'Jitter buffer': inbound.jitterBufferEmittedCount
       ? `${((1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount).toFixed(0)} ms` : '–',
+    Path: ferrocam.path ? ferrocam.path.text : '–',
     RTT: pair && pair.currentRoundTripTime != null ? `${(pair.currentRoundTripTime * 1000).toFixed(1)} ms` : '–',
   };
   const meter = ferrocam.meter;
@@ -58,4 +62,24 @@ async function updateStats() {
     const dd = document.createElement('dd'); dd.textContent = v;
     return [dt, dd];
   }));
+}
+
+// Which way the video travels, from the candidate pair in use: through a TURN relay or
+// straight from the camera, and over UDP or TCP (TCP when a network drops UDP). For a relayed
+// path the protocol is the browser's leg to the relay.
+function describePath(report, pair) {
+  if (!pair) return null;
+  const local = report.get(pair.localCandidateId);
+  const remote = report.get(pair.remoteCandidateId);
+  if (!local || !remote) return null;
+  const relayed = local.candidateType === 'relay' || remote.candidateType === 'relay';
+  const protocol = ((local.candidateType === 'relay' && local.relayProtocol) || local.protocol || '').toLowerCase();
+  const kind = relayed ? 'relay' : 'direct';
+  return {
+    kind,
+    protocol,
+    local: local.candidateType,
+    remote: remote.candidateType,
+    text: `${relayed ? 'TURN relay' : 'direct'} · ${protocol.toUpperCase()} (camera ${remote.candidateType}, browser ${local.candidateType})`,
+  };
 }

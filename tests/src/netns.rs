@@ -12,6 +12,7 @@ pub struct NetNs {
     pub host_ip: String,
     pub ns_ip: String,
     host_if: String,
+    ns_if: String,
 }
 
 fn run(args: &[&str]) -> anyhow::Result<()> {
@@ -37,6 +38,7 @@ impl NetNs {
             host_ip: host_ip.clone(),
             ns_ip: ns_ip.clone(),
             host_if: host_if.clone(),
+            ns_if: ns_if.clone(),
         };
         run(&["ip", "netns", "add", &name]).context("creating a network namespace (needs root)")?;
         run(&[
@@ -88,9 +90,34 @@ impl NetNs {
         ])
     }
 
+    /// Drops every UDP packet into and out of the namespace, as a firewall that allows only
+    /// TCP would (MQTT and HTTP still pass).
+    pub fn block_udp(&self) -> anyhow::Result<()> {
+        for chain in ["OUTPUT", "INPUT"] {
+            self.exec(&["iptables", "-A", chain, "-p", "udp", "-j", "DROP"])?;
+        }
+        Ok(())
+    }
+
     /// Removes every drop rule.
     pub fn clear_drops(&self) -> anyhow::Result<()> {
-        self.exec(&["iptables", "-F", "OUTPUT"])
+        self.exec(&["iptables", "-F", "OUTPUT"])?;
+        self.exec(&["iptables", "-F", "INPUT"])
+    }
+
+    /// Limits what leaves the namespace to `kbps` with a token bucket (`tc tbf`, 16 kB burst,
+    /// at most 150 ms queued): a narrow uplink. Called again, it changes the rate in place.
+    pub fn shape_uplink(&self, kbps: u32) -> anyhow::Result<()> {
+        let rate = format!("{kbps}kbit");
+        self.exec(&[
+            "tc", "qdisc", "replace", "dev", &self.ns_if, "root", "tbf", "rate", &rate, "burst",
+            "16kb", "latency", "150ms",
+        ])
+    }
+
+    /// Removes the uplink's shaping.
+    pub fn unshape_uplink(&self) -> anyhow::Result<()> {
+        self.exec(&["tc", "qdisc", "del", "dev", &self.ns_if, "root"])
     }
 }
 

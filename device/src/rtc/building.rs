@@ -111,6 +111,7 @@ impl Building {
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Events { tx: events_tx }))
             .with_udp_addrs(settings.udp_addrs.clone())
+            .with_tcp_addrs(settings.tcp_addrs.clone())
             .build()
             .await
             .context("creating the peer connection")?;

@@ -28,6 +28,9 @@ use crate::media::VideoCodec;
 pub struct RtcSettings {
     /// Local UDP sockets ICE gathers host candidates from.
     pub udp_addrs: Vec<SocketAddr>,
+    /// Local TCP addresses each peer listens on for ICE over TCP (passive candidates, RFC
+    /// 6544): the way through for a viewer whose network drops UDP. Empty: UDP only.
+    pub tcp_addrs: Vec<SocketAddr>,
     /// STUN/TURN URLs.
     pub ice_servers: Vec<String>,
     /// The video codecs the media engine can send, preferred first (H.264, then VP8 for
@@ -43,22 +46,16 @@ impl RtcSettings {
     /// without a working connection (measured: 11 of 20 sessions failed with Firefox on the
     /// device's own host, and about one in three in the field test). Every browser on the
     /// machine reaches its other addresses as well.
+    /// The same rule holds for `tcp_addrs`.
     pub fn new(
         udp_addrs: Vec<SocketAddr>,
+        tcp_addrs: Vec<SocketAddr>,
         ice_servers: Vec<String>,
         codecs: Vec<VideoCodec>,
     ) -> Self {
-        let (loopback, other): (Vec<_>, Vec<_>) = udp_addrs
-            .into_iter()
-            .partition(|addr| addr.ip().is_loopback());
-        if !other.is_empty() && !loopback.is_empty() {
-            tracing::info!(
-                ?loopback,
-                "ICE leaves loopback out: other addresses are configured"
-            );
-        }
         Self {
-            udp_addrs: if other.is_empty() { loopback } else { other },
+            udp_addrs: loopback_only_alone(udp_addrs),
+            tcp_addrs: loopback_only_alone(tcp_addrs),
             ice_servers,
             codecs,
         }
@@ -68,6 +65,19 @@ impl RtcSettings {
     fn vp8(&self) -> bool {
         self.codecs.contains(&VideoCodec::Vp8)
     }
+}
+
+/// `addrs` without its loopback addresses, unless loopback is all there is.
+fn loopback_only_alone(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let (loopback, other): (Vec<_>, Vec<_>) =
+        addrs.into_iter().partition(|addr| addr.ip().is_loopback());
+    if !other.is_empty() && !loopback.is_empty() {
+        tracing::info!(
+            ?loopback,
+            "ICE leaves loopback out: other addresses are configured"
+        );
+    }
+    if other.is_empty() { loopback } else { other }
 }
 
 /// Why an offer was not answered.
@@ -358,12 +368,20 @@ mod tests {
     #[test]
     fn loopback_is_used_only_when_it_is_all_there_is() {
         let both = vec![VideoCodec::H264, VideoCodec::Vp8];
-        let mixed = RtcSettings::new(addrs(&["127.0.0.1:0", "10.0.0.2:0"]), vec![], both.clone());
+        let mixed = RtcSettings::new(
+            addrs(&["127.0.0.1:0", "10.0.0.2:0"]),
+            addrs(&["127.0.0.1:0", "10.0.0.2:0"]),
+            vec![],
+            both.clone(),
+        );
         assert_eq!(mixed.udp_addrs, addrs(&["10.0.0.2:0"]));
-        let only = RtcSettings::new(addrs(&["127.0.0.1:0", "[::1]:0"]), vec![], both);
+        assert_eq!(mixed.tcp_addrs, addrs(&["10.0.0.2:0"]));
+        let only = RtcSettings::new(addrs(&["127.0.0.1:0", "[::1]:0"]), vec![], vec![], both);
         assert_eq!(only.udp_addrs, addrs(&["127.0.0.1:0", "[::1]:0"]));
+        assert!(only.tcp_addrs.is_empty());
         let wildcard = RtcSettings::new(
             addrs(&["0.0.0.0:0", "127.0.0.1:0"]),
+            vec![],
             vec![],
             vec![VideoCodec::H264],
         );
