@@ -8,7 +8,12 @@ use clap::Parser;
 use ferrocam_protocol::DeviceId;
 
 use crate::control::PtzSpec;
+
+mod network;
+
 use crate::media::{CaptureFormat, Source, Vp8Size};
+pub use network::IceTcp;
+use network::{parse_ice_tcp, parse_on_off};
 
 /// ferrocam device agent: streams this board's camera to browsers over WebRTC.
 #[derive(Debug, Clone, Parser)]
@@ -110,6 +115,21 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_BITRATE_KBPS", default_value_t = 2000, value_parser = at_least_one)]
     pub bitrate_kbps: u32,
 
+    /// Follow each viewer's path: the encoder's bitrate drops to what the narrowest viewer's
+    /// path carries (estimated from its congestion feedback) and climbs back when it widens.
+    /// `--bitrate-kbps` (and `video.set`) is the ceiling. `off`: always the set bitrate.
+    #[arg(long, env = "FERROCAM_ADAPTIVE", default_value = "on", value_parser = parse_on_off)]
+    pub adaptive: bool,
+
+    /// The lowest bitrate adaptation goes to, in kbit/s.
+    #[arg(long, env = "FERROCAM_MIN_BITRATE_KBPS", default_value_t = 150, value_parser = at_least_one)]
+    pub min_bitrate_kbps: u32,
+
+    /// The highest a viewer's path estimate goes, in kbit/s; the encoder never exceeds
+    /// `--bitrate-kbps` either.
+    #[arg(long, env = "FERROCAM_MAX_BITRATE_KBPS", default_value_t = 8000, value_parser = at_least_one)]
+    pub max_bitrate_kbps: u32,
+
     /// Frames between periodic keyframes (joining viewers get one at once regardless).
     #[arg(long, env = "FERROCAM_KEYFRAME_INTERVAL", default_value_t = 60, value_parser = at_least_one)]
     pub keyframe_interval: u32,
@@ -191,43 +211,6 @@ pub enum GpioChips {
     Kernel,
     /// An in-memory chip (`--gpio-fake`), writing its state to `state` if given.
     Fake { state: Option<PathBuf> },
-}
-
-/// What `--ice-tcp` asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IceTcp {
-    /// The IP addresses of `--ice-udp`, each on a port of the system's choosing.
-    Auto,
-    Off,
-    Addrs(Vec<SocketAddr>),
-}
-
-impl IceTcp {
-    /// The TCP addresses to listen on, given the UDP ones.
-    pub fn addrs(&self, udp: &[SocketAddr]) -> Vec<SocketAddr> {
-        match self {
-            Self::Auto => {
-                let mut addrs: Vec<SocketAddr> =
-                    udp.iter().map(|a| SocketAddr::new(a.ip(), 0)).collect();
-                addrs.dedup();
-                addrs
-            }
-            Self::Off => Vec::new(),
-            Self::Addrs(addrs) => addrs.clone(),
-        }
-    }
-}
-
-fn parse_ice_tcp(s: &str) -> Result<IceTcp, String> {
-    match s.trim() {
-        "auto" => Ok(IceTcp::Auto),
-        "off" | "none" => Ok(IceTcp::Off),
-        list => list
-            .split(',')
-            .map(|a| a.trim().parse::<SocketAddr>().map_err(|e| format!("{a:?}: {e}")))
-            .collect::<Result<Vec<_>, _>>()
-            .map(IceTcp::Addrs),
-    }
 }
 
 /// What `--vp8` asks for.

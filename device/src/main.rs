@@ -1,5 +1,6 @@
 //! `ferrocam-device`: the agent that runs on the board.
 
+mod adapt;
 mod agent;
 mod config;
 mod control;
@@ -32,7 +33,7 @@ use crate::control::{ControlHandler, Gpio, Ptz};
 use crate::media::{
     AudioSource, CaptureFormat, Encoder, EngineSettings, GstProbe, MediaEngine, Source, VideoPlan,
 };
-use crate::rtc::RtcSettings;
+use crate::rtc::{RateBounds, RtcSettings};
 use crate::session::SessionContext;
 
 #[tokio::main]
@@ -164,8 +165,16 @@ async fn main() -> anyhow::Result<()> {
             codec: "opus".to_owned(),
         });
 
+    let limits = adapt::Limits {
+        min_kbps: config.min_bitrate_kbps,
+        max_kbps: config.max_bitrate_kbps.max(config.min_bitrate_kbps),
+    };
+    let adaptation = config
+        .adaptive
+        .then(|| adapt::LinkAdaptation::start(Arc::clone(&media), limits));
     let control = Arc::new(ControlHandler {
         media: Arc::clone(&media),
+        adaptation: adaptation.clone(),
         camera: match &media.plan().source {
             Source::V4l2(path) => Arc::new(V4l2Controls::new(path.clone(), controls.clone())),
             _ => Arc::new(NoControls),
@@ -175,7 +184,11 @@ async fn main() -> anyhow::Result<()> {
         encoder: video_capability.encoder.clone(),
         started: std::time::Instant::now(),
     });
-    let device_metrics = metrics::DeviceMetrics::new(Arc::clone(&media), &video_capability.encoder);
+    let device_metrics = metrics::DeviceMetrics::new(
+        Arc::clone(&media),
+        &video_capability.encoder,
+        adaptation.clone(),
+    );
     if let Some(addr) = config.metrics_listen {
         metrics::serve(addr, Arc::clone(&device_metrics)).await?;
     }
@@ -220,12 +233,26 @@ async fn main() -> anyhow::Result<()> {
         SessionContext {
             device: config.id.clone(),
             media: Arc::clone(&media),
-            rtc: Arc::new(RtcSettings::new(
-                config.ice_udp.clone(),
-                config.ice_tcp.addrs(&config.ice_udp),
-                config.ice_servers.clone(),
-                media.codecs(),
-            )),
+            rtc: Arc::new(
+                RtcSettings::new(
+                    config.ice_udp.clone(),
+                    config.ice_tcp.addrs(&config.ice_udp),
+                    config.ice_servers.clone(),
+                    media.codecs(),
+                )
+                .with_congestion(config.adaptive.then(|| {
+                    RateBounds {
+                        start: f64::from(
+                            limits
+                                .max_kbps
+                                .min(config.bitrate_kbps.max(limits.min_kbps)),
+                        ) * 1000.0,
+                        min: f64::from(limits.min_kbps) * 1000.0,
+                        max: f64::from(limits.max_kbps) * 1000.0,
+                    }
+                })),
+            ),
+            adaptation,
             out: Arc::new(publisher),
             connect_timeout: Duration::from_secs(config.session_timeout_secs),
             control: Arc::clone(&control),

@@ -17,7 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::media::MediaEngine;
+use crate::adapt::LinkAdaptation;
+use crate::media::{MediaEngine, VideoCodec};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EncoderLabels {
@@ -40,6 +41,7 @@ pub struct DeviceMetrics {
     vp8_viewers: Gauge,
     vp8_frame_rate: Gauge<f64, AtomicU64>,
     vp8_bitrate: Gauge<f64, AtomicU64>,
+    adapting: AdaptationGauges,
     /// Broker connections lost (each one is followed by a reconnect attempt).
     pub broker_reconnects: Counter,
     /// Requests from the broker that no gateway signed (or stale, or replayed).
@@ -47,7 +49,11 @@ pub struct DeviceMetrics {
 }
 
 impl DeviceMetrics {
-    pub fn new(media: Arc<MediaEngine>, encoder: &str) -> Arc<Self> {
+    pub fn new(
+        media: Arc<MediaEngine>,
+        encoder: &str,
+        adaptation: Option<Arc<LinkAdaptation>>,
+    ) -> Arc<Self> {
         let mut registry = Registry::with_prefix("ferrocam_device");
         let viewers = Gauge::default();
         let camera_running = Gauge::default();
@@ -92,6 +98,7 @@ impl DeviceMetrics {
             "Video bitrate leaving the VP8 fallback encoder",
             vp8_bitrate.clone(),
         );
+        let adapting = AdaptationGauges::register(&mut registry, adaptation);
         registry.register(
             "encoder",
             "The H.264 encoder in use",
@@ -99,26 +106,7 @@ impl DeviceMetrics {
                 encoder: encoder.to_owned(),
             }),
         );
-        registry.register(
-            "keyframes_forced",
-            "Keyframes asked of the encoder",
-            media.keyframes_forced.clone(),
-        );
-        registry.register(
-            "pipeline_restarts",
-            "Video pipeline failures (each followed by a rebuild)",
-            media.pipeline_restarts.clone(),
-        );
-        registry.register(
-            "snapshots",
-            "Snapshots taken from the camera",
-            media.snapshots_taken.clone(),
-        );
-        registry.register(
-            "snapshots_reused",
-            "Snapshot requests answered with a recent picture (max_age_ms)",
-            media.snapshots_reused.clone(),
-        );
+        register_engine_counters(&mut registry, &media);
         registry.register(
             "broker_reconnects",
             "Broker connections lost",
@@ -139,6 +127,7 @@ impl DeviceMetrics {
             vp8_viewers,
             vp8_frame_rate,
             vp8_bitrate,
+            adapting,
             broker_reconnects,
             requests_dropped,
         })
@@ -155,6 +144,7 @@ impl DeviceMetrics {
         self.vp8_viewers.set(self.media.vp8_viewers() as i64);
         self.vp8_frame_rate.set(vp8_fps);
         self.vp8_bitrate.set(vp8_kbps * 1000.0);
+        self.adapting.update(&self.media);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
@@ -163,6 +153,81 @@ impl DeviceMetrics {
 }
 
 /// Serves `/metrics` and `/healthz` on `addr` until the process ends.
+/// The counters the media engine keeps itself.
+fn register_engine_counters(registry: &mut Registry, media: &MediaEngine) {
+    registry.register(
+        "keyframes_forced",
+        "Keyframes asked of the encoder",
+        media.keyframes_forced.clone(),
+    );
+    registry.register(
+        "pipeline_restarts",
+        "Video pipeline failures (each followed by a rebuild)",
+        media.pipeline_restarts.clone(),
+    );
+    registry.register(
+        "snapshots",
+        "Snapshots taken from the camera",
+        media.snapshots_taken.clone(),
+    );
+    registry.register(
+        "snapshots_reused",
+        "Snapshot requests answered with a recent picture (max_age_ms)",
+        media.snapshots_reused.clone(),
+    );
+}
+
+/// What link adaptation did: the encoders' settings and the narrowest viewer's path.
+struct AdaptationGauges {
+    encoder_target: Gauge,
+    vp8_encoder_target: Gauge,
+    narrowest_link: Gauge,
+    adaptation: Option<Arc<LinkAdaptation>>,
+}
+
+impl AdaptationGauges {
+    fn register(registry: &mut Registry, adaptation: Option<Arc<LinkAdaptation>>) -> Self {
+        let gauges = Self {
+            encoder_target: Gauge::default(),
+            vp8_encoder_target: Gauge::default(),
+            narrowest_link: Gauge::default(),
+            adaptation,
+        };
+        registry.register(
+            "encoder_target_bits_per_second",
+            "What the H.264 encoder is set to: the configured bitrate, or less when a viewer's path carries less",
+            gauges.encoder_target.clone(),
+        );
+        registry.register(
+            "vp8_encoder_target_bits_per_second",
+            "What the VP8 fallback encoder is set to (0 without a fallback)",
+            gauges.vp8_encoder_target.clone(),
+        );
+        registry.register(
+            "narrowest_link_bits_per_second",
+            "The lowest path estimate among connected viewers (0 when none has one)",
+            gauges.narrowest_link.clone(),
+        );
+        gauges
+    }
+
+    fn update(&self, media: &MediaEngine) {
+        let bps = |kbps: u32| i64::from(kbps) * 1000;
+        self.encoder_target
+            .set(bps(media.encoder_kbps(VideoCodec::H264)));
+        self.vp8_encoder_target
+            .set(bps(media.encoder_kbps(VideoCodec::Vp8)));
+        let narrowest = self.adaptation.as_ref().and_then(|adaptation| {
+            adaptation
+                .links()
+                .iter()
+                .filter_map(|link| link.estimate_kbps)
+                .min()
+        });
+        self.narrowest_link.set(narrowest.map_or(0, bps));
+    }
+}
+
 pub async fn serve(addr: SocketAddr, metrics: Arc<DeviceMetrics>) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
@@ -216,7 +281,7 @@ mod tests {
             keyframe_min_interval: Duration::from_millis(500),
             snapshot_settle_frames: 0,
         });
-        let text = DeviceMetrics::new(media, "x264enc").render();
+        let text = DeviceMetrics::new(media, "x264enc", None).render();
         for series in [
             "ferrocam_device_viewers 0",
             "ferrocam_device_camera_running 0",
@@ -228,6 +293,8 @@ mod tests {
             "ferrocam_device_keyframes_forced_total 0",
             "ferrocam_device_pipeline_restarts_total 0",
             "ferrocam_device_broker_reconnects_total 0",
+            "ferrocam_device_encoder_target_bits_per_second 0",
+            "ferrocam_device_narrowest_link_bits_per_second 0",
         ] {
             assert!(
                 text.lines().any(|l| l == series),

@@ -40,6 +40,8 @@ pub struct SessionContext {
     pub out: Arc<dyn Outbox>,
     pub connect_timeout: Duration,
     pub control: Arc<ControlHandler>,
+    /// Where each streaming viewer's path estimate goes (`None` with `--adaptive off`).
+    pub adaptation: Option<Arc<crate::adapt::LinkAdaptation>>,
     /// The gateways' key to seal relayed control replies to (snapshots must not be readable
     /// off the broker).
     pub gateways: ferrocam_protocol::sealed::Recipient,
@@ -293,7 +295,7 @@ impl Driver<'_> {
                         _ => self.ctx.media.video_feed(codec),
                     };
                     let started = match feed {
-                        Ok(feed) => Streaming::start(&self.ctx.media, self.peer, feed).await,
+                        Ok(feed) => Streaming::start(self.ctx, self.peer, feed).await,
                         Err(e) => Err(e),
                     };
                     match started {
@@ -382,23 +384,29 @@ async fn serve_control(channel: ControlChannel, role: Role, handler: Arc<Control
     true
 }
 
-/// The forwarding tasks of a connected viewer; dropping it stops them.
+/// The forwarding tasks of a connected viewer, and its path's say in the encoder's bitrate;
+/// dropping it stops both.
 struct Streaming {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    _adapting: Option<crate::adapt::Watching>,
 }
 
 impl Streaming {
-    async fn start(
-        media: &std::sync::Arc<MediaEngine>,
-        peer: &Peer,
-        feed: VideoFeed,
-    ) -> anyhow::Result<Self> {
+    async fn start(ctx: &SessionContext, peer: &Peer, feed: VideoFeed) -> anyhow::Result<Self> {
+        let adapting = ctx
+            .adaptation
+            .as_ref()
+            .zip(peer.link_estimate())
+            .map(|(adaptation, estimate)| adaptation.watch(feed.codec(), estimate));
         let video = peer.video_sender().await?;
         let mut tasks = vec![tokio::spawn(forward_video(feed, video))];
-        if let (Some(audio), Some(feed)) = (peer.audio_sender().await?, media.audio_feed()) {
+        if let (Some(audio), Some(feed)) = (peer.audio_sender().await?, ctx.media.audio_feed()) {
             tasks.push(tokio::spawn(forward_audio(feed, audio)));
         }
-        Ok(Self { tasks })
+        Ok(Self {
+            tasks,
+            _adapting: adapting,
+        })
     }
 }
 

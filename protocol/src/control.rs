@@ -251,13 +251,31 @@ pub struct StatusReply {
     pub fps: f64,
     /// Measured over the last second, in kbit/s.
     pub bitrate_kbps: f64,
-    /// Configured target bitrate.
+    /// Configured target bitrate: the ceiling link adaptation works under (`video.set`).
     pub target_bitrate_kbps: u32,
+    /// What the H.264 encoder is set to now: the target, or less when a viewer's path carries
+    /// less (0 while the camera is not running).
+    #[serde(default)]
+    pub encoder_bitrate_kbps: u32,
+    /// Every connected viewer's path, narrowest first (no session ids: one viewer's status
+    /// does not identify the others).
+    #[serde(default)]
+    pub links: Vec<ViewerLink>,
     pub width: u32,
     pub height: u32,
     pub encoder: String,
     /// SoC temperature in °C, when the board exposes one.
     pub temperature_c: Option<f64>,
+}
+
+/// One viewer's path, as the device estimates it from the viewer's congestion feedback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewerLink {
+    /// The codec the viewer receives (its encoder follows the narrowest of its viewers).
+    pub codec: crate::VideoCodec,
+    /// What the path carries in kbit/s; `None` before the viewer's first feedback, or for a
+    /// browser that sends none.
+    pub estimate_kbps: Option<u32>,
 }
 
 /// `controls.list` reply entry: the description plus the current value.

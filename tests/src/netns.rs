@@ -110,8 +110,19 @@ impl NetNs {
     pub fn shape_uplink(&self, kbps: u32) -> anyhow::Result<()> {
         let rate = format!("{kbps}kbit");
         self.exec(&[
-            "tc", "qdisc", "replace", "dev", &self.ns_if, "root", "tbf", "rate", &rate, "burst",
-            "16kb", "latency", "150ms",
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            &self.ns_if,
+            "root",
+            "tbf",
+            "rate",
+            &rate,
+            "burst",
+            "16kb",
+            "latency",
+            "150ms",
         ])
     }
 

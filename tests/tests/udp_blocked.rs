@@ -14,11 +14,9 @@ use serde_json::Value;
 /// Frames decoded so far and the page's own description of the path (stats.js).
 async fn progress(browser: &Browser) -> anyhow::Result<(f64, Value, String)> {
     let v = browser
-        .js(
-            "const s = ferrocam.stats || {};
+        .js("const s = ferrocam.stats || {};
              return { decoded: Number(s['Frames decoded'] || 0), path: ferrocam.path || null,
-                      shown: document.getElementById('stats').textContent };",
-        )
+                      shown: document.getElementById('stats').textContent };")
         .await?;
     Ok((
         v["decoded"].as_f64().unwrap_or(0.0),
@@ -30,10 +28,14 @@ async fn progress(browser: &Browser) -> anyhow::Result<(f64, Value, String)> {
 /// Watches until 60 frames are decoded and returns the path the page reports.
 async fn watch_and_report_path(browser: &Browser, device: &str) -> anyhow::Result<(Value, String)> {
     browser.click_device(device).await?;
-    eventually("60 decoded frames and a path", Duration::from_secs(40), || async {
-        let (decoded, path, shown) = progress(browser).await?;
-        Ok((decoded >= 60.0 && !path.is_null()).then_some((path, shown)))
-    })
+    eventually(
+        "60 decoded frames and a path",
+        Duration::from_secs(40),
+        || async {
+            let (decoded, path, shown) = progress(browser).await?;
+            Ok((decoded >= 60.0 && !path.is_null()).then_some((path, shown)))
+        },
+    )
     .await
 }
 
@@ -60,17 +62,24 @@ async fn the_page_plays_over_tcp_when_udp_is_blocked_and_says_so() -> anyhow::Re
     let (path, shown) = watch_and_report_path(&browser, &stack.device_id).await?;
     assert_eq!(path["protocol"], "tcp", "with UDP blocked: {path}");
     assert_eq!(path["kind"], "direct", "{path}");
-    assert_eq!(path["remote"], "host", "the device's passive TCP candidate: {path}");
+    assert_eq!(
+        path["remote"], "host",
+        "the device's passive TCP candidate: {path}"
+    );
     assert!(
         shown.contains("direct · TCP"),
         "the stats panel names the path: {shown:?}"
     );
     // It keeps playing, not just starts: 60 more frames at the stream's rate.
     let (before, _, _) = progress(&browser).await?;
-    eventually("60 more frames over TCP", Duration::from_secs(10), || async {
-        let (now, _, _) = progress(&browser).await?;
-        Ok((now >= before + 60.0).then_some(()))
-    })
+    eventually(
+        "60 more frames over TCP",
+        Duration::from_secs(10),
+        || async {
+            let (now, _, _) = progress(&browser).await?;
+            Ok((now >= before + 60.0).then_some(()))
+        },
+    )
     .await?;
     browser.close().await
 }

@@ -19,7 +19,7 @@ use ferrocam_protocol::control::{
     SnapshotChunk, SnapshotReply, StatusReply,
 };
 
-use crate::media::{MediaEngine, SnapshotError, SnapshotRequest};
+use crate::media::{MediaEngine, SnapshotError, SnapshotRequest, VideoCodec};
 pub use camera::CameraControls;
 pub use gpio::Gpio;
 pub use ptz::{Ptz, PtzSpec};
@@ -27,6 +27,8 @@ pub use ptz::{Ptz, PtzSpec};
 /// Executes control commands for every session of this device.
 pub struct ControlHandler {
     pub media: Arc<MediaEngine>,
+    /// The viewers' paths, for status (`None` with `--adaptive off`).
+    pub adaptation: Option<Arc<crate::adapt::LinkAdaptation>>,
     pub camera: Arc<dyn CameraControls>,
     pub gpio: Arc<dyn Gpio>,
     pub ptz: Ptz,
@@ -137,6 +139,12 @@ impl ControlHandler {
             fps,
             bitrate_kbps,
             target_bitrate_kbps: plan.bitrate_kbps,
+            encoder_bitrate_kbps: self.media.encoder_kbps(VideoCodec::H264),
+            links: self
+                .adaptation
+                .as_ref()
+                .map(|adaptation| adaptation.links())
+                .unwrap_or_default(),
             width: plan.width,
             height: plan.height,
             encoder: self.encoder.clone(),

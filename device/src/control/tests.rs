@@ -37,6 +37,7 @@ fn handler() -> ControlHandler {
     });
     ControlHandler {
         media,
+        adaptation: None,
         camera: Arc::new(FakeControls::new(vec![ControlInfo {
             id: 0x0098_0900,
             name: "Brightness".into(),

@@ -148,10 +148,14 @@ impl Encoder {
                  ! video/x-h264,profile=(string)constrained-baseline"
             ),
             // zerolatency: no lookahead, no B-frames, sliced threads: a frame leaves as soon as
-            // it is encoded.
+            // it is encoded. A 200 ms VBV buffer (x264enc's default is 600 ms) caps any frame,
+            // keyframes included, at a fifth of a second of bitrate: on a narrow uplink a
+            // bigger keyframe overflowed the bottleneck's queue, was dropped, asked for again,
+            // and froze the picture (measured on a 1 Mbit/s `tc tbf` link, 150 ms queue).
             "x264enc" => format!(
                 "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max={gop} \
-                 bitrate={kbps} ! video/x-h264,profile=(string)constrained-baseline"
+                 bitrate={kbps} vbv-buf-capacity=200 \
+                 ! video/x-h264,profile=(string)constrained-baseline"
             ),
             "openh264enc" => format!(
                 "openh264enc usage-type=camera complexity=low rate-control=bitrate \

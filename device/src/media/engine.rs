@@ -296,6 +296,24 @@ impl MediaEngine {
         done.await.map_err(|_| stopped())?
     }
 
+    /// Limits `codec`'s encoder to what its viewers' paths carry (`None`: no limit, the plan's
+    /// bitrate). The plan stays as it is: it is the ceiling the encoder returns to. Whether
+    /// that changed the limit.
+    pub fn set_link_kbps(&self, codec: VideoCodec, kbps: Option<u32>) -> bool {
+        let rendition = self.shared.rendition(codec);
+        let changed = rendition.link_kbps() != kbps;
+        if changed {
+            rendition.set_link_kbps(kbps);
+            self.send(Command::ApplyRates);
+        }
+        changed
+    }
+
+    /// What `codec`'s encoder runs at now, in kbit/s (0 when it is not running).
+    pub fn encoder_kbps(&self, codec: VideoCodec) -> u32 {
+        self.shared.rendition(codec).encoder_kbps()
+    }
+
     /// Changes size or frame rate by rebuilding the pipeline. Viewers keep their feeds; the new
     /// pipeline opens with a keyframe carrying the new SPS, which decoders follow.
     pub async fn reconfigure(&self, width: u32, height: u32, fps: u32) -> anyhow::Result<()> {

@@ -166,8 +166,6 @@ struct Vp8Branch {
     gate: gst::Element,
     encoder: gst::Element,
     appsink: gst_app::AppSink,
-    /// The plan's sizes, to scale bitrate changes the way [`VideoPlan::vp8_bitrate_kbps`] does.
-    plan: VideoPlan,
 }
 
 /// Frames and bytes leaving the encoder over the last second.
@@ -243,7 +241,6 @@ impl VideoPipeline {
                     gate: pipeline.by_name("vp8gate").context("no VP8 valve")?,
                     encoder: pipeline.by_name("vp8enc").context("no VP8 encoder")?,
                     appsink,
-                    plan: plan.clone(),
                 })
             }
         };
@@ -316,9 +313,8 @@ pub fn force_keyframe(target: &gst_app::AppSink) {
 }
 
 impl VideoPipeline {
-    /// Changes the encoders' target bitrate while they run (the VP8 fallback's scaled to its
-    /// size).
-    pub fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
+    /// Changes the H.264 encoder's target bitrate while it runs.
+    pub fn set_h264_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
         let enc = self
             .pipeline
             .by_name("enc")
@@ -341,17 +337,16 @@ impl VideoPipeline {
             ),
             other => anyhow::bail!("changing the bitrate of {other} is not supported"),
         }
-        // Only once the main encoder took it, so both follow the same plan.
+        Ok(())
+    }
+
+    /// Changes the VP8 fallback's target bitrate while it runs (nothing without a fallback).
+    pub fn set_vp8_bitrate(&self, kbps: u32) {
         if let Some(vp8) = &self.vp8 {
-            let plan = VideoPlan {
-                bitrate_kbps: kbps,
-                ..vp8.plan.clone()
-            };
-            let bps = plan.vp8_bitrate_kbps().saturating_mul(1000);
+            let bps = kbps.saturating_mul(1000);
             vp8.encoder
                 .set_property("target-bitrate", i32::try_from(bps).unwrap_or(i32::MAX));
         }
-        Ok(())
     }
 
     /// The sink holding the most recent raw frame, for snapshots; `None` when the camera's

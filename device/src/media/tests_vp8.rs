@@ -97,9 +97,17 @@ async fn a_vp8_keyframe_request_gets_a_vp8_keyframe_without_touching_h264() {
     assert_eq!(engine.keyframes_forced.get(), forced_before + 1);
     // The H.264 encoder went on with delta frames meanwhile.
     let mut h264_frames = 0;
-    while let Ok(unit) = h264.try_recv() {
-        assert!(!unit.keyframe, "a VP8 request forced an H.264 keyframe");
-        h264_frames += 1;
+    // A slow VP8 encoder (a loaded machine) can leave more H.264 units waiting than the
+    // fan-out holds: the oldest are skipped, and the rest still count.
+    loop {
+        match h264.try_recv() {
+            Ok(unit) => {
+                assert!(!unit.keyframe, "a VP8 request forced an H.264 keyframe");
+                h264_frames += 1;
+            }
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        }
     }
     assert!(h264_frames > 0, "no H.264 frames while waiting");
 }

@@ -19,6 +19,7 @@ use webrtc::peer_connection::{
 };
 
 use super::RtcSettings;
+use super::bandwidth::LinkEstimate;
 use super::codecs::{opus_codec, video_codecs};
 use super::events::{Events, PeerEvent};
 use super::interceptors::interceptors;
@@ -36,6 +37,7 @@ pub(super) struct Building {
     pub(super) pc: CloseUnlessKept,
     pub(super) video: LocalTrack,
     pub(super) events: mpsc::UnboundedReceiver<PeerEvent>,
+    pub(super) estimate: Option<LinkEstimate>,
 }
 
 impl Building {
@@ -67,7 +69,7 @@ impl Building {
         media_engine
             .register_codec(opus_codec(), RtpCodecKind::Audio)
             .context("registering Opus")?;
-        let registry = interceptors(&mut media_engine);
+        let (registry, estimate) = interceptors(&mut media_engine, settings.congestion)?;
 
         let mut ice_servers: Vec<RTCIceServer> = settings
             .ice_servers
@@ -119,7 +121,12 @@ impl Building {
 
         let video = LocalTrack::add(&pc, RtpCodecKind::Video, &first, direction, &offered).await?;
         forward_keyframe_requests(Arc::clone(&video.track), keyframe_requests);
-        Ok(Self { pc, video, events })
+        Ok(Self {
+            pc,
+            video,
+            events,
+            estimate,
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! (0.x releases reshape it often) touches one place. Callers see [`Peer`], [`PeerEvent`],
 //! [`RtcSettings`], [`VideoSender`] and [`AudioSender`].
 
+mod bandwidth;
 mod building;
 mod channel;
 mod codecs;
@@ -14,7 +15,9 @@ mod peer;
 mod rtcp;
 mod sdp;
 mod track;
+mod trendline;
 
+pub use bandwidth::{LinkEstimate, RateBounds};
 pub use channel::{ChannelEvent, ControlChannel};
 pub use events::PeerEvent;
 pub use peer::{AnswerError, Peer, RtcSettings};

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCSessionDescription};
 
 use super::PeerEvent;
+use super::bandwidth::{LinkEstimate, RateBounds};
 use super::building::Building;
 use super::codecs::{opus_codec, video_codecs};
 use super::sdp;
@@ -36,6 +37,9 @@ pub struct RtcSettings {
     /// The video codecs the media engine can send, preferred first (H.264, then VP8 for
     /// viewers that cannot decode H.264, when the device has that fallback).
     pub codecs: Vec<VideoCodec>,
+    /// Estimate each viewer's path from its transport-wide feedback, within these rates
+    /// (`None`: no congestion control; the encoder runs at its plan's rate).
+    pub congestion: Option<RateBounds>,
 }
 
 impl RtcSettings {
@@ -58,6 +62,15 @@ impl RtcSettings {
             tcp_addrs: loopback_only_alone(tcp_addrs),
             ice_servers,
             codecs,
+            congestion: None,
+        }
+    }
+
+    /// The same, estimating each viewer's path within `bounds`.
+    pub fn with_congestion(self, bounds: Option<RateBounds>) -> Self {
+        Self {
+            congestion: bounds,
+            ..self
         }
     }
 
@@ -95,6 +108,8 @@ pub enum AnswerError {
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     video: LocalTrack,
+    /// What this viewer's path carries, from its feedback (`None` without congestion control).
+    estimate: Option<LinkEstimate>,
     /// What the video track carries: chosen from the offer when answering, from the viewer's
     /// answer when offering (H.264 until then).
     video_codec: Mutex<VideoCodec>,
@@ -131,8 +146,12 @@ impl Peer {
             codecs.push(VideoCodec::Vp8);
         }
         let with_audio = with_audio && sdp::offer_has_opus(&offer_sdp);
-        let Building { pc, video, events } =
-            Building::new(settings, session_ice_servers, None, &codecs).await?;
+        let Building {
+            pc,
+            video,
+            events,
+            estimate,
+        } = Building::new(settings, session_ice_servers, None, &codecs).await?;
         let audio = if with_audio {
             Some(
                 LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec().rtp_codec, None, &[])
@@ -184,6 +203,7 @@ impl Peer {
         let peer = Peer {
             pc: pc.keep(),
             video,
+            estimate,
             video_codec: Mutex::new(codec),
             answered: AtomicBool::new(true),
             audio,
@@ -209,8 +229,12 @@ impl Peer {
         super::ControlChannel,
     )> {
         let send_only = Some(RTCRtpTransceiverDirection::Sendonly);
-        let Building { pc, video, events } =
-            Building::new(settings, session_ice_servers, send_only, &settings.codecs).await?;
+        let Building {
+            pc,
+            video,
+            events,
+            estimate,
+        } = Building::new(settings, session_ice_servers, send_only, &settings.codecs).await?;
         let audio = if with_audio {
             Some(
                 LocalTrack::add(
@@ -236,6 +260,7 @@ impl Peer {
         let peer = Peer {
             pc: pc.keep(),
             video,
+            estimate,
             video_codec: Mutex::new(VideoCodec::H264),
             answered: AtomicBool::new(false),
             audio,
@@ -316,6 +341,12 @@ impl Peer {
     }
 
     /// The codec the video track carries.
+    /// What this viewer's path carries, as its feedback says (`None` without congestion
+    /// control).
+    pub fn link_estimate(&self) -> Option<LinkEstimate> {
+        self.estimate.clone()
+    }
+
     pub fn video_codec(&self) -> VideoCodec {
         *self.video_codec.lock().expect("codec lock")
     }

@@ -49,6 +49,8 @@ pub(super) enum Command {
     /// The sink holding the latest raw frame, for a snapshot (`None`: a passthrough camera,
     /// which has no raw frames).
     Frames(oneshot::Sender<anyhow::Result<Option<gst_app::AppSink>>>),
+    /// A rendition's link limit changed: set the encoders to the plan within it.
+    ApplyRates,
     /// A VP8 viewer's feed opened or closed: the fallback encoder runs while any is open.
     Vp8Viewers {
         joined: bool,
@@ -133,17 +135,21 @@ impl Actor {
             }
             Command::Release(kind) => self.release(kind),
             Command::SetBitrate(kbps, reply) => {
+                let h264 = self.shared.h264.bitrate_for(kbps);
                 let result = self
                     .video
                     .as_ref()
-                    .map_or(Ok(()), |video| video.set_bitrate(kbps));
+                    .map_or(Ok(()), |video| video.set_h264_bitrate(h264));
+                // Only once the main encoder took it, so both follow the same plan.
                 if result.is_ok() {
                     self.shared
                         .plan
                         .send_modify(|plan| plan.bitrate_kbps = kbps);
+                    self.apply_rates();
                 }
                 let _ = reply.send(result);
             }
+            Command::ApplyRates => self.apply_rates(),
             Command::Reconfigure {
                 width,
                 height,
@@ -270,10 +276,34 @@ impl Actor {
         *self.shared.h264.target() = Some(video.keyframe_target());
         *self.shared.vp8.target() = video.vp8_keyframe_target();
         self.video = Some(video);
+        self.apply_rates();
         self.shared.running.store(true, Ordering::Relaxed);
         self.started = Some(Instant::now());
         tracing::info!("video pipeline started");
         Ok(())
+    }
+
+    /// Sets each running encoder to its plan's bitrate within its viewers' link limit. A
+    /// pipeline starts at the plan's rate; this brings it down at once when viewers' paths are
+    /// narrower.
+    fn apply_rates(&self) {
+        let Some(video) = &self.video else {
+            self.shared.h264.set_encoder_kbps(0);
+            self.shared.vp8.set_encoder_kbps(0);
+            return;
+        };
+        let plan = self.shared.plan.borrow().clone();
+        let h264 = self.shared.h264.bitrate_for(plan.bitrate_kbps);
+        match video.set_h264_bitrate(h264) {
+            Ok(()) => self.shared.h264.set_encoder_kbps(h264),
+            // A camera whose own H.264 passes through has no encoder to set.
+            Err(e) => tracing::debug!(error = %e, "H.264 bitrate unchanged"),
+        }
+        if plan.vp8_size().is_some() {
+            let vp8 = self.shared.vp8.bitrate_for(plan.vp8_bitrate_kbps());
+            video.set_vp8_bitrate(vp8);
+            self.shared.vp8.set_encoder_kbps(vp8);
+        }
     }
 
     /// Starts the audio pipeline if there is a source, it works, and it is not running yet.
@@ -305,6 +335,7 @@ impl Actor {
         // Dropping sets them to NULL, which may block: fine here, nowhere else.
         self.video = None;
         self.audio = None;
+        self.apply_rates();
     }
 
     /// A pipeline error, EOS or stall: drop the dead pipeline, say the camera is unavailable,

@@ -3,6 +3,7 @@
 //! Firefox viewer's keyframe requests never force H.264 keyframes on Chromium viewers, and the
 //! other way round.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +24,11 @@ pub(super) struct Rendition {
     /// Where forced keyframes go while a pipeline runs (set and cleared by the engine thread).
     target: Mutex<Option<gst_app::AppSink>>,
     pub(super) meter: Arc<Meter>,
+    /// What the viewers' paths carry, in kbit/s (0: no limit), set by link adaptation; the
+    /// encoder runs at the lower of this and the plan.
+    link_kbps: AtomicU32,
+    /// What the encoder was last set to, in kbit/s (0: not running).
+    encoder_kbps: AtomicU32,
 }
 
 impl Rendition {
@@ -32,7 +38,32 @@ impl Rendition {
             keyframes: Mutex::new(KeyframeGate::new(keyframe_min_interval)),
             target: Mutex::default(),
             meter: Arc::default(),
+            link_kbps: AtomicU32::new(0),
+            encoder_kbps: AtomicU32::new(0),
         }
+    }
+
+    /// The viewers' paths' limit, if any.
+    pub(super) fn link_kbps(&self) -> Option<u32> {
+        Some(self.link_kbps.load(Ordering::Relaxed)).filter(|&kbps| kbps > 0)
+    }
+
+    pub(super) fn set_link_kbps(&self, kbps: Option<u32>) {
+        self.link_kbps.store(kbps.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The bitrate for an encoder whose plan says `planned`: the plan, unless the viewers'
+    /// paths carry less.
+    pub(super) fn bitrate_for(&self, planned: u32) -> u32 {
+        self.link_kbps().map_or(planned, |link| link.min(planned))
+    }
+
+    pub(super) fn encoder_kbps(&self) -> u32 {
+        self.encoder_kbps.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_encoder_kbps(&self, kbps: u32) {
+        self.encoder_kbps.store(kbps, Ordering::Relaxed);
     }
 
     pub(super) fn keyframes(&self) -> MutexGuard<'_, KeyframeGate> {

@@ -1,0 +1,316 @@
+//! How much one viewer's path can carry: a send-side estimate built from the viewer's
+//! transport-wide congestion control feedback (TWCC), for the shared encoder to follow.
+//!
+//! Google Congestion Control in two halves, the more cautious of which wins:
+//! - **delay**: packets of one frame leave together and should arrive spaced as they left; when
+//!   the gaps between arrival groups keep growing, a queue is building on the path (the `tc tbf`
+//!   of a narrow uplink, a Wi-Fi retry queue) and we are sending more than it carries;
+//! - **loss**: a path that drops without queueing (a policer, a bad radio) shows only as loss.
+//!
+//! Arrival grouping and the received-rate meter are the `rtc` crate's. The delay detector
+//! ([`super::trendline`]) and both rate controls are ours:
+//! - the crate's own [`rtc::interceptor::Gcc`] notices a queue only at over one and a half times
+//!   the link's rate, so on a narrow uplink it ran with `tc tbf`'s queue full (150 ms) and
+//!   learned only from loss (`tests_bandwidth.rs` runs both on the same simulated link);
+//! - its loss half keeps a rate of its own that climbs to the maximum while the path is
+//!   clean, so when loss came it cut from 8 Mbit/s and took seconds to matter. Ours cuts the
+//!   one rate the delay signal drives, to below what actually arrived, at most once per
+//!   [`LOSS_DECREASE_HOLD`], and holds it while loss stays at a few per cent: a drop-tail
+//!   queue that is full shows no growing delay, only loss.
+//!
+//! The delay-based rate also forgets the rate at which the path last queued once the path
+//! clearly carries more, and grows fast away from it, so a link that widens again is used again
+//! within seconds.
+//!
+//! Nothing here reads a clock: every instant is a parameter, so the tests drive it through a
+//! simulated link with exact timing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{
+    ArrivalGroupAccumulator, BandwidthEstimator, EstimatorStats, PacketReport, RateCalculator,
+    RateControlState, Usage,
+};
+
+use super::trendline::Trendline;
+
+/// A decrease goes to this share of what the path delivered while it was queueing, so the queue
+/// drains (GCC's β).
+const DECREASE_FACTOR: f64 = 0.85;
+/// Growth per second near the last rate at which the path queued: gentle, as the path is known
+/// to fill around there (GCC's multiplicative increase).
+const NEAR_GROWTH_PER_SECOND: f64 = 1.08;
+/// Growth per second away from it: once the path has carried clearly more than its old ceiling,
+/// the ceiling is stale (a link that widened again) and the camera should get back its picture
+/// within seconds, not half a minute.
+const FAR_GROWTH_PER_SECOND: f64 = 1.3;
+/// A rate this far above the last ceiling means the ceiling no longer holds.
+const CEILING_FORGOTTEN_ABOVE: f64 = 1.2;
+/// Growth is capped at this multiple of what actually arrives (plus a packet's worth), so an
+/// encoder that sends less than it may (a still scene) does not let the estimate run away.
+const MAX_ABOVE_RECEIVED: f64 = 1.5;
+const RECEIVED_SLACK_BPS: f64 = 10_000.0;
+/// One change per this interval, except decreases, so each acts on fresh evidence.
+const RATE_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
+/// Below this loss the path has room: the loss-based rate grows. Above [`LOSS_HIGH`] it is cut
+/// in proportion (by half the loss); in between it holds, as a few per cent is normal on radio.
+const LOSS_LOW: f64 = 0.02;
+const LOSS_HIGH: f64 = 0.10;
+/// Loss is judged over at least this long and this many packets.
+const LOSS_INTERVAL: Duration = Duration::from_millis(300);
+const LOSS_MIN_PACKETS: usize = 20;
+/// A cut needs this long to show in the feedback (a round trip plus the encoder's reaction),
+/// so loss reported sooner is still the old rate's and must not cut again.
+const LOSS_DECREASE_HOLD: Duration = Duration::from_millis(1000);
+
+/// The estimate as the rest of the device sees it: shared with the estimator inside the
+/// connection's interceptor chain, where nothing else can reach.
+#[derive(Clone, Default)]
+pub struct LinkEstimate(Arc<AtomicU64>);
+
+impl LinkEstimate {
+    /// The current estimate in bit/s, or `None` before the viewer's first feedback (a viewer
+    /// whose browser sends no TWCC never has one).
+    pub fn bits_per_second(&self) -> Option<f64> {
+        let bps = f64::from_bits(self.0.load(Ordering::Relaxed));
+        (bps > 0.0).then_some(bps)
+    }
+
+    fn publish(&self, bits_per_second: f64) {
+        self.0.store(bits_per_second.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Where the rate starts and the bounds it stays in, in bit/s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateBounds {
+    pub start: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The estimator for one connection.
+pub struct LinkEstimator {
+    groups: ArrivalGroupAccumulator,
+    trendline: Trendline,
+    received: RateCalculator,
+    loss: LossRate,
+    rate: DelayRate,
+    bounds: RateBounds,
+    target: f64,
+    published: LinkEstimate,
+}
+
+impl LinkEstimator {
+    /// An estimator starting at `bounds.start`, and the handle it publishes to.
+    pub fn new(bounds: RateBounds) -> (Self, LinkEstimate) {
+        let published = LinkEstimate::default();
+        let start = bounds.start.clamp(bounds.min, bounds.max);
+        let estimator = Self {
+            groups: ArrivalGroupAccumulator::default(),
+            trendline: Trendline::default(),
+            received: RateCalculator::default(),
+            loss: LossRate::default(),
+            rate: DelayRate::new(start, bounds),
+            bounds,
+            target: start,
+            published: published.clone(),
+        };
+        (estimator, published)
+    }
+
+    /// The estimate in bit/s.
+    pub fn estimate(&self) -> f64 {
+        self.target
+    }
+}
+
+impl BandwidthEstimator for LinkEstimator {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        if reports.is_empty() {
+            return;
+        }
+        let mut usage = self.trendline.usage();
+        for report in reports {
+            if report.arrived {
+                self.received.add(now, report.size);
+            }
+            if let Some(delay) = self.groups.accumulate(report) {
+                usage = self.trendline.update(&delay);
+            }
+        }
+        let received = self.received.rate_bits_per_second(now);
+        // Loss acts on the same rate the delay signal drives, as libwebrtc's sender does: a
+        // drop-tail queue that is full shows no growing delay at all, only loss, so the two
+        // halves must not drift apart.
+        // A cut goes below what actually arrived, too: with a full queue the rate sent can be
+        // well above what the path delivers, and cutting only that would stay above the link.
+        let lost = reports.iter().filter(|r| !r.arrived).count();
+        let verdict = self.loss.judge(now, lost, reports.len());
+        if let LossVerdict::Cut(factor) = verdict {
+            let delivered = received.map_or(f64::INFINITY, |r| r * DECREASE_FACTOR);
+            self.rate
+                .cut(now, (self.rate.target * factor).min(delivered));
+        }
+        let may_grow = verdict == LossVerdict::Grow;
+        self.target = self
+            .rate
+            .update(now, usage, received, may_grow)
+            .clamp(self.bounds.min, self.bounds.max);
+        self.published.publish(self.target);
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.estimate()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        let mut stats = EstimatorStats::default();
+        stats.delay_based_bitrate = Some(self.rate.target);
+        stats.packet_loss = self.loss.fraction;
+        stats
+    }
+}
+
+/// The delay-based rate: down to what the path delivered when it queued, back up gently near
+/// that ceiling and quickly away from it.
+struct DelayRate {
+    state: RateControlState,
+    target: f64,
+    bounds: RateBounds,
+    /// What the path delivered the last time it queued, until it clearly carries more.
+    ceiling: Option<f64>,
+    last_change: Option<Instant>,
+}
+
+impl DelayRate {
+    fn new(start: f64, bounds: RateBounds) -> Self {
+        Self {
+            state: RateControlState::default(),
+            target: start,
+            bounds,
+            ceiling: None,
+            last_change: None,
+        }
+    }
+
+    /// Lowers the rate to `to` after loss, and remembers it as where the path filled.
+    fn cut(&mut self, now: Instant, to: f64) {
+        self.target = to.clamp(self.bounds.min, self.bounds.max);
+        self.ceiling = Some(self.target);
+        self.last_change = Some(now);
+    }
+
+    /// `may_grow`: whether loss allows an increase (it holds the rate at a few per cent).
+    fn update(&mut self, now: Instant, usage: Usage, received: Option<f64>, may_grow: bool) -> f64 {
+        self.state = self.state.next(usage);
+        let since = self.last_change.map_or(RATE_CONTROL_INTERVAL, |last| {
+            now.saturating_duration_since(last)
+        });
+        if since < RATE_CONTROL_INTERVAL && self.state != RateControlState::Decrease {
+            return self.target;
+        }
+        match self.state {
+            RateControlState::Hold => {}
+            RateControlState::Decrease => {
+                // From what arrived, not from what we aimed at: that is what the path carries.
+                let Some(received) = received else {
+                    return self.target;
+                };
+                self.target = (received * DECREASE_FACTOR).min(self.target);
+                tracing::debug!(received, target = self.target, "path queueing: rate down");
+                self.ceiling = Some(received);
+                self.last_change = Some(now);
+            }
+            RateControlState::Increase if !may_grow => {}
+            RateControlState::Increase => {
+                if self
+                    .ceiling
+                    .is_some_and(|ceiling| self.target > ceiling * CEILING_FORGOTTEN_ABOVE)
+                {
+                    self.ceiling = None;
+                }
+                let per_second = if self.ceiling.is_some() {
+                    NEAR_GROWTH_PER_SECOND
+                } else {
+                    FAR_GROWTH_PER_SECOND
+                };
+                let grown = self.target * per_second.powf(since.as_secs_f64().min(1.0));
+                let cap = received.map_or(f64::INFINITY, |r| {
+                    r * MAX_ABOVE_RECEIVED + RECEIVED_SLACK_BPS
+                });
+                // Never lowered by the cap: that is the delay signal's job, not this one's.
+                self.target = grown.min(cap).max(self.target);
+                self.last_change = Some(now);
+            }
+        }
+        self.target = self.target.clamp(self.bounds.min, self.bounds.max);
+        self.target
+    }
+}
+
+/// What the viewer's latest loss report says to do with the rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LossVerdict {
+    /// Little or no loss: the delay signal may raise the rate.
+    Grow,
+    /// A few per cent: keep the rate (normal on radio; reacting would give up capacity).
+    Hold,
+    /// Heavy loss: multiply the rate by this.
+    Cut(f64),
+}
+
+/// The loss half: judges the feedback's per-packet verdicts over intervals (a policer, a bad
+/// radio, or a queue that overflowed without its delay growing).
+#[derive(Default)]
+struct LossRate {
+    /// Lost and reported since the interval began.
+    lost: usize,
+    total: usize,
+    interval_start: Option<Instant>,
+    /// The last interval's verdict, which holds until the next.
+    verdict: Option<LossVerdict>,
+    last_cut: Option<Instant>,
+    /// The last interval's loss, for stats.
+    fraction: Option<f64>,
+}
+
+impl LossRate {
+    /// A cut once per interval of heavy loss (at most once per [`LOSS_DECREASE_HOLD`]);
+    /// otherwise the last interval's verdict.
+    fn judge(&mut self, now: Instant, lost: usize, total: usize) -> LossVerdict {
+        self.lost += lost;
+        self.total += total;
+        let start = *self.interval_start.get_or_insert(now);
+        if now.saturating_duration_since(start) < LOSS_INTERVAL || self.total < LOSS_MIN_PACKETS {
+            return match self.verdict {
+                None | Some(LossVerdict::Grow) => LossVerdict::Grow,
+                Some(_) => LossVerdict::Hold,
+            };
+        }
+        let fraction = self.lost as f64 / self.total as f64;
+        (self.lost, self.total, self.interval_start) = (0, 0, Some(now));
+        self.fraction = Some(fraction);
+        let verdict = if fraction < LOSS_LOW {
+            LossVerdict::Grow
+        } else if fraction > LOSS_HIGH
+            && self
+                .last_cut
+                .is_none_or(|at| now.saturating_duration_since(at) >= LOSS_DECREASE_HOLD)
+        {
+            self.last_cut = Some(now);
+            tracing::debug!(fraction, "path losing: rate down");
+            LossVerdict::Cut(1.0 - 0.5 * fraction)
+        } else {
+            LossVerdict::Hold
+        };
+        self.verdict = Some(verdict);
+        verdict
+    }
+}
+
+#[cfg(test)]
+#[path = "tests_bandwidth.rs"]
+mod tests;

@@ -1,0 +1,228 @@
+//! The estimator on a simulated narrow uplink: a token-bucket bottleneck like `tc tbf` (rate,
+//! 150 ms of queue, drops beyond it), 10 ms each way, TWCC feedback every 50 ms, and a sender
+//! whose encoder follows the estimate the way the device's does. The link steps 3000 → 1000 →
+//! 500 → 3000 kbit/s, 20 s each, as in the field test.
+//!
+//! Everything runs on simulated time, so each run is exact and takes milliseconds.
+
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{BandwidthEstimator, Gcc, PacketReport};
+use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+
+use super::*;
+
+const STEP: Duration = Duration::from_secs(20);
+const STEPS_KBPS: [f64; 4] = [3000.0, 1000.0, 500.0, 3000.0];
+const PROPAGATION: Duration = Duration::from_millis(10);
+const MAX_QUEUE: Duration = Duration::from_millis(150);
+const FEEDBACK_EVERY: Duration = Duration::from_millis(50);
+/// The largest packet; a frame is split into equal packets no larger.
+const PACKET_BYTES: usize = 1200;
+const FPS: f64 = 30.0;
+/// The share of the estimate the encoder is given (room for audio and retransmissions).
+const ENCODER_SHARE: f64 = 0.85;
+const BOUNDS: RateBounds = RateBounds {
+    start: 2_000_000.0,
+    min: 150_000.0,
+    max: 2_500_000.0,
+};
+
+struct Sent {
+    id: u64,
+    size: usize,
+    departure: Instant,
+    /// `None`: the bottleneck's queue was full.
+    arrival: Option<Instant>,
+    reported: bool,
+}
+
+/// What happened in one second of the run.
+#[derive(Debug, Clone, Copy)]
+struct Second {
+    link_kbps: f64,
+    /// What the encoder was asked for at the end of the second.
+    encoder_kbps: f64,
+    /// What arrived at the viewer during the second.
+    received_kbps: f64,
+    /// The worst queueing delay of a packet sent during the second.
+    worst_queue_ms: f64,
+}
+
+/// Runs the four steps with `estimator`, whose estimate `estimate` reads.
+fn run<E: BandwidthEstimator>(mut estimator: E, estimate: impl Fn(&E) -> f64) -> Vec<Second> {
+    let epoch = Instant::now();
+    let link_at = |t: Instant| {
+        let step = ((t - epoch).as_secs_f64() / STEP.as_secs_f64()) as usize;
+        STEPS_KBPS[step.min(STEPS_KBPS.len() - 1)] * 1000.0
+    };
+    let end = epoch + STEP * STEPS_KBPS.len() as u32;
+    let frame_interval = Duration::from_secs_f64(1.0 / FPS);
+
+    let mut sent: Vec<Sent> = Vec::new();
+    let mut busy_until = epoch;
+    let mut next_frame = epoch;
+    let mut next_feedback = epoch + FEEDBACK_EVERY;
+    let mut seconds = Vec::new();
+    let mut second = (0.0f64, 0.0f64);
+    let mut next_second = epoch + Duration::from_secs(1);
+    let mut encoder_bps = BOUNDS.start * ENCODER_SHARE;
+
+    while next_feedback <= end + FEEDBACK_EVERY {
+        if next_frame <= next_feedback && next_frame < end {
+            // A frame: its packets leave together, as the device sends them (unpaced).
+            let now = next_frame;
+            let frame_bytes = encoder_bps / FPS / 8.0;
+            let packets = (frame_bytes / PACKET_BYTES as f64).ceil().max(1.0);
+            let size = (frame_bytes / packets).ceil() as usize;
+            let rate = link_at(now);
+            for i in 0..packets as usize {
+                let departure = now + Duration::from_micros(20 * i as u64);
+                let start = busy_until.max(departure);
+                let queued = start - departure;
+                second.1 = second.1.max(queued.as_secs_f64() * 1000.0);
+                let arrival = (queued <= MAX_QUEUE).then(|| {
+                    busy_until = start + Duration::from_secs_f64((size * 8) as f64 / rate);
+                    busy_until + PROPAGATION
+                });
+                sent.push(Sent {
+                    id: sent.len() as u64,
+                    size,
+                    departure,
+                    arrival,
+                    reported: false,
+                });
+            }
+            next_frame += frame_interval;
+        } else {
+            // Feedback: every packet whose fate the viewer knows, in send order.
+            let now = next_feedback;
+            let seen_by = now - PROPAGATION;
+            let mut reports = Vec::new();
+            for packet in sent.iter_mut().filter(|p| !p.reported) {
+                let known = match packet.arrival {
+                    Some(at) => at <= seen_by,
+                    None => packet.departure + MAX_QUEUE <= seen_by,
+                };
+                if !known {
+                    break;
+                }
+                packet.reported = true;
+                if packet.arrival.is_some() {
+                    second.0 += (packet.size * 8) as f64;
+                }
+                reports.push(report(packet, epoch));
+            }
+            estimator.on_reports(now, &reports);
+            encoder_bps = estimate(&estimator) * ENCODER_SHARE;
+            if now >= next_second {
+                seconds.push(Second {
+                    link_kbps: link_at(now - Duration::from_millis(1)) / 1000.0,
+                    encoder_kbps: encoder_bps / 1000.0,
+                    received_kbps: second.0 / 1000.0,
+                    worst_queue_ms: second.1,
+                });
+                second = (0.0, 0.0);
+                next_second += Duration::from_secs(1);
+            }
+            next_feedback += FEEDBACK_EVERY;
+        }
+    }
+    seconds
+}
+
+fn report(packet: &Sent, epoch: Instant) -> PacketReport {
+    PacketReport {
+        ssrc: 1,
+        id: packet.id,
+        rtp_sequence_number: packet.id as u16,
+        is_twcc: true,
+        twcc_sequence_number: packet.id as u16,
+        size: packet.size,
+        arrived: packet.arrival.is_some(),
+        departure: packet.departure,
+        arrival: packet.arrival.map(|at| at - epoch),
+        ecn: Ecn::default(),
+    }
+}
+
+/// Seconds from the start of step `step` until `ok` holds for a second of the run.
+fn seconds_until(run: &[Second], step: usize, ok: impl Fn(&Second) -> bool) -> Option<usize> {
+    let first = step * STEP.as_secs() as usize;
+    run[first..(first + STEP.as_secs() as usize).min(run.len())]
+        .iter()
+        .position(ok)
+        .map(|s| s + 1)
+}
+
+fn summary(name: &str, run: &[Second]) -> String {
+    let down1 = seconds_until(run, 1, |s| s.encoder_kbps < 1000.0);
+    let down2 = seconds_until(run, 2, |s| s.encoder_kbps < 500.0);
+    let up = seconds_until(run, 3, |s| s.received_kbps >= 2100.0);
+    format!(
+        "{name}: below 1000 after {down1:?} s, below 500 after {down2:?} s, ≥ 70 % of 3000 after {up:?} s"
+    )
+}
+
+#[test]
+fn follows_a_link_down_and_back_up_within_seconds() {
+    let ours = run(LinkEstimator::new(BOUNDS).0, |e| e.estimate());
+    let stock = run(Gcc::new(BOUNDS.start, BOUNDS.min, BOUNDS.max), |e| {
+        e.target_bitrate()
+    });
+    eprintln!("{}", summary("LinkEstimator", &ours));
+    eprintln!("{}", summary("rtc::interceptor::Gcc", &stock));
+    for (i, (s, g)) in ours.iter().zip(&stock).enumerate() {
+        eprintln!(
+            "{i:3} s link {:5.0}  ours: encoder {:5.0} received {:5.0} queue {:4.0} ms | Gcc: encoder {:5.0} received {:5.0} queue {:4.0} ms",
+            s.link_kbps,
+            s.encoder_kbps,
+            s.received_kbps,
+            s.worst_queue_ms,
+            g.encoder_kbps,
+            g.received_kbps,
+            g.worst_queue_ms
+        );
+    }
+
+    // Below the link within 3 s of each drop.
+    assert!(seconds_until(&ours, 1, |s| s.encoder_kbps < 1000.0).is_some_and(|s| s <= 3));
+    assert!(seconds_until(&ours, 2, |s| s.encoder_kbps < 500.0).is_some_and(|s| s <= 3));
+    // No standing queue once adapted: after the first 3 s of each constrained step, no packet
+    // waits anywhere near the bottleneck's 150 ms.
+    for step in 1..=2 {
+        let first = step * STEP.as_secs() as usize + 3;
+        for s in &ours[first..(step + 1) * STEP.as_secs() as usize] {
+            assert!(s.worst_queue_ms < 100.0, "step {step}: {s:?}");
+        }
+    }
+    // Back to 70 % of the widened link within 15 s.
+    assert!(
+        seconds_until(&ours, 3, |s| s.received_kbps >= 2100.0).is_some_and(|s| s <= 15),
+        "{}",
+        summary("LinkEstimator", &ours)
+    );
+}
+
+#[test]
+fn the_estimate_is_published() {
+    let (mut estimator, published) = LinkEstimator::new(BOUNDS);
+    assert_eq!(published.bits_per_second(), None, "nothing before feedback");
+    estimator.on_reports(Instant::now(), &[]);
+    assert_eq!(
+        published.bits_per_second(),
+        None,
+        "empty feedback says nothing"
+    );
+    let epoch = Instant::now();
+    let packet = Sent {
+        id: 0,
+        size: PACKET_BYTES,
+        departure: epoch,
+        arrival: Some(epoch + PROPAGATION),
+        reported: false,
+    };
+    estimator.on_reports(epoch + FEEDBACK_EVERY, &[report(&packet, epoch)]);
+    assert_eq!(published.bits_per_second(), Some(estimator.estimate()));
+    assert_eq!(estimator.target_bitrate(), estimator.estimate());
+}
