@@ -14,6 +14,7 @@
 //! to glass is measured on the frames the viewer actually sees. Per-step figures are printed
 //! for BENCHMARKS.md.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use ferrocam_tests::netns::NetNs;
@@ -34,6 +35,7 @@ async fn sample(browser: &Browser) -> anyhow::Result<Value> {
                const m = window.ferrocam.meter;
                done({ decoded: s.framesDecoded || 0, bytes: s.bytesReceived || 0,
                       freeze_s: s.totalFreezesDuration || 0, width: s.frameWidth || 0,
+                      lost: s.packetsLost || 0, nack: s.nackCount || 0, pli: s.pliCount || 0,
                       g2g: m ? m.samples.length : 0 }); });",
         )
         .await
@@ -57,6 +59,46 @@ fn n(v: &Value, key: &str) -> f64 {
 fn percentile(mut samples: Vec<f64>, p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[((samples.len() - 1) as f64 * p / 100.0) as usize]
+}
+
+/// Starts recording when each frame is presented (performance clock, ms), once per page.
+const RECORD_PRESENTATIONS: &str = "
+    if (!window.__presented) {
+      window.__presented = [];
+      const video = document.getElementById('video');
+      const tick = (now, meta) => {
+        window.__presented.push(meta.presentationTime || now);
+        if (window.__presented.length > 50000) window.__presented.shift();
+        video.requestVideoFrameCallback(tick);
+      };
+      video.requestVideoFrameCallback(tick);
+    }
+    return performance.now();";
+
+/// Seconds frozen between `from` and `to` (performance clock, ms), by Chromium's definition of
+/// a freeze: a gap between presented frames longer than three times the average of the last
+/// 30 gaps, and at least that average plus 150 ms. Only the part of a freeze inside the window
+/// counts, so a freeze that began during a step's first seconds (the adaptation itself) counts
+/// only for the time it lasted after them; getStats' `totalFreezesDuration` adds a freeze only
+/// when it ends, whole.
+fn frozen_within(presented: &[f64], from: f64, to: f64) -> f64 {
+    let mut recent: VecDeque<f64> = VecDeque::new();
+    let mut frozen_ms = 0.0;
+    for pair in presented.windows(2) {
+        let (start, end) = (pair[0], pair[1]);
+        let gap = end - start;
+        if recent.len() >= 5 {
+            let average = recent.iter().sum::<f64>() / recent.len() as f64;
+            if gap > (3.0 * average).max(average + 150.0) {
+                frozen_ms += (end.min(to) - start.max(from)).max(0.0);
+            }
+        }
+        recent.push_back(gap);
+        if recent.len() > 30 {
+            recent.pop_front();
+        }
+    }
+    frozen_ms / 1000.0
 }
 
 /// One second of one step.
@@ -99,13 +141,20 @@ async fn the_stream_follows_the_link_down_and_back_up() -> anyhow::Result<()> {
     })
     .await?;
 
+    browser.js(RECORD_PRESENTATIONS).await?;
     let mut report = Vec::new();
     let mut failures = Vec::new();
     for (step, link) in [3000u32, 1000, 500, 3000].into_iter().enumerate() {
         ns.shape_uplink(link)?;
         let mut seconds = Vec::new();
         let mut previous = sample(&browser).await?;
+        let first = previous.clone();
         let start = Instant::now();
+        let page_start = browser
+            .js("return performance.now();")
+            .await?
+            .as_f64()
+            .unwrap_or(0.0);
         for i in 1..=STEP.as_secs() {
             tokio::time::sleep_until((start + Duration::from_secs(i)).into()).await;
             let now = sample(&browser).await?;
@@ -122,7 +171,15 @@ async fn the_stream_follows_the_link_down_and_back_up() -> anyhow::Result<()> {
             .iter()
             .position(|s| s.kbps < f64::from(link))
             .map(|i| i + 1);
-        let frozen: f64 = steady.iter().map(|s| s.frozen_s).sum();
+        let stats_frozen: f64 = steady.iter().map(|s| s.frozen_s).sum();
+        let presented: Vec<f64> = browser
+            .js("return window.__presented;")
+            .await?
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        let settled = page_start + (SETTLE_SECS * 1000) as f64;
+        let frozen = frozen_within(&presented, settled, page_start + STEP.as_millis() as f64);
         let fps = steady.iter().map(|s| s.frames).sum::<f64>() / steady.len() as f64;
         let g2g = glass_to_glass(&browser, steady[0].g2g.0, steady[steady.len() - 1].g2g.1).await?;
         let p95 = if g2g.is_empty() {
@@ -131,15 +188,20 @@ async fn the_stream_follows_the_link_down_and_back_up() -> anyhow::Result<()> {
             percentile(g2g.clone(), 95.0)
         };
         let kbps: Vec<String> = seconds.iter().map(|s| format!("{:.0}", s.kbps)).collect();
+        let counted = |key| n(&previous, key) - n(&first, key);
+        let p50 = if g2g.is_empty() {
+            f64::NAN
+        } else {
+            percentile(g2g.clone(), 50.0)
+        };
         let line = format!(
             "step {step} at {link} kbit/s: below the link after {below_link:?} s, {fps:.1} fps, \
-             {frozen:.2} s frozen, glass to glass p50 {:.0} p95 {p95:.0} ms ({} frames); kbit/s per second: {}",
-            if g2g.is_empty() {
-                f64::NAN
-            } else {
-                percentile(g2g.clone(), 50.0)
-            },
+             {frozen:.2} s frozen ({stats_frozen:.2} s by getStats), glass to glass p50 {p50:.0} p95 {p95:.0} ms ({} frames); \
+             lost {}, NACKs {}, PLIs {}; kbit/s per second: {}",
             g2g.len(),
+            counted("lost"),
+            counted("nack"),
+            counted("pli"),
             kbps.join(" ")
         );
         eprintln!("{line}");

@@ -12,6 +12,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use webrtc::peer_connection::{MediaEngine, Registry, configure_rtcp_reports};
 
 use super::bandwidth::{LinkEstimate, LinkEstimator, RateBounds};
+use super::retransmissions::{self, RetransmissionBudget};
 use super::rtcp::{self, KeyframeRequestForwarder};
 
 /// Packets kept per stream for retransmission on NACK: about a second of 720p at 2 Mbit/s, far
@@ -25,7 +26,8 @@ const NACK_BUFFER_PACKETS: u16 = 256;
 /// - the keyframe-request forwarder;
 /// - with `congestion`, transport-wide congestion control: every packet numbered (TWCC) and the
 ///   viewer's feedback turned into an estimate of its path ([`LinkEstimator`]), which comes
-///   back as the [`LinkEstimate`] for the encoder to follow.
+///   back as the [`LinkEstimate`] for the encoder to follow; and a budget that keeps
+///   retransmissions to a share of that estimate ([`RetransmissionBudget`]).
 ///
 /// No pacer. The crate's paces at exactly its estimate and queues what exceeds it out of the
 /// estimator's sight: when a 3 Mbit/s link dropped to 1 Mbit/s, its queue held seconds of video
@@ -85,6 +87,10 @@ pub(super) fn interceptors(
             Slot::CongestionControl,
             CongestionControlBuilder::new(estimator).build(),
         )
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(
+            Slot::from(retransmissions::SLOT),
+            RetransmissionBudget::new(estimate.clone()),
+        );
     Ok((registry, Some(estimate)))
 }

@@ -12,6 +12,7 @@ mod codecs;
 mod events;
 mod interceptors;
 mod peer;
+mod retransmissions;
 mod rtcp;
 mod sdp;
 mod track;
