@@ -4,11 +4,7 @@
 //! stream must be below the link within 3 s, freeze at most 1 s, keep 24 fps and a glass to
 //! glass p95 of 200 ms; after the rise it must use 70 % of the link within 15 s.
 //!
-//! Ignored until it passes: with link adaptation the picture now plays at 1000 and 500, the
-//! narrow steps run without a standing queue and the rise is used within about 10 s, but the
-//! drop under a running 2.8 Mbit/s stream still freezes for 3 to 14 s (see BENCHMARKS.md,
-//! "Narrow uplinks"). Run it with `cargo test -p ferrocam-tests --test narrow_link -- --ignored
-//! --nocapture` for the per-step figures.
+//! `--nocapture` prints the per-step figures (BENCHMARKS.md, "Narrow uplinks").
 //!
 //! Frames carry their capture time (`--latency-stamp`); the page's meter reads it back, so glass
 //! to glass is measured on the frames the viewer actually sees. Per-step figures are printed
@@ -110,7 +106,6 @@ struct Second {
 }
 
 #[tokio::test]
-#[ignore = "issue 15: a drop under a running stream still freezes for seconds"]
 async fn the_stream_follows_the_link_down_and_back_up() -> anyhow::Result<()> {
     let ns = NetNs::create((std::process::id() % 10_000) as u16)?;
     ns.shape_uplink(3000)?;
