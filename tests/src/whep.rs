@@ -14,9 +14,7 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -44,19 +42,6 @@ fn payload_type(codec: VideoCodec) -> u8 {
 }
 
 /// The one video format this player offers.
-/// The playout-delay RTP header extension (libwebrtc's).
-const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
-
-/// The id `sdp` maps `uri` to (`a=extmap:<id> <uri>`).
-fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
-    sdp.lines().find_map(|line| {
-        let (id, rest) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
-        (rest.split_whitespace().next() == Some(uri))
-            .then(|| id.split('/').next()?.parse().ok())
-            .flatten()
-    })
-}
-
 fn offered(codec: VideoCodec) -> RTCRtpCodec {
     let (mime_type, sdp_fmtp_line) = match codec {
         VideoCodec::H264 => (
@@ -169,14 +154,6 @@ impl WhepPlayer {
             },
             RtpCodecKind::Audio,
         )?;
-        // As Chromium does: the device may then ask for frames to be shown at once.
-        media_engine.register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: PLAYOUT_DELAY_URI.to_owned(),
-            },
-            RtpCodecKind::Video,
-            None,
-        )?;
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
@@ -239,9 +216,6 @@ impl WhepPlayer {
             .header("ETag")
             .context("201 without ETag")?
             .to_owned();
-        if let Some(id) = extmap_id(&created.body, PLAYOUT_DELAY_URI) {
-            counters.playout_delay_id.store(id, Ordering::Relaxed);
-        }
         pc.set_remote_description(RTCSessionDescription::answer(created.body.clone())?)
             .await
             .context("applying the WHEP answer")?;
@@ -327,12 +301,6 @@ impl WhepPlayer {
     /// Audio RTP packets received.
     pub fn audio_packets(&self) -> u64 {
         self.counters.audio_packets.load(Ordering::Relaxed)
-    }
-
-    /// Video packets that asked for zero playout delay (the first packet of each frame does,
-    /// when the answer negotiated the extension).
-    pub fn render_at_once_packets(&self) -> u64 {
-        self.counters.render_at_once.load(Ordering::Relaxed)
     }
 
     /// Keyframes (IDR pictures, or VP8 key frames) received.

@@ -59,21 +59,6 @@ async fn a_whep_player_posts_patches_decodes_and_deletes() -> anyhow::Result<()>
 
     player.wait_frames(30, Duration::from_secs(20)).await?;
     assert!(player.rtp_packets() > 30);
-    // The player offered playout-delay, as Chromium does: the device asks for every frame to
-    // be shown at once (0 ms both ways, on each frame's first packet).
-    assert!(
-        created
-            .body
-            .contains("http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"),
-        "playout-delay not negotiated:\n{}",
-        created.body
-    );
-    assert!(
-        player.render_at_once_packets() >= player.frames_decoded() * 9 / 10,
-        "{} packets asked for zero playout delay, {} frames decoded",
-        player.render_at_once_packets(),
-        player.frames_decoded()
-    );
 
     // The gateway's metrics saw it.
     let metrics = http("GET", stack.url("metrics"), vec![], None).await?.body;

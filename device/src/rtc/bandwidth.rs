@@ -1,7 +1,7 @@
 //! How much one viewer's path can carry: a send-side estimate built from the viewer's
 //! transport-wide congestion control feedback (TWCC), for the shared encoder to follow.
 //!
-//! Google Congestion Control in two halves, the more cautious of which wins:
+//! Google Congestion Control's two signals, acting on one rate:
 //! - **delay**: packets of one frame leave together and should arrive spaced as they left; when
 //!   the gaps between arrival groups keep growing, a queue is building on the path (the `tc tbf`
 //!   of a narrow uplink, a Wi-Fi retry queue) and we are sending more than it carries;
@@ -59,8 +59,9 @@ const RATE_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
 /// ratchets the rate down to the floor (measured: every 60 ms while a queue drained, from 1.4
 /// Mbit/s to 150 kbit/s on a 1 Mbit/s link, then eight seconds to climb back).
 const DECREASE_INTERVAL: Duration = Duration::from_millis(400);
-/// Below this loss the path has room: the loss-based rate grows. Above [`LOSS_HIGH`] it is cut
-/// in proportion (by half the loss); in between it holds, as a few per cent is normal on radio.
+/// Below this loss the path has room: the delay signal may raise the rate. Above [`LOSS_HIGH`]
+/// the rate is cut in proportion (by half the loss); in between it holds, as a few per cent is
+/// normal on radio.
 const LOSS_LOW: f64 = 0.02;
 const LOSS_HIGH: f64 = 0.10;
 /// Loss is judged over at least this long and this many packets.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -24,7 +24,7 @@ use super::codecs::{opus_codec, video_codecs};
 use super::events::{Events, PeerEvent};
 use super::interceptors::interceptors;
 use super::rtcp;
-use super::track::{LocalTrack, PLAYOUT_DELAY_URI};
+use super::track::LocalTrack;
 use crate::media::VideoCodec;
 
 /// How often the ICE agent acts while connecting, and how many checks a pair gets before it
@@ -69,15 +69,6 @@ impl Building {
         media_engine
             .register_codec(opus_codec(), RtpCodecKind::Audio)
             .context("registering Opus")?;
-        media_engine
-            .register_header_extension(
-                RTCRtpHeaderExtensionCapability {
-                    uri: PLAYOUT_DELAY_URI.to_owned(),
-                },
-                RtpCodecKind::Video,
-                None,
-            )
-            .context("registering playout-delay")?;
         let (registry, estimate) = interceptors(&mut media_engine, settings.congestion)?;
 
         let mut ice_servers: Vec<RTCIceServer> = settings

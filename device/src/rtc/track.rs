@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp::extension::HeaderExtension;
-use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
 use rtc::rtp::packetizer::{Packetizer, new_packetizer};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -137,7 +135,6 @@ impl LocalTrack {
             track: Arc::clone(&self.track),
             packetizer: Mutex::new(Box::new(packetizer)),
             clock_rate: codec.clock_rate,
-            render_at_once: self.kind == RtpCodecKind::Video,
         })
     }
 }
@@ -188,17 +185,7 @@ pub(super) struct SampleSender {
     /// sequence numbers and one timestamp.
     packetizer: Mutex<Box<dyn Packetizer>>,
     clock_rate: u32,
-    /// Ask the receiver to show each frame as soon as it is decoded: the first packet of every
-    /// frame carries the `playout-delay` extension with 0 ms both ways (where negotiated, see
-    /// [`PLAYOUT_DELAY_URI`]). Any Chromium-based player then skips its smoothing buffer, as our
-    /// own page does; a camera is watched live, not as a film.
-    render_at_once: bool,
 }
-
-/// The playout-delay RTP header extension (libwebrtc's): the sender's wish for the receiver's
-/// minimum and maximum playout delay.
-pub(super) const PLAYOUT_DELAY_URI: &str =
-    "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 
 impl SampleSender {
     async fn send(
@@ -217,16 +204,8 @@ impl SampleSender {
         // Every packet is offered even after one fails: their sequence numbers are taken, and a
         // hole the receiver can NACK beats a frame cut short.
         let mut failed = None;
-        for (i, packet) in packets.into_iter().enumerate() {
-            let written = if i == 0 && self.render_at_once {
-                let at_once = HeaderExtension::PlayoutDelay(PlayoutDelayExtension::new(0, 0));
-                self.track
-                    .write_rtp_with_extensions(packet, &[at_once])
-                    .await
-            } else {
-                self.track.write_rtp(packet).await
-            };
-            if let Err(e) = written {
+        for packet in packets {
+            if let Err(e) = self.track.write_rtp(packet).await {
                 failed.get_or_insert(e);
             }
         }

@@ -28,10 +28,6 @@ pub(super) struct Counters {
     pub(super) audio_packets: AtomicU64,
     /// IDR frames seen starting in the RTP stream.
     pub(super) keyframes: AtomicU64,
-    /// Video packets carrying the playout-delay extension with 0 ms both ways, under
-    /// [`Counters::playout_delay_id`] (0 until the answer names one).
-    pub(super) render_at_once: AtomicU64,
-    pub(super) playout_delay_id: std::sync::atomic::AtomicU8,
 }
 
 /// Events from the player's peer connection.
@@ -145,15 +141,6 @@ impl PeerConnectionEventHandler for Handler {
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(mut packet) = event {
-                    let id = counters.playout_delay_id.load(Ordering::Relaxed);
-                    if id != 0
-                        && packet
-                            .header
-                            .get_extension(id)
-                            .is_some_and(|value| value.as_ref() == [0, 0, 0])
-                    {
-                        counters.render_at_once.fetch_add(1, Ordering::Relaxed);
-                    }
                     if starts_keyframe(&packet.payload) {
                         counters.keyframes.fetch_add(1, Ordering::Relaxed);
                     }
