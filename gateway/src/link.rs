@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use std::time::Duration;
 
 use ferrocam_mqtt::{BrokerSettings, Link, LinkEvent, LinkOptions, Publisher, Seal, Step};
 use ferrocam_protocol::{DeviceId, DeviceStatus, Reply, topics};
@@ -52,7 +51,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let relay = &inbound.relay;
-    let mut held = tokio::time::interval(Duration::from_secs(1));
+    let mut held = tokio::time::interval(crate::devices::inbound::HELD_STATUSES_EVERY);
     held.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !*stop.borrow() {
         tokio::select! {
