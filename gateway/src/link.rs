@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-
 use ferrocam_mqtt::{BrokerSettings, Link, LinkEvent, LinkOptions, Publisher, Seal, Step};
 use ferrocam_protocol::{DeviceId, DeviceStatus, Reply, topics};
 use tokio::sync::watch;
