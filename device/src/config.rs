@@ -8,10 +8,10 @@ use clap::Parser;
 use ferrocam_protocol::DeviceId;
 
 use crate::control::PtzSpec;
+use crate::media::{CaptureFormat, Source, Vp8Size};
 
 mod network;
 
-use crate::media::{CaptureFormat, Source, Vp8Size};
 pub use network::IceTcp;
 use network::{parse_ice_tcp, parse_on_off};
 

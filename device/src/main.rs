@@ -240,16 +240,13 @@ async fn main() -> anyhow::Result<()> {
                     config.ice_servers.clone(),
                     media.codecs(),
                 )
-                .with_congestion(config.adaptive.then(|| {
-                    RateBounds {
-                        start: f64::from(
-                            limits
-                                .max_kbps
-                                .min(config.bitrate_kbps.max(limits.min_kbps)),
-                        ) * 1000.0,
-                        min: f64::from(limits.min_kbps) * 1000.0,
-                        max: f64::from(limits.max_kbps) * 1000.0,
-                    }
+                // Each viewer's estimate starts at the set bitrate (clamped to the limits by
+                // the estimator): a new viewer does not pull the encoder down before its first
+                // feedback says anything.
+                .with_congestion(config.adaptive.then(|| RateBounds {
+                    start: f64::from(config.bitrate_kbps) * 1000.0,
+                    min: f64::from(limits.min_kbps) * 1000.0,
+                    max: f64::from(limits.max_kbps) * 1000.0,
                 })),
             ),
             adaptation,

@@ -125,11 +125,6 @@ impl NetNs {
             "150ms",
         ])
     }
-
-    /// Removes the uplink's shaping.
-    pub fn unshape_uplink(&self) -> anyhow::Result<()> {
-        self.exec(&["tc", "qdisc", "del", "dev", &self.ns_if, "root"])
-    }
 }
 
 impl Drop for NetNs {

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::{LeaseKind, Shared};
 use crate::media::audio::AudioPipeline;
-use crate::media::pipeline::VideoPipeline;
+use crate::media::pipeline::{VideoPipeline, VideoPlan};
 
 /// Wait before rebuilding a pipeline that failed while viewers were watching; doubles with
 /// every failure in a row, up to [`RESTART_DELAY_MAX`].
@@ -135,21 +135,18 @@ impl Actor {
             }
             Command::Release(kind) => self.release(kind),
             Command::SetBitrate(kbps, reply) => {
-                let h264 = self.shared.h264.bitrate_for(kbps);
-                let result = self
-                    .video
-                    .as_ref()
-                    .map_or(Ok(()), |video| video.set_h264_bitrate(h264));
-                // Only once the main encoder took it, so both follow the same plan.
+                let plan = VideoPlan {
+                    bitrate_kbps: kbps,
+                    ..self.shared.plan.borrow().clone()
+                };
+                // The plan changes only once the main encoder took it.
+                let result = self.apply_rates(&plan);
                 if result.is_ok() {
-                    self.shared
-                        .plan
-                        .send_modify(|plan| plan.bitrate_kbps = kbps);
-                    self.apply_rates();
+                    self.shared.plan.send_replace(plan);
                 }
                 let _ = reply.send(result);
             }
-            Command::ApplyRates => self.apply_rates(),
+            Command::ApplyRates => self.apply_current_rates(),
             Command::Reconfigure {
                 width,
                 height,
@@ -276,33 +273,39 @@ impl Actor {
         *self.shared.h264.target() = Some(video.keyframe_target());
         *self.shared.vp8.target() = video.vp8_keyframe_target();
         self.video = Some(video);
-        self.apply_rates();
+        self.apply_current_rates();
         self.shared.running.store(true, Ordering::Relaxed);
         self.started = Some(Instant::now());
         tracing::info!("video pipeline started");
         Ok(())
     }
 
-    /// Sets each running encoder to its plan's bitrate within its viewers' link limit. A
-    /// pipeline starts at the plan's rate; this brings it down at once when viewers' paths are
-    /// narrower.
-    fn apply_rates(&self) {
+    /// Sets each running encoder to `plan`'s bitrate within its viewers' link limit. The VP8
+    /// fallback follows only once the H.264 encoder took it, so both follow the same plan. An
+    /// error means the H.264 encoder cannot change (a camera whose own H.264 passes through).
+    fn apply_rates(&self, plan: &VideoPlan) -> anyhow::Result<()> {
         let Some(video) = &self.video else {
             self.shared.h264.set_encoder_kbps(0);
             self.shared.vp8.set_encoder_kbps(0);
-            return;
+            return Ok(());
         };
-        let plan = self.shared.plan.borrow().clone();
         let h264 = self.shared.h264.bitrate_for(plan.bitrate_kbps);
-        match video.set_h264_bitrate(h264) {
-            Ok(()) => self.shared.h264.set_encoder_kbps(h264),
-            // A camera whose own H.264 passes through has no encoder to set.
-            Err(e) => tracing::debug!(error = %e, "H.264 bitrate unchanged"),
-        }
+        video.set_h264_bitrate(h264)?;
+        self.shared.h264.set_encoder_kbps(h264);
         if plan.vp8_size().is_some() {
             let vp8 = self.shared.vp8.bitrate_for(plan.vp8_bitrate_kbps());
             video.set_vp8_bitrate(vp8);
             self.shared.vp8.set_encoder_kbps(vp8);
+        }
+        Ok(())
+    }
+
+    /// [`Actor::apply_rates`] for the plan in force: a pipeline starts at the plan's rate, and
+    /// this brings it down at once when viewers' paths are narrower.
+    fn apply_current_rates(&self) {
+        let plan = self.shared.plan.borrow().clone();
+        if let Err(e) = self.apply_rates(&plan) {
+            tracing::debug!(error = %e, "bitrate unchanged");
         }
     }
 
@@ -335,7 +338,7 @@ impl Actor {
         // Dropping sets them to NULL, which may block: fine here, nowhere else.
         self.video = None;
         self.audio = None;
-        self.apply_rates();
+        self.apply_current_rates();
     }
 
     /// A pipeline error, EOS or stall: drop the dead pipeline, say the camera is unavailable,
