@@ -295,7 +295,8 @@ impl Agent {
             // A snapshot is more messages than the broker queue holds: wait for room, but no
             // longer than the gateway waits for the whole reply.
             let deadline = Instant::now() + RELAYED_REPLY_LIMIT;
-            for message in ctx.control.handle(role, &request).await {
+            let caller = crate::control::Caller::relayed(role);
+            for message in ctx.control.handle(&caller, &request).await {
                 let body = FromDevice::ControlReply {
                     message: ctx.gateways.seal(message.as_bytes()),
                     sealed: true,
@@ -331,7 +332,7 @@ impl Agent {
         let Some(claims) = self.check_grant(grant.as_deref(), &session, &reply_to) else {
             return;
         };
-        tracing::info!(%session, user = %claims.usr, gateway = %claims.iss, role = ?claims.role, "session granted");
+        tracing::info!(%session, user = %claims.usr, gateway = %claims.iss, role = ?claims.role, talk = claims.talk, "session granted");
         let user = claims.usr.clone();
         let request = session::Request {
             session: session.clone(),
@@ -340,6 +341,8 @@ impl Agent {
             trickle: asked.trickle,
             // Never more than the grant allows, whatever the request says.
             role: asked.role.min(claims.role),
+            talk: claims.talk,
+            user: claims.usr.clone(),
             ice_servers: claims.ice,
         };
         let mut sessions = self.sessions.lock().expect("sessions lock");

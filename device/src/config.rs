@@ -87,6 +87,17 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_AUDIO", default_value = "auto")]
     pub audio: String,
 
+    /// Where viewers who may talk are heard: `auto` (the default ALSA playback device if there
+    /// is one), `off`, `alsa:<device>`, `file:<path>` (raw s16le 48 kHz mono) or
+    /// `pipeline:<gstreamer description>`.
+    #[arg(long, env = "FERROCAM_SPEAKER", default_value = "auto")]
+    pub speaker: String,
+
+    /// The microphone while a viewer talks: `off` (both at once), `duck` (down 20 dB) or
+    /// `mute`; for a speaker next to the microphone.
+    #[arg(long, env = "FERROCAM_HALF_DUPLEX", default_value = "off")]
+    pub half_duplex: String,
+
     /// Seconds the pipeline keeps running after the last viewer leaves.
     #[arg(long, env = "FERROCAM_IDLE_TIMEOUT", default_value_t = 10)]
     pub idle_timeout_secs: u64,

@@ -13,6 +13,7 @@ mod requests;
 mod rtc;
 mod service;
 mod session;
+mod speaker;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -172,6 +173,24 @@ async fn main() -> anyhow::Result<()> {
     let adaptation = config
         .adaptive
         .then(|| adapt::LinkAdaptation::start(Arc::clone(&media), limits));
+    let speaker = speaker::SpeakerSink::resolve(&config.speaker)?.map(|sink| {
+        let half_duplex = speaker::HalfDuplex::parse(&config.half_duplex);
+        (sink, half_duplex)
+    });
+    let speaker = match speaker {
+        Some((sink, half_duplex)) => {
+            let half_duplex = half_duplex?;
+            let gain = media.microphone_gain();
+            let ducked = half_duplex.microphone_gain();
+            tracing::info!(sink = %sink.describe(), ?half_duplex, "viewers who may talk are heard");
+            Some(speaker::Speaker::new(
+                sink,
+                half_duplex,
+                Arc::new(move |playing| gain.set(if playing { ducked } else { 1.0 })),
+            ))
+        }
+        None => None,
+    };
     let control = Arc::new(ControlHandler {
         media: Arc::clone(&media),
         adaptation: adaptation.clone(),
@@ -183,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         ptz: Ptz::parse(&config.ptz)?,
         encoder: video_capability.encoder.clone(),
         started: std::time::Instant::now(),
+        speaker: speaker.clone(),
     });
     let device_metrics = metrics::DeviceMetrics::new(
         Arc::clone(&media),
@@ -256,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
             gateways: gateway_key
                 .recipient()
                 .context("the gateway's grant key is not a valid Ed25519 point")?,
+            speaker: speaker.clone(),
         },
         config.max_viewers,
         grants,

@@ -13,14 +13,16 @@ use ferrocam_mqtt::{Message, Outbox};
 use ferrocam_protocol::{DeviceId, ErrorCode, FromDevice, IceCandidate, Party, Reply, SessionId};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::control::ControlHandler;
+use crate::control::{Caller, ControlHandler};
 use crate::media::{AudioUnit, KeyframeReason, MediaEngine, VideoFeed};
 use crate::rtc::{
-    AnswerError, AudioSender, ChannelEvent, ControlChannel, Peer, PeerEvent, RtcSettings,
-    VideoSender,
+    AnswerError, AudioPlan, AudioSender, ChannelEvent, ControlChannel, Peer, PeerEvent,
+    RtcSettings, VideoSender,
 };
+use crate::speaker::Speaker;
 use ferrocam_protocol::control::Role;
 
+mod listening;
 mod negotiation;
 
 /// A message for a running session: the viewer's (through its gateway), or the device's own
@@ -45,6 +47,8 @@ pub struct SessionContext {
     /// The gateways' key to seal relayed control replies to (snapshots must not be readable
     /// off the broker).
     pub gateways: ferrocam_protocol::sealed::Recipient,
+    /// Where viewers who may talk are heard (`None`: no speaker).
+    pub speaker: Option<Arc<Speaker>>,
 }
 
 impl SessionContext {
@@ -91,6 +95,10 @@ pub struct Request {
     pub trickle: bool,
     /// What the session's control channel may do.
     pub role: Role,
+    /// The grant lets the viewer talk: its microphone is played.
+    pub talk: bool,
+    /// Who the grant names.
+    pub user: String,
     /// STUN/TURN servers for this session (from its grant), on top of the device's own.
     pub ice_servers: Vec<ferrocam_protocol::viewer::IceServer>,
 }
@@ -104,8 +112,11 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
         offer: offer_sdp,
         trickle,
         role,
+        talk,
+        user,
         ice_servers,
     } = request;
+    let speaker = ctx.speaker.clone().filter(|_| talk);
     let side = match offer_sdp {
         Some(_) => Side::Answerer { trickle },
         None => Side::Offerer,
@@ -127,17 +138,27 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
         }
     };
     let (peer, local_sdp, mut events, offered_channel) =
-        match build_peer(&ctx, &session, offer_sdp, &ice_servers).await {
+        match build_peer(&ctx, &session, offer_sdp, speaker.is_some(), &ice_servers).await {
             Ok(built) => built,
             Err(refusal) => return refuse(&negotiation, refusal),
         };
+    // Data channels and the viewer's microphone, each served by its own task.
     let mut channels: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let caller = Caller {
+        role,
+        session: Some(session.clone()),
+    };
     // The viewer closing its control channel is a hang-up too (a closing tab often does only
     // that before its connection times out).
     let (control_closed_tx, mut control_closed) = mpsc::unbounded_channel::<()>();
     // Our offer names the control channel; the viewer's answer cannot refuse it.
     if let Some(channel) = offered_channel {
-        channels.push(spawn_control(channel, role, &ctx, &control_closed_tx));
+        channels.push(spawn_control(
+            channel,
+            caller.clone(),
+            &ctx,
+            &control_closed_tx,
+        ));
     }
     let mut driver = Driver {
         ctx: &ctx,
@@ -172,7 +193,16 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                     continue;
                 }
                 Some(PeerEvent::DataChannel(channel)) => {
-                    channels.push(spawn_control(channel, role, &ctx, &control_closed_tx));
+                    channels.push(spawn_control(channel, caller.clone(), &ctx, &control_closed_tx));
+                    continue;
+                }
+                Some(PeerEvent::IncomingAudio(audio)) => {
+                    let listening = listening::Listening {
+                        session: session.clone(),
+                        user: user.clone(),
+                        speaker: speaker.clone(),
+                    };
+                    channels.push(tokio::spawn(listening.run(audio)));
                     continue;
                 }
                 None => break "peer events ended".to_owned(),
@@ -200,15 +230,19 @@ async fn build_peer(
     ctx: &SessionContext,
     session: &SessionId,
     offer_sdp: Option<String>,
+    talk: bool,
     ice_servers: &[ferrocam_protocol::viewer::IceServer],
 ) -> Result<(Peer, String, PeerEvents, Option<ControlChannel>), FromDevice> {
-    let with_audio = ctx.media.audio_enabled();
+    let audio = AudioPlan {
+        send: ctx.media.audio_enabled(),
+        receive: talk,
+    };
     match offer_sdp {
-        Some(offer_sdp) => Peer::answer(&ctx.rtc, offer_sdp, with_audio, ice_servers)
+        Some(offer_sdp) => Peer::answer(&ctx.rtc, offer_sdp, audio, ice_servers)
             .await
             .map(|(peer, answer, events)| (peer, answer, events, None))
             .map_err(|e| refusal(session, e)),
-        None => Peer::offer(&ctx.rtc, with_audio, ice_servers)
+        None => Peer::offer(&ctx.rtc, audio, ice_servers)
             .await
             .map(|(peer, offer, events, channel)| (peer, offer, events, Some(channel)))
             // Nothing the viewer sent is at fault here.
@@ -348,14 +382,14 @@ async fn add_candidate(peer: &Peer, session: &SessionId, candidate: IceCandidate
 /// Serves a control channel in its own task; reports on `closed` when the viewer closes it.
 fn spawn_control(
     channel: ControlChannel,
-    role: Role,
+    caller: Caller,
     ctx: &SessionContext,
     closed: &mpsc::UnboundedSender<()>,
 ) -> tokio::task::JoinHandle<()> {
     let closed = closed.clone();
     let handler = Arc::clone(&ctx.control);
     tokio::spawn(async move {
-        if serve_control(channel, role, handler).await {
+        if serve_control(channel, caller, handler).await {
             let _ = closed.send(());
         }
     })
@@ -363,7 +397,11 @@ fn spawn_control(
 
 /// Answers control requests on a viewer's `control` data channel, one at a time and in order.
 /// Returns `true` when the viewer closed the channel.
-async fn serve_control(channel: ControlChannel, role: Role, handler: Arc<ControlHandler>) -> bool {
+async fn serve_control(
+    channel: ControlChannel,
+    caller: Caller,
+    handler: Arc<ControlHandler>,
+) -> bool {
     let label = channel.label().await;
     if label != "control" {
         tracing::debug!(%label, "ignoring a data channel that is not ferrocam's control channel");
@@ -371,7 +409,7 @@ async fn serve_control(channel: ControlChannel, role: Role, handler: Arc<Control
     }
     while let Some(event) = channel.next().await {
         let replies = match event {
-            ChannelEvent::Text(text) => handler.handle(role, &text).await,
+            ChannelEvent::Text(text) => handler.handle(&caller, &text).await,
             ChannelEvent::Binary(bytes) => vec![ControlHandler::binary_refusal(bytes)],
         };
         for reply in replies {

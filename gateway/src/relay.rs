@@ -94,6 +94,8 @@ pub struct OfferOptions {
     pub trickle: bool,
     /// What the session's control channel may do.
     pub role: Role,
+    /// The device may play the viewer's microphone (signed into the grant).
+    pub talk: bool,
     /// Who asked (a user or API token name), for the grant and the device's log.
     pub user: String,
     /// The asker's unique id (`Principal::id`), which the per-principal session limit counts.

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
+pub use crate::status::{SpeakerStatus, StatusReply, Talker, ViewerLink};
 
 /// Largest control message either side sends or accepts.
 pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
@@ -92,7 +93,17 @@ pub enum Command {
     /// Pan, tilt or zoom one step.
     #[serde(rename = "ptz")]
     Ptz { action: PtzAction },
+    /// The loudness of the device's speaker (what viewers say through it), in percent of the
+    /// talkers' own level: 0–200.
+    #[serde(rename = "audio.volume")]
+    AudioVolume { percent: u32 },
+    /// Silences the device's speaker (talkers stay connected) or lets it play again.
+    #[serde(rename = "audio.mute")]
+    AudioMute { muted: bool },
 }
+
+/// The loudest [`Command::AudioVolume`] a device accepts, in percent.
+pub const MAX_SPEAKER_VOLUME: u32 = 200;
 
 /// One PTZ step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +126,8 @@ impl Command {
                 | Command::VideoSet { .. }
                 | Command::GpioSet { .. }
                 | Command::Ptz { .. }
+                | Command::AudioVolume { .. }
+                | Command::AudioMute { .. }
         )
     }
 }
@@ -240,42 +253,6 @@ impl ControlRequest {
             )
         })
     }
-}
-
-/// `status` reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusReply {
-    pub uptime_secs: u64,
-    pub viewers: usize,
-    /// Measured over the last second.
-    pub fps: f64,
-    /// Measured over the last second, in kbit/s.
-    pub bitrate_kbps: f64,
-    /// Configured target bitrate: the ceiling link adaptation works under (`video.set`).
-    pub target_bitrate_kbps: u32,
-    /// What the H.264 encoder is set to now: the target, or less when a viewer's path carries
-    /// less (0 while the camera is not running).
-    #[serde(default)]
-    pub encoder_bitrate_kbps: u32,
-    /// Every connected viewer's path, narrowest first (no session ids: one viewer's status
-    /// does not identify the others).
-    #[serde(default)]
-    pub links: Vec<ViewerLink>,
-    pub width: u32,
-    pub height: u32,
-    pub encoder: String,
-    /// SoC temperature in °C, when the board exposes one.
-    pub temperature_c: Option<f64>,
-}
-
-/// One viewer's path, as the device estimates it from the viewer's congestion feedback.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ViewerLink {
-    /// The codec the viewer receives (its encoder follows the narrowest of its viewers).
-    pub codec: crate::VideoCodec,
-    /// What the path carries in kbit/s; `None` before the viewer's first feedback, or for a
-    /// browser that sends none.
-    pub estimate_kbps: Option<u32>,
 }
 
 /// `controls.list` reply entry: the description plus the current value.
@@ -465,5 +442,22 @@ mod tests {
             }
             .mutates()
         );
+        assert!(Command::AudioVolume { percent: 50 }.mutates());
+        assert!(Command::AudioMute { muted: true }.mutates());
+    }
+
+    #[test]
+    fn speaker_commands_read_as_documented() {
+        let volume = ControlRequest::decode(r#"{"v":1,"id":3,"cmd":"audio.volume","percent":80}"#);
+        assert_eq!(
+            volume.unwrap().command,
+            Command::AudioVolume { percent: 80 }
+        );
+        let mute = ControlRequest::decode(r#"{"v":1,"id":4,"cmd":"audio.mute","muted":true}"#);
+        assert_eq!(mute.unwrap().command, Command::AudioMute { muted: true });
+        let (id, error) =
+            ControlRequest::decode(r#"{"v":1,"id":5,"cmd":"audio.volume","percent":-1}"#)
+                .unwrap_err();
+        assert_eq!((id, error.code), (5, ControlErrorCode::BadRequest));
     }
 }

@@ -41,6 +41,11 @@ pub struct GrantClaims {
     pub sub: String,
     /// What the session may do; the device never grants more.
     pub role: Role,
+    /// The session may talk: the device plays the viewer's microphone. A right of its own, not
+    /// part of `role` (a control session may be denied it, a view session granted it); absent
+    /// means no.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub talk: bool,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
     /// Issue time, seconds since the Unix epoch.

@@ -16,6 +16,7 @@ pub mod sealed;
 pub mod signal;
 pub mod signed;
 pub mod stamp;
+pub mod status;
 pub mod topics;
 pub mod viewer;
 

@@ -20,7 +20,10 @@ use ferrocam_protocol::control::{
 };
 
 use crate::media::{MediaEngine, SnapshotError, SnapshotRequest, VideoCodec};
+use crate::speaker::Speaker;
 pub use camera::CameraControls;
+use ferrocam_protocol::SessionId;
+use ferrocam_protocol::control::MAX_SPEAKER_VOLUME;
 pub use gpio::Gpio;
 pub use ptz::{Ptz, PtzSpec};
 
@@ -34,25 +37,45 @@ pub struct ControlHandler {
     pub ptz: Ptz,
     pub encoder: String,
     pub started: Instant,
+    /// Where viewers' voices play (`None`: this device has no speaker).
+    pub speaker: Option<Arc<Speaker>>,
+}
+
+/// Who sent a request: what it may do, and which session it came on (none when relayed by
+/// the gateway's REST API).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub role: Role,
+    pub session: Option<SessionId>,
+}
+
+impl Caller {
+    /// A request relayed by a gateway, outside any session.
+    pub fn relayed(role: Role) -> Self {
+        Self {
+            role,
+            session: None,
+        }
+    }
 }
 
 impl ControlHandler {
     /// Handles one request and returns the messages to send back, in order: the response, then
     /// (for `snapshot`) the chunks. Never fails: every problem is a typed error response.
-    pub async fn handle(&self, role: Role, text: &str) -> Vec<String> {
+    pub async fn handle(&self, caller: &Caller, text: &str) -> Vec<String> {
         let request = match ControlRequest::decode(text) {
             Ok(request) => request,
             Err((id, error)) => return vec![encode(&ControlResponse::error(id, error))],
         };
         let id = request.id;
-        if request.command.mutates() && role != Role::Control {
+        if request.command.mutates() && caller.role != Role::Control {
             let error = ControlError::new(
                 ControlErrorCode::Forbidden,
                 "this session may watch but not control; ask for a control session",
             );
             return vec![encode(&ControlResponse::error(id, error))];
         }
-        match self.execute(request.command).await {
+        match self.execute(caller, request.command).await {
             Ok(Reply::Body(body)) => vec![encode(&ControlResponse::ok(id, body))],
             Ok(Reply::Snapshot(jpeg)) => snapshot_messages(id, jpeg),
             Err(error) => vec![encode(&ControlResponse::error(id, error))],
@@ -68,10 +91,10 @@ impl ControlHandler {
         encode(&ControlResponse::error(0, error))
     }
 
-    async fn execute(&self, command: Command) -> Result<Reply, ControlError> {
+    async fn execute(&self, caller: &Caller, command: Command) -> Result<Reply, ControlError> {
         let body = match command {
             Command::Ping => serde_json::json!({}),
-            Command::Status => to_value(self.status()),
+            Command::Status => to_value(self.status(caller)),
             Command::ControlsList => to_value(self.camera.list()?),
             Command::ControlsSet { control, value } => {
                 self.camera.set(control, value)?;
@@ -103,6 +126,20 @@ impl ControlHandler {
                     .await?;
                 serde_json::json!({})
             }
+            Command::AudioVolume { percent } => {
+                if percent > MAX_SPEAKER_VOLUME {
+                    return Err(ControlError::new(
+                        ControlErrorCode::OutOfRange,
+                        format!("volume {percent}% is outside 0..={MAX_SPEAKER_VOLUME}"),
+                    ));
+                }
+                self.speaker()?.set_volume(percent);
+                serde_json::json!({})
+            }
+            Command::AudioMute { muted } => {
+                self.speaker()?.set_muted(muted);
+                serde_json::json!({})
+            }
         };
         Ok(Reply::Body(body))
     }
@@ -130,7 +167,16 @@ impl ControlHandler {
         })
     }
 
-    fn status(&self) -> StatusReply {
+    fn speaker(&self) -> Result<&Speaker, ControlError> {
+        self.speaker.as_deref().ok_or_else(|| {
+            ControlError::new(
+                ControlErrorCode::Unavailable,
+                "this device has no speaker (--speaker off)",
+            )
+        })
+    }
+
+    fn status(&self, caller: &Caller) -> StatusReply {
         let plan = self.media.plan();
         let (fps, bitrate_kbps) = self.media.rates();
         StatusReply {
@@ -149,6 +195,10 @@ impl ControlHandler {
             height: plan.height,
             encoder: self.encoder.clone(),
             temperature_c: temperature(),
+            speaker: self
+                .speaker
+                .as_ref()
+                .map(|speaker| speaker.status(caller.session.as_ref())),
         }
     }
 

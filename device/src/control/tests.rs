@@ -57,11 +57,12 @@ fn handler() -> ControlHandler {
         ptz: Ptz::Off,
         encoder: "x264enc".into(),
         started: Instant::now(),
+        speaker: None,
     }
 }
 
 async fn call(h: &ControlHandler, role: Role, request: &str) -> Vec<Value> {
-    h.handle(role, request)
+    h.handle(&Caller::relayed(role), request)
         .await
         .iter()
         .map(|m| serde_json::from_str(m).unwrap())

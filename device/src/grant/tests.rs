@@ -21,6 +21,7 @@ fn claims(device: &str, session: &SessionId, exp_offset: i64) -> GrantClaims {
         aud: device.to_owned(),
         sub: session.to_string(),
         role: Role::Control,
+        talk: true,
         exp: now.saturating_add_signed(exp_offset),
         iat: now.saturating_add_signed(exp_offset - GRANT_TTL_SECS as i64),
         iss: "gw".into(),

@@ -3,7 +3,7 @@
 //! Audio is a separate pipeline from video on purpose: a USB microphone that vanishes or an ALSA
 //! device another program holds must cost the viewer its sound, never its picture.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -66,7 +66,7 @@ impl AudioSource {
             Self::Alsa(device) => format!("alsasrc device=\"{device}\""),
         };
         format!(
-            "{head} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 \
+            "{head} ! volume name=gain ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 \
              ! opusenc bitrate=32000 frame-size=20 \
              ! appsink name=opus sync=false max-buffers=16 drop=true"
         )
@@ -86,9 +86,43 @@ fn has_alsa_capture() -> bool {
         .unwrap_or(false)
 }
 
+/// The microphone's gain, settable from any thread: half-duplex turns it down while the
+/// device's speaker plays. Kept across pipeline restarts.
+pub struct MicrophoneGain {
+    state: Mutex<(f64, Option<gst::Element>)>,
+}
+
+impl Default for MicrophoneGain {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new((1.0, None)),
+        }
+    }
+}
+
+impl MicrophoneGain {
+    /// Sets the gain (1.0: as captured, 0.0: silent); takes effect at once if audio runs.
+    pub fn set(&self, gain: f64) {
+        let mut state = self.state.lock().expect("gain lock");
+        state.0 = gain;
+        if let Some(volume) = &state.1 {
+            volume.set_property("volume", gain);
+        }
+    }
+
+    fn attach(&self, volume: Option<gst::Element>) {
+        let mut state = self.state.lock().expect("gain lock");
+        if let Some(volume) = &volume {
+            volume.set_property("volume", state.0);
+        }
+        state.1 = volume;
+    }
+}
+
 /// A playing audio pipeline. Dropping it stops it.
 pub struct AudioPipeline {
     pipeline: gst::Pipeline,
+    gain: Arc<MicrophoneGain>,
     _bus: BusWatch,
 }
 
@@ -98,6 +132,7 @@ impl AudioPipeline {
     pub fn start(
         source: &AudioSource,
         units: broadcast::Sender<AudioUnit>,
+        gain: Arc<MicrophoneGain>,
         on_fault: Arc<dyn Fn(String) + Send + Sync>,
     ) -> anyhow::Result<Self> {
         let pipeline = gst::parse::launch(&source.launch())
@@ -139,8 +174,10 @@ impl AudioPipeline {
                 on_fault(fault);
             }),
         )?;
+        gain.attach(pipeline.by_name("gain"));
         let running = Self {
             pipeline,
+            gain,
             _bus: bus,
         };
         running
@@ -167,6 +204,7 @@ impl AudioPipeline {
 
 impl Drop for AudioPipeline {
     fn drop(&mut self) {
+        self.gain.attach(None);
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
@@ -194,7 +232,9 @@ mod tests {
     fn the_test_tone_produces_opus_packets() {
         gst::init().unwrap();
         let (tx, mut rx) = broadcast::channel(64);
-        let _audio = AudioPipeline::start(&AudioSource::TestTone, tx, Arc::new(|_| {})).unwrap();
+        let gain = Arc::new(MicrophoneGain::default());
+        let _audio =
+            AudioPipeline::start(&AudioSource::TestTone, tx, gain, Arc::new(|_| {})).unwrap();
         // The first packet is shortened by the encoder's pre-skip; steady state is 20 ms frames.
         let units: Vec<_> = (0..5).map(|_| rx.blocking_recv().unwrap()).collect();
         for unit in &units {
@@ -212,9 +252,15 @@ mod tests {
         gst::init().unwrap();
         let (tx, _rx) = broadcast::channel(4);
         let started = Instant::now();
-        let err = AudioPipeline::start(&AudioSource::Alsa("hw:97,0".into()), tx, Arc::new(|_| {}))
-            .err()
-            .expect("no such device here");
+        let gain = Arc::new(MicrophoneGain::default());
+        let err = AudioPipeline::start(
+            &AudioSource::Alsa("hw:97,0".into()),
+            tx,
+            gain,
+            Arc::new(|_| {}),
+        )
+        .err()
+        .expect("no such device here");
         assert!(err.to_string().contains("alsa:hw:97,0"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(3));
     }

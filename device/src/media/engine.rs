@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use self::actor::{Actor, Command};
 use self::rendition::Rendition;
+pub use super::audio::MicrophoneGain;
 use super::audio::{AudioSource, AudioUnit};
 use super::keyframes::{KeyframeReason, Verdict};
 use super::pipeline::{VideoPlan, force_keyframe};
@@ -60,6 +61,8 @@ struct Shared {
     vp8: Rendition,
     vp8_viewers: AtomicUsize,
     audio_units: broadcast::Sender<AudioUnit>,
+    /// The microphone's gain (half-duplex turns it down while the speaker plays).
+    microphone_gain: Arc<MicrophoneGain>,
     /// Mirrors of the engine thread's state, for quick reads.
     viewers: AtomicUsize,
     running: AtomicBool,
@@ -160,6 +163,7 @@ impl MediaEngine {
             vp8_viewers: AtomicUsize::new(0),
             settings,
             audio_units: broadcast::channel(AUDIO_FANOUT).0,
+            microphone_gain: Arc::default(),
             viewers: AtomicUsize::new(0),
             running: AtomicBool::new(false),
             health: watch::Sender::new(ferrocam_protocol::CameraState::Ok),
@@ -251,6 +255,11 @@ impl MediaEngine {
     /// Whether viewers get audio.
     pub fn audio_enabled(&self) -> bool {
         self.shared.audio_enabled()
+    }
+
+    /// The microphone's gain, for half-duplex.
+    pub fn microphone_gain(&self) -> Arc<MicrophoneGain> {
+        Arc::clone(&self.shared.microphone_gain)
     }
 
     /// Every access unit, with no keyframe skipping (for tests that count frames exactly).

@@ -17,6 +17,9 @@ use webrtc::peer_connection::{
 pub enum PeerEvent {
     /// The viewer opened a data channel.
     DataChannel(super::ControlChannel),
+    /// The viewer's microphone track arrived (it may talk, or a modified page sends anyway:
+    /// the session decides whether anyone hears it).
+    IncomingAudio(super::IncomingAudio),
     /// The viewer asked for a keyframe (PLI or FIR).
     KeyframeRequest,
     /// A local candidate to trickle to the viewer.
@@ -55,6 +58,17 @@ impl PeerConnectionEventHandler for Events {
             .send(PeerEvent::DataChannel(super::ControlChannel::new(
                 data_channel,
             )));
+    }
+
+    async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
+        if track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio {
+            let _ = self
+                .tx
+                .send(PeerEvent::IncomingAudio(super::IncomingAudio::new(track)));
+        } else {
+            // We never ask for video; whatever arrives on such a track is not read.
+            tracing::debug!("ignoring an incoming video track");
+        }
     }
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {

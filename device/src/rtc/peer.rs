@@ -93,6 +93,26 @@ fn loopback_only_alone(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     if other.is_empty() { loopback } else { other }
 }
 
+/// What a session does with audio: send the device's own sound, play the viewer's
+/// microphone (it may talk and the device has a speaker), both, or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AudioPlan {
+    pub send: bool,
+    pub receive: bool,
+}
+
+impl AudioPlan {
+    /// The direction our description gives the audio section (`None`: no audio at all).
+    fn direction(self) -> Option<RTCRtpTransceiverDirection> {
+        match (self.send, self.receive) {
+            (true, true) => Some(RTCRtpTransceiverDirection::Sendrecv),
+            (true, false) => Some(RTCRtpTransceiverDirection::Sendonly),
+            (false, true) => Some(RTCRtpTransceiverDirection::Recvonly),
+            (false, false) => None,
+        }
+    }
+}
+
 /// Why an offer was not answered.
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {
@@ -125,13 +145,14 @@ pub struct Peer {
 impl Peer {
     /// Builds a connection for `offer_sdp` and returns it with its answer SDP and event stream.
     /// Candidates trickle out as [`PeerEvent::LocalCandidate`] after this returns.
-    /// `with_audio` adds an Opus track when the offer has an audio section with Opus.
+    /// `audio` says whether we send Opus and play the viewer's, when the offer has an audio
+    /// section with Opus; whatever the offer asks, the answer never receives more.
     /// The video codec is H.264 when the offer has it in a profile we answer, else VP8 when we
     /// have it and the offer lists it.
     pub async fn answer(
         settings: &Arc<RtcSettings>,
         offer_sdp: String,
-        with_audio: bool,
+        audio: AudioPlan,
         session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
     ) -> Result<(Peer, String, mpsc::UnboundedReceiver<PeerEvent>), AnswerError> {
         let preferred = sdp::choose_video_codec(&offer_sdp, settings.vp8())
@@ -145,14 +166,18 @@ impl Peer {
         {
             codecs.push(VideoCodec::Vp8);
         }
-        let with_audio = with_audio && sdp::offer_has_opus(&offer_sdp);
+        let opus = sdp::offer_has_opus(&offer_sdp);
+        let plan = AudioPlan {
+            send: audio.send && opus,
+            receive: audio.receive && opus,
+        };
         let Building {
             pc,
             video,
             events,
             estimate,
         } = Building::new(settings, session_ice_servers, None, &codecs).await?;
-        let audio = if with_audio {
+        let audio = if plan.send {
             Some(
                 LocalTrack::add(&pc, RtpCodecKind::Audio, &opus_codec().rtp_codec, None, &[])
                     .await?,
@@ -165,18 +190,20 @@ impl Peer {
         pc.set_remote_description(offer)
             .await
             .context("applying the offer")?;
-        if audio.is_none() {
-            // Say "no audio" instead of promising a track that never comes: left alone, the
-            // answer says `sendonly` for the browser's audio and the page waits for it.
-            let ours = Arc::as_ptr(&video.sender).cast::<()>() as usize;
-            for transceiver in pc.get_transceivers().await {
-                let sender = transceiver.sender().await.ok().flatten();
-                if sender.is_none_or(|s| Arc::as_ptr(&s).cast::<()>() as usize != ours) {
-                    transceiver
-                        .set_direction(RTCRtpTransceiverDirection::Inactive)
-                        .await
-                        .context("marking audio inactive")?;
-                }
+        // The audio section says exactly what we do: "no audio" rather than a track that never
+        // comes (the page would wait for it), and never "receive" for a session that may not
+        // talk, whatever the offer asked.
+        let direction = plan
+            .direction()
+            .unwrap_or(RTCRtpTransceiverDirection::Inactive);
+        let ours = Arc::as_ptr(&video.sender).cast::<()>() as usize;
+        for transceiver in pc.get_transceivers().await {
+            let sender = transceiver.sender().await.ok().flatten();
+            if sender.is_none_or(|s| Arc::as_ptr(&s).cast::<()>() as usize != ours) {
+                transceiver
+                    .set_direction(direction)
+                    .await
+                    .context("setting the audio direction")?;
             }
         }
         let answer = pc
@@ -213,14 +240,14 @@ impl Peer {
         Ok((peer, answer.sdp, events))
     }
 
-    /// Builds a connection that offers: send-only H.264 (and Opus with `with_audio`) and the
+    /// Builds a connection that offers: send-only H.264, Opus as `audio` says, and the
     /// `control` data channel, created here so the viewer receives it. Returns the offer SDP;
     /// the viewer's answer goes to [`Self::accept_answer`]. As the offerer the device is ICE's
     /// controlling agent (it nominates the first pair that works) and, through the SDP it
     /// sends, the DTLS client ([`sdp::offer_as_dtls_client`]).
     pub async fn offer(
         settings: &Arc<RtcSettings>,
-        with_audio: bool,
+        audio: AudioPlan,
         session_ice_servers: &[ferrocam_protocol::viewer::IceServer],
     ) -> anyhow::Result<(
         Peer,
@@ -235,19 +262,37 @@ impl Peer {
             events,
             estimate,
         } = Building::new(settings, session_ice_servers, send_only, &settings.codecs).await?;
-        let audio = if with_audio {
-            Some(
+        let audio = match audio.direction() {
+            Some(direction) if audio.send => Some(
                 LocalTrack::add(
                     &pc,
                     RtpCodecKind::Audio,
                     &opus_codec().rtp_codec,
-                    send_only,
+                    Some(direction),
                     &[opus_codec()],
                 )
                 .await?,
-            )
-        } else {
-            None
+            ),
+            Some(direction) => {
+                // Receive only: the device has a speaker but no microphone.
+                let transceiver = pc
+                    .add_transceiver_from_kind(
+                        RtpCodecKind::Audio,
+                        Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                            direction,
+                            streams: Vec::new(),
+                            send_encodings: Vec::new(),
+                        }),
+                    )
+                    .await
+                    .context("adding the audio transceiver")?;
+                transceiver
+                    .set_codec_preferences(vec![opus_codec()])
+                    .await
+                    .context("listing Opus")?;
+                None
+            }
+            None => None,
         };
         let channel = pc
             .create_data_channel("control", None)

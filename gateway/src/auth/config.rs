@@ -12,6 +12,7 @@
 //! password_hash = "$argon2id$…"   # `ferrocam-gateway hash-password`
 //! role = "control"
 //! devices = ["*"]
+//! talk = false                     # may not talk through the camera's speaker
 //!
 //! [[token]]                        # long-lived, for scripts and WHEP players
 //! name = "nvr"
@@ -19,6 +20,9 @@
 //! role = "view"
 //! devices = ["garage", "porch"]
 //! ```
+//!
+//! `talk` (the viewer's microphone is played by the device) defaults to the role: `control`
+//! may talk, `view` may not. Either can be set explicitly.
 //!
 //! Deleting a `[[token]]` (or a user) and reloading (SIGHUP or restart) revokes it.
 
@@ -70,6 +74,8 @@ pub struct Account {
     pub name: String,
     pub role: Role,
     pub devices: DeviceScope,
+    /// May talk through a device's speaker.
+    pub talk: bool,
 }
 
 /// The parsed file.
@@ -107,6 +113,8 @@ struct UserEntry {
     #[serde(default)]
     role: Role,
     devices: Vec<String>,
+    #[serde(default)]
+    talk: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +125,13 @@ struct TokenEntry {
     #[serde(default)]
     role: Role,
     devices: Vec<String>,
+    #[serde(default)]
+    talk: Option<bool>,
+}
+
+/// Whether an entry may talk: as written, else what its role implies.
+fn may_talk(talk: Option<bool>, role: Role) -> bool {
+    talk.unwrap_or(role == Role::Control)
 }
 
 fn default_ttl() -> u64 {
@@ -155,6 +170,7 @@ impl AuthConfig {
                     .with_context(|| format!("user {}", u.name))?,
                 name: u.name.clone(),
                 role: u.role,
+                talk: may_talk(u.talk, u.role),
             };
             anyhow::ensure!(
                 users
@@ -177,6 +193,7 @@ impl AuthConfig {
                     .with_context(|| format!("token {}", t.name))?,
                 name: t.name.clone(),
                 role: t.role,
+                talk: may_talk(t.talk, t.role),
             };
             anyhow::ensure!(
                 tokens.insert(hash, account).is_none(),

@@ -18,6 +18,21 @@ use ferrocam_protocol::{DeviceId, GrantClaims, InstanceId, SessionId};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
+/// What a grant lets a session do: its control role, and whether the device plays its
+/// microphone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rights {
+    pub role: Role,
+    pub talk: bool,
+}
+
+impl From<Role> for Rights {
+    /// `role` alone: no talking.
+    fn from(role: Role) -> Self {
+        Self { role, talk: false }
+    }
+}
+
 /// Signs grants for one gateway instance.
 pub struct GrantSigner {
     key: EncodingKey,
@@ -90,7 +105,7 @@ impl GrantSigner {
         &self,
         device: &DeviceId,
         session: &SessionId,
-        role: Role,
+        rights: Rights,
         user: &str,
         ice: Vec<IceServer>,
         to: Option<&ferrocam_protocol::sealed::Recipient>,
@@ -106,7 +121,8 @@ impl GrantSigner {
             }
         };
         self.encode(&GrantClaims {
-            role,
+            role: rights.role,
+            talk: rights.talk,
             usr: user.to_owned(),
             ice_sealed,
             ..self.claims(device, session)
@@ -150,6 +166,7 @@ impl GrantSigner {
             aud: device.to_string(),
             sub: session.to_string(),
             role: Role::View,
+            talk: false,
             exp: now + GRANT_TTL_SECS,
             iat: now,
             iss: self.issuer.to_string(),
@@ -223,7 +240,7 @@ mod tests {
         assert_eq!(signer.public_key(), public);
         let device = DeviceId::parse("cam").unwrap();
         let session = SessionId::from_random([3; 16]);
-        let grant = signer.sign(&device, &session, Role::View, "alice", vec![], None);
+        let grant = signer.sign(&device, &session, Role::View.into(), "alice", vec![], None);
         let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
         validation.set_audience(&["cam"]);
         let key = jsonwebtoken::DecodingKey::from_ed_components(&public).unwrap();

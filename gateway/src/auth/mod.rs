@@ -40,6 +40,8 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub devices: DeviceScope,
+    /// May talk through a device's speaker (the auth file's `talk`).
+    pub talk: bool,
 }
 
 impl Principal {
@@ -181,6 +183,7 @@ impl Auth {
                 name: format!("token:{}", account.name),
                 role: account.role,
                 devices: account.devices.clone(),
+                talk: account.talk,
             });
         }
         let claims = self.session_claims(token)?;
@@ -195,6 +198,7 @@ impl Auth {
             name: account.name.clone(),
             role: account.role,
             devices: account.devices.clone(),
+            talk: account.talk,
         })
     }
 
@@ -273,6 +277,7 @@ impl Auth {
                 name: account.name,
                 role: account.role,
                 devices: account.devices,
+                talk: account.talk,
             },
             token,
         ))

@@ -128,3 +128,37 @@ fn bad_files_are_refused_with_a_reason() {
     let unknown = AuthConfig::parse(&format!("session_secret = \"{secret}\"\nadmin = true\n"));
     assert!(unknown.is_err());
 }
+
+#[tokio::test]
+async fn talking_follows_the_role_unless_the_file_says_otherwise() {
+    let (token, hash) = token::generate();
+    let text = format!(
+        "[[user]]\nname = \"alice\"\npassword_hash = \"{alice}\"\nrole = \"control\"\ndevices = [\"*\"]\n\
+         [[user]]\nname = \"carol\"\npassword_hash = \"{alice}\"\nrole = \"control\"\ndevices = [\"*\"]\ntalk = false\n\
+         [[user]]\nname = \"bob\"\npassword_hash = \"{alice}\"\nrole = \"view\"\ndevices = [\"*\"]\n\
+         [[token]]\nname = \"intercom\"\nsha256 = \"{hash}\"\nrole = \"view\"\ndevices = [\"*\"]\ntalk = true\n",
+        alice = password::hash("wonderland"),
+    );
+    let auth = auth_with(&text);
+    let mut talk = Vec::new();
+    for user in ["alice", "carol", "bob"] {
+        let (who, jwt) = auth.login(user, "wonderland").await.unwrap();
+        assert_eq!(who.talk, auth.authenticate(&jwt).unwrap().talk);
+        talk.push((user, who.talk));
+    }
+    talk.push(("intercom", auth.authenticate(&token).unwrap().talk));
+    assert_eq!(
+        talk,
+        [
+            ("alice", true),
+            ("carol", false),
+            ("bob", false),
+            ("intercom", true)
+        ]
+    );
+    let typo = AuthConfig::parse(&format!(
+        "[[token]]\nname = \"t\"\nsha256 = \"{}\"\ndevices = [\"*\"]\ntalk = \"yes\"\n",
+        "0".repeat(64)
+    ));
+    assert!(typo.is_err(), "talk must be true or false");
+}

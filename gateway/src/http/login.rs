@@ -189,6 +189,7 @@ pub async fn login(
                     "token": token,
                     "user": principal.name,
                     "role": state.role_for(&principal),
+                    "talk": state.talk_for(&principal),
                     "devices": principal.devices.to_strings(),
                     "expires_in": ttl,
                 })),
@@ -241,6 +242,7 @@ pub async fn me(
     Json(json!({
         "user": principal.name,
         "role": state.role_for(&principal),
+        "talk": state.talk_for(&principal),
         "devices": principal.devices.to_strings(),
     }))
     .into_response()

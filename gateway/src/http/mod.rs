@@ -130,6 +130,12 @@ impl AppState {
     pub fn role_for(&self, principal: &crate::auth::Principal) -> Role {
         principal.role.min(self.settings.role)
     }
+
+    /// Whether `principal`'s sessions may talk: its own right, and never through a gateway
+    /// capped at `--role view` (a public viewing gateway lets nobody speak at the camera).
+    pub fn talk_for(&self, principal: &crate::auth::Principal) -> bool {
+        principal.talk && self.settings.role == Role::Control
+    }
 }
 
 /// All routes.

@@ -127,6 +127,8 @@ async fn create(
     let options = OfferOptions {
         trickle: false,
         role: state.role_for(&principal),
+        // WHEP is for watching: a player's microphone is never played.
+        talk: false,
         user: principal.name.clone(),
         owner: principal.id.clone(),
         device_ice: state

@@ -233,6 +233,7 @@ impl Connection {
         Some(OfferOptions {
             trickle: true,
             role: self.state.role_for(&self.principal),
+            talk: self.state.talk_for(&self.principal),
             user: self.principal.name.clone(),
             owner: self.principal.id.clone(),
             device_ice: self

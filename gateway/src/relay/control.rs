@@ -54,7 +54,10 @@ impl Relay {
         let (tx, rx) = mpsc::unbounded_channel();
         state.controls.insert(id.clone(), (device.clone(), tx));
         drop(state);
-        let grant = Some(self.signer.sign(&device, &id, role, user, Vec::new(), None));
+        let grant = Some(
+            self.signer
+                .sign(&device, &id, role.into(), user, Vec::new(), None),
+        );
         let reply_to = self.reply_topic(&device);
         let replies = ControlReplies {
             rx,

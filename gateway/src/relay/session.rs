@@ -136,6 +136,7 @@ impl Relay {
     ) -> Result<SessionId, Refusal> {
         let OfferOptions {
             role,
+            talk,
             user,
             owner,
             device_ice,
@@ -152,7 +153,7 @@ impl Relay {
         let grant = self.signer.sign(
             &device,
             &session,
-            role,
+            crate::auth::grant::Rights { role, talk },
             &user,
             device_ice,
             device_key.as_ref(),

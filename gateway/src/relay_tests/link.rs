@@ -24,6 +24,7 @@ fn losing_the_broker_marks_devices_offline_until_they_report_again() {
     let opts = OfferOptions {
         trickle: true,
         role: Role::View,
+        talk: false,
         user: "alice".into(),
         owner: "user:alice".into(),
         device_ice: Vec::new(),

@@ -318,7 +318,8 @@ impl Actor {
             return;
         }
         let on_fault = Arc::new(|fault: String| tracing::warn!(%fault, "audio stopped"));
-        match AudioPipeline::start(source, self.shared.audio_units.clone(), on_fault) {
+        let gain = Arc::clone(&self.shared.microphone_gain);
+        match AudioPipeline::start(source, self.shared.audio_units.clone(), gain, on_fault) {
             Ok(audio) => self.audio = Some(audio),
             Err(e) => {
                 tracing::warn!(

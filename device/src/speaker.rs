@@ -1,0 +1,466 @@
+//! The device's speaker: what viewers say into their microphones, mixed and played.
+//!
+//! Each viewer allowed to talk becomes a [`Talker`] while its microphone track is connected:
+//! a branch of the speaker's GStreamer pipeline that takes the viewer's RTP as it arrives,
+//! puts it in order (a jitter buffer), decodes the Opus and joins the mixer.
+//!
+//! ```text
+//! talker A: appsrc (RTP) → rtpjitterbuffer → rtpopusdepay → opusdec → convert ─┐
+//! talker B: …                                                                  ├→ audiomixer → volume → sink
+//! silence (live, 10 ms buffers) ───────────────────────────────────────────────┘
+//! ```
+//!
+//! The pipeline runs only while someone may talk: it starts with the first talker and stops
+//! with the last, so a device nobody talks to spends nothing on it. Everything that changes
+//! the pipeline happens under one lock on a blocking thread ([`Speaker::join`], dropping a
+//! [`Talker`]); pushing a packet ([`Talker::play`]) never blocks, so sessions call it from
+//! their async tasks.
+//!
+//! A viewer's sound is hostile input like any other: packets have a size limit, each talker's
+//! queue is bounded and drops its oldest sound when full, the number of talkers is bounded,
+//! and a decoder fed garbage loses that talker's sound, never the speaker.
+
+mod output;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use ferrocam_protocol::SessionId;
+use ferrocam_protocol::control::{SpeakerStatus, Talker as TalkerStatus};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use output::Output;
+pub use output::SpeakerSink;
+
+/// How long a talker's packets wait to be put in order. Browsers on the same network reorder
+/// little; Opus conceals what is lost meanwhile.
+pub const JITTER_BUFFER: Duration = Duration::from_millis(40);
+
+/// Viewers whose microphones may be connected at once: a bound on the decoders a device runs.
+pub const MAX_TALKERS: usize = 8;
+
+/// A talker counts as talking while its sound arrived this recently.
+const TALKING_WINDOW: Duration = Duration::from_millis(500);
+
+/// The largest RTP packet a talker may send; anything larger is not a browser's Opus.
+const MAX_PACKET: usize = 1500;
+
+/// How much of one talker's sound may wait for the pipeline before the oldest is dropped.
+const TALKER_QUEUE: Duration = Duration::from_millis(300);
+
+/// What the device's own microphone does while the speaker plays (`--half-duplex`): a board
+/// with its speaker next to its microphone would otherwise send viewers their own voices back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HalfDuplex {
+    /// Both at once (a headset, or a speaker far from the microphone).
+    Off,
+    /// The microphone drops to a tenth (−20 dB) while someone talks.
+    Duck,
+    /// The microphone is silent while someone talks.
+    Mute,
+}
+
+impl HalfDuplex {
+    pub fn parse(setting: &str) -> anyhow::Result<Self> {
+        match setting {
+            "off" => Ok(Self::Off),
+            "duck" => Ok(Self::Duck),
+            "mute" => Ok(Self::Mute),
+            other => anyhow::bail!("unknown half-duplex setting {other:?}: use off, duck or mute"),
+        }
+    }
+
+    /// The microphone's gain while someone talks.
+    pub fn microphone_gain(self) -> f64 {
+        match self {
+            Self::Off => 1.0,
+            Self::Duck => 0.1,
+            Self::Mute => 0.0,
+        }
+    }
+}
+
+/// Told `true` when the speaker starts playing someone, `false` when it falls silent (for
+/// half-duplex). Must not block.
+pub type OnPlaying = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// The speaker, shared by every session.
+pub struct Speaker {
+    sink: SpeakerSink,
+    half_duplex: HalfDuplex,
+    state: Mutex<State>,
+    volume_percent: AtomicU32,
+    muted: AtomicBool,
+    /// Whether someone was playing at the last look (for half-duplex).
+    playing: AtomicBool,
+    on_playing: OnPlaying,
+    epoch: Instant,
+    next_id: AtomicU64,
+    me: Weak<Speaker>,
+}
+
+/// The pipeline (while anyone may talk) and the talkers in it.
+#[derive(Default)]
+struct State {
+    running: Option<Running>,
+    talkers: Vec<Arc<Entry>>,
+}
+
+/// A playing pipeline; dropping it stops it.
+struct Running {
+    output: Output,
+    bus: Option<std::thread::JoinHandle<()>>,
+    stop_bus: Arc<AtomicBool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.output.pipeline.set_state(gst::State::Null);
+        self.stop_bus.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.bus.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One talker as the speaker keeps it.
+struct Entry {
+    id: u64,
+    session: SessionId,
+    user: String,
+    /// When sound last arrived, in ms since [`Speaker::epoch`] plus one (0: never).
+    heard: AtomicU64,
+    branch: gst::Bin,
+    mixer_pad: gst::Pad,
+}
+
+impl Entry {
+    fn talking(&self, now_ms: u64) -> bool {
+        let heard = self.heard.load(Ordering::Relaxed);
+        heard != 0 && now_ms + 1 - heard < TALKING_WINDOW.as_millis() as u64
+    }
+}
+
+impl Speaker {
+    /// A speaker playing to `sink`; nothing runs until the first talker joins.
+    pub fn new(sink: SpeakerSink, half_duplex: HalfDuplex, on_playing: OnPlaying) -> Arc<Self> {
+        let speaker = Arc::new_cyclic(|me| Self {
+            sink,
+            half_duplex,
+            state: Mutex::new(State::default()),
+            volume_percent: AtomicU32::new(100),
+            muted: AtomicBool::new(false),
+            playing: AtomicBool::new(false),
+            on_playing,
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(1),
+            me: me.clone(),
+        });
+        if half_duplex != HalfDuplex::Off {
+            spawn_silence_watch(Arc::downgrade(&speaker));
+        }
+        speaker
+    }
+
+    /// Connects `session`'s microphone: from now on what [`Talker::play`] is given is mixed
+    /// into the speaker. Starts the speaker for the first talker.
+    pub async fn join(&self, session: SessionId, user: String) -> anyhow::Result<Talker> {
+        let speaker = self.me.upgrade().context("the speaker is gone")?;
+        tokio::task::spawn_blocking(move || speaker.add_talker(session, user))
+            .await
+            .map_err(|e| anyhow!("joining the speaker: {e}"))?
+    }
+
+    fn add_talker(self: Arc<Self>, session: SessionId, user: String) -> anyhow::Result<Talker> {
+        let mut state = self.state.lock().expect("speaker lock");
+        anyhow::ensure!(
+            state.talkers.len() < MAX_TALKERS,
+            "{MAX_TALKERS} viewers are connected to the speaker already"
+        );
+        if state.running.is_none() {
+            state.running = Some(self.start_output()?);
+        }
+        let output = &state.running.as_ref().expect("just started").output;
+        let (branch, appsrc) = talker_branch()?;
+        output.pipeline.add(&branch)?;
+        let mixer_pad = output
+            .mixer
+            .request_pad_simple("sink_%u")
+            .context("the mixer has no pad for another talker")?;
+        let linked = branch
+            .static_pad("src")
+            .context("talker branch without output")?
+            .link(&mixer_pad);
+        if let Err(e) = linked.map_err(|e| anyhow!("{e:?}")).and_then(|_| {
+            branch
+                .sync_state_with_parent()
+                .map_err(|e| anyhow!("starting the talker: {e}"))
+        }) {
+            output.mixer.release_request_pad(&mixer_pad);
+            let _ = branch.set_state(gst::State::Null);
+            let _ = output.pipeline.remove(&branch);
+            return Err(e);
+        }
+        let entry = Arc::new(Entry {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            session,
+            user,
+            heard: AtomicU64::new(0),
+            branch,
+            mixer_pad,
+        });
+        state.talkers.push(Arc::clone(&entry));
+        tracing::info!(session = %entry.session, user = %entry.user, talkers = state.talkers.len(), "talker connected to the speaker");
+        drop(state);
+        Ok(Talker {
+            appsrc,
+            entry,
+            speaker: self,
+            payload_type: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Builds and starts the fixed part of the pipeline.
+    fn start_output(&self) -> anyhow::Result<Running> {
+        let output = Output::build(&self.sink)?;
+        self.apply_volume(&output.volume);
+        let bus = output.pipeline.bus().context("pipeline without a bus")?;
+        let stop_bus = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&stop_bus);
+        let bus_thread = std::thread::Builder::new()
+            .name("speaker-bus".into())
+            .spawn(move || watch_bus(&bus, &stop))?;
+        let running = Running {
+            output,
+            bus: Some(bus_thread),
+            stop_bus,
+        };
+        running
+            .output
+            .pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| anyhow!("the speaker ({}) cannot be opened", self.sink.describe()))?;
+        tracing::info!(sink = %self.sink.describe(), "speaker started");
+        output::log_timing(&running.output);
+        Ok(running)
+    }
+
+    fn remove_talker(&self, id: u64) {
+        let mut state = self.state.lock().expect("speaker lock");
+        let Some(at) = state.talkers.iter().position(|t| t.id == id) else {
+            return;
+        };
+        let entry = state.talkers.remove(at);
+        if let Some(running) = &state.running {
+            // The mixer's pad goes first: the branch's thread then stops pushing, and setting
+            // the branch to NULL cannot wait on a mixer that holds its buffer.
+            running.output.mixer.release_request_pad(&entry.mixer_pad);
+            let _ = entry.branch.set_state(gst::State::Null);
+            let _ = running.output.pipeline.remove(&entry.branch);
+        }
+        tracing::info!(session = %entry.session, user = %entry.user, "talker left the speaker");
+        if state.talkers.is_empty() {
+            state.running = None;
+            tracing::info!("speaker stopped: nobody may talk");
+        }
+    }
+
+    /// Sets the loudness, in percent of the talkers' own level.
+    pub fn set_volume(&self, percent: u32) {
+        self.volume_percent.store(percent, Ordering::Relaxed);
+        self.apply_current_volume();
+    }
+
+    /// Silences the speaker, or lets it play again.
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+        self.apply_current_volume();
+    }
+
+    fn apply_current_volume(&self) {
+        if let Some(running) = &self.state.lock().expect("speaker lock").running {
+            self.apply_volume(&running.output.volume);
+        }
+    }
+
+    fn apply_volume(&self, volume: &gst::Element) {
+        volume.set_property(
+            "volume",
+            f64::from(self.volume_percent.load(Ordering::Relaxed)) / 100.0,
+        );
+        volume.set_property("mute", self.muted.load(Ordering::Relaxed));
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Who may talk and who is talking; `asking` is marked as `you`.
+    pub fn status(&self, asking: Option<&SessionId>) -> SpeakerStatus {
+        let now = self.now_ms();
+        let state = self.state.lock().expect("speaker lock");
+        SpeakerStatus {
+            sink: self.sink.describe(),
+            volume_percent: self.volume_percent.load(Ordering::Relaxed),
+            muted: self.muted.load(Ordering::Relaxed),
+            half_duplex: self.half_duplex != HalfDuplex::Off,
+            talkers: state
+                .talkers
+                .iter()
+                .map(|t| TalkerStatus {
+                    user: t.user.clone(),
+                    talking: t.talking(now),
+                    you: asking == Some(&t.session),
+                })
+                .collect(),
+        }
+    }
+
+    /// (connected talkers, of them talking now): for metrics.
+    pub fn counts(&self) -> (usize, usize) {
+        let now = self.now_ms();
+        let state = self.state.lock().expect("speaker lock");
+        let talking = state.talkers.iter().filter(|t| t.talking(now)).count();
+        (state.talkers.len(), talking)
+    }
+
+    /// Tells half-duplex that sound is playing, or no longer is.
+    fn set_playing(&self, playing: bool) {
+        if self.playing.swap(playing, Ordering::Relaxed) != playing {
+            tracing::debug!(playing, "speaker playing changed");
+            (self.on_playing)(playing);
+        }
+    }
+}
+
+/// One viewer's microphone, connected to the speaker; dropping it disconnects it.
+pub struct Talker {
+    appsrc: gst_app::AppSrc,
+    entry: Arc<Entry>,
+    speaker: Arc<Speaker>,
+    /// The payload type the viewer's Opus arrives with, from its first packet (the viewer's
+    /// side of the negotiation numbers it); packets of any other type are not played.
+    payload_type: std::sync::OnceLock<u8>,
+}
+
+impl Talker {
+    /// Queues one RTP packet (Opus) of this viewer's for playing. Never blocks: a talker that
+    /// sends faster than real time loses its oldest sound.
+    pub fn play(&self, rtp: &[u8]) {
+        if rtp.len() > MAX_PACKET || rtp.len() < 12 {
+            return;
+        }
+        let payload_type = rtp[1] & 0x7f;
+        let expected = *self.payload_type.get_or_init(|| {
+            self.appsrc.set_caps(Some(&opus_rtp_caps(payload_type)));
+            payload_type
+        });
+        if payload_type != expected {
+            return;
+        }
+        let _ = self
+            .appsrc
+            .push_buffer(gst::Buffer::from_slice(rtp.to_vec()));
+        self.entry
+            .heard
+            .store(self.speaker.now_ms() + 1, Ordering::Relaxed);
+        if self.speaker.half_duplex != HalfDuplex::Off {
+            self.speaker.set_playing(true);
+        }
+    }
+}
+
+impl Drop for Talker {
+    fn drop(&mut self) {
+        let speaker = Arc::clone(&self.speaker);
+        let id = self.entry.id;
+        let _ = self.appsrc.end_of_stream();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || speaker.remove_talker(id));
+            }
+            Err(_) => speaker.remove_talker(id),
+        }
+    }
+}
+
+/// What a talker's packets are: Opus over RTP with the viewer's payload type.
+fn opus_rtp_caps(payload_type: u8) -> gst::Caps {
+    gst::Caps::builder("application/x-rtp")
+        .field("media", "audio")
+        .field("clock-rate", 48_000i32)
+        .field("encoding-name", "OPUS")
+        .field("payload", i32::from(payload_type))
+        .build()
+}
+
+/// A talker's branch: RTP in through an appsrc, decoded sound out through a ghost pad.
+fn talker_branch() -> anyhow::Result<(gst::Bin, gst_app::AppSrc)> {
+    gst::init()?;
+    let description = format!(
+        "appsrc name=rtp is-live=true format=time do-timestamp=true \
+         ! rtpjitterbuffer latency={} drop-on-latency=true \
+         ! rtpopusdepay ! opusdec plc=true \
+         ! audioconvert ! audioresample ! capsfilter caps=\"{}\"",
+        JITTER_BUFFER.as_millis(),
+        output::OUTPUT_CAPS,
+    );
+    let branch = gst::parse::bin_from_description(&description, true)
+        .context("building a talker's branch")?;
+    let appsrc = branch
+        .by_name("rtp")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .context("talker branch without its appsrc")?;
+    appsrc.set_property("block", false);
+    appsrc.set_property("max-time", TALKER_QUEUE.as_nanos() as u64);
+    appsrc.set_property("max-bytes", 0u64);
+    appsrc.set_property("max-buffers", 0u64);
+    appsrc.set_property_from_str("leaky-type", "downstream");
+    Ok((branch, appsrc))
+}
+
+/// Logs what the pipeline reports until it stops. A talker's decoder failing on garbage is
+/// that talker's problem (its branch goes quiet); the speaker plays on.
+fn watch_bus(bus: &gst::Bus, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+            continue;
+        };
+        match message.view() {
+            gst::MessageView::Error(err) => {
+                let source = message.src().map(|s| s.path_string().to_string());
+                tracing::warn!(source, error = %err.error(), debug = ?err.debug(), "speaker error");
+            }
+            gst::MessageView::Warning(warning) => {
+                tracing::debug!(error = %warning.error(), "speaker warning");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// For half-duplex: notices when the speaker has been silent a moment, so the microphone
+/// comes back (it goes down on the first packet, in [`Talker::play`]).
+fn spawn_silence_watch(speaker: Weak<Speaker>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            let Some(speaker) = speaker.upgrade() else {
+                return;
+            };
+            if speaker.playing.load(Ordering::Relaxed) && speaker.counts().1 == 0 {
+                speaker.set_playing(false);
+            }
+        }
+    });
+}

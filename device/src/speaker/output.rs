@@ -1,0 +1,234 @@
+//! Where the speaker's sound goes (`--speaker`), and the part of its pipeline that does not
+//! change while talkers come and go: a silent live source, the mixer, the volume, the sink.
+//!
+//! The silent source is there so the mixer always has one live input: it keeps the output
+//! running at a steady pace between talkers (an ALSA device that is fed in bursts clicks and
+//! underruns) and gives every talker's sound a clock to be mixed against.
+
+use std::path::PathBuf;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+/// The mixed sound's format: what every talker is converted to before the mixer. Mono is
+/// what a voice is, and 48 kHz is Opus's own rate (no resampling on the way in).
+pub const OUTPUT_RATE: u32 = 48_000;
+pub const OUTPUT_CAPS: &str = "audio/x-raw,format=S16LE,rate=48000,channels=1,layout=interleaved";
+
+/// How long the mixer waits for a talker's sound beyond its jitter buffer: the time from a
+/// packet's arrival to its turn in the mix. It covers decoding and the jitter buffer's own
+/// delay ([`super::JITTER_BUFFER`]); sound later than this is dropped, not waited for.
+pub const MIXER_LATENCY: Duration = Duration::from_millis(60);
+
+/// The silent source's buffers: 10 ms, the pace the mixer produces output at.
+const SILENCE_SAMPLES: u32 = OUTPUT_RATE / 100;
+
+/// Where the speaker plays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpeakerSink {
+    /// An ALSA playback device (`default`, `hw:1,0`, `plughw:CARD=Speaker`).
+    Alsa(String),
+    /// Raw samples appended to a file (signed 16-bit little-endian, 48 kHz, mono), written at
+    /// the pace a speaker would play them: for tests, and for keeping what was said.
+    File(PathBuf),
+    /// A GStreamer description that takes the mixed sound (`pulsesink`, `fakesink`, …).
+    Pipeline(String),
+}
+
+impl SpeakerSink {
+    /// Parses `--speaker`: `off`, `auto`, `alsa:<device>`, `file:<path>` or
+    /// `pipeline:<description>`. `auto` is the default ALSA playback device when the board has
+    /// one, else off.
+    pub fn resolve(setting: &str) -> anyhow::Result<Option<Self>> {
+        let (kind, rest) = setting.split_once(':').unwrap_or((setting, ""));
+        Ok(match (kind, rest) {
+            ("off" | "none" | "false", "") => None,
+            ("auto", "") => has_alsa_playback().then(|| Self::Alsa("default".into())),
+            ("alsa", device) if !device.is_empty() => Some(Self::Alsa(device.to_owned())),
+            ("file", path) if !path.is_empty() => Some(Self::File(PathBuf::from(path))),
+            ("pipeline", description) if !description.trim().is_empty() => {
+                Some(Self::Pipeline(description.to_owned()))
+            }
+            _ => anyhow::bail!(
+                "unknown speaker setting {setting:?}: use auto, off, alsa:<device>, file:<path> \
+                 or pipeline:<gstreamer description>"
+            ),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Alsa(device) => format!("alsa:{device}"),
+            Self::File(path) => format!("file:{}", path.display()),
+            Self::Pipeline(description) => format!("pipeline:{description}"),
+        }
+    }
+
+    /// The sink element (or bin) for this destination.
+    fn element(&self) -> anyhow::Result<gst::Element> {
+        Ok(match self {
+            Self::Alsa(device) => gst::ElementFactory::make("alsasink")
+                .property("device", device)
+                // A 40 ms ring of 10 ms periods: ALSA's default 200 ms would be most of the
+                // mouth-to-speaker budget.
+                .property("buffer-time", 40_000i64)
+                .property("latency-time", 10_000i64)
+                .build()?,
+            Self::File(path) => gst::ElementFactory::make("filesink")
+                .property("location", path.to_string_lossy().as_ref())
+                // The speaker stops between talkers; what was said before stays.
+                .property("append", true)
+                // Each 10 ms reaches the file as it plays, not in 64 KiB batches.
+                .property_from_str("buffer-mode", "unbuffered")
+                // Written when a speaker would play it, so the file's timeline is the room's.
+                .property("sync", true)
+                .property("async", false)
+                .build()?,
+            Self::Pipeline(description) => gst::parse::bin_from_description(description, true)
+                .with_context(|| format!("speaker pipeline {description:?}"))?
+                .upcast(),
+        })
+    }
+}
+
+/// Whether any ALSA playback device exists (`/dev/snd/pcmC*D*p`).
+fn has_alsa_playback() -> bool {
+    std::fs::read_dir("/dev/snd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()).any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("pcmC") && n.ends_with('p'))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// The fixed part of a running speaker pipeline.
+pub struct Output {
+    pub pipeline: gst::Pipeline,
+    /// The last element, where sound leaves.
+    pub sink: gst::Element,
+    /// Talkers' branches join here, one request pad each.
+    pub mixer: gst::Element,
+    /// The speaker's loudness and mute.
+    pub volume: gst::Element,
+}
+
+impl Output {
+    /// Builds `silence → mixer → volume → convert → sink`, not yet playing.
+    pub fn build(sink: &SpeakerSink) -> anyhow::Result<Self> {
+        gst::init()?;
+        let pipeline = gst::Pipeline::with_name("speaker");
+        let silence = gst::ElementFactory::make("audiotestsrc")
+            .property_from_str("wave", "silence")
+            .property("is-live", true)
+            .property("samplesperbuffer", SILENCE_SAMPLES as i32)
+            .build()?;
+        let caps = gst::Caps::from_str(OUTPUT_CAPS).context("output caps")?;
+        let silence_caps = gst::ElementFactory::make("capsfilter")
+            .property("caps", &caps)
+            .build()?;
+        let mixer = gst::ElementFactory::make("audiomixer")
+            .name("mix")
+            .property("latency", MIXER_LATENCY.as_nanos() as u64)
+            .build()?;
+        let volume = gst::ElementFactory::make("volume").build()?;
+        let convert = gst::ElementFactory::make("audioconvert").build()?;
+        let resample = gst::ElementFactory::make("audioresample").build()?;
+        let tail: Vec<gst::Element> = match sink {
+            // The file's format is fixed; a device or pipeline takes what it can.
+            SpeakerSink::File(_) => vec![
+                gst::ElementFactory::make("capsfilter")
+                    .property("caps", &caps)
+                    .build()?,
+            ],
+            _ => Vec::new(),
+        };
+        let sink_element = sink.element()?;
+        let mut chain = vec![
+            silence,
+            silence_caps,
+            mixer.clone(),
+            volume.clone(),
+            convert,
+            resample,
+        ];
+        chain.extend(tail);
+        chain.push(sink_element.clone());
+        pipeline.add_many(&chain)?;
+        gst::Element::link_many(&chain).map_err(|e| anyhow!("linking the speaker: {e}"))?;
+        Ok(Self {
+            pipeline,
+            sink: sink_element,
+            mixer,
+            volume,
+        })
+    }
+}
+
+/// Logs, once the first sound reaches the sink, the wall-clock time (Unix µs) at which that
+/// sound plays, and for a file sink the file's length before it: each later sample plays
+/// 1/48,000 s after the one before. What `tests/` use to measure mouth-to-speaker latency
+/// against the browser's clock.
+pub fn log_timing(output: &Output) {
+    let Some(pad) = output.sink.static_pad("sink") else {
+        return;
+    };
+    let offset = output
+        .sink
+        .find_property("location")
+        .and_then(|_| output.sink.property::<Option<String>>("location"))
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map_or(0, |meta| meta.len());
+    let pipeline = output.pipeline.downgrade();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if let Some(pipeline) = pipeline.upgrade()
+            && let Some(clock) = pipeline.clock()
+            && let Some(base) = pipeline.base_time()
+        {
+            let plays_at = base + pts + pipeline.latency().unwrap_or(gst::ClockTime::ZERO);
+            let ahead_ns = plays_at.nseconds() as i128 - clock.time().nseconds() as i128;
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i128);
+            tracing::info!(
+                first_sample_unix_us = (now_us + ahead_ns / 1000) as i64,
+                file_offset_bytes = offset,
+                "speaker timing"
+            );
+        }
+        gst::PadProbeReturn::Remove
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_resolve() {
+        assert_eq!(SpeakerSink::resolve("off").unwrap(), None);
+        assert_eq!(
+            SpeakerSink::resolve("alsa:hw:1,0").unwrap(),
+            Some(SpeakerSink::Alsa("hw:1,0".into()))
+        );
+        assert_eq!(
+            SpeakerSink::resolve("file:/tmp/out.pcm").unwrap(),
+            Some(SpeakerSink::File("/tmp/out.pcm".into()))
+        );
+        assert_eq!(
+            SpeakerSink::resolve("pipeline:fakesink sync=true").unwrap(),
+            Some(SpeakerSink::Pipeline("fakesink sync=true".into()))
+        );
+        for bad in ["alsa:", "file:", "pipeline: ", "loud", "off:x"] {
+            assert!(SpeakerSink::resolve(bad).is_err(), "{bad}");
+        }
+    }
+}
