@@ -210,12 +210,13 @@ async function watch(device, options = {}) {
     iceTransportPolicy: options.iceTransportPolicy || 'all',
   });
   ferrocam.pc = pc;
+  FerrocamTalk.watch(pc);
   ferrocam.codecs = options.codecs || null;
   const browserOffers = transport === 'whep' || options.offerer === 'browser';
 
   if (browserOffers) {
     const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
-    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'sendrecv' });
     attachControl(pc, device);
     restrictCodecs(transceiver);
   } else {
@@ -258,8 +259,7 @@ async function watch(device, options = {}) {
     renderNowWatching();
     if (pc.connectionState === 'failed') showError('The connection to the camera failed.');
   };
-  $('hangup').disabled = false;
-  $('fullscreen').disabled = false;
+  for (const id of ['hangup', 'fullscreen']) $(id).disabled = false;
   renderDevices();
   renderNowWatching();
   if (transport === 'whep') return watchOverWhep(pc, device);
@@ -289,6 +289,7 @@ async function watch(device, options = {}) {
 async function answerCamera(pc, session, sdp) {
   await pc.setRemoteDescription({ type: 'offer', sdp });
   if (pc !== ferrocam.pc) return;
+  FerrocamTalk.prepare(pc);
   const video = pc.getTransceivers().find((t) => t.receiver.track.kind === 'video');
   if (video) restrictCodecs(video);
   let answer;
@@ -419,9 +420,8 @@ function stopPeer() {
   ferrocam.stream = null;
   if (ferrocam.meter) ferrocam.meter.stop();
   $('placeholder').hidden = false;
-  $('hangup').disabled = true;
-  $('fullscreen').disabled = true;
-  $('unmute').disabled = true;
+  for (const id of ['hangup', 'fullscreen', 'unmute']) $(id).disabled = true;
+  FerrocamTalk.reset();
   setMuted(true);
 }
 

@@ -67,14 +67,22 @@ pub enum Kind {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session.
     pub async fn start(log_dir: &std::path::Path) -> anyhow::Result<Self> {
-        Self::start_kind(Kind::Chromium, None, log_dir).await
+        Self::start_kind(Kind::Chromium, None, &[], log_dir).await
+    }
+
+    /// [`Self::start`] with more Chromium switches (a fake microphone, say).
+    pub async fn start_with(
+        log_dir: &std::path::Path,
+        switches: &[String],
+    ) -> anyhow::Result<Self> {
+        Self::start_kind(Kind::Chromium, None, switches, log_dir).await
     }
 
     /// Starts geckodriver and a headless Firefox ESR session. Firefox keeps the preferences
     /// Debian ships (OpenH264 off, so no H.264 over WebRTC): this is the browser as users meet
     /// it. geckodriver makes its own fresh profile.
     pub async fn start_firefox(log_dir: &std::path::Path) -> anyhow::Result<Self> {
-        Self::start_kind(Kind::Firefox, None, log_dir).await
+        Self::start_kind(Kind::Firefox, None, &[], log_dir).await
     }
 
     /// [`Self::start_firefox`] inside `netns`: a browser on another host, whose only network
@@ -83,12 +91,13 @@ impl Browser {
         netns: &crate::netns::NetNs,
         log_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        Self::start_kind(Kind::Firefox, Some(netns), log_dir).await
+        Self::start_kind(Kind::Firefox, Some(netns), &[], log_dir).await
     }
 
     async fn start_kind(
         kind: Kind,
         netns: Option<&crate::netns::NetNs>,
+        switches: &[String],
         log_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
         let port = free_port();
@@ -97,17 +106,23 @@ impl Browser {
             Kind::Chromium => {
                 let mut driver = Command::new(which("chromedriver")?);
                 driver.arg(format!("--port={port}"));
+                let mut args = vec![
+                    "--headless=new".to_owned(),
+                    "--no-sandbox".into(),
+                    "--disable-gpu".into(),
+                    "--disable-dev-shm-usage".into(),
+                    "--disable-background-networking".into(),
+                    "--disable-component-update".into(),
+                    "--disable-sync".into(),
+                    "--no-first-run".into(),
+                    "--disable-quic".into(),
+                    "--autoplay-policy=no-user-gesture-required".into(),
+                    "--window-size=1280,1000".into(),
+                    format!("--user-data-dir={}", profile.0.display()),
+                ];
+                args.extend(switches.iter().cloned());
                 let capabilities = json!({
-                    "goog:chromeOptions": {
-                        "binary": which("chromium")?,
-                        "args": [
-                            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                            "--disable-background-networking", "--disable-component-update",
-                            "--disable-sync", "--no-first-run", "--disable-quic",
-                            "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
-                            format!("--user-data-dir={}", profile.0.display()),
-                        ]
-                    }
+                    "goog:chromeOptions": { "binary": which("chromium")?, "args": args }
                 });
                 ("chromedriver", driver, capabilities)
             }

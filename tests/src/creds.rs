@@ -231,6 +231,7 @@ impl Credentials {
             aud: device.to_owned(),
             sub: session.to_string(),
             role,
+            talk: false,
             exp: now.saturating_add_signed(ttl_secs),
             iat: now.saturating_add_signed(ttl_secs.min(0)),
             iss: "test-probe".to_owned(),

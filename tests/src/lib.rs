@@ -6,6 +6,7 @@
 //! `scripts/setup-system.sh`. Each process logs to `target/e2e-logs/<test>/<name>.log`, and a
 //! failing test prints the tail of every log.
 
+pub mod audio;
 pub mod blip;
 pub mod browser;
 pub mod creds;

@@ -33,6 +33,10 @@ pub struct Grants {
     /// Devices it may reach, comma-separated, or `*`.
     #[arg(long, default_value = "*")]
     pub devices: String,
+    /// May talk through cameras' speakers (`true`/`false`); left out, the role decides
+    /// (`control` may, `view` may not).
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+    pub talk: Option<bool>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -221,6 +225,12 @@ fn set_grants(entry: &mut Table, grants: &Grants) {
         devices.push(device);
     }
     entry["devices"] = value(devices);
+    match grants.talk {
+        Some(talk) => entry["talk"] = value(talk),
+        None => {
+            entry.remove("talk");
+        }
+    }
 }
 
 /// The `[[user]]` or `[[token]]` tables, made if the file has none yet.
@@ -258,7 +268,12 @@ fn list(path: &Path, kind: &str) -> anyhow::Result<()> {
             r if r.is_empty() => "view".to_owned(),
             r => r,
         };
-        println!("{}\t{role}\t{}", field("name"), field("devices"));
+        let talk = match field("talk") {
+            t if t.is_empty() => if role == "control" { "talk" } else { "no talk" }.to_owned(),
+            t if t == "true" => "talk".to_owned(),
+            _ => "no talk".to_owned(),
+        };
+        println!("{}\t{role}\t{}\t{talk}", field("name"), field("devices"));
     }
     Ok(())
 }
@@ -302,6 +317,7 @@ mod tests {
         Grants {
             role,
             devices: devices.into(),
+            talk: None,
         }
     }
 
@@ -324,7 +340,11 @@ mod tests {
             let mut entry = Table::new();
             entry["name"] = value("nvr");
             entry["sha256"] = value(digest.as_str());
-            set_grants(&mut entry, &grants(Role::View, "*"));
+            let intercom = Grants {
+                talk: Some(true),
+                ..grants(Role::View, "*")
+            };
+            set_grants(&mut entry, &intercom);
             entries(doc, "token")?.push(entry);
             Ok(())
         })
@@ -336,6 +356,10 @@ mod tests {
         );
         let loaded = auth(&path);
         assert_eq!(loaded.users["alice"].0.role, Role::Control);
+        // Talking as the role implies for alice, as set for the view token.
+        assert!(loaded.users["alice"].0.talk);
+        assert!(text.contains("talk = true"), "{text}");
+        assert!(loaded.tokens.values().all(|t| t.talk));
         assert!(
             loaded
                 .tokens

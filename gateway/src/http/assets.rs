@@ -10,6 +10,7 @@ const CONTROL_JS: &str = include_str!("../../web/control.js");
 const METER_JS: &str = include_str!("../../web/meter.js");
 const DEVICES_JS: &str = include_str!("../../web/devices.js");
 const STATS_JS: &str = include_str!("../../web/stats.js");
+const TALK_JS: &str = include_str!("../../web/talk.js");
 const RECONNECT_JS: &str = include_str!("../../web/reconnect.js");
 const SUPPORT_JS: &str = include_str!("../../web/support.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
@@ -47,6 +48,10 @@ pub async fn devices_js() -> impl IntoResponse {
 
 pub async fn stats_js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", STATS_JS)
+}
+
+pub async fn talk_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", TALK_JS)
 }
 
 pub async fn reconnect_js() -> impl IntoResponse {
