@@ -208,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&media),
         &video_capability.encoder,
         adaptation.clone(),
+        speaker.clone(),
     );
     if let Some(addr) = config.metrics_listen {
         metrics::serve(addr, Arc::clone(&device_metrics)).await?;

@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 
 use crate::adapt::LinkAdaptation;
 use crate::media::{MediaEngine, VideoCodec};
+use crate::speaker::Speaker;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EncoderLabels {
@@ -42,6 +43,7 @@ pub struct DeviceMetrics {
     vp8_frame_rate: Gauge<f64, AtomicU64>,
     vp8_bitrate: Gauge<f64, AtomicU64>,
     adapting: AdaptationGauges,
+    speaker: SpeakerGauges,
     /// Broker connections lost (each one is followed by a reconnect attempt).
     pub broker_reconnects: Counter,
     /// Requests from the broker that no gateway signed (or stale, or replayed).
@@ -53,6 +55,7 @@ impl DeviceMetrics {
         media: Arc<MediaEngine>,
         encoder: &str,
         adaptation: Option<Arc<LinkAdaptation>>,
+        speaker: Option<Arc<Speaker>>,
     ) -> Arc<Self> {
         let mut registry = Registry::with_prefix("ferrocam_device");
         let viewers = Gauge::default();
@@ -99,6 +102,7 @@ impl DeviceMetrics {
             vp8_bitrate.clone(),
         );
         let adapting = AdaptationGauges::register(&mut registry, adaptation);
+        let speaker = SpeakerGauges::register(&mut registry, speaker);
         registry.register(
             "encoder",
             "The H.264 encoder in use",
@@ -128,6 +132,7 @@ impl DeviceMetrics {
             vp8_frame_rate,
             vp8_bitrate,
             adapting,
+            speaker,
             broker_reconnects,
             requests_dropped,
         })
@@ -145,6 +150,7 @@ impl DeviceMetrics {
         self.vp8_frame_rate.set(vp8_fps);
         self.vp8_bitrate.set(vp8_kbps * 1000.0);
         self.adapting.update(&self.media);
+        self.speaker.update();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
@@ -228,6 +234,40 @@ impl AdaptationGauges {
     }
 }
 
+/// Who the speaker plays: viewers connected with the right to talk, and those talking now.
+struct SpeakerGauges {
+    talkers: Gauge,
+    talking: Gauge,
+    speaker: Option<Arc<Speaker>>,
+}
+
+impl SpeakerGauges {
+    fn register(registry: &mut Registry, speaker: Option<Arc<Speaker>>) -> Self {
+        let gauges = Self {
+            talkers: Gauge::default(),
+            talking: Gauge::default(),
+            speaker,
+        };
+        registry.register(
+            "talkers",
+            "Viewers connected to the speaker (they may talk and their microphone track is up)",
+            gauges.talkers.clone(),
+        );
+        registry.register(
+            "talking",
+            "Viewers whose sound reached the speaker in the last half second",
+            gauges.talking.clone(),
+        );
+        gauges
+    }
+
+    fn update(&self) {
+        let (talkers, talking) = self.speaker.as_ref().map_or((0, 0), |s| s.counts());
+        self.talkers.set(talkers as i64);
+        self.talking.set(talking as i64);
+    }
+}
+
 pub async fn serve(addr: SocketAddr, metrics: Arc<DeviceMetrics>) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
@@ -281,7 +321,7 @@ mod tests {
             keyframe_min_interval: Duration::from_millis(500),
             snapshot_settle_frames: 0,
         });
-        let text = DeviceMetrics::new(media, "x264enc", None).render();
+        let text = DeviceMetrics::new(media, "x264enc", None, None).render();
         for series in [
             "ferrocam_device_viewers 0",
             "ferrocam_device_camera_running 0",
@@ -295,6 +335,8 @@ mod tests {
             "ferrocam_device_broker_reconnects_total 0",
             "ferrocam_device_encoder_target_bits_per_second 0",
             "ferrocam_device_narrowest_link_bits_per_second 0",
+            "ferrocam_device_talkers 0",
+            "ferrocam_device_talking 0",
         ] {
             assert!(
                 text.lines().any(|l| l == series),

@@ -38,9 +38,12 @@ use gstreamer_app as gst_app;
 use output::Output;
 pub use output::SpeakerSink;
 
-/// How long a talker's packets wait to be put in order. Browsers on the same network reorder
-/// little; Opus conceals what is lost meanwhile.
-pub const JITTER_BUFFER: Duration = Duration::from_millis(40);
+/// How late a talker's packet may be and still play: the jitter buffer's latency, which the
+/// whole speaker pipeline then plays behind. Every millisecond here is a millisecond of
+/// mouth-to-speaker delay (measured: the device adds this plus the mixer's margin plus about
+/// 35 ms of decoding and 10 ms buffers); 30 ms covers a local network, and Opus conceals a
+/// packet later than that rather than the speaker waiting for it.
+pub const JITTER_BUFFER: Duration = Duration::from_millis(30);
 
 /// Viewers whose microphones may be connected at once: a bound on the decoders a device runs.
 pub const MAX_TALKERS: usize = 8;

@@ -91,7 +91,7 @@ const FerrocamTalk = (() => {
     const talkers = status.speaker.talkers || [];
     const heard = talkers.some((t) => t.you && t.talking);
     const others = talkers.filter((t) => !t.you && t.talking).map((t) => t.user);
-    publish({ heard, others, muted: status.speaker.muted });
+    publish({ heard, others, muted: status.speaker.muted, speaker: status.speaker });
     const parts = [];
     if (isSending()) parts.push(heard ? 'The camera is playing you.' : 'Talking… (waiting for the camera)');
     if (status.speaker.muted) parts.push('The camera’s speaker is muted.');
@@ -142,6 +142,7 @@ const FerrocamTalk = (() => {
         }
         await state.sender.replaceTrack(track);
         state.microphone = track;
+        window.ferrocam.microphone = track; // what is sent, for measurements
         publish({ sending: true, error: null });
         $('talk').classList.add('active');
         say('Talking… (waiting for the camera)');
@@ -163,6 +164,7 @@ const FerrocamTalk = (() => {
     if (state.pressed || state.latched) return;
     const track = state.microphone;
     state.microphone = null;
+    window.ferrocam.microphone = null;
     $('talk').classList.remove('active');
     publish({ sending: false });
     if (!track) return;

@@ -84,10 +84,19 @@ fn first_heard(stack: &Stack, file: &Path, freq: f64, since: f64) -> anyhow::Res
         .map(|(at, _)| at))
 }
 
-/// Frames the page has decoded, and its clock (ms).
+/// Frames the page has decoded, and when getStats counted them (ms).
 async fn decoded(browser: &Browser) -> anyhow::Result<(f64, f64)> {
     let v = browser
-        .js("return [Number((ferrocam.stats || {})['Frames decoded'] || 0), performance.now()];")
+        .js_async(
+            "if (!ferrocam.pc) return done([0, performance.now()]);
+             ferrocam.pc.getStats().then((report) => {
+               let found = [0, performance.now()];
+               report.forEach((s) => {
+                 if (s.type === 'inbound-rtp' && s.kind === 'video') found = [s.framesDecoded || 0, s.timestamp];
+               });
+               done(found);
+             });",
+        )
         .await?;
     Ok((v[0].as_f64().unwrap_or(0.0), v[1].as_f64().unwrap_or(0.0)))
 }
@@ -247,7 +256,7 @@ async fn a_viewer_is_heard_within_a_second_and_two_talkers_mix_without_echo() ->
     alice
         .js("document.getElementById('talk').dispatchEvent(new PointerEvent('pointerup', { bubbles: true })); return null;")
         .await?;
-    eventually(
+    let stopped = eventually(
         "alice to stop being heard",
         Duration::from_secs(5),
         || async {
@@ -257,7 +266,11 @@ async fn a_viewer_is_heard_within_a_second_and_two_talkers_mix_without_echo() ->
             Ok((v[0] == false && v[1] == false).then_some(()))
         },
     )
-    .await?;
+    .await;
+    if stopped.is_err() {
+        let talk = alice.js("return ferrocam.talk;").await?;
+        anyhow::bail!("alice is still heard after letting go: {talk}");
+    }
     bob.close().await?;
     alice.close().await
 }

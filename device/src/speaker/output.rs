@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr as _;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -18,10 +19,10 @@ use gstreamer::prelude::*;
 pub const OUTPUT_RATE: u32 = 48_000;
 pub const OUTPUT_CAPS: &str = "audio/x-raw,format=S16LE,rate=48000,channels=1,layout=interleaved";
 
-/// How long the mixer waits for a talker's sound beyond its jitter buffer: the time from a
-/// packet's arrival to its turn in the mix. It covers decoding and the jitter buffer's own
-/// delay ([`super::JITTER_BUFFER`]); sound later than this is dropped, not waited for.
-pub const MIXER_LATENCY: Duration = Duration::from_millis(60);
+/// How long the mixer waits for a talker's sound beyond what its inputs report (the jitter
+/// buffer's [`super::JITTER_BUFFER`] among them): a margin for decoding. Sound later than
+/// that misses its turn in the mix.
+pub const MIXER_LATENCY: Duration = Duration::from_millis(10);
 
 /// The silent source's buffers: 10 ms, the pace the mixer produces output at.
 const SILENCE_SAMPLES: u32 = OUTPUT_RATE / 100;
@@ -83,9 +84,9 @@ impl SpeakerSink {
                 .property("append", true)
                 // Each 10 ms reaches the file as it plays, not in 64 KiB batches.
                 .property_from_str("buffer-mode", "unbuffered")
-                // Written when a speaker would play it, so the file's timeline is the room's.
+                // Written when a speaker would play it: at its time on the pipeline clock plus
+                // the pipeline's latency, as an audio sink does.
                 .property("sync", true)
-                .property("async", false)
                 .build()?,
             Self::Pipeline(description) => gst::parse::bin_from_description(description, true)
                 .with_context(|| format!("speaker pipeline {description:?}"))?
@@ -116,6 +117,9 @@ pub struct Output {
     pub mixer: gst::Element,
     /// The speaker's loudness and mute.
     pub volume: gst::Element,
+    /// For a file sink, once sound has reached it: (Unix µs when the first sample played,
+    /// the file's length before it). See [`log_timing`].
+    pub timing: Arc<OnceLock<(i64, u64)>>,
 }
 
 impl Output {
@@ -166,44 +170,73 @@ impl Output {
             sink: sink_element,
             mixer,
             volume,
+            timing: Arc::default(),
         })
     }
 }
 
-/// Logs, once the first sound reaches the sink, the wall-clock time (Unix µs) at which that
-/// sound plays, and for a file sink the file's length before it: each later sample plays
-/// 1/48,000 s after the one before. What `tests/` use to measure mouth-to-speaker latency
-/// against the browser's clock.
+/// For a file sink: logs when the first sound written to the file plays, on the wall clock
+/// (Unix µs), and the file's length before it; each later sample plays 1/48,000 s after the
+/// one before. What `tests/` use to measure mouth-to-speaker latency against the browser's
+/// clock. The sink writes a buffer at its running time plus the pipeline's latency (as an
+/// audio sink plays it), so that is what is computed; the latency is read a moment after the
+/// first buffer, once the pipeline has settled it.
 pub fn log_timing(output: &Output) {
     let Some(pad) = output.sink.static_pad("sink") else {
         return;
     };
-    let offset = output
+    let Some(offset) = output
         .sink
         .find_property("location")
         .and_then(|_| output.sink.property::<Option<String>>("location"))
-        .and_then(|path| std::fs::metadata(path).ok())
-        .map_or(0, |meta| meta.len());
+        .map(|path| std::fs::metadata(path).map_or(0, |meta| meta.len()))
+    else {
+        return;
+    };
+    let timing = Arc::clone(&output.timing);
     let pipeline = output.pipeline.downgrade();
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let (Some(pts), Some(segment)) = (
+            info.buffer().and_then(|b| b.pts()),
+            pad.sticky_event::<gst::event::Segment>(0),
+        ) else {
             return gst::PadProbeReturn::Ok;
         };
-        if let Some(pipeline) = pipeline.upgrade()
-            && let Some(clock) = pipeline.clock()
-            && let Some(base) = pipeline.base_time()
-        {
-            let plays_at = base + pts + pipeline.latency().unwrap_or(gst::ClockTime::ZERO);
-            let ahead_ns = plays_at.nseconds() as i128 - clock.time().nseconds() as i128;
+        let Some(running) = segment
+            .segment()
+            .downcast_ref::<gst::ClockTime>()
+            .and_then(|s| s.to_running_time(pts))
+        else {
+            return gst::PadProbeReturn::Remove;
+        };
+        let (pipeline, timing) = (pipeline.clone(), Arc::clone(&timing));
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let Some(pipeline) = pipeline.upgrade() else {
+                return;
+            };
+            let (Some(clock), Some(base)) = (pipeline.clock(), pipeline.base_time()) else {
+                return;
+            };
+            let mut query = gst::query::Latency::new();
+            let latency = if pipeline.query(&mut query) {
+                query.result().1
+            } else {
+                gst::ClockTime::ZERO
+            };
+            let plays_at = (base + running + latency).nseconds() as i128;
             let now_us = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as i128);
+            let first_us = (now_us + (plays_at - clock.time().nseconds() as i128) / 1000) as i64;
             tracing::info!(
-                first_sample_unix_us = (now_us + ahead_ns / 1000) as i64,
+                first_sample_unix_us = first_us,
                 file_offset_bytes = offset,
+                latency_ms = latency.mseconds(),
                 "speaker timing"
             );
-        }
+            let _ = timing.set((first_us, offset));
+        });
         gst::PadProbeReturn::Remove
     });
 }

@@ -224,3 +224,132 @@ async fn half_duplex_turns_the_microphone_down_while_someone_talks() {
     let back = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
     assert_eq!(back.unwrap(), Some(false));
 }
+
+/// Opus RTP of a click every half second (a 10 ms burst of 2 kHz), `seconds` long.
+fn click_rtp(seconds: u32) -> Vec<Vec<u8>> {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "audiotestsrc wave=sine freq=2000 volume=0.8 samplesperbuffer=480 num-buffers={} \
+         ! audio/x-raw,rate=48000,channels=1 ! volume name=gate ! opusenc frame-size=20 \
+         ! rtpopuspay ! appsink name=out sync=false",
+        seconds * 100
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    // Only the first 10 ms buffer of every 50 is heard.
+    let n = std::sync::atomic::AtomicU64::new(0);
+    pipeline
+        .by_name("gate")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                if n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 50 != 0 {
+                    let buffer = buffer.make_mut();
+                    let mut map = buffer.map_writable().unwrap();
+                    map.as_mut_slice().fill(0);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let sink = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut packets = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        packets.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    packets
+}
+
+/// Wall-clock ms now.
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_speaker_timing_says_when_the_file_sink_plays_each_sample() {
+    // The tests and the talkback benchmark time sound on the speaker by the `speaker timing`
+    // the device logs (the wall-clock time of the file's first sample). Checked here against
+    // when the bytes really reach the file, watched every millisecond.
+    let path = output_file("timing");
+    let speaker = speaker_to(&path);
+    let alice = speaker.join(session(1), "alice".into()).await.unwrap();
+    let packets = click_rtp(3);
+    let watched = path.clone();
+    let growth = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < until {
+            let len = std::fs::metadata(&watched).map_or(0, |m| m.len());
+            seen.push((unix_ms(), len));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen
+    });
+    let mut sent = Vec::new();
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    for (i, packet) in packets.iter().enumerate() {
+        every.tick().await;
+        if i % 25 == 0 {
+            sent.push(unix_ms());
+        }
+        alice.play(packet);
+    }
+    let growth = growth.join().unwrap();
+    let timing = speaker
+        .state
+        .lock()
+        .unwrap()
+        .running
+        .as_ref()
+        .unwrap()
+        .output
+        .timing
+        .get()
+        .copied();
+    let (first_us, offset) = timing.expect("no timing for a file sink");
+    assert_eq!(offset, 0, "a new file");
+    let heard = samples(&path);
+    let mut quiet = usize::MAX / 2;
+    let mut onsets = Vec::new();
+    for (i, x) in heard.iter().enumerate() {
+        if x.abs() > 0.05 {
+            if quiet > OUTPUT_RATE as usize / 4 {
+                onsets.push(i);
+            }
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+    }
+    assert_eq!(onsets.len(), sent.len() - 1, "clicks heard at {onsets:?}");
+    // The first click plays while the pipeline is still settling; the rest in steady state.
+    for (&i, sent_at) in onsets.iter().zip(&sent).skip(1) {
+        let logged = first_us as f64 / 1000.0 + i as f64 * 1000.0 / f64::from(OUTPUT_RATE);
+        let written = growth
+            .iter()
+            .find(|(_, len)| *len as usize >= (i + 1) * 2)
+            .map(|(at, _)| *at)
+            .expect("the file never grew that far");
+        println!(
+            "click sent → played {:.1} ms (written {:.1} ms)",
+            logged - sent_at,
+            written - sent_at
+        );
+        assert!(
+            (logged - written).abs() < 15.0,
+            "logged {logged:.1}, written {written:.1}"
+        );
+    }
+}
