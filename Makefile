@@ -60,7 +60,8 @@ fuzz:
 ## time to first frame in Chromium and a WHEP player (bench-latency), device cost at 1/4/8/16
 ## viewers (bench-viewers), the VP8 fallback's cost (bench-codecs), the same stamped source
 ## through Janus and aiortc (bench-peers), gateway scale with 1k/10k simulated devices
-## (bench-gateway), then docs/bench/*.png.
+## (bench-gateway), mouth-to-speaker latency of talkback beside a Chromium ↔ Chromium loopback
+## and the device's CPU while someone talks (bench-talk), then docs/bench/*.png.
 ## Results: target/bench/*.json and the tables printed on the way. About 15 minutes.
 bench:
 	scripts/setup-system.sh bench
@@ -68,6 +69,7 @@ bench:
 	FERROCAM_BIN_DIR=target/release target/release/bench-latency
 	FERROCAM_BIN_DIR=target/release target/release/bench-viewers
 	FERROCAM_BIN_DIR=target/release target/release/bench-codecs
+	FERROCAM_BIN_DIR=target/release target/release/bench-talk
 	target/release/bench-peers
 	$(MAKE) --no-print-directory bench-gateway-runs
 	target/bench/venv/bin/pip install --quiet matplotlib==3.9.2

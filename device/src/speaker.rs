@@ -10,8 +10,9 @@
 //! silence (live, 10 ms buffers) ───────────────────────────────────────────────┘
 //! ```
 //!
-//! The pipeline runs only while someone may talk: it starts with the first talker and stops
-//! with the last, so a device nobody talks to spends nothing on it. Everything that changes
+//! The pipeline runs only while someone talks to the device: it starts with the first talker
+//! (a session joins with its first packet) and stops when the last one's session ends, so a
+//! device nobody talks to spends nothing on it. Everything that changes
 //! the pipeline happens under one lock on a blocking thread ([`Speaker::join`], dropping a
 //! [`Talker`]); pushing a packet ([`Talker::play`]) never blocks, so sessions call it from
 //! their async tasks.

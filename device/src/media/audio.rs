@@ -248,6 +248,43 @@ mod tests {
     }
 
     #[test]
+    fn the_microphone_gain_reaches_the_running_pipeline_and_outlives_it() {
+        gst::init().unwrap();
+        let (tx, _rx) = broadcast::channel(64);
+        let gain = Arc::new(MicrophoneGain::default());
+        gain.set(0.1);
+        let audio = AudioPipeline::start(
+            &AudioSource::TestTone,
+            tx.clone(),
+            Arc::clone(&gain),
+            Arc::new(|_| {}),
+        )
+        .unwrap();
+        let volume = || {
+            audio
+                .pipeline
+                .by_name("gain")
+                .unwrap()
+                .property::<f64>("volume")
+        };
+        assert!((volume() - 0.1).abs() < 1e-6, "set before the start: {}", volume());
+        gain.set(0.0);
+        assert_eq!(volume(), 0.0, "set while running");
+        drop(audio);
+        gain.set(1.0);
+        let again =
+            AudioPipeline::start(&AudioSource::TestTone, tx, gain, Arc::new(|_| {})).unwrap();
+        assert_eq!(
+            again
+                .pipeline
+                .by_name("gain")
+                .unwrap()
+                .property::<f64>("volume"),
+            1.0
+        );
+    }
+
+    #[test]
     fn a_missing_alsa_device_is_an_error_not_a_hang_or_crash() {
         gst::init().unwrap();
         let (tx, _rx) = broadcast::channel(4);

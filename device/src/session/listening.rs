@@ -22,10 +22,15 @@ pub struct Listening {
 }
 
 impl Listening {
-    /// Reads `audio` until it ends, playing it when allowed.
+    /// Reads `audio` until it ends, playing it when allowed. The viewer joins the speaker with
+    /// its first packet, not with its track: a page that may talk but does not costs the
+    /// device no speaker pipeline.
     pub async fn run(self, mut audio: IncomingAudio) {
         let Some(speaker) = self.speaker else {
             return discard(self.session, audio).await;
+        };
+        let Some(first) = audio.next_packet().await else {
+            return;
         };
         let talker = match speaker.join(self.session.clone(), self.user).await {
             Ok(talker) => talker,
@@ -34,6 +39,7 @@ impl Listening {
                 return discard(self.session, audio).await;
             }
         };
+        talker.play(&first);
         while let Some(packet) = audio.next_packet().await {
             talker.play(&packet);
         }
