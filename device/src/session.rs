@@ -13,22 +13,23 @@ use ferrocam_mqtt::{Message, Outbox};
 use ferrocam_protocol::{DeviceId, ErrorCode, FromDevice, IceCandidate, Party, Reply, SessionId};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::control::{Caller, ControlHandler};
+use crate::control::ControlHandler;
 use crate::media::{AudioUnit, KeyframeReason, MediaEngine, VideoFeed};
 use crate::rtc::{
-    AnswerError, AudioPlan, AudioSender, ChannelEvent, ControlChannel, Peer, PeerEvent,
-    RtcSettings, VideoSender,
+    AnswerError, AudioPlan, AudioSender, ControlChannel, Peer, PeerEvent, RtcSettings, VideoSender,
 };
 use crate::speaker::Speaker;
 use ferrocam_protocol::control::Role;
 
 mod listening;
 mod negotiation;
+mod tasks;
 
 /// A message for a running session: the viewer's (through its gateway), or the device's own
 /// shutdown.
 pub use negotiation::ViewerSaid as SessionInput;
 use negotiation::{Action, Input, Negotiation, PeerSaid, Side};
+use tasks::SessionTasks;
 
 /// Everything a session needs from the device.
 #[derive(Clone)]
@@ -142,23 +143,10 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
             Ok(built) => built,
             Err(refusal) => return refuse(&negotiation, refusal),
         };
-    // Data channels and the viewer's microphone, each served by its own task.
-    let mut channels: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    let caller = Caller {
-        role,
-        session: Some(session.clone()),
-    };
-    // The viewer closing its control channel is a hang-up too (a closing tab often does only
-    // that before its connection times out).
-    let (control_closed_tx, mut control_closed) = mpsc::unbounded_channel::<()>();
+    let (mut tasks, mut control_closed) = SessionTasks::new(&ctx, &session, role, user, speaker);
     // Our offer names the control channel; the viewer's answer cannot refuse it.
     if let Some(channel) = offered_channel {
-        channels.push(spawn_control(
-            channel,
-            caller.clone(),
-            &ctx,
-            &control_closed_tx,
-        ));
+        tasks.serve_control(channel);
     }
     let mut driver = Driver {
         ctx: &ctx,
@@ -193,16 +181,11 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                     continue;
                 }
                 Some(PeerEvent::DataChannel(channel)) => {
-                    channels.push(spawn_control(channel, caller.clone(), &ctx, &control_closed_tx));
+                    tasks.serve_control(channel);
                     continue;
                 }
                 Some(PeerEvent::IncomingAudio(audio)) => {
-                    let listening = listening::Listening {
-                        session: session.clone(),
-                        user: user.clone(),
-                        speaker: speaker.clone(),
-                    };
-                    channels.push(tokio::spawn(listening.run(audio)));
+                    tasks.listen(audio);
                     continue;
                 }
                 None => break "peer events ended".to_owned(),
@@ -214,9 +197,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
     };
 
     drop(driver);
-    for channel in channels {
-        channel.abort();
-    }
+    drop(tasks);
     peer.close().await;
     tracing::info!(%session, %reason, "session ended");
 }
@@ -377,49 +358,6 @@ async fn add_candidate(peer: &Peer, session: &SessionId, candidate: IceCandidate
     if let Err(e) = peer.add_remote_candidate(candidate).await {
         tracing::debug!(%session, error = %e, "bad remote candidate");
     }
-}
-
-/// Serves a control channel in its own task; reports on `closed` when the viewer closes it.
-fn spawn_control(
-    channel: ControlChannel,
-    caller: Caller,
-    ctx: &SessionContext,
-    closed: &mpsc::UnboundedSender<()>,
-) -> tokio::task::JoinHandle<()> {
-    let closed = closed.clone();
-    let handler = Arc::clone(&ctx.control);
-    tokio::spawn(async move {
-        if serve_control(channel, caller, handler).await {
-            let _ = closed.send(());
-        }
-    })
-}
-
-/// Answers control requests on a viewer's `control` data channel, one at a time and in order.
-/// Returns `true` when the viewer closed the channel.
-async fn serve_control(
-    channel: ControlChannel,
-    caller: Caller,
-    handler: Arc<ControlHandler>,
-) -> bool {
-    let label = channel.label().await;
-    if label != "control" {
-        tracing::debug!(%label, "ignoring a data channel that is not ferrocam's control channel");
-        return false;
-    }
-    while let Some(event) = channel.next().await {
-        let replies = match event {
-            ChannelEvent::Text(text) => handler.handle(&caller, &text).await,
-            ChannelEvent::Binary(bytes) => vec![ControlHandler::binary_refusal(bytes)],
-        };
-        for reply in replies {
-            if let Err(e) = channel.send_text(&reply).await {
-                tracing::debug!(error = %e, "control reply not sent");
-                return true;
-            }
-        }
-    }
-    true
 }
 
 /// The forwarding tasks of a connected viewer, and its path's say in the encoder's bitrate;

@@ -26,3 +26,6 @@ mod control;
 
 #[path = "relay_tests/link.rs"]
 mod link;
+
+#[path = "relay_tests/rights.rs"]
+mod rights;

@@ -110,32 +110,6 @@ pub fn onsets(samples: &[f64], threshold: f64, quiet: usize) -> Vec<usize> {
     found
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tone_is_found_where_it_is_and_clicks_where_they_are() {
-        let mut sound = vec![0.0; WINDOW * 2];
-        sound.extend(tone(1000.0, 0.3));
-        let shares = tone_shares(&sound, 1000.0);
-        assert_eq!(shares[..2], [0.0, 0.0]);
-        assert!(shares[2..].iter().all(|&s| s > 0.95), "{shares:?}");
-        assert!(tone_shares(&sound, 1500.0)[2..].iter().all(|&s| s < 0.01));
-        let clicked = clicks(0.5, 2.0);
-        assert_eq!(onsets(&clicked, 0.1, 4800), [1, 24_001, 48_001, 72_001]);
-    }
-
-    #[test]
-    fn the_speaker_timing_is_read_from_a_coloured_log() {
-        let log = "\u{1b}[2mT\u{1b}[0m INFO speaker started\n\
-                   INFO speaker timing \u{1b}[3mfirst_sample_unix_us\u{1b}[0m\u{1b}[2m=\u{1b}[0m1764500000123456 \
-                   \u{1b}[3mfile_offset_bytes\u{1b}[0m\u{1b}[2m=\u{1b}[0m9600\n";
-        assert_eq!(speaker_timing(log), Some((1_764_500_000_123_456, 9600)));
-        assert_eq!(speaker_timing("nothing"), None);
-    }
-}
-
 /// The last `speaker timing` line of a device log: (Unix µs at which the sample at the file
 /// offset plays, that offset in bytes).
 pub fn speaker_timing(log: &str) -> Option<(i64, u64)> {
@@ -171,4 +145,30 @@ pub fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tone_is_found_where_it_is_and_clicks_where_they_are() {
+        let mut sound = vec![0.0; WINDOW * 2];
+        sound.extend(tone(1000.0, 0.3));
+        let shares = tone_shares(&sound, 1000.0);
+        assert_eq!(shares[..2], [0.0, 0.0]);
+        assert!(shares[2..].iter().all(|&s| s > 0.95), "{shares:?}");
+        assert!(tone_shares(&sound, 1500.0)[2..].iter().all(|&s| s < 0.01));
+        let clicked = clicks(0.5, 2.0);
+        assert_eq!(onsets(&clicked, 0.1, 4800), [1, 24_001, 48_001, 72_001]);
+    }
+
+    #[test]
+    fn the_speaker_timing_is_read_from_a_coloured_log() {
+        let log = "\u{1b}[2mT\u{1b}[0m INFO speaker started\n\
+                   INFO speaker timing \u{1b}[3mfirst_sample_unix_us\u{1b}[0m\u{1b}[2m=\u{1b}[0m1764500000123456 \
+                   \u{1b}[3mfile_offset_bytes\u{1b}[0m\u{1b}[2m=\u{1b}[0m9600\n";
+        assert_eq!(speaker_timing(log), Some((1_764_500_000_123_456, 9600)));
+        assert_eq!(speaker_timing("nothing"), None);
+    }
 }

@@ -267,7 +267,11 @@ mod tests {
                 .unwrap()
                 .property::<f64>("volume")
         };
-        assert!((volume() - 0.1).abs() < 1e-6, "set before the start: {}", volume());
+        assert!(
+            (volume() - 0.1).abs() < 1e-6,
+            "set before the start: {}",
+            volume()
+        );
         gain.set(0.0);
         assert_eq!(volume(), 0.0, "set while running");
         drop(audio);

@@ -1,7 +1,7 @@
 //! The speaker with real GStreamer: Opus RTP made by GStreamer's own encoder and payloader goes
 //! in through talkers, raw samples come out of a file sink, and the tones in them are measured.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -56,7 +56,7 @@ fn output_file(name: &str) -> PathBuf {
     path
 }
 
-fn samples(path: &PathBuf) -> Vec<f64> {
+fn samples(path: &Path) -> Vec<f64> {
     std::fs::read(path)
         .unwrap()
         .chunks_exact(2)
@@ -92,9 +92,9 @@ fn goertzel(window: &[f64], freq: f64) -> f64 {
     2.0 * (s1 * s1 + s2 * s2 - k * s1 * s2) / window.len() as f64
 }
 
-fn speaker_to(path: &PathBuf) -> Arc<Speaker> {
+fn speaker_to(path: &Path) -> Arc<Speaker> {
     Speaker::new(
-        SpeakerSink::File(path.clone()),
+        SpeakerSink::File(path.to_path_buf()),
         HalfDuplex::Off,
         Arc::new(|_| {}),
     )
@@ -245,12 +245,13 @@ fn click_rtp(seconds: u32) -> Vec<Vec<u8>> {
         .static_pad("sink")
         .unwrap()
         .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
-                if n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 50 != 0 {
-                    let buffer = buffer.make_mut();
-                    let mut map = buffer.map_writable().unwrap();
-                    map.as_mut_slice().fill(0);
-                }
+            let counted = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data
+                && !counted.is_multiple_of(50)
+            {
+                let buffer = buffer.make_mut();
+                let mut map = buffer.map_writable().unwrap();
+                map.as_mut_slice().fill(0);
             }
             gst::PadProbeReturn::Ok
         });

@@ -1,0 +1,115 @@
+//! What a session runs beside its negotiation: a task per data channel the viewer opens (the
+//! control protocol) and one for the viewer's microphone track. Dropping [`SessionTasks`] ends
+//! them all, so a session that ends leaves nothing behind.
+
+use std::sync::Arc;
+
+use ferrocam_protocol::SessionId;
+use ferrocam_protocol::control::Role;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::SessionContext;
+use super::listening::Listening;
+use crate::control::{Caller, ControlHandler};
+use crate::rtc::{ChannelEvent, ControlChannel, IncomingAudio};
+use crate::speaker::Speaker;
+
+pub struct SessionTasks {
+    tasks: Vec<JoinHandle<()>>,
+    handler: Arc<ControlHandler>,
+    caller: Caller,
+    user: String,
+    /// Where the viewer is heard (`None`: it may not talk, or there is no speaker).
+    speaker: Option<Arc<Speaker>>,
+    /// Told when the viewer closes its control channel.
+    control_closed: mpsc::UnboundedSender<()>,
+}
+
+impl SessionTasks {
+    /// The tasks of `session`, and the receiver that hears when the viewer closes its control
+    /// channel: a hang-up too (a closing tab often does only that before its connection times
+    /// out).
+    pub fn new(
+        ctx: &SessionContext,
+        session: &SessionId,
+        role: Role,
+        user: String,
+        speaker: Option<Arc<Speaker>>,
+    ) -> (Self, mpsc::UnboundedReceiver<()>) {
+        let (control_closed, closed) = mpsc::unbounded_channel();
+        let tasks = Self {
+            tasks: Vec::new(),
+            handler: Arc::clone(&ctx.control),
+            caller: Caller {
+                role,
+                session: Some(session.clone()),
+            },
+            user,
+            speaker,
+            control_closed,
+        };
+        (tasks, closed)
+    }
+
+    /// Serves a data channel in its own task.
+    pub fn serve_control(&mut self, channel: ControlChannel) {
+        let closed = self.control_closed.clone();
+        let handler = Arc::clone(&self.handler);
+        let caller = self.caller.clone();
+        self.tasks.push(tokio::spawn(async move {
+            if serve_control(channel, caller, handler).await {
+                let _ = closed.send(());
+            }
+        }));
+    }
+
+    /// Reads the viewer's microphone in its own task (played only if it may talk).
+    pub fn listen(&mut self, audio: IncomingAudio) {
+        let listening = Listening {
+            session: self
+                .caller
+                .session
+                .clone()
+                .expect("a session's caller has one"),
+            user: self.user.clone(),
+            speaker: self.speaker.clone(),
+        };
+        self.tasks.push(tokio::spawn(listening.run(audio)));
+    }
+}
+
+impl Drop for SessionTasks {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Answers control requests on a viewer's `control` data channel, one at a time and in order.
+/// Returns `true` when the viewer closed the channel.
+async fn serve_control(
+    channel: ControlChannel,
+    caller: Caller,
+    handler: Arc<ControlHandler>,
+) -> bool {
+    let label = channel.label().await;
+    if label != "control" {
+        tracing::debug!(%label, "ignoring a data channel that is not ferrocam's control channel");
+        return false;
+    }
+    while let Some(event) = channel.next().await {
+        let replies = match event {
+            ChannelEvent::Text(text) => handler.handle(&caller, &text).await,
+            ChannelEvent::Binary(bytes) => vec![ControlHandler::binary_refusal(bytes)],
+        };
+        for reply in replies {
+            if let Err(e) = channel.send_text(&reply).await {
+                tracing::debug!(error = %e, "control reply not sent");
+                return true;
+            }
+        }
+    }
+    true
+}
