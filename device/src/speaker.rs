@@ -22,6 +22,7 @@
 //! and a decoder fed garbage loses that talker's sound, never the speaker.
 
 mod output;
+mod talker;
 #[cfg(test)]
 mod tests;
 
@@ -34,10 +35,10 @@ use ferrocam_protocol::SessionId;
 use ferrocam_protocol::control::{SpeakerStatus, Talker as TalkerStatus};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 
 use output::Output;
 pub use output::SpeakerSink;
+pub use talker::Talker;
 
 /// How late a talker's packet may be and still play: the jitter buffer's latency, which the
 /// whole speaker pipeline then plays behind. Every millisecond here is a millisecond of
@@ -49,14 +50,9 @@ pub const JITTER_BUFFER: Duration = Duration::from_millis(30);
 /// Viewers whose microphones may be connected at once: a bound on the decoders a device runs.
 pub const MAX_TALKERS: usize = 8;
 
-/// A talker counts as talking while its sound arrived this recently.
+/// A talker counts as talking while sound above [`talker::TALKING_LEVEL_DB`] arrived this
+/// recently.
 const TALKING_WINDOW: Duration = Duration::from_millis(500);
-
-/// The largest RTP packet a talker may send; anything larger is not a browser's Opus.
-const MAX_PACKET: usize = 1500;
-
-/// How much of one talker's sound may wait for the pipeline before the oldest is dropped.
-const TALKER_QUEUE: Duration = Duration::from_millis(300);
 
 /// What the device's own microphone does while the speaker plays (`--half-duplex`): a board
 /// with its speaker next to its microphone would otherwise send viewers their own voices back.
@@ -119,7 +115,8 @@ struct State {
 /// A playing pipeline; dropping it stops it.
 struct Running {
     output: Output,
-    bus: Option<std::thread::JoinHandle<()>>,
+    /// Tells the bus thread to finish. It is not waited for: it may be waiting for the
+    /// speaker's lock (to note a talker's level) while the lock's holder drops this.
     stop_bus: Arc<AtomicBool>,
 }
 
@@ -127,9 +124,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.output.pipeline.set_state(gst::State::Null);
         self.stop_bus.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.bus.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -191,7 +185,8 @@ impl Speaker {
             state.running = Some(self.start_output()?);
         }
         let output = &state.running.as_ref().expect("just started").output;
-        let (branch, appsrc) = talker_branch()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (branch, appsrc) = talker::branch(id)?;
         output.pipeline.add(&branch)?;
         let mixer_pad = output
             .mixer
@@ -212,7 +207,7 @@ impl Speaker {
             return Err(e);
         }
         let entry = Arc::new(Entry {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id,
             session,
             user,
             heard: AtomicU64::new(0),
@@ -222,12 +217,7 @@ impl Speaker {
         state.talkers.push(Arc::clone(&entry));
         tracing::info!(session = %entry.session, user = %entry.user, talkers = state.talkers.len(), "talker connected to the speaker");
         drop(state);
-        Ok(Talker {
-            appsrc,
-            entry,
-            speaker: self,
-            payload_type: std::sync::OnceLock::new(),
-        })
+        Ok(Talker::new(appsrc, entry, self))
     }
 
     /// Builds and starts the fixed part of the pipeline.
@@ -237,14 +227,13 @@ impl Speaker {
         let bus = output.pipeline.bus().context("pipeline without a bus")?;
         let stop_bus = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&stop_bus);
-        let bus_thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("speaker-bus".into())
-            .spawn(move || watch_bus(&bus, &stop))?;
-        let running = Running {
-            output,
-            bus: Some(bus_thread),
-            stop_bus,
-        };
+            .spawn({
+                let speaker = self.me.clone();
+                move || watch_bus(&bus, &stop, &speaker)
+            })?;
+        let running = Running { output, stop_bus };
         running
             .output
             .pipeline
@@ -334,6 +323,21 @@ impl Speaker {
         (state.talkers.len(), talking)
     }
 
+    /// A talker's sound was measured at `rms` dB: loud enough, and it is talking.
+    fn measured(&self, id: u64, rms: f64) {
+        if rms < talker::TALKING_LEVEL_DB {
+            return;
+        }
+        let state = self.state.lock().expect("speaker lock");
+        if let Some(entry) = state.talkers.iter().find(|t| t.id == id) {
+            entry.heard.store(self.now_ms() + 1, Ordering::Relaxed);
+        }
+        drop(state);
+        if self.half_duplex != HalfDuplex::Off {
+            self.set_playing(true);
+        }
+    }
+
     /// Tells half-duplex that sound is playing, or no longer is.
     fn set_playing(&self, playing: bool) {
         if self.playing.swap(playing, Ordering::Relaxed) != playing {
@@ -343,95 +347,9 @@ impl Speaker {
     }
 }
 
-/// One viewer's microphone, connected to the speaker; dropping it disconnects it.
-pub struct Talker {
-    appsrc: gst_app::AppSrc,
-    entry: Arc<Entry>,
-    speaker: Arc<Speaker>,
-    /// The payload type the viewer's Opus arrives with, from its first packet (the viewer's
-    /// side of the negotiation numbers it); packets of any other type are not played.
-    payload_type: std::sync::OnceLock<u8>,
-}
-
-impl Talker {
-    /// Queues one RTP packet (Opus) of this viewer's for playing. Never blocks: a talker that
-    /// sends faster than real time loses its oldest sound.
-    pub fn play(&self, rtp: &[u8]) {
-        if rtp.len() > MAX_PACKET || rtp.len() < 12 {
-            return;
-        }
-        let payload_type = rtp[1] & 0x7f;
-        let expected = *self.payload_type.get_or_init(|| {
-            self.appsrc.set_caps(Some(&opus_rtp_caps(payload_type)));
-            payload_type
-        });
-        if payload_type != expected {
-            return;
-        }
-        let _ = self
-            .appsrc
-            .push_buffer(gst::Buffer::from_slice(rtp.to_vec()));
-        self.entry
-            .heard
-            .store(self.speaker.now_ms() + 1, Ordering::Relaxed);
-        if self.speaker.half_duplex != HalfDuplex::Off {
-            self.speaker.set_playing(true);
-        }
-    }
-}
-
-impl Drop for Talker {
-    fn drop(&mut self) {
-        let speaker = Arc::clone(&self.speaker);
-        let id = self.entry.id;
-        let _ = self.appsrc.end_of_stream();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn_blocking(move || speaker.remove_talker(id));
-            }
-            Err(_) => speaker.remove_talker(id),
-        }
-    }
-}
-
-/// What a talker's packets are: Opus over RTP with the viewer's payload type.
-fn opus_rtp_caps(payload_type: u8) -> gst::Caps {
-    gst::Caps::builder("application/x-rtp")
-        .field("media", "audio")
-        .field("clock-rate", 48_000i32)
-        .field("encoding-name", "OPUS")
-        .field("payload", i32::from(payload_type))
-        .build()
-}
-
-/// A talker's branch: RTP in through an appsrc, decoded sound out through a ghost pad.
-fn talker_branch() -> anyhow::Result<(gst::Bin, gst_app::AppSrc)> {
-    gst::init()?;
-    let description = format!(
-        "appsrc name=rtp is-live=true format=time do-timestamp=true \
-         ! rtpjitterbuffer latency={} drop-on-latency=true \
-         ! rtpopusdepay ! opusdec plc=true \
-         ! audioconvert ! audioresample ! capsfilter caps=\"{}\"",
-        JITTER_BUFFER.as_millis(),
-        output::OUTPUT_CAPS,
-    );
-    let branch = gst::parse::bin_from_description(&description, true)
-        .context("building a talker's branch")?;
-    let appsrc = branch
-        .by_name("rtp")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .context("talker branch without its appsrc")?;
-    appsrc.set_property("block", false);
-    appsrc.set_property("max-time", TALKER_QUEUE.as_nanos() as u64);
-    appsrc.set_property("max-bytes", 0u64);
-    appsrc.set_property("max-buffers", 0u64);
-    appsrc.set_property_from_str("leaky-type", "downstream");
-    Ok((branch, appsrc))
-}
-
 /// Logs what the pipeline reports until it stops. A talker's decoder failing on garbage is
 /// that talker's problem (its branch goes quiet); the speaker plays on.
-fn watch_bus(bus: &gst::Bus, stop: &AtomicBool) {
+fn watch_bus(bus: &gst::Bus, stop: &AtomicBool, speaker: &Weak<Speaker>) {
     while !stop.load(Ordering::Relaxed) {
         let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
             continue;
@@ -444,13 +362,23 @@ fn watch_bus(bus: &gst::Bus, stop: &AtomicBool) {
             gst::MessageView::Warning(warning) => {
                 tracing::debug!(error = %warning.error(), "speaker warning");
             }
+            gst::MessageView::Element(element) => {
+                let rms = element.structure().and_then(talker::level_rms);
+                let id = message
+                    .src()
+                    .and_then(|level| level.parent())
+                    .and_then(|branch| talker::branch_id(&branch.name()));
+                if let (Some(rms), Some(id), Some(speaker)) = (rms, id, speaker.upgrade()) {
+                    speaker.measured(id, rms);
+                }
+            }
             _ => {}
         }
     }
 }
 
 /// For half-duplex: notices when the speaker has been silent a moment, so the microphone
-/// comes back (it goes down on the first packet, in [`Talker::play`]).
+/// comes back (it goes down as soon as a talker is heard, in [`Speaker::measured`]).
 fn spawn_silence_watch(speaker: Weak<Speaker>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;

@@ -166,6 +166,10 @@ async fn garbage_from_one_talker_does_not_silence_another() {
         .collect();
     bad.play(&[0x80]);
     bad.play(&vec![0x80; 64 * 1024]);
+    // A flood: 10,000 packets at once, most dropped before they cost a decode.
+    for packet in junk.iter().cycle().take(10_000) {
+        bad.play(packet);
+    }
     tokio::join!(send(&good, &tone), send(&bad, &junk));
     drop((good, bad));
     let heard = samples(&path);
