@@ -255,7 +255,7 @@ impl SpeakerGauges {
         );
         registry.register(
             "talking",
-            "Viewers whose sound reached the speaker in the last half second",
+            "Viewers whose sound (louder than -50 dBFS) reached the speaker in the last half second",
             gauges.talking.clone(),
         );
         gauges

@@ -51,7 +51,8 @@ pub struct SpeakerStatus {
 pub struct Talker {
     /// The user or token the gateway authenticated.
     pub user: String,
-    /// Sound from this viewer reached the speaker in the last half second.
+    /// This viewer's sound, louder than a whisper (−50 dBFS), reached the speaker in the last
+    /// half second.
     pub talking: bool,
     /// This is the session that asked for the status.
     #[serde(default, skip_serializing_if = "is_false")]
