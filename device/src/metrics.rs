@@ -250,7 +250,7 @@ impl SpeakerGauges {
         };
         registry.register(
             "talkers",
-            "Viewers connected to the speaker (they may talk and their microphone track is up)",
+            "Viewers connected to the speaker (they may talk and have sent sound in this session)",
             gauges.talkers.clone(),
         );
         registry.register(

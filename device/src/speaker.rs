@@ -94,29 +94,28 @@ pub type OnPlaying = Arc<dyn Fn(bool) + Send + Sync>;
 pub struct Speaker {
     sink: SpeakerSink,
     half_duplex: HalfDuplex,
-    state: Mutex<State>,
+    /// The pipeline, while anyone talks. Held only by the blocking threads that add and remove
+    /// talkers (pipeline state changes happen under it); never on a Tokio worker.
+    pipeline: Mutex<Option<Running>>,
+    /// The talkers, for status, metrics and level reports: held only for a moment.
+    talkers: Mutex<Vec<Arc<Entry>>>,
+    /// The running pipeline's `volume` element, for `audio.volume` and `audio.mute`.
+    volume: Mutex<Option<gst::Element>>,
     volume_percent: AtomicU32,
     muted: AtomicBool,
-    /// Whether someone was playing at the last look (for half-duplex).
-    playing: AtomicBool,
+    /// Whether someone is playing, as half-duplex was last told; the change and the telling
+    /// happen under this lock, so two tellers cannot cross.
+    playing: Mutex<bool>,
     on_playing: OnPlaying,
     epoch: Instant,
     next_id: AtomicU64,
     me: Weak<Speaker>,
 }
 
-/// The pipeline (while anyone may talk) and the talkers in it.
-#[derive(Default)]
-struct State {
-    running: Option<Running>,
-    talkers: Vec<Arc<Entry>>,
-}
-
 /// A playing pipeline; dropping it stops it.
 struct Running {
     output: Output,
-    /// Tells the bus thread to finish. It is not waited for: it may be waiting for the
-    /// speaker's lock (to note a talker's level) while the lock's holder drops this.
+    /// Tells the bus thread to finish (it is not waited for).
     stop_bus: Arc<AtomicBool>,
 }
 
@@ -132,7 +131,7 @@ struct Entry {
     id: u64,
     session: SessionId,
     user: String,
-    /// When sound last arrived, in ms since [`Speaker::epoch`] plus one (0: never).
+    /// When sound was last heard, in ms since [`Speaker::epoch`] plus one (0: never).
     heard: AtomicU64,
     branch: gst::Bin,
     mixer_pad: gst::Pad,
@@ -140,8 +139,10 @@ struct Entry {
 
 impl Entry {
     fn talking(&self, now_ms: u64) -> bool {
-        let heard = self.heard.load(Ordering::Relaxed);
-        heard != 0 && now_ms + 1 - heard < TALKING_WINDOW.as_millis() as u64
+        match self.heard.load(Ordering::Relaxed) {
+            0 => false,
+            heard => now_ms.saturating_sub(heard - 1) < TALKING_WINDOW.as_millis() as u64,
+        }
     }
 }
 
@@ -151,10 +152,12 @@ impl Speaker {
         let speaker = Arc::new_cyclic(|me| Self {
             sink,
             half_duplex,
-            state: Mutex::new(State::default()),
+            pipeline: Mutex::new(None),
+            talkers: Mutex::new(Vec::new()),
+            volume: Mutex::new(None),
             volume_percent: AtomicU32::new(100),
             muted: AtomicBool::new(false),
-            playing: AtomicBool::new(false),
+            playing: Mutex::new(false),
             on_playing,
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -176,36 +179,30 @@ impl Speaker {
     }
 
     fn add_talker(self: Arc<Self>, session: SessionId, user: String) -> anyhow::Result<Talker> {
-        let mut state = self.state.lock().expect("speaker lock");
+        let mut pipeline = self.pipeline.lock().expect("speaker lock");
         anyhow::ensure!(
-            state.talkers.len() < MAX_TALKERS,
+            self.talkers.lock().expect("talkers lock").len() < MAX_TALKERS,
             "{MAX_TALKERS} viewers are connected to the speaker already"
         );
-        if state.running.is_none() {
-            state.running = Some(self.start_output()?);
+        if pipeline.is_none() {
+            *pipeline = Some(self.start_output()?);
         }
-        let output = &state.running.as_ref().expect("just started").output;
+        let output = &pipeline.as_ref().expect("just started").output;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (branch, appsrc) = talker::branch(id)?;
-        output.pipeline.add(&branch)?;
-        let mixer_pad = output
-            .mixer
-            .request_pad_simple("sink_%u")
-            .context("the mixer has no pad for another talker")?;
-        let linked = branch
-            .static_pad("src")
-            .context("talker branch without output")?
-            .link(&mixer_pad);
-        if let Err(e) = linked.map_err(|e| anyhow!("{e:?}")).and_then(|_| {
-            branch
-                .sync_state_with_parent()
-                .map_err(|e| anyhow!("starting the talker: {e}"))
-        }) {
-            output.mixer.release_request_pad(&mixer_pad);
-            let _ = branch.set_state(gst::State::Null);
-            let _ = output.pipeline.remove(&branch);
-            return Err(e);
-        }
+        let added = talker::branch(id).and_then(|(branch, appsrc)| {
+            let mixer_pad = connect(output, &branch)?;
+            Ok((branch, appsrc, mixer_pad))
+        });
+        let (branch, appsrc, mixer_pad) = match added {
+            Ok(added) => added,
+            Err(e) => {
+                // Nobody else talking: a pipeline started for this talker stops again.
+                if self.talkers.lock().expect("talkers lock").is_empty() {
+                    self.stop_output(&mut pipeline);
+                }
+                return Err(e);
+            }
+        };
         let entry = Arc::new(Entry {
             id,
             session,
@@ -214,9 +211,10 @@ impl Speaker {
             branch,
             mixer_pad,
         });
-        state.talkers.push(Arc::clone(&entry));
-        tracing::info!(session = %entry.session, user = %entry.user, talkers = state.talkers.len(), "talker connected to the speaker");
-        drop(state);
+        let mut talkers = self.talkers.lock().expect("talkers lock");
+        talkers.push(Arc::clone(&entry));
+        tracing::info!(session = %entry.session, user = %entry.user, talkers = talkers.len(), "talker connected to the speaker");
+        drop((talkers, pipeline));
         Ok(Talker::new(appsrc, entry, self))
     }
 
@@ -239,18 +237,30 @@ impl Speaker {
             .pipeline
             .set_state(gst::State::Playing)
             .map_err(|_| anyhow!("the speaker ({}) cannot be opened", self.sink.describe()))?;
+        *self.volume.lock().expect("volume lock") = Some(running.output.volume.clone());
         tracing::info!(sink = %self.sink.describe(), "speaker started");
         output::log_timing(&running.output);
         Ok(running)
     }
 
+    fn stop_output(&self, pipeline: &mut Option<Running>) {
+        *self.volume.lock().expect("volume lock") = None;
+        if pipeline.take().is_some() {
+            tracing::info!("speaker stopped: nobody talks");
+        }
+    }
+
     fn remove_talker(&self, id: u64) {
-        let mut state = self.state.lock().expect("speaker lock");
-        let Some(at) = state.talkers.iter().position(|t| t.id == id) else {
-            return;
+        let mut pipeline = self.pipeline.lock().expect("speaker lock");
+        let (entry, nobody_left) = {
+            let mut talkers = self.talkers.lock().expect("talkers lock");
+            let Some(at) = talkers.iter().position(|t| t.id == id) else {
+                return;
+            };
+            let entry = talkers.remove(at);
+            (entry, talkers.is_empty())
         };
-        let entry = state.talkers.remove(at);
-        if let Some(running) = &state.running {
+        if let Some(running) = pipeline.as_ref() {
             // The mixer's pad goes first: the branch's thread then stops pushing, and setting
             // the branch to NULL cannot wait on a mixer that holds its buffer.
             running.output.mixer.release_request_pad(&entry.mixer_pad);
@@ -258,9 +268,8 @@ impl Speaker {
             let _ = running.output.pipeline.remove(&entry.branch);
         }
         tracing::info!(session = %entry.session, user = %entry.user, "talker left the speaker");
-        if state.talkers.is_empty() {
-            state.running = None;
-            tracing::info!("speaker stopped: nobody may talk");
+        if nobody_left {
+            self.stop_output(&mut pipeline);
         }
     }
 
@@ -277,8 +286,8 @@ impl Speaker {
     }
 
     fn apply_current_volume(&self) {
-        if let Some(running) = &self.state.lock().expect("speaker lock").running {
-            self.apply_volume(&running.output.volume);
+        if let Some(volume) = self.volume.lock().expect("volume lock").as_ref() {
+            self.apply_volume(volume);
         }
     }
 
@@ -290,21 +299,27 @@ impl Speaker {
         volume.set_property("mute", self.muted.load(Ordering::Relaxed));
     }
 
+    /// Whether the speaker makes any sound at all (not muted, not at volume 0).
+    fn audible(&self) -> bool {
+        !self.muted.load(Ordering::Relaxed) && self.volume_percent.load(Ordering::Relaxed) > 0
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Who may talk and who is talking; `asking` is marked as `you`.
+    /// Who is connected to the speaker and who is talking; `asking` is marked as `you`. The
+    /// sink is named by its kind only (a file path or a pipeline may say more than viewers
+    /// should know).
     pub fn status(&self, asking: Option<&SessionId>) -> SpeakerStatus {
+        let talkers = self.talkers.lock().expect("talkers lock");
         let now = self.now_ms();
-        let state = self.state.lock().expect("speaker lock");
         SpeakerStatus {
-            sink: self.sink.describe(),
+            sink: self.sink.kind().to_owned(),
             volume_percent: self.volume_percent.load(Ordering::Relaxed),
             muted: self.muted.load(Ordering::Relaxed),
             half_duplex: self.half_duplex != HalfDuplex::Off,
-            talkers: state
-                .talkers
+            talkers: talkers
                 .iter()
                 .map(|t| TalkerStatus {
                     user: t.user.clone(),
@@ -317,10 +332,10 @@ impl Speaker {
 
     /// (connected talkers, of them talking now): for metrics.
     pub fn counts(&self) -> (usize, usize) {
+        let talkers = self.talkers.lock().expect("talkers lock");
         let now = self.now_ms();
-        let state = self.state.lock().expect("speaker lock");
-        let talking = state.talkers.iter().filter(|t| t.talking(now)).count();
-        (state.talkers.len(), talking)
+        let talking = talkers.iter().filter(|t| t.talking(now)).count();
+        (talkers.len(), talking)
     }
 
     /// A talker's sound was measured at `rms` dB: loud enough, and it is talking.
@@ -328,23 +343,60 @@ impl Speaker {
         if rms < talker::TALKING_LEVEL_DB {
             return;
         }
-        let state = self.state.lock().expect("speaker lock");
-        if let Some(entry) = state.talkers.iter().find(|t| t.id == id) {
+        if let Some(entry) = self
+            .talkers
+            .lock()
+            .expect("talkers lock")
+            .iter()
+            .find(|t| t.id == id)
+        {
             entry.heard.store(self.now_ms() + 1, Ordering::Relaxed);
         }
-        drop(state);
-        if self.half_duplex != HalfDuplex::Off {
+        // A muted speaker plays nothing the microphone could pick up.
+        if self.half_duplex != HalfDuplex::Off && self.audible() {
             self.set_playing(true);
         }
     }
 
     /// Tells half-duplex that sound is playing, or no longer is.
     fn set_playing(&self, playing: bool) {
-        if self.playing.swap(playing, Ordering::Relaxed) != playing {
+        let mut current = self.playing.lock().expect("playing lock");
+        if *current != playing {
+            *current = playing;
             tracing::debug!(playing, "speaker playing changed");
             (self.on_playing)(playing);
         }
     }
+}
+
+/// Adds a talker's `branch` to the running pipeline and links it to a new mixer pad, which it
+/// returns; on failure the pipeline is as it was.
+fn connect(output: &Output, branch: &gst::Bin) -> anyhow::Result<gst::Pad> {
+    output.pipeline.add(branch)?;
+    let linked = output
+        .mixer
+        .request_pad_simple("sink_%u")
+        .context("the mixer has no pad for another talker")
+        .and_then(|mixer_pad| {
+            let src = branch
+                .static_pad("src")
+                .context("talker branch without output");
+            let result = src.and_then(|src| {
+                src.link(&mixer_pad).map_err(|e| anyhow!("{e:?}"))?;
+                branch
+                    .sync_state_with_parent()
+                    .map_err(|e| anyhow!("starting the talker: {e}"))
+            });
+            if result.is_err() {
+                output.mixer.release_request_pad(&mixer_pad);
+            }
+            result.map(|()| mixer_pad)
+        });
+    if linked.is_err() {
+        let _ = branch.set_state(gst::State::Null);
+        let _ = output.pipeline.remove(branch);
+    }
+    linked
 }
 
 /// Logs what the pipeline reports until it stops. A talker's decoder failing on garbage is
@@ -390,7 +442,8 @@ fn spawn_silence_watch(speaker: Weak<Speaker>) {
             let Some(speaker) = speaker.upgrade() else {
                 return;
             };
-            if speaker.playing.load(Ordering::Relaxed) && speaker.counts().1 == 0 {
+            let playing = *speaker.playing.lock().expect("playing lock");
+            if playing && (speaker.counts().1 == 0 || !speaker.audible()) {
                 speaker.set_playing(false);
             }
         }

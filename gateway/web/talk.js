@@ -55,11 +55,15 @@ const FerrocamTalk = (() => {
     pc.addEventListener('connectionstatechange', () => {
       if (pc !== state.pc) return;
       if (pc.connectionState === 'connected') offer(pc);
-      if (pc.connectionState === 'failed' || pc.connectionState === 'closed') reset();
+      // A failed path may come back (the page restarts ICE): the connection stays ours, only
+      // talking stops until it is connected again.
+      if (pc.connectionState === 'failed') suspend();
+      if (pc.connectionState === 'closed') reset();
     });
   }
 
   async function offer(pc) {
+    if (state.sender) return; // connected again after an ICE restart: already offered
     const transceiver = audioTransceiver(pc);
     const direction = transceiver && transceiver.currentDirection;
     const canSend = direction === 'sendrecv' || direction === 'sendonly';
@@ -127,36 +131,44 @@ const FerrocamTalk = (() => {
   async function start() {
     if (!state.sender || state.microphone || state.starting) return;
     const pc = state.pc;
-    state.starting = (async () => {
+    let track = null;
+    const starting = (async () => {
       try {
         if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw new Error('no mediaDevices');
         const stream = await navigator.mediaDevices.getUserMedia({
           audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
           video: false,
         });
-        const track = stream.getAudioTracks()[0];
+        track = stream.getAudioTracks()[0];
         // Released (or the camera changed) while the browser was asking.
-        if (pc !== state.pc || !(state.pressed || state.latched)) {
-          track.stop();
+        const wanted = () => pc === state.pc && state.sender && (state.pressed || state.latched);
+        if (!wanted()) return;
+        await state.sender.replaceTrack(track);
+        if (!wanted()) {
+          // Hung up or released while the sender took it: take it back off.
+          if (state.sender) state.sender.replaceTrack(null).catch(() => {});
           return;
         }
-        await state.sender.replaceTrack(track);
         state.microphone = track;
         window.ferrocam.microphone = track; // what is sent, for measurements
         publish({ sending: true, error: null });
         $('talk').classList.add('active');
         say('Talking… (waiting for the camera)');
       } catch (e) {
+        if (pc !== state.pc) return; // a refusal for a connection that is gone
         const why = describe(e);
         publish({ sending: false, error: why, errorName: e && e.name });
         state.latched = false;
         $('talk-latch').checked = false;
         say(why, true);
       } finally {
-        state.starting = null;
+        // A microphone opened here and not adopted is closed at once.
+        if (track && state.microphone !== track) track.stop();
+        if (state.starting === starting) state.starting = null;
       }
     })();
-    return state.starting;
+    state.starting = starting;
+    return starting;
   }
 
   async function stop() {
@@ -186,10 +198,24 @@ const FerrocamTalk = (() => {
     stop();
   }
 
+  // Talking stops (the connection failed); it is offered again if the connection comes back.
+  function suspend() {
+    if (state.poll) clearInterval(state.poll);
+    if (state.microphone) state.microphone.stop();
+    Object.assign(state, { sender: null, microphone: null, latched: false, pressed: false, poll: null, starting: null });
+    window.ferrocam.microphone = null;
+    publish({ available: false, sending: false, heard: false });
+    $('talk').disabled = true;
+    $('talk').classList.remove('active');
+    $('talk-latch').disabled = true;
+    $('talk-latch').checked = false;
+  }
+
   function reset() {
     if (state.poll) clearInterval(state.poll);
     if (state.microphone) state.microphone.stop();
-    Object.assign(state, { pc: null, sender: null, microphone: null, latched: false, pressed: false, poll: null });
+    Object.assign(state, { pc: null, sender: null, microphone: null, latched: false, pressed: false, poll: null, starting: null });
+    window.ferrocam.microphone = null;
     window.ferrocam.talk = { available: false, reason: null, sending: false };
     $('talk').disabled = true;
     $('talk').classList.remove('active');

@@ -103,6 +103,58 @@ pub fn offer_has_opus(sdp: &str) -> bool {
     false
 }
 
+/// One media section of an SDP, as far as answering it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSection<'a> {
+    /// `audio`, `video`, `application`, …
+    pub kind: &'a str,
+    pub mid: Option<&'a str>,
+    /// `sendrecv`, `sendonly`, `recvonly` or `inactive`, from the section's own attribute,
+    /// else the session's, else `sendrecv` (RFC 4566's default).
+    pub direction: &'a str,
+}
+
+/// The media sections of `sdp`, in order.
+pub fn media_sections(sdp: &str) -> Vec<MediaSection<'_>> {
+    const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
+    let mut session_direction = None;
+    let mut sections: Vec<(MediaSection<'_>, bool)> = Vec::new();
+    for line in sdp.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some(media) = line.strip_prefix("m=") {
+            let kind = media.split(' ').next().unwrap_or_default();
+            sections.push((
+                MediaSection {
+                    kind,
+                    mid: None,
+                    direction: "sendrecv",
+                },
+                false,
+            ));
+        } else if let Some(direction) = line.strip_prefix("a=").filter(|d| DIRECTIONS.contains(d)) {
+            match sections.last_mut() {
+                Some((section, explicit)) => {
+                    section.direction = direction;
+                    *explicit = true;
+                }
+                None => session_direction = Some(direction),
+            }
+        } else if let (Some(mid), Some((section, _))) =
+            (line.strip_prefix("a=mid:"), sections.last_mut())
+        {
+            section.mid = Some(mid);
+        }
+    }
+    sections
+        .into_iter()
+        .map(|(mut section, explicit)| {
+            if !explicit && let Some(direction) = session_direction {
+                section.direction = direction;
+            }
+            section
+        })
+        .collect()
+}
+
 /// Rewrites an offer's `a=setup:actpass` to `a=setup:active`: the offerer will be the DTLS
 /// client, so the answerer (`setup:passive`) waits for our ClientHello.
 ///
@@ -167,6 +219,28 @@ mod tests {
         m=video 9 UDP/TLS/RTP/SAVPF 96 102 103\r\na=rtpmap:96 VP8/90000\r\n\
         a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
         a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n";
+
+    #[test]
+    fn media_sections_carry_their_mid_and_direction() {
+        let sdp = "v=0\r\na=recvonly\r\nm=video 9 X 96\r\na=mid:0\r\na=sendrecv\r\n\
+                   m=audio 9 X 111\r\na=mid:1\r\nm=audio 9 X 111\r\na=mid:a2\r\na=inactive\r\n";
+        let sections = media_sections(sdp);
+        let seen: Vec<_> = sections
+            .iter()
+            .map(|m| (m.kind, m.mid, m.direction))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("video", Some("0"), "sendrecv"),
+                // No attribute of its own: the session's.
+                ("audio", Some("1"), "recvonly"),
+                ("audio", Some("a2"), "inactive"),
+            ]
+        );
+        assert_eq!(media_sections("m=audio 9 X 0\n")[0].direction, "sendrecv");
+        assert!(media_sections("garbage").is_empty());
+    }
 
     #[test]
     fn an_offer_as_dtls_client_changes_only_the_setup_lines() {

@@ -35,14 +35,15 @@ pub struct StatusReply {
 /// The device's speaker and who is talking through it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpeakerStatus {
-    /// Where the sound goes (`alsa:default`, `file:/tmp/out.pcm`, …).
+    /// What kind of sink plays the sound: `alsa`, `file` or `pipeline` (no device names or
+    /// paths: every viewer may read this).
     pub sink: String,
     /// Percent of the talkers' own level ([`crate::control::Command::AudioVolume`]).
     pub volume_percent: u32,
     pub muted: bool,
     /// The device's microphone is turned down while the speaker plays.
     pub half_duplex: bool,
-    /// Every session that may talk and has its microphone track connected.
+    /// Every session that may talk and has sent sound since it began.
     pub talkers: Vec<Talker>,
 }
 

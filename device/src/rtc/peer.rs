@@ -113,6 +113,14 @@ impl AudioPlan {
     }
 }
 
+/// The mid and direction of the offer's first audio section, if it has one with a mid.
+fn first_audio_section(offer_sdp: &str) -> Option<(String, RTCRtpTransceiverDirection)> {
+    sdp::media_sections(offer_sdp)
+        .into_iter()
+        .find(|section| section.kind == "audio")
+        .and_then(|section| Some((section.mid?.to_owned(), section.direction.into())))
+}
+
 /// Why an offer was not answered.
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {
@@ -186,25 +194,34 @@ impl Peer {
             None
         };
 
+        let audio_section = first_audio_section(&offer_sdp);
         let offer = RTCSessionDescription::offer(offer_sdp).context("parsing the offer")?;
         pc.set_remote_description(offer)
             .await
             .context("applying the offer")?;
-        // The audio section says exactly what we do: "no audio" rather than a track that never
-        // comes (the page would wait for it), and never "receive" for a session that may not
-        // talk, whatever the offer asked.
-        let direction = plan
-            .direction()
-            .unwrap_or(RTCRtpTransceiverDirection::Inactive);
+        // Every other section says exactly what we do. The offer's first audio section gets our
+        // plan within what the offer allows: "no audio" rather than a track that never comes
+        // (the page would wait for it), and never "receive" for a session that may not talk,
+        // whatever the offer asked. Any further section is refused (inactive): one session
+        // has one microphone, and no viewer's video is wanted.
         let ours = Arc::as_ptr(&video.sender).cast::<()>() as usize;
         for transceiver in pc.get_transceivers().await {
             let sender = transceiver.sender().await.ok().flatten();
-            if sender.is_none_or(|s| Arc::as_ptr(&s).cast::<()>() as usize != ours) {
-                transceiver
-                    .set_direction(direction)
-                    .await
-                    .context("setting the audio direction")?;
+            if sender.is_some_and(|s| Arc::as_ptr(&s).cast::<()>() as usize == ours) {
+                continue;
             }
+            let mid = transceiver.mid().await.ok().flatten();
+            let direction = match &audio_section {
+                Some((audio_mid, offered)) if mid.as_deref() == Some(audio_mid.as_str()) => plan
+                    .direction()
+                    .unwrap_or(RTCRtpTransceiverDirection::Inactive)
+                    .intersect(offered.reverse()),
+                _ => RTCRtpTransceiverDirection::Inactive,
+            };
+            transceiver
+                .set_direction(direction)
+                .await
+                .context("setting the audio direction")?;
         }
         let answer = pc
             .create_answer(None)

@@ -24,6 +24,8 @@ pub struct SessionTasks {
     speaker: Option<Arc<Speaker>>,
     /// Told when the viewer closes its control channel.
     control_closed: mpsc::UnboundedSender<()>,
+    /// The viewer's microphone track is being read (a session has one; more are ignored).
+    listening: bool,
 }
 
 impl SessionTasks {
@@ -48,6 +50,7 @@ impl SessionTasks {
             user,
             speaker,
             control_closed,
+            listening: false,
         };
         (tasks, closed)
     }
@@ -64,8 +67,14 @@ impl SessionTasks {
         }));
     }
 
-    /// Reads the viewer's microphone in its own task (played only if it may talk).
+    /// Reads the viewer's microphone in its own task (played only if it may talk). Only the
+    /// first track is: a session is one talker, however many audio tracks it brings (further
+    /// ones are left unread; the crate drops what nobody reads).
     pub fn listen(&mut self, audio: IncomingAudio) {
+        if std::mem::replace(&mut self.listening, true) {
+            tracing::debug!("ignoring a second incoming audio track");
+            return;
+        }
         let listening = Listening {
             session: self
                 .caller

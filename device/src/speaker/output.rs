@@ -60,6 +60,15 @@ impl SpeakerSink {
         })
     }
 
+    /// What kind of sink this is (`alsa`, `file`, `pipeline`): all that `status` tells viewers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Alsa(_) => "alsa",
+            Self::File(_) => "file",
+            Self::Pipeline(_) => "pipeline",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Self::Alsa(device) => format!("alsa:{device}"),

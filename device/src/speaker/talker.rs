@@ -21,6 +21,11 @@ use super::{Entry, Speaker, output};
 /// browser's usual 20 ms frames 5. More are dropped before they cost a copy or a decode.
 const PACKETS_PER_TENTH: u32 = 50;
 
+/// Sound one talker may send per 100 ms, in µs: half as much again as real time, for jitter.
+/// One Opus packet can hold 120 ms, so counting packets alone would let a talker make the
+/// decoder run many times faster than real time.
+const AUDIO_PER_TENTH_US: u32 = 150_000;
+
 /// How much of one talker's sound may wait for the pipeline before the oldest is dropped.
 const TALKER_QUEUE: Duration = Duration::from_millis(300);
 
@@ -52,9 +57,11 @@ pub struct Talker {
     /// The payload type the viewer's Opus arrives with, from its first packet (the viewer's
     /// side of the negotiation numbers it); packets of any other type are not played.
     payload_type: OnceLock<u8>,
-    /// The 100 ms window packets are being counted in, and the count ([`PACKETS_PER_TENTH`]).
+    /// The 100 ms window packets are being counted in, the count ([`PACKETS_PER_TENTH`]) and
+    /// the sound they hold ([`AUDIO_PER_TENTH_US`]).
     window: AtomicU64,
     in_window: AtomicU32,
+    audio_in_window_us: AtomicU32,
 }
 
 impl Talker {
@@ -66,13 +73,20 @@ impl Talker {
             payload_type: OnceLock::new(),
             window: AtomicU64::new(0),
             in_window: AtomicU32::new(0),
+            audio_in_window_us: AtomicU32::new(0),
         }
     }
 
     /// Queues one RTP packet (Opus) of this viewer's for playing. Never blocks: a talker that
     /// sends faster than real time loses its oldest sound.
     pub fn play(&self, rtp: &[u8]) {
-        if rtp.len() > MAX_PACKET || rtp.len() < 12 || !self.within_rate() {
+        if rtp.len() > MAX_PACKET {
+            return;
+        }
+        let Some(duration_us) = opus_duration_us(rtp) else {
+            return;
+        };
+        if !self.within_budget(duration_us) {
             return;
         }
         let payload_type = rtp[1] & 0x7f;
@@ -88,13 +102,20 @@ impl Talker {
             .push_buffer(gst::Buffer::from_slice(rtp.to_vec()));
     }
 
-    /// Whether one more packet fits this 100 ms window.
-    fn within_rate(&self) -> bool {
+    /// Whether one more packet, holding `duration_us` of sound, fits this 100 ms window.
+    /// (`play` is called by one task at a time; the atomics only make the handle `Sync`.)
+    fn within_budget(&self, duration_us: u32) -> bool {
         let tenth = self.speaker.now_ms() / 100;
         if self.window.swap(tenth, Ordering::Relaxed) != tenth {
             self.in_window.store(0, Ordering::Relaxed);
+            self.audio_in_window_us.store(0, Ordering::Relaxed);
         }
-        self.in_window.fetch_add(1, Ordering::Relaxed) < PACKETS_PER_TENTH
+        let packets = self.in_window.fetch_add(1, Ordering::Relaxed) + 1;
+        let audio = self
+            .audio_in_window_us
+            .fetch_add(duration_us, Ordering::Relaxed)
+            .saturating_add(duration_us);
+        packets <= PACKETS_PER_TENTH && audio <= AUDIO_PER_TENTH_US
     }
 }
 
@@ -110,6 +131,31 @@ impl Drop for Talker {
             Err(_) => speaker.remove_talker(id),
         }
     }
+}
+
+/// The sound an Opus packet inside an RTP packet holds, in µs, read from its table-of-contents
+/// byte (RFC 6716, 3.1); `None` when the packet is too short to be RTP carrying Opus.
+pub fn opus_duration_us(rtp: &[u8]) -> Option<u32> {
+    let first = *rtp.first()?;
+    let mut at = 12 + 4 * usize::from(first & 0x0f);
+    if first & 0x10 != 0 {
+        // A header extension: 4 bytes, then its length in 32-bit words.
+        let words = u16::from_be_bytes([*rtp.get(at + 2)?, *rtp.get(at + 3)?]);
+        at += 4 + 4 * usize::from(words);
+    }
+    let toc = *rtp.get(at)?;
+    let config = toc >> 3;
+    let frame_us: u32 = match config {
+        0..=11 => [10_000, 20_000, 40_000, 60_000][usize::from(config % 4)],
+        12..=15 => [10_000, 20_000][usize::from(config % 2)],
+        _ => [2_500, 5_000, 10_000, 20_000][usize::from(config % 4)],
+    };
+    let frames: u32 = match toc & 0x03 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u32::from(*rtp.get(at + 1)? & 0x3f),
+    };
+    Some(frame_us * frames)
 }
 
 /// What a talker's packets are: Opus over RTP with the viewer's payload type.
@@ -164,4 +210,33 @@ pub fn level_rms(structure: &gst::StructureRef) -> Option<f64> {
         .fold(None, |loudest: Option<f64>, db| {
             Some(loudest.map_or(db, |l| l.max(db)))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(payload: &[u8]) -> Vec<u8> {
+        let mut packet = vec![0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        packet.extend_from_slice(payload);
+        packet
+    }
+
+    #[test]
+    fn an_opus_packet_says_how_much_sound_it_holds() {
+        // CELT 20 ms, one frame (a browser's usual packet).
+        assert_eq!(opus_duration_us(&rtp(&[(19 << 3), 0xaa])), Some(20_000));
+        // SILK 60 ms, two frames.
+        assert_eq!(opus_duration_us(&rtp(&[(3 << 3) | 1, 0xaa])), Some(120_000));
+        // CELT 2.5 ms, code 3 with 48 frames: 120 ms.
+        assert_eq!(opus_duration_us(&rtp(&[(16 << 3) | 3, 48])), Some(120_000));
+        // Behind a CSRC and a one-word header extension.
+        let mut extended = vec![0x91, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2];
+        extended.extend_from_slice(&[0xbe, 0xde, 0, 1, 1, 2, 3, 4, 19 << 3]);
+        assert_eq!(opus_duration_us(&extended), Some(20_000));
+        // Too short to hold a TOC byte.
+        assert_eq!(opus_duration_us(&[0x80; 12]), None);
+        assert_eq!(opus_duration_us(&[0x91; 16]), None);
+        assert_eq!(opus_duration_us(&rtp(&[(16 << 3) | 3])), None);
+    }
 }

@@ -122,12 +122,12 @@ async fn two_talkers_are_both_heard_and_the_speaker_stops_after_the_last() {
     drop((alice, bob));
     // Leaving is done on a blocking thread; the pipeline stops with the last talker.
     for _ in 0..100 {
-        if speaker.counts() == (0, 0) && speaker.state.lock().unwrap().running.is_none() {
+        if speaker.counts() == (0, 0) && speaker.pipeline.lock().unwrap().is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(speaker.state.lock().unwrap().running.is_none());
+    assert!(speaker.pipeline.lock().unwrap().is_none());
 
     let heard = samples(&path);
     // The file runs at the speaker's pace: about the two seconds sent, plus the latency.
@@ -313,10 +313,9 @@ async fn the_speaker_timing_says_when_the_file_sink_plays_each_sample() {
     }
     let growth = growth.join().unwrap();
     let timing = speaker
-        .state
+        .pipeline
         .lock()
         .unwrap()
-        .running
         .as_ref()
         .unwrap()
         .output
