@@ -75,12 +75,18 @@ impl AudioSource {
 
 /// Whether any ALSA capture device exists (`/dev/snd/pcmC*D*c`).
 fn has_alsa_capture() -> bool {
+    has_alsa_pcm('c')
+}
+
+/// Whether any ALSA PCM device of the kind exists: `c` capture, `p` playback
+/// (`/dev/snd/pcmC<card>D<device><kind>`).
+pub fn has_alsa_pcm(kind: char) -> bool {
     std::fs::read_dir("/dev/snd")
         .map(|d| {
             d.filter_map(|e| e.ok()).any(|e| {
                 e.file_name()
                     .to_str()
-                    .is_some_and(|n| n.starts_with("pcmC") && n.ends_with('c'))
+                    .is_some_and(|n| n.starts_with("pcmC") && n.ends_with(kind))
             })
         })
         .unwrap_or(false)

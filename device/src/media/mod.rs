@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-pub use audio::{AudioSource, AudioUnit};
+pub use audio::{AudioSource, AudioUnit, has_alsa_pcm};
 pub use discovery::{capture_devices, controls};
 pub use encoder::{Encoder, GstProbe, vp8_encoder_installed};
 pub use engine::{EngineSettings, MediaEngine, SnapshotError, SnapshotRequest, VideoFeed};

@@ -47,7 +47,7 @@ impl SpeakerSink {
         let (kind, rest) = setting.split_once(':').unwrap_or((setting, ""));
         Ok(match (kind, rest) {
             ("off" | "none" | "false", "") => None,
-            ("auto", "") => has_alsa_playback().then(|| Self::Alsa("default".into())),
+            ("auto", "") => crate::media::has_alsa_pcm('p').then(|| Self::Alsa("default".into())),
             ("alsa", device) if !device.is_empty() => Some(Self::Alsa(device.to_owned())),
             ("file", path) if !path.is_empty() => Some(Self::File(PathBuf::from(path))),
             ("pipeline", description) if !description.trim().is_empty() => {
@@ -102,19 +102,6 @@ impl SpeakerSink {
                 .upcast(),
         })
     }
-}
-
-/// Whether any ALSA playback device exists (`/dev/snd/pcmC*D*p`).
-fn has_alsa_playback() -> bool {
-    std::fs::read_dir("/dev/snd")
-        .map(|d| {
-            d.filter_map(|e| e.ok()).any(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with("pcmC") && n.ends_with('p'))
-            })
-        })
-        .unwrap_or(false)
 }
 
 /// The fixed part of a running speaker pipeline.

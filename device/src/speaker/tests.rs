@@ -23,6 +23,11 @@ fn opus_rtp(freq: u32, seconds: u32) -> Vec<Vec<u8>> {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
+    collect_rtp(&pipeline)
+}
+
+/// Runs `pipeline` to its end and returns what its appsink `out` received.
+fn collect_rtp(pipeline: &gst::Pipeline) -> Vec<Vec<u8>> {
     let sink = pipeline
         .by_name("out")
         .unwrap()
@@ -31,8 +36,7 @@ fn opus_rtp(freq: u32, seconds: u32) -> Vec<Vec<u8>> {
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut packets = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
-        let buffer = sample.buffer().unwrap();
-        packets.push(buffer.map_readable().unwrap().to_vec());
+        packets.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
     }
     pipeline.set_state(gst::State::Null).unwrap();
     packets
@@ -259,18 +263,7 @@ fn click_rtp(seconds: u32) -> Vec<Vec<u8>> {
             }
             gst::PadProbeReturn::Ok
         });
-    let sink = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut packets = Vec::new();
-    while let Ok(sample) = sink.pull_sample() {
-        packets.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    packets
+    collect_rtp(&pipeline)
 }
 
 /// Wall-clock ms now.
