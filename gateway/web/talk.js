@@ -133,6 +133,8 @@ const FerrocamTalk = (() => {
     const pc = state.pc;
     let track = null;
     const starting = (async () => {
+      // Yield first, so `starting` below is assigned before `finally` compares it.
+      await null;
       try {
         if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw new Error('no mediaDevices');
         const stream = await navigator.mediaDevices.getUserMedia({
