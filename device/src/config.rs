@@ -11,9 +11,11 @@ use crate::control::PtzSpec;
 use crate::media::{CaptureFormat, Source, Vp8Size};
 
 mod network;
+mod record;
 
 pub use network::IceTcp;
 use network::{parse_ice_tcp, parse_on_off};
+pub use record::RecordFlags;
 
 /// ferrocam device agent: streams this board's camera to browsers over WebRTC.
 #[derive(Debug, Clone, Parser)]
@@ -97,6 +99,9 @@ pub struct Config {
     /// `mute`; for a speaker next to the microphone.
     #[arg(long, env = "FERROCAM_HALF_DUPLEX", default_value = "off")]
     pub half_duplex: String,
+
+    #[command(flatten)]
+    pub record: RecordFlags,
 
     /// Seconds the pipeline keeps running after the last viewer leaves.
     #[arg(long, env = "FERROCAM_IDLE_TIMEOUT", default_value_t = 10)]

@@ -9,6 +9,7 @@ mod link;
 mod media;
 mod metrics;
 mod presence;
+mod record;
 mod requests;
 mod rtc;
 mod service;
@@ -191,6 +192,8 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let gpio = open_gpio(&config)?;
+    let recorder = start_recorder(&config, &media, &gpio).await?;
     let control = Arc::new(ControlHandler {
         media: Arc::clone(&media),
         adaptation: adaptation.clone(),
@@ -198,11 +201,12 @@ async fn main() -> anyhow::Result<()> {
             Source::V4l2(path) => Arc::new(V4l2Controls::new(path.clone(), controls.clone())),
             _ => Arc::new(NoControls),
         },
-        gpio: open_gpio(&config)?,
+        gpio,
         ptz: Ptz::parse(&config.ptz)?,
         encoder: video_capability.encoder.clone(),
         started: std::time::Instant::now(),
         speaker: speaker.clone(),
+        recorder,
     });
     let device_metrics = metrics::DeviceMetrics::new(
         Arc::clone(&media),
@@ -331,6 +335,53 @@ fn open_gpio(config: &Config) -> anyhow::Result<Arc<dyn Gpio>> {
         GpioChips::Kernel => {
             Arc::new(CdevGpio::open(&config.gpio_lines).context("opening GPIO lines")?)
         }
+    })
+}
+
+/// The recorder, unless `--record-dir none`. A directory that cannot be opened is fatal when
+/// `--record` asks for recording, and otherwise only turns recording off (say, a user's own
+/// run of the demo where /var/lib is not writable).
+async fn start_recorder(
+    config: &Config,
+    media: &Arc<media::MediaEngine>,
+    gpio: &Arc<dyn Gpio>,
+) -> anyhow::Result<Option<Arc<record::Recorder>>> {
+    let flags = &config.record;
+    if !flags.enabled() {
+        return Ok(None);
+    }
+    let trigger = match &flags.trigger {
+        Some(line) => Some(gpio_trigger(gpio, line)?),
+        None => None,
+    };
+    match record::Recorder::start(flags.settings(), Arc::clone(media), trigger).await {
+        Ok(recorder) => Ok(Some(recorder)),
+        Err(e) if flags.mode == ferrocam_protocol::record::RecordMode::Off => {
+            tracing::warn!(error = %format!("{e:#}"), dir = %flags.dir.display(),
+                "recording is unavailable");
+            Ok(None)
+        }
+        Err(e) => Err(e.context("--record needs its directory (--record-dir)")),
+    }
+}
+
+/// `--record-trigger <line>`: a configured GPIO input.
+fn gpio_trigger(gpio: &Arc<dyn Gpio>, line: &str) -> anyhow::Result<record::Trigger> {
+    let input = gpio
+        .lines()
+        .into_iter()
+        .any(|l| l.name == line && l.direction == "input");
+    anyhow::ensure!(
+        input,
+        "--record-trigger {line:?} is not a GPIO input configured with --gpio"
+    );
+    let (gpio, name) = (Arc::clone(gpio), line.to_owned());
+    Ok(record::Trigger {
+        name: line.to_owned(),
+        read: Arc::new(move || {
+            gpio.get(&name)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))
+        }),
     })
 }
 

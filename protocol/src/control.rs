@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
+pub use crate::record::{MAX_RECORD_SECONDS, RecordingStatus};
 pub use crate::status::{SpeakerStatus, StatusReply, Talker, ViewerLink};
 
 /// Largest control message either side sends or accepts.
@@ -100,6 +101,24 @@ pub enum Command {
     /// Silences the device's speaker (talkers stay connected) or lets it play again.
     #[serde(rename = "audio.mute")]
     AudioMute { muted: bool },
+    /// Records until `record.stop`, or for `seconds` (at most [`MAX_RECORD_SECONDS`]). In
+    /// continuous mode, resumes recording that `record.stop` paused.
+    #[serde(rename = "record.start")]
+    RecordStart {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u32>,
+    },
+    /// Stops recording now: a `record.start`, a clip, and continuous recording until the next
+    /// `record.start` (or the device's restart).
+    #[serde(rename = "record.stop")]
+    RecordStop,
+    /// An event clip: the pre-roll the device holds (events mode), then `seconds` more (the
+    /// device's `--record-clip-s` by default).
+    #[serde(rename = "record.clip")]
+    RecordClip {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u32>,
+    },
 }
 
 /// The loudest [`Command::AudioVolume`] a device accepts, in percent.
@@ -128,6 +147,9 @@ impl Command {
                 | Command::Ptz { .. }
                 | Command::AudioVolume { .. }
                 | Command::AudioMute { .. }
+                | Command::RecordStart { .. }
+                | Command::RecordStop
+                | Command::RecordClip { .. }
         )
     }
 }

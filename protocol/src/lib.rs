@@ -10,6 +10,7 @@ pub mod control;
 pub mod grant;
 pub mod ids;
 pub mod presence;
+pub mod record;
 pub mod sdp;
 pub mod sdpfrag;
 pub mod sealed;

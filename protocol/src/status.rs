@@ -30,6 +30,9 @@ pub struct StatusReply {
     /// The speaker viewers talk through (`None`: this device has none, so nobody can talk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speaker: Option<SpeakerStatus>,
+    /// Recording on the device (`None`: this device keeps no recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<crate::record::RecordingStatus>,
 }
 
 /// The device's speaker and who is talking through it.

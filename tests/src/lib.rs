@@ -17,6 +17,7 @@ pub mod nats;
 pub mod netns;
 pub mod process;
 pub mod proxy;
+pub mod recordings;
 pub mod stack;
 pub mod whep;
 

@@ -324,6 +324,10 @@ impl Stack {
         if !self.options.device_args.iter().any(|a| a == "--source") {
             cmd.args(["--source", "test"]);
         }
+        // Recordings stay with the test's logs, never in the machine's /var/lib.
+        if !self.options.device_args.iter().any(|a| a == "--record-dir") {
+            cmd.arg("--record-dir").arg(self.recordings_dir());
+        }
         cmd
             // Test media stays on loopback (or the test's own namespace link).
             .args(["--ice-udp", &ice])
@@ -356,6 +360,30 @@ impl Stack {
         let tls = self.mqtts.as_ref().map(|(p, _)| *p);
         self.mosquitto = Some(start_mosquitto(self.mqtt_port, tls, &self.log_dir).await?);
         Ok(())
+    }
+
+    /// Where the device keeps its recordings, unless the test chose `--record-dir` itself.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.log_dir.join("recordings")
+    }
+
+    /// Sends one control command through gateway 0's REST relay (`v` and `id` filled in) and
+    /// returns (HTTP status, the device's response).
+    pub fn control(&self, request: serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut response = agent
+            .post(&self.url(&format!("api/devices/{}/control", self.device_id)))
+            .header("authorization", &self.bearer())
+            .send_json(request)?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_json()
+            .unwrap_or(serde_json::Value::Null);
+        Ok((status, body))
     }
 
     /// Whether the device process is alive.

@@ -39,6 +39,8 @@ pub struct ControlHandler {
     pub started: Instant,
     /// Where viewers' voices play (`None`: this device has no speaker).
     pub speaker: Option<Arc<Speaker>>,
+    /// Recording on the device (`None`: `--record-dir none`, or its directory failed).
+    pub recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 /// Who sent a request: what it may do, and which session it came on (none when relayed by
@@ -140,6 +142,18 @@ impl ControlHandler {
                 self.speaker()?.set_muted(muted);
                 serde_json::json!({})
             }
+            Command::RecordStart { seconds } => {
+                self.recorder()?.record(seconds).await?;
+                to_value(self.recorder()?.status())
+            }
+            Command::RecordStop => {
+                self.recorder()?.stop().await?;
+                to_value(self.recorder()?.status())
+            }
+            Command::RecordClip { seconds } => {
+                self.recorder()?.clip(seconds).await?;
+                to_value(self.recorder()?.status())
+            }
         };
         Ok(Reply::Body(body))
     }
@@ -176,6 +190,15 @@ impl ControlHandler {
         })
     }
 
+    fn recorder(&self) -> Result<&crate::record::Recorder, ControlError> {
+        self.recorder.as_deref().ok_or_else(|| {
+            ControlError::new(
+                ControlErrorCode::Unavailable,
+                "this device keeps no recordings (--record-dir)",
+            )
+        })
+    }
+
     fn status(&self, caller: &Caller) -> StatusReply {
         let plan = self.media.plan();
         let (fps, bitrate_kbps) = self.media.rates();
@@ -199,6 +222,7 @@ impl ControlHandler {
                 .speaker
                 .as_ref()
                 .map(|speaker| speaker.status(caller.session.as_ref())),
+            recording: self.recorder.as_ref().map(|recorder| recorder.status()),
         }
     }
 

@@ -58,6 +58,7 @@ fn handler() -> ControlHandler {
         encoder: "x264enc".into(),
         started: Instant::now(),
         speaker: None,
+        recorder: None,
     }
 }
 

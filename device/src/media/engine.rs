@@ -106,6 +106,8 @@ pub struct MediaEngine {
 enum LeaseKind {
     Viewer,
     Still,
+    /// The recorder, while it records or holds a pre-roll: like a viewer, it needs sound.
+    Recorder,
 }
 
 /// Proof that someone needs the pipeline; dropping it lets the engine go idle.
@@ -192,6 +194,12 @@ impl MediaEngine {
     /// thread; this only waits for it).
     pub async fn acquire(self: &Arc<Self>) -> anyhow::Result<ViewerLease> {
         Ok(self.lease(LeaseKind::Viewer).await?.0)
+    }
+
+    /// Registers the recorder: the pipelines (sound too) run while it holds the lease, without
+    /// counting as a viewer.
+    pub async fn record(self: &Arc<Self>) -> anyhow::Result<ViewerLease> {
+        Ok(self.lease(LeaseKind::Recorder).await?.0)
     }
 
     /// A lease of `kind`, and whether this lease started the pipeline (a cold camera).

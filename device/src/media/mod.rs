@@ -25,11 +25,13 @@ use bytes::Bytes;
 pub use audio::{AudioSource, AudioUnit, has_alsa_pcm};
 pub use discovery::{capture_devices, controls};
 pub use encoder::{Encoder, GstProbe, vp8_encoder_installed};
-pub use engine::{EngineSettings, MediaEngine, SnapshotError, SnapshotRequest, VideoFeed};
+pub use engine::{
+    EngineSettings, MediaEngine, SnapshotError, SnapshotRequest, VideoFeed, ViewerLease,
+};
 pub use ferrocam_protocol::VideoCodec;
 pub use keyframes::KeyframeReason;
 pub use pipeline::{VideoPlan, Vp8Size};
-pub use snapshot::{Jpeg, WIDTHS as SNAPSHOT_WIDTHS};
+pub use snapshot::{Jpeg, WIDTHS as SNAPSHOT_WIDTHS, keyframe_jpeg};
 pub use source::{CaptureFormat, Source};
 
 /// One encoded frame: an H.264 access unit in Annex-B byte-stream form, with SPS/PPS in front

@@ -153,6 +153,13 @@ pub fn decode_keyframe(annex_b: &[u8]) -> anyhow::Result<gst::Sample> {
     decoded
 }
 
+/// A JPEG of one H.264 keyframe, scaled down to `width` if given (recordings' thumbnails).
+/// Blocking.
+pub fn keyframe_jpeg(annex_b: &[u8], width: Option<u32>) -> anyhow::Result<Jpeg> {
+    let raw = decode_keyframe(annex_b)?;
+    GstJpeg::default().encode(&raw, width)
+}
+
 /// The size of a snapshot of a `width`×`height` frame asked to be `wanted` wide: never wider
 /// than the frame, the height following the aspect ratio, both even (JPEG's 4:2:0 needs it).
 pub fn output_size(width: u32, height: u32, wanted: Option<u32>) -> (u32, u32) {

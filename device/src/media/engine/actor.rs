@@ -72,6 +72,8 @@ pub(super) struct Actor {
     vp8_viewers: usize,
     /// Snapshots of an otherwise idle camera in progress.
     stills: usize,
+    /// The recorder (0 or 1).
+    recorders: usize,
     /// Failures in a row, for the restart backoff.
     failures: u32,
     /// When the current pipeline started (the stall check leaves it time to warm up).
@@ -93,6 +95,7 @@ impl Actor {
             viewers: 0,
             vp8_viewers: 0,
             stills: 0,
+            recorders: 0,
             failures: 0,
             started: None,
             idle_stop_at: None,
@@ -201,7 +204,7 @@ impl Actor {
             }
         }
         // A snapshot needs no sound: an idle camera woken for one starts video only.
-        if kind == LeaseKind::Viewer {
+        if kind != LeaseKind::Still {
             self.start_audio();
         }
         *self.count(kind) += 1;
@@ -213,7 +216,7 @@ impl Actor {
         let count = self.count(kind);
         *count = count.saturating_sub(1);
         self.publish_viewers();
-        if self.viewers + self.stills == 0 {
+        if self.idle() {
             self.idle_stop_at = Some(Instant::now() + self.shared.settings.idle_timeout);
         }
     }
@@ -222,6 +225,7 @@ impl Actor {
         match kind {
             LeaseKind::Viewer => &mut self.viewers,
             LeaseKind::Still => &mut self.stills,
+            LeaseKind::Recorder => &mut self.recorders,
         }
     }
 
@@ -250,7 +254,7 @@ impl Actor {
     /// Video, and audio if a viewer needs it.
     fn start_pipelines(&mut self) -> anyhow::Result<()> {
         self.start_video()?;
-        if self.viewers > 0 {
+        if self.viewers + self.recorders > 0 {
             self.start_audio();
         }
         Ok(())
@@ -363,7 +367,7 @@ impl Actor {
     fn on_timers(&mut self, now: Instant) {
         if self.idle_stop_at.is_some_and(|at| at <= now) {
             self.idle_stop_at = None;
-            if self.viewers + self.stills == 0 && self.video.is_some() {
+            if self.idle() && self.video.is_some() {
                 self.stop_pipelines();
                 tracing::info!("no viewers; pipelines stopped");
             }
@@ -382,7 +386,7 @@ impl Actor {
         if self.video.is_some() {
             return;
         }
-        if self.viewers + self.stills == 0 {
+        if self.idle() {
             // Nobody watching: the next viewer starts it (and finds out).
             self.shared.health.send_replace(CameraState::Ok);
             return;
@@ -414,13 +418,18 @@ impl Actor {
         {
             self.failures = 0;
         }
-        let stalled = self.viewers > 0
+        let stalled = self.viewers + self.recorders > 0
             && self.video.is_some()
             && running_for.is_some_and(|d| d > STALL_AFTER)
             && meter.idle_for() > STALL_AFTER;
         if stalled {
             self.on_fault(format!("no frames for {} s", STALL_AFTER.as_secs()));
         }
+    }
+
+    /// Nobody needs the pipelines.
+    fn idle(&self) -> bool {
+        self.viewers + self.stills + self.recorders == 0
     }
 
     fn publish_viewers(&self) {
