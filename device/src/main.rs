@@ -4,6 +4,7 @@ mod adapt;
 mod agent;
 mod config;
 mod control;
+mod files;
 mod grant;
 mod link;
 mod media;
@@ -194,6 +195,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let gpio = open_gpio(&config)?;
     let recorder = start_recorder(&config, &media, &gpio).await?;
+    let files = match &recorder {
+        Some(recorder) => Some(Arc::new(files::FileService {
+            library: Arc::new(files::Library::open(
+                Arc::clone(recorder.store()),
+                config.record.upload_max_bytes(),
+            )?),
+            media: Arc::clone(&media),
+        })),
+        None => None,
+    };
     let control = Arc::new(ControlHandler {
         media: Arc::clone(&media),
         adaptation: adaptation.clone(),
@@ -282,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
                 .recipient()
                 .context("the gateway's grant key is not a valid Ed25519 point")?,
             speaker: speaker.clone(),
+            files,
         },
         config.max_viewers,
         grants,

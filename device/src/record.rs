@@ -44,7 +44,7 @@ use ferrocam_protocol::record::{MAX_RECORD_SECONDS, RecordMode, RecordingStatus}
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::media::MediaEngine;
-pub use store::Store;
+pub use store::{SegmentInfo, Store};
 pub use trigger::Trigger;
 
 /// How the recorder behaves (from the `--record…` flags).

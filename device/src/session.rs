@@ -50,6 +50,8 @@ pub struct SessionContext {
     pub gateways: ferrocam_protocol::sealed::Recipient,
     /// Where viewers who may talk are heard (`None`: no speaker).
     pub speaker: Option<Arc<Speaker>>,
+    /// The device's files, for `files` channels (`None`: it keeps none, `--record-dir none`).
+    pub files: Option<Arc<crate::files::FileService>>,
 }
 
 impl SessionContext {

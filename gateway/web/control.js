@@ -227,6 +227,7 @@ function attachControl(pc, device, channel = pc.createDataChannel('control')) {
     window.ferrocam.control = client;
     const status = window.ferrocam.devices.find((d) => d.device === device);
     buildPanel(status && status.capabilities).catch(() => {});
+    FerrocamFiles.attach(pc, client).catch(() => {});
   };
   // A channel announced by the other side may already be open when it reaches us.
   channel.addEventListener('open', onOpen);
@@ -235,6 +236,7 @@ function attachControl(pc, device, channel = pc.createDataChannel('control')) {
 
 function detachControl() {
   window.ferrocam.control = null;
+  FerrocamFiles.detach();
   const panel = document.getElementById('panel');
   panel.replaceChildren();
   panel.hidden = true;

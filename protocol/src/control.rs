@@ -233,48 +233,57 @@ impl ControlRequest {
     /// Parses one message, enforcing size and version, and recovering the id for the error
     /// reply when the rest is broken.
     pub fn decode(text: &str) -> Result<Self, (u64, ControlError)> {
-        if text.len() > MAX_CONTROL_MESSAGE {
-            return Err((
-                0,
-                ControlError::new(
-                    ControlErrorCode::TooLarge,
-                    format!("{} bytes; the limit is {MAX_CONTROL_MESSAGE}", text.len()),
-                ),
-            ));
-        }
-        #[derive(Deserialize)]
-        struct Header {
-            #[serde(default)]
-            v: Option<u16>,
-            #[serde(default)]
-            id: Option<u64>,
-        }
-        let header: Header = serde_json::from_str(text).map_err(|e| {
-            (
-                0,
-                ControlError::new(
-                    ControlErrorCode::BadRequest,
-                    format!("not a JSON object: {e}"),
-                ),
-            )
-        })?;
-        let id = header.id.unwrap_or(0);
-        if header.v.is_some_and(|v| v != PROTOCOL_VERSION) {
-            return Err((
-                id,
-                ControlError::new(
-                    ControlErrorCode::UnsupportedVersion,
-                    format!("this device speaks control protocol v{PROTOCOL_VERSION}"),
-                ),
-            ));
-        }
-        serde_json::from_str(text).map_err(|e| {
-            (
-                id,
-                ControlError::new(ControlErrorCode::BadRequest, e.to_string()),
-            )
-        })
+        decode_request(text)
     }
+}
+
+/// Parses one request of a JSON protocol on a data channel (`control`, `files`): at most
+/// [`MAX_CONTROL_MESSAGE`] bytes, this protocol version, and on failure the id for the error
+/// reply when the rest is broken.
+pub fn decode_request<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, (u64, ControlError)> {
+    if text.len() > MAX_CONTROL_MESSAGE {
+        return Err((
+            0,
+            ControlError::new(
+                ControlErrorCode::TooLarge,
+                format!("{} bytes; the limit is {MAX_CONTROL_MESSAGE}", text.len()),
+            ),
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(default)]
+        v: Option<u16>,
+        #[serde(default)]
+        id: Option<u64>,
+    }
+    let header: Header = serde_json::from_str(text).map_err(|e| {
+        (
+            0,
+            ControlError::new(
+                ControlErrorCode::BadRequest,
+                format!("not a JSON object: {e}"),
+            ),
+        )
+    })?;
+    let id = header.id.unwrap_or(0);
+    if header.v.is_some_and(|v| v != PROTOCOL_VERSION) {
+        return Err((
+            id,
+            ControlError::new(
+                ControlErrorCode::UnsupportedVersion,
+                format!("this device speaks control protocol v{PROTOCOL_VERSION}"),
+            ),
+        ));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        (
+            id,
+            ControlError::new(ControlErrorCode::BadRequest, e.to_string()),
+        )
+    })
 }
 
 /// `controls.list` reply entry: the description plus the current value.

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod control;
+pub mod files;
 pub mod grant;
 pub mod ids;
 pub mod presence;

@@ -7,6 +7,7 @@
 //! ```text
 //! rec-20261130-200501-123     a recorded segment that began 2026-11-30 20:05:01.123 UTC
 //! snap-20261130-200501-123    a snapshot taken then
+//! up-20261130-200501-123      a file a viewer sent to the device then
 //! ```
 
 use std::fmt;
@@ -24,6 +25,8 @@ pub enum FileKind {
     Recording,
     /// A still picture (JPEG).
     Snapshot,
+    /// A file a viewer sent to the device (`files.put`).
+    Upload,
 }
 
 impl FileKind {
@@ -31,6 +34,7 @@ impl FileKind {
         match self {
             FileKind::Recording => "rec",
             FileKind::Snapshot => "snap",
+            FileKind::Upload => "up",
         }
     }
 }
@@ -97,6 +101,8 @@ impl std::str::FromStr for FileId {
             (FileKind::Recording, rest)
         } else if let Some(rest) = s.strip_prefix("snap-") {
             (FileKind::Snapshot, rest)
+        } else if let Some(rest) = s.strip_prefix("up-") {
+            (FileKind::Upload, rest)
         } else {
             return Err(bad());
         };

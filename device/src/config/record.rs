@@ -65,6 +65,15 @@ pub struct RecordFlags {
     #[arg(long = "record-resume-free-mb", env = "FERROCAM_RECORD_RESUME_FREE_MB")]
     pub resume_free_mb: Option<u64>,
 
+    /// The largest file a viewer with the control role may send to the device (`files.put`),
+    /// in MB; all uploads together may take four times this.
+    #[arg(
+        long = "upload-max-mb",
+        env = "FERROCAM_UPLOAD_MAX_MB",
+        default_value_t = 100
+    )]
+    pub upload_max_mb: u64,
+
     /// A GPIO input line (by its `--gpio` name) whose rising edge starts an event clip.
     #[arg(long = "record-trigger", env = "FERROCAM_RECORD_TRIGGER")]
     pub trigger: Option<String>,
@@ -76,6 +85,11 @@ impl RecordFlags {
     /// Whether recording is possible at all.
     pub fn enabled(&self) -> bool {
         self.dir.as_os_str() != "none"
+    }
+
+    /// The largest upload, in bytes.
+    pub fn upload_max_bytes(&self) -> u64 {
+        self.upload_max_mb.saturating_mul(MB)
     }
 
     /// The recorder's settings.

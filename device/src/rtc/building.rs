@@ -114,6 +114,7 @@ impl Building {
             .with_handler(Arc::new(Events { tx: events_tx }))
             .with_udp_addrs(settings.udp_addrs.clone())
             .with_tcp_addrs(settings.tcp_addrs.clone())
+            .with_data_channel_send_buffer_limit(super::channel::SEND_BUFFER)
             .build()
             .await
             .context("creating the peer connection")?;

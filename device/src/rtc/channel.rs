@@ -1,16 +1,23 @@
-//! A data channel, as the rest of the device sees it: text messages in and out.
+//! A data channel, as the rest of the device sees it: text and binary messages in and out.
 
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
+
+/// Bytes one channel may have handed to SCTP and not yet had acknowledged; a sender past it
+/// waits ([`ControlChannel::send_binary`]). Small, so that a file transfer keeps little data
+/// queued ahead of the other channels' messages on the same association, and large enough to
+/// keep a fast path busy (a few round trips' worth at tens of MB/s on a LAN).
+pub const SEND_BUFFER: usize = 256 * 1024;
 
 /// What arrives on a channel.
 #[derive(Debug)]
 pub enum ChannelEvent {
     /// A text message.
     Text(String),
-    /// A binary message (not part of the control protocol), with its size.
-    Binary(usize),
+    /// A binary message.
+    Binary(Bytes),
 }
 
 /// One data channel opened by the viewer.
@@ -38,7 +45,7 @@ impl ControlChannel {
                     ));
                 }
                 DataChannelEvent::OnMessage(msg) => {
-                    return Some(ChannelEvent::Binary(msg.data.len()));
+                    return Some(ChannelEvent::Binary(msg.data.freeze()));
                 }
                 DataChannelEvent::OnClose => return None,
                 _ => continue,
@@ -54,6 +61,15 @@ impl ControlChannel {
             .map_err(|e| anyhow::anyhow!("data channel: {e}"))?;
         self.dc
             .send_text(text)
+            .await
+            .map_err(|e| anyhow::anyhow!("data channel: {e}"))
+    }
+
+    /// Sends a binary message, waiting while the channel has [`SEND_BUFFER`] bytes in flight
+    /// (the receiver's pace, not ours, sets the rate).
+    pub async fn send_binary(&self, data: BytesMut) -> anyhow::Result<()> {
+        self.dc
+            .send(data)
             .await
             .map_err(|e| anyhow::anyhow!("data channel: {e}"))
     }

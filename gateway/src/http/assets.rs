@@ -11,6 +11,7 @@ const METER_JS: &str = include_str!("../../web/meter.js");
 const DEVICES_JS: &str = include_str!("../../web/devices.js");
 const STATS_JS: &str = include_str!("../../web/stats.js");
 const TALK_JS: &str = include_str!("../../web/talk.js");
+const FILES_JS: &str = include_str!("../../web/files.js");
 const RECONNECT_JS: &str = include_str!("../../web/reconnect.js");
 const SUPPORT_JS: &str = include_str!("../../web/support.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
@@ -52,6 +53,10 @@ pub async fn stats_js() -> impl IntoResponse {
 
 pub async fn talk_js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", TALK_JS)
+}
+
+pub async fn files_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", FILES_JS)
 }
 
 pub async fn reconnect_js() -> impl IntoResponse {

@@ -37,8 +37,8 @@ enum Access {
 fn access(path: &str) -> Access {
     match path {
         "/login" | "/api/login" | "/api/logout" | "/app.js" | "/control.js" | "/login.js"
-        | "/meter.js" | "/devices.js" | "/stats.js" | "/talk.js" | "/reconnect.js"
-        | "/support.js" | "/style.css" => Access::Public,
+        | "/meter.js" | "/devices.js" | "/stats.js" | "/talk.js" | "/files.js"
+        | "/reconnect.js" | "/support.js" | "/style.css" => Access::Public,
         "/" => Access::Page,
         "/healthz" | "/metrics" => Access::Ops,
         _ => Access::Protected,

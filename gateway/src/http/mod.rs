@@ -148,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/devices.js", get(assets::devices_js))
         .route("/stats.js", get(assets::stats_js))
         .route("/talk.js", get(assets::talk_js))
+        .route("/files.js", get(assets::files_js))
         .route("/reconnect.js", get(assets::reconnect_js))
         .route("/support.js", get(assets::support_js))
         .route("/style.css", get(assets::style_css))
