@@ -112,7 +112,10 @@ impl Task {
             tokio::select! {
                 request = inbox.recv() => match request {
                     Some((request, reply)) => {
-                        let _ = reply.send(self.on_request(request).await);
+                        let outcome = self.on_request(request).await;
+                        // The reply's caller reads the status next: make it current first.
+                        self.publish();
+                        let _ = reply.send(outcome);
                     }
                     None => break,
                 },
@@ -146,7 +149,8 @@ impl Task {
                 self.manual = Some(duration.map(|d| now + d));
             }
             Request::Stop => {
-                self.stopped = true;
+                // Pauses continuous recording; an events device keeps its pre-roll armed.
+                self.stopped = self.mode == RecordMode::Continuous;
                 self.manual = None;
                 self.clip_until = None;
                 self.close_segment();
