@@ -61,7 +61,9 @@ fuzz:
 ## viewers (bench-viewers), the VP8 fallback's cost (bench-codecs), the same stamped source
 ## through Janus and aiortc (bench-peers), gateway scale with 1k/10k simulated devices
 ## (bench-gateway), mouth-to-speaker latency of talkback beside a Chromium ↔ Chromium loopback
-## and the device's CPU while someone talks (bench-talk), then docs/bench/*.png.
+## and the device's CPU while someone talks (bench-talk), data-channel file transfer beside a
+## Chromium ↔ Chromium channel and the device's CPU while recording (bench-files), then
+## docs/bench/*.png.
 ## Results: target/bench/*.json and the tables printed on the way. About 15 minutes.
 bench:
 	scripts/setup-system.sh bench
@@ -70,6 +72,7 @@ bench:
 	FERROCAM_BIN_DIR=target/release target/release/bench-viewers
 	FERROCAM_BIN_DIR=target/release target/release/bench-codecs
 	FERROCAM_BIN_DIR=target/release target/release/bench-talk
+	FERROCAM_BIN_DIR=target/release target/release/bench-files
 	target/release/bench-peers
 	$(MAKE) --no-print-directory bench-gateway-runs
 	target/bench/venv/bin/pip install --quiet matplotlib==3.9.2

@@ -159,7 +159,8 @@ impl Gpio for CdevGpio {
 
 /// A GPIO chip that exists only in memory, for boards without one (and tests). Same allow-list
 /// rules as the real one. With a state file, every change is written there as JSON
-/// (`{"lamp":true}`), so a test can watch the "pins" from outside the process.
+/// (`{"lamp":true}`), so a test can watch the "pins" from outside the process, and inputs are
+/// read from it: writing `{"door":true}` there is a sensor's edge.
 pub struct FakeGpio {
     lines: Vec<LineConfig>,
     values: Mutex<BTreeMap<String, bool>>,
@@ -176,6 +177,13 @@ impl FakeGpio {
         };
         fake.persist(&fake.values.lock().expect("gpio lock"));
         fake
+    }
+
+    /// An input's level as the state file says (a file half written reads as nothing).
+    fn outside_level(&self, name: &str) -> Option<bool> {
+        let text = std::fs::read(self.state_file.as_ref()?).ok()?;
+        let levels: BTreeMap<String, bool> = serde_json::from_slice(&text).ok()?;
+        levels.get(name).copied()
     }
 
     fn persist(&self, values: &BTreeMap<String, bool>) {
@@ -199,12 +207,12 @@ impl Gpio for FakeGpio {
     }
 
     fn get(&self, name: &str) -> Result<bool, ControlError> {
-        self.values
-            .lock()
-            .expect("gpio lock")
-            .get(name)
-            .copied()
-            .ok_or_else(|| not_found(name))
+        let mut values = self.values.lock().expect("gpio lock");
+        let is_input = self.lines.iter().any(|c| c.name == name && !c.output);
+        if is_input && let Some(level) = self.outside_level(name) {
+            values.insert(name.to_owned(), level);
+        }
+        values.get(name).copied().ok_or_else(|| not_found(name))
     }
 
     fn set(&self, name: &str, value: bool) -> Result<(), ControlError> {
@@ -285,6 +293,10 @@ mod tests {
             ControlErrorCode::NotFound
         );
         assert_eq!(gpio.lines().len(), 2);
+        // An input follows the state file, as a sensor would; an output does not.
+        std::fs::write(&dir, r#"{"door":true,"lamp":false}"#).unwrap();
+        assert!(gpio.get("door").unwrap());
+        assert!(gpio.get("lamp").unwrap());
         let _ = std::fs::remove_file(dir);
     }
 

@@ -9,6 +9,10 @@ use serde_json::json;
 use super::common::{began_ms, command, now_ms, options, play, wait_for};
 
 pub async fn clips_and_commands() -> anyhow::Result<()> {
+    // A door contact on a (fake) GPIO input: the test writes its level into the state file.
+    let pins =
+        std::env::temp_dir().join(format!("ferrocam-clips-gpio-{}.json", std::process::id()));
+    let pins_arg = pins.to_string_lossy().into_owned();
     let stack = Stack::start(options(
         "recording_clips",
         &[
@@ -20,6 +24,12 @@ pub async fn clips_and_commands() -> anyhow::Result<()> {
             "2",
             "--keyframe-interval",
             "30",
+            "--gpio-line",
+            "name=door,chip=gpiochip0,line=27,direction=input",
+            "--gpio-fake",
+            &pins_arg,
+            "--record-trigger",
+            "door",
         ],
     ))
     .await?;
@@ -98,5 +108,32 @@ pub async fn clips_and_commands() -> anyhow::Result<()> {
             "{file:?}: {played:?}"
         );
     }
+
+    // The door opens: a clip with its pre-roll, as from record.clip.
+    wait_for(&stack, "the pre-roll again", |s| {
+        s["preroll_held_ms"].as_u64() >= Some(3000)
+    })
+    .await?;
+    let opened = now_ms();
+    std::fs::write(&pins, br#"{"door":true}"#)?;
+    wait_for(&stack, "the door's clip to be filed", |s| {
+        s["recording"] == false && s["segments"] == 4
+    })
+    .await?;
+    let _ = std::fs::remove_file(&pins);
+    let clip = segment_files(&dir)
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no clip in {dir:?}"))?;
+    let played = play(&clip).await?;
+    let before = opened as i64 - began_ms(&clip.to_string_lossy())? as i64;
+    eprintln!(
+        "door clip: begins {before} ms before the edge, plays {} ms",
+        played.duration.as_millis()
+    );
+    anyhow::ensure!(
+        (2900..=4700).contains(&before),
+        "begins {before} ms before the edge"
+    );
+    anyhow::ensure!(played.duration >= Duration::from_millis(4900), "{played:?}");
     Ok(())
 }
