@@ -21,7 +21,7 @@ build:
 	$(CARGO) build --workspace --locked
 
 release:
-	$(CARGO) build --release --locked -p ferrocam-gateway -p ferrocam-device
+	$(CARGO) build --release --locked -p ferrocam-gateway -p ferrocam-device -p ferrocam-client
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -229,7 +229,8 @@ impl Speaker {
             .name("speaker-bus".into())
             .spawn({
                 let speaker = self.me.clone();
-                move || watch_bus(&bus, &stop, &speaker)
+                let pipeline = output.pipeline.downgrade();
+                move || watch_bus(&bus, &stop, &speaker, &pipeline)
             })?;
         let running = Running { output, stop_bus };
         running
@@ -395,13 +396,28 @@ fn connect(output: &Output, branch: &gst::Bin) -> anyhow::Result<gst::Pad> {
     if linked.is_err() {
         let _ = branch.set_state(gst::State::Null);
         let _ = output.pipeline.remove(branch);
+    } else if output.pipeline.recalculate_latency().is_err() {
+        // A branch added to a running pipeline brings latency (its jitter buffer, its
+        // decoder) that the sink does not know of until the pipeline's latency is worked out
+        // again: without this the first talker was played up to 30 ms early, depending on
+        // whether it joined before or after the pipeline had settled its latency.
+        tracing::debug!("the speaker's latency could not be worked out again");
     }
     linked
 }
 
 /// Logs what the pipeline reports until it stops. A talker's decoder failing on garbage is
-/// that talker's problem (its branch goes quiet); the speaker plays on.
-fn watch_bus(bus: &gst::Bus, stop: &AtomicBool, speaker: &Weak<Speaker>) {
+/// that talker's problem (its branch goes quiet); the speaker plays on. When an element's
+/// latency changes (a talker's jitter buffer joining the pipeline after it started), the
+/// pipeline's latency is worked out again, as an application must: without it the sink keeps
+/// the latency of the moment it started and plays the talkers early, ahead of what their
+/// jitter buffers and the timing log assume.
+fn watch_bus(
+    bus: &gst::Bus,
+    stop: &AtomicBool,
+    speaker: &Weak<Speaker>,
+    pipeline: &gst::glib::WeakRef<gst::Pipeline>,
+) {
     while !stop.load(Ordering::Relaxed) {
         let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
             continue;
@@ -413,6 +429,13 @@ fn watch_bus(bus: &gst::Bus, stop: &AtomicBool, speaker: &Weak<Speaker>) {
             }
             gst::MessageView::Warning(warning) => {
                 tracing::debug!(error = %warning.error(), "speaker warning");
+            }
+            gst::MessageView::Latency(_) => {
+                if let Some(pipeline) = pipeline.upgrade()
+                    && pipeline.recalculate_latency().is_err()
+                {
+                    tracing::debug!("the speaker's latency could not be worked out again");
+                }
             }
             gst::MessageView::Element(element) => {
                 let rms = element.structure().and_then(talker::level_rms);

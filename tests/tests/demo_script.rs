@@ -11,8 +11,8 @@ use ferrocam_tests::process::{free_port, workspace_root};
 async fn demo_prints_the_url_serves_the_device_and_stops_cleanly_on_ctrl_c() -> anyhow::Result<()> {
     let root = workspace_root();
     let http = format!("127.0.0.1:{}", free_port());
-    let mut demo = Command::new("bash")
-        .arg(root.join("scripts/demo.sh"))
+    let mut demo = Command::new("bash");
+    demo.arg(root.join("scripts/demo.sh"))
         .env("FERROCAM_BIN_DIR", root.join("target/debug"))
         .env("FERROCAM_HTTP", &http)
         .env("FERROCAM_MQTT_LISTEN", format!("127.0.0.1:{}", free_port()))
@@ -23,8 +23,18 @@ async fn demo_prints_the_url_serves_the_device_and_stops_cleanly_on_ctrl_c() -> 
             root.join("target/e2e-logs/demo_script"),
         )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+        .stderr(Stdio::null());
+    // Ctrl-C must reach the script however this test was started: a shell that runs a job in
+    // the background without job control starts it with SIGINT ignored, and a signal ignored at
+    // entry cannot be trapped (the script's `trap stop INT` would never run).
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut demo, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut demo = demo.spawn()?;
     // Should the test fail midway, Ctrl-C the demo anyway: its gateway and device must not
     // outlive the test (they would hold ports, and whatever the test process held).
     let _stop_on_failure = Interrupt(demo.id());

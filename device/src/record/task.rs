@@ -49,6 +49,8 @@ pub(super) struct Task {
     video: Option<VideoFeed>,
     audio: Option<broadcast::Receiver<AudioUnit>>,
     last_sound: Option<Instant>,
+    /// When the feeds were opened (the camera lease taken).
+    feeds_since: Option<Instant>,
     preroll: Preroll,
     open: Option<OpenSegment>,
     /// `record.stop` paused continuous recording.
@@ -92,6 +94,7 @@ impl Task {
             video: None,
             audio: None,
             last_sound: None,
+            feeds_since: None,
             preroll: Preroll::new(preroll, PREROLL_BYTES),
             open: None,
             stopped: false,
@@ -237,6 +240,8 @@ impl Task {
             }
         }
         self.audio = self.media.audio_feed();
+        self.last_sound = None;
+        self.feeds_since = Some(now);
         self.lease = Some(lease);
     }
 
@@ -282,11 +287,16 @@ impl Task {
         }
     }
 
+    /// Whether segments should have a sound track: sound arrived lately, or the microphone
+    /// was just started and its first packets are on their way (so a recording begun on an
+    /// idle camera has its sound from the start rather than a silent first segment).
     fn sound_flowing(&self, now: Instant) -> bool {
+        let recent = |t: Instant| now.saturating_duration_since(t) < SOUND_GAP;
         self.audio.is_some()
-            && self
-                .last_sound
-                .is_some_and(|t| now.saturating_duration_since(t) < SOUND_GAP)
+            && match self.last_sound {
+                Some(t) => recent(t),
+                None => self.feeds_since.is_some_and(recent),
+            }
     }
 
     /// Opens a segment with `units` (a keyframe first; the pre-roll when there is one).

@@ -171,17 +171,21 @@ impl Output {
     }
 }
 
-/// For a file sink: logs when the first sound written to the file plays, on the wall clock
-/// (Unix µs), and the file's length before it; each later sample plays 1/48,000 s after the
-/// one before. What `tests/` use to measure mouth-to-speaker latency against the browser's
-/// clock. The sink writes a buffer at its running time plus the pipeline's latency (as an
-/// audio sink plays it), so that is what is computed; the latency is read a moment after the
-/// first buffer, once the pipeline has settled it.
+/// For a file sink: logs when one sample written to the file plays, on the wall clock (Unix
+/// µs), and where in the file it is; each later sample plays 1/48,000 s after the one before.
+/// What `tests/` use to measure mouth-to-speaker latency against the browser's clock. The sink
+/// writes a buffer at its running time plus the pipeline's latency (as an audio sink plays it),
+/// so that is what is computed.
+///
+/// The sample is the first of the buffer that starts [`TIMING_ANCHOR`] into the run, not the
+/// run's very first: the first talker joins a pipeline already playing, and until its latency
+/// is worked out again (see `speaker.rs`) the first few buffers play early, so the file's
+/// first samples do not keep 1/48,000 s to the sample with the rest (measured: up to 30 ms).
 pub fn log_timing(output: &Output) {
     let Some(pad) = output.sink.static_pad("sink") else {
         return;
     };
-    let Some(offset) = output
+    let Some(start) = output
         .sink
         .find_property("location")
         .and_then(|_| output.sink.property::<Option<String>>("location"))
@@ -191,11 +195,16 @@ pub fn log_timing(output: &Output) {
     };
     let timing = Arc::clone(&output.timing);
     let pipeline = output.pipeline.downgrade();
+    // Bytes that reached the sink so far (the probe runs on the streaming thread, in order).
+    let written = std::sync::atomic::AtomicU64::new(0);
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let (Some(pts), Some(segment)) = (
-            info.buffer().and_then(|b| b.pts()),
-            pad.sticky_event::<gst::event::Segment>(0),
-        ) else {
+        let Some(buffer) = info.buffer() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let offset =
+            start + written.fetch_add(buffer.size() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (Some(pts), Some(segment)) = (buffer.pts(), pad.sticky_event::<gst::event::Segment>(0))
+        else {
             return gst::PadProbeReturn::Ok;
         };
         let Some(running) = segment
@@ -205,36 +214,51 @@ pub fn log_timing(output: &Output) {
         else {
             return gst::PadProbeReturn::Remove;
         };
+        if running < gst::ClockTime::from_nseconds(TIMING_ANCHOR.as_nanos() as u64) {
+            return gst::PadProbeReturn::Ok;
+        }
         let (pipeline, timing) = (pipeline.clone(), Arc::clone(&timing));
-        std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            let Some(pipeline) = pipeline.upgrade() else {
-                return;
-            };
-            let (Some(clock), Some(base)) = (pipeline.clock(), pipeline.base_time()) else {
-                return;
-            };
-            let mut query = gst::query::Latency::new();
-            let latency = if pipeline.query(&mut query) {
-                query.result().1
-            } else {
-                gst::ClockTime::ZERO
-            };
-            let plays_at = (base + running + latency).nseconds() as i128;
-            let now_us = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i128);
-            let first_us = (now_us + (plays_at - clock.time().nseconds() as i128) / 1000) as i64;
-            tracing::info!(
-                first_sample_unix_us = first_us,
-                file_offset_bytes = offset,
-                latency_ms = latency.mseconds(),
-                "speaker timing"
-            );
-            let _ = timing.set((first_us, offset));
-        });
+        std::thread::spawn(move || log_anchor(pipeline, timing, running, offset));
         gst::PadProbeReturn::Remove
     });
+}
+
+/// How far into a run the timing is anchored (see [`log_timing`]).
+const TIMING_ANCHOR: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Works out when the sample at `offset` (running time `running`) plays, once the pipeline's
+/// latency has settled, and logs it.
+fn log_anchor(
+    pipeline: gst::glib::WeakRef<gst::Pipeline>,
+    timing: Arc<OnceLock<(i64, u64)>>,
+    running: gst::ClockTime,
+    offset: u64,
+) {
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let Some(pipeline) = pipeline.upgrade() else {
+        return;
+    };
+    let (Some(clock), Some(base)) = (pipeline.clock(), pipeline.base_time()) else {
+        return;
+    };
+    let mut query = gst::query::Latency::new();
+    let latency = if pipeline.query(&mut query) {
+        query.result().1
+    } else {
+        gst::ClockTime::ZERO
+    };
+    let plays_at = (base + running + latency).nseconds() as i128;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i128);
+    let first_us = (now_us + (plays_at - clock.time().nseconds() as i128) / 1000) as i64;
+    tracing::info!(
+        first_sample_unix_us = first_us,
+        file_offset_bytes = offset,
+        latency_ms = latency.mseconds(),
+        "speaker timing"
+    );
+    let _ = timing.set((first_us, offset));
 }
 
 #[cfg(test)]
