@@ -30,7 +30,7 @@ mod segment;
 mod store;
 mod task;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod trigger;
 mod writer;
 

@@ -220,6 +220,27 @@ impl Browser {
             .with_context(|| format!("running async script: {body}"))
     }
 
+    /// Starts `script` (the body of an async function) in the page as `window.__job` and waits
+    /// up to `limit` for its value, polling: unlike [`Self::js_async`], it is not bound by the
+    /// WebDriver script timeout (a 50 MB transfer takes longer than that on a slow machine).
+    pub async fn job(&self, name: &str, limit: Duration, script: &str) -> anyhow::Result<Value> {
+        self.js(&format!(
+            "window.__job = {{ done: false }};
+             (async () => {{ {script} }})().then(
+               (value) => {{ window.__job = {{ done: true, value }}; }},
+               (error) => {{ window.__job = {{ done: true, error: String(error && error.message || error) }}; }});
+             return true;"
+        ))
+        .await?;
+        let job = crate::eventually(name, limit, || async {
+            let job = self.js("return window.__job;").await?;
+            Ok((job["done"] == true).then_some(job))
+        })
+        .await?;
+        anyhow::ensure!(job["error"].is_null(), "{name}: {}", job["error"]);
+        Ok(job["value"].clone())
+    }
+
     /// Opens `base` (a gateway's root URL), which redirects to its login page, logs in as
     /// `user` and waits for the viewer to load.
     pub async fn login(&self, base: &str, user: &str, password: &str) -> anyhow::Result<()> {

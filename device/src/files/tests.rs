@@ -9,20 +9,8 @@ use ferrocam_protocol::record::{FileId, FileKind};
 
 use super::Library;
 use crate::media::Jpeg;
+use crate::record::tests::scratch;
 use crate::record::{SegmentInfo, Store};
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "ferrocam-files-{name}-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn no_probe(_: &std::path::Path) -> anyhow::Result<crate::record::probe::Probed> {
     anyhow::bail!("not needed")

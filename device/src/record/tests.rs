@@ -72,7 +72,8 @@ fn pull<T>(description: &str, make: impl Fn(u32, &gst::BufferRef, bytes::Bytes) 
     out
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A new, empty directory under the system's temporary one (the files tests use it too).
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "ferrocam-record-{name}-{}-{}",
         std::process::id(),
@@ -246,14 +247,4 @@ fn a_file_cut_in_the_middle_of_a_box_reads_up_to_the_cut() {
         }
     }
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-#[test]
-#[ignore]
-fn probe_a_file() {
-    gst::init().unwrap();
-    let path = std::env::var("PROBE").unwrap();
-    let started = Instant::now();
-    let probed = probe(std::path::Path::new(&path));
-    eprintln!("{probed:?} in {:?}", started.elapsed());
 }

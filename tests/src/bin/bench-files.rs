@@ -63,22 +63,7 @@ const ANCHOR: &str = r#"
 
 /// Runs `script` (an async function body) in the page and waits for its value.
 async fn run(browser: &Browser, name: &str, script: &str) -> anyhow::Result<Value> {
-    browser
-        .js(&format!(
-            "window.__job = {{ done: false }};
-             (async () => {{ {script} }})().then(
-               (value) => {{ window.__job = {{ done: true, value }}; }},
-               (error) => {{ window.__job = {{ done: true, error: String(error && error.message || error) }}; }});
-             return true;"
-        ))
-        .await?;
-    let job = eventually(name, Duration::from_secs(300), || async {
-        let job = browser.js("return window.__job;").await?;
-        Ok((job["done"] == true).then_some(job))
-    })
-    .await?;
-    anyhow::ensure!(job["error"].is_null(), "{name}: {}", job["error"]);
-    Ok(job["value"].clone())
+    browser.job(name, Duration::from_secs(300), script).await
 }
 
 /// The device's CPU, % of one core, over [`CPU_SAMPLE`].
