@@ -18,7 +18,7 @@
 //!
 //! What a user can rely on:
 //! - a segment always begins with a keyframe and ends just before one, so each plays alone;
-//! - a segment cut off by a crash or power loss plays up to its last one-second fragment, and
+//! - a segment cut off by a crash or power loss plays up to its last half-second fragment, and
 //!   is recovered (renamed, measured) when the device starts again;
 //! - the oldest segments go when the budget (`--record-budget-mb`) or age limit is reached;
 //! - recording pauses before the filesystem fills (`--record-min-free-mb`), says why in

@@ -10,6 +10,7 @@ pub mod audio;
 pub mod blip;
 pub mod browser;
 pub mod creds;
+pub mod files_page;
 pub mod gateway_bench;
 pub mod mosquitto;
 pub mod mqtt;

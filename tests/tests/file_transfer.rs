@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use ferrocam_tests::files_page::{files_channel_open, upload_random};
 use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
 use serde_json::Value;
 
@@ -31,13 +32,7 @@ async fn watching(stack: &Stack) -> anyhow::Result<Browser> {
     let browser = Browser::start(&stack.log_dir).await?;
     stack.open_viewer(&browser, 0).await?;
     browser.click_device(&stack.device_id).await?;
-    let opened = eventually("the files channel", WAIT, || async {
-        let open = browser
-            .js("return Boolean(window.FerrocamFiles && FerrocamFiles.state.client);")
-            .await?;
-        Ok((open == true).then_some(()))
-    })
-    .await;
+    let opened = files_channel_open(&browser).await;
     if let Err(e) = opened {
         let page = browser
             .js("return { errors: ferrocam.pageErrors, control: Boolean(ferrocam.control),
@@ -85,18 +80,7 @@ async fn chromium_moves_50_mb_over_the_data_channel_while_video_and_control_carr
     let browser = watching(&stack).await?;
 
     // Up: 50 MB of random bytes, checked by the device.
-    let uploaded = run(
-        &browser,
-        "the upload",
-        &format!(
-            "const data = new Uint8Array({SIZE});
-             for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
-             const started = performance.now();
-             const put = await FerrocamFiles.state.client.put('fifty.bin', data);
-             return {{ ...put, ms: performance.now() - started }};"
-        ),
-    )
-    .await?;
+    let uploaded = upload_random(&browser, "fifty.bin", SIZE).await?;
     let file = uploaded["file"].as_str().unwrap_or_default().to_owned();
     let sha256 = uploaded["sha256"].as_str().unwrap_or_default().to_owned();
     let kept = stack

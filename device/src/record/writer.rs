@@ -3,8 +3,9 @@
 //!
 //! Fragmented, because a file that is cut off (power lost, `kill -9`) must still play: an
 //! ordinary MP4 keeps its index (`moov`) at the end, written last, so a cut file has none and
-//! plays not at all. Here the header comes first and every second of media is a self-contained
-//! fragment (`moof` + `mdat`), so a cut file plays up to its last complete fragment.
+//! plays not at all. Here the header comes first and every half second of media is a
+//! self-contained fragment (`moof` + `mdat`), so a cut file plays up to its last complete
+//! fragment.
 //!
 //! Nothing here re-encodes: the access units are the very ones viewers get.
 //!
@@ -21,9 +22,10 @@ use gstreamer_app as gst_app;
 
 use crate::media::{AccessUnit, AudioUnit};
 
-/// Media in one fragment. A cut file loses at most this much (plus what the OS had not yet
-/// written to disk, see `fsync` in the recorder).
-pub const FRAGMENT: Duration = Duration::from_secs(1);
+/// Media in one fragment: about what a cut file loses (plus what the OS had not yet written to
+/// disk, see `fsync` in the recorder). Half a second rather than a second: with one-second
+/// fragments a cut two seconds into a segment once kept 0.8 s of video and no sound.
+pub const FRAGMENT: Duration = Duration::from_millis(500);
 
 /// Most bytes waiting in either app source: a muxer that stops taking data (a full disk) makes
 /// the writer drop the oldest rather than grow.

@@ -15,8 +15,9 @@
 
 use std::time::{Duration, Instant};
 
+use ferrocam_tests::files_page::{files_channel_open, upload_random};
 use ferrocam_tests::process::{cpu_seconds, workspace_root};
-use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
+use ferrocam_tests::{Browser, Stack, StackOptions};
 use serde_json::{Value, json};
 
 const SIZE: usize = 50 * 1024 * 1024;
@@ -96,26 +97,9 @@ async fn main() -> anyhow::Result<()> {
     browser.before_every_page(ANCHOR).await?;
     browser.client.refresh().await?;
     browser.click_device(&stack.device_id).await?;
-    eventually("the files channel", Duration::from_secs(30), || async {
-        let open = browser
-            .js("return Boolean(window.FerrocamFiles && FerrocamFiles.state.client);")
-            .await?;
-        Ok((open == true).then_some(()))
-    })
-    .await?;
+    files_channel_open(&browser).await?;
 
-    let upload = run(
-        &browser,
-        "the upload",
-        &format!(
-            "const data = new Uint8Array({SIZE});
-             for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
-             const started = performance.now();
-             const put = await FerrocamFiles.state.client.put('bench.bin', data);
-             return {{ ...put, ms: performance.now() - started }};"
-        ),
-    )
-    .await?;
+    let upload = upload_random(&browser, "bench.bin", SIZE).await?;
     let file = upload["file"].as_str().unwrap_or_default().to_owned();
     let (mut down, mut anchor) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
