@@ -213,6 +213,13 @@ impl Relay {
             return;
         }
         let mut state = self.lock();
+        // A device announces itself twice (a plain copy and the retained one): the same
+        // status again changes nothing.
+        if !state.unconfirmed.contains(&status.device)
+            && state.devices.get(&status.device) == Some(&status)
+        {
+            return;
+        }
         let newer = state.unconfirmed.remove(&status.device)
             || state
                 .devices

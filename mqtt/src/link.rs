@@ -49,7 +49,8 @@ pub enum Step {
     /// Subscribe to a topic filter (QoS 0: retained messages arrive at any QoS, and on NATS a
     /// QoS 1 subscription needs a JetStream consumer, which a re-electing cluster cannot make).
     Subscribe(String),
-    /// Publish the [`Presence`]'s birth message (retained, QoS 1).
+    /// Publish the [`Presence`]'s birth message: a plain copy for whoever listens now, then the
+    /// retained one for whoever subscribes later (both QoS 0; see [`Shared::queue_birth`]).
     Birth,
 }
 
@@ -108,6 +109,9 @@ struct Shared {
     /// A re-subscription after a refused SUBACK is scheduled (one at a time, however many
     /// filters were refused).
     resubscribing: AtomicBool,
+    /// The connection whose plain copy of the birth is queued: one per connection, however
+    /// often the retained birth is tried again (a full queue, a settle, a repair).
+    announced: AtomicU64,
 }
 
 impl Shared {
@@ -123,9 +127,25 @@ impl Shared {
         if self.stopping.load(Ordering::Relaxed) {
             return true;
         }
-        let birth = self.sealed(presence.birth(self.connection.load(Ordering::Relaxed)));
+        let connection = self.connection.load(Ordering::Relaxed);
+        let birth = self.sealed(presence.birth(connection));
+        // The plain copy first. A broker may store a retained message before it delivers it,
+        // and read nothing more from the connection meanwhile: NATS writes it to a replicated
+        // JetStream stream, which took 0.7 s now and then on a loaded three-node cluster, while
+        // a plain message is passed on at once. Subscribers take the same status twice as one.
+        // QoS 0 for both: NATS writes every QoS 1 publish to a second stream (for QoS 1
+        // subscribers, which ferrocam never makes), another wait before the device's answers
+        // get through; and a clean session resends nothing, so QoS 1 would buy nothing.
+        if self.announced.load(Ordering::Relaxed) != connection {
+            let plain =
+                client.try_publish(&birth.topic, QoS::AtMostOnce, false, birth.payload.clone());
+            if plain.is_err() {
+                return false;
+            }
+            self.announced.store(connection, Ordering::Relaxed);
+        }
         client
-            .try_publish(birth.topic, QoS::AtLeastOnce, true, birth.payload)
+            .try_publish(birth.topic, QoS::AtMostOnce, true, birth.payload)
             .is_ok()
     }
 
@@ -184,6 +204,7 @@ impl Link {
             connected: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             resubscribing: AtomicBool::new(false),
+            announced: AtomicU64::new(0),
         });
         let mut first = nodes.first();
         if let Some(will) = shared.will(1) {

@@ -1,10 +1,11 @@
 //! Credentials of a test deployment, made by the real `ferrocam-gateway init` so the tests use
 //! what users get: an auth file with one user and one API token, and the grant key pair.
 //!
-//! The HTTP helpers ([`crate::whep::http`], [`crate::WhepPlayer`]) send the current stack's API
-//! token unless a request sets its own `Authorization`; tests about authentication set it (or
-//! [`NO_AUTH`]) explicitly.
+//! The HTTP helpers ([`crate::whep::http`], [`crate::WhepPlayer`]) send the API token of the
+//! stack the request goes to, unless a request sets its own `Authorization`; tests about
+//! authentication set it (or [`NO_AUTH`]) explicitly.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -171,20 +172,55 @@ impl Credentials {
     }
 }
 
-static DEFAULT_TOKEN: Mutex<Option<String>> = Mutex::new(None);
+/// The token sent to each gateway, by its `host:port`, and the one sent anywhere else.
+///
+/// Keyed by address because the tests of one binary run in parallel, each with its own stack
+/// and its own credentials: a single process-wide token would go to whichever stack was made
+/// last, and another test's requests would be refused.
+static TOKENS: Mutex<Option<Tokens>> = Mutex::new(None);
 
-/// Makes `token` the one the HTTP helpers send by default.
-pub fn set_default_token(token: &str) {
-    *DEFAULT_TOKEN.lock().expect("token lock") = Some(token.to_owned());
+#[derive(Default)]
+struct Tokens {
+    by_address: HashMap<String, String>,
+    fallback: Option<String>,
 }
 
-/// `Bearer <token>` of the current stack, if any.
-pub fn default_bearer() -> Option<String> {
-    DEFAULT_TOKEN
+fn with_tokens<T>(f: impl FnOnce(&mut Tokens) -> T) -> T {
+    f(TOKENS
         .lock()
         .expect("token lock")
-        .as_ref()
-        .map(|t| format!("Bearer {t}"))
+        .get_or_insert_with(Tokens::default))
+}
+
+/// `host:port` of an `http://…` URL (empty when it has none).
+fn address_of(url: &str) -> String {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Makes `token` the one the HTTP helpers send to the server at `url` (any path on it).
+pub fn set_token_for(url: &str, token: &str) {
+    with_tokens(|t| t.by_address.insert(address_of(url), token.to_owned()));
+}
+
+/// Makes `token` the one the HTTP helpers send to servers with no token of their own (a
+/// proxy in front of a gateway, a gateway a test started by hand).
+pub fn set_default_token(token: &str) {
+    with_tokens(|t| t.fallback = Some(token.to_owned()));
+}
+
+/// `Bearer <token>` for a request to `url`, if any token applies.
+pub fn bearer_for(url: &str) -> Option<String> {
+    with_tokens(|t| {
+        t.by_address
+            .get(&address_of(url))
+            .or(t.fallback.as_ref())
+            .map(|token| format!("Bearer {token}"))
+    })
 }
 
 impl Credentials {

@@ -203,6 +203,7 @@ impl Stack {
             let http_port = free_port();
             let process = stack.spawn_gateway(i, http_port)?;
             stack.gateways.push(Gateway { http_port, process });
+            crate::creds::set_token_for(&stack.gateway_url(i, ""), &stack.creds.token);
         }
         stack.start_device()?;
         if let Err(e) = stack.wait_online(true).await {

@@ -207,6 +207,8 @@ async fn shutdown_flushes_everything_queued_then_says_goodbye() {
         .unwrap();
     let (publisher, mut link) = link(port, 64);
     assert_eq!(up(&mut link).await, 1);
+    // A subscriber already listening gets the birth twice: the plain copy, then the retained.
+    expect(&mut observer, "up 1").await;
     expect(&mut observer, "up 1").await;
 
     // Queued back to back, then shut down at once: the flush must deliver all of them

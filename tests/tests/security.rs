@@ -51,7 +51,6 @@ async fn the_device_opens_sessions_only_for_valid_unused_grants() -> anyhow::Res
     };
     // Someone else's gateway key: a leaked broker password is all such an attacker has.
     let stranger = Credentials::create(&stack.log_dir.join("stranger"))?;
-    ferrocam_tests::creds::set_default_token(&stack.creds.token);
 
     let creds = &stack.creds;
     let cases: Vec<(u8, Option<String>)> = vec![
@@ -358,12 +357,12 @@ async fn tokens_are_scoped_to_devices_and_roles_and_revocable() -> anyhow::Resul
     assert_eq!(one.status, 404);
     // In the words an unknown device gets.
     assert!(one.body.contains("\"unknown_device\""), "{}", one.body);
-    ferrocam_tests::creds::set_default_token(&elsewhere);
+    ferrocam_tests::creds::set_token_for(&stack.url(""), &elsewhere);
     let refused = WhepPlayer::try_post(&stack.url("whep/demo")).await?;
     assert_eq!(refused.err().map(|r| r.status), Some(404));
 
     // The view token watches but cannot change anything.
-    ferrocam_tests::creds::set_default_token(&viewer);
+    ferrocam_tests::creds::set_token_for(&stack.url(""), &viewer);
     let player = WhepPlayer::connect(&stack.url("whep/demo")).await?;
     player.wait_frames(5, Duration::from_secs(15)).await?;
     player.close().await;
@@ -395,7 +394,7 @@ async fn tokens_are_scoped_to_devices_and_roles_and_revocable() -> anyhow::Resul
     reload(&mut stack)?;
     let revoked = http("GET", stack.url("api/devices"), vec![], None).await?;
     assert_eq!(revoked.status, 401);
-    ferrocam_tests::creds::set_default_token(&stack.creds.token);
+    ferrocam_tests::creds::set_token_for(&stack.url(""), &stack.creds.token);
     Ok(())
 }
 

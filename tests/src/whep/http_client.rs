@@ -42,7 +42,7 @@ pub async fn http(
     if !headers
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        && let Some(bearer) = crate::creds::default_bearer()
+        && let Some(bearer) = crate::creds::bearer_for(&url)
     {
         headers.push(("authorization", bearer));
     }

@@ -102,6 +102,10 @@ impl Fleet {
                 &cluster.broker_list(GATEWAY_HOME[i]),
             )?;
             let process = Process::spawn(&format!("gateway-{instance}"), cmd, &log_dir)?;
+            ferrocam_tests::creds::set_token_for(
+                &format!("http://127.0.0.1:{http_port}"),
+                &creds.token,
+            );
             gateways.push(Gateway {
                 http_port,
                 process: Some(process),
