@@ -2,10 +2,13 @@
 //!
 //! Each connected viewer's peer connection estimates its own path (`rtc::bandwidth`). A session
 //! registers that estimate here while it streams; a task reads every estimate a few times a
-//! second, lets the [`Governor`] of each codec pick a rate, and hands it to the media engine,
-//! which runs the encoder at the lower of that and the plan (`video.set`'s bitrate is the
-//! ceiling). So a viewer on a 500 kbit/s uplink gets a picture instead of a queue that never
-//! drains, and the picture comes back to full quality when the path widens.
+//! second, seats each H.264 viewer on the full stream or, if its path is far narrower than the
+//! others', on the low one ([`placement`]), lets the [`Governor`] of each stream pick a rate
+//! from its viewers' estimates, and hands it to the media engine, which runs that stream's
+//! encoder at the lower of this and the plan (`video.set`'s bitrate is the ceiling). So a viewer
+//! on a 500 kbit/s uplink gets a picture instead of a queue that never drains, the picture comes
+//! back to full quality when the path widens, and one narrow viewer does not drag the others
+//! down.
 //!
 //! The media engine knows nothing of peers and the rtc module nothing of encoders; this joins
 //! the two, the way `presence` joins media and the broker.
@@ -14,14 +17,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use ferrocam_protocol::control::ViewerLink;
+use ferrocam_protocol::control::{Rendition, ViewerLink};
+use tokio::sync::watch;
 
-use crate::media::{MediaEngine, VideoCodec};
+use crate::media::{MediaEngine, Stream, VideoCodec};
 use crate::rtc::LinkEstimate;
 
 mod governor;
+mod placement;
 
 pub use governor::{Governor, Limits};
+use placement::Seat;
 
 /// How often the encoders are brought in line with the estimates: often, because every moment
 /// the encoder runs above a path that just narrowed is lost packets.
@@ -37,7 +43,15 @@ pub struct LinkAdaptation {
 #[derive(Default)]
 struct Viewers {
     next: u64,
-    by_id: HashMap<u64, (VideoCodec, LinkEstimate)>,
+    by_id: HashMap<u64, Viewer>,
+}
+
+/// One streaming viewer: its codec, its path's estimate, and the stream it is told to watch.
+struct Viewer {
+    codec: VideoCodec,
+    estimate: LinkEstimate,
+    seat: Seat,
+    told: watch::Sender<Stream>,
 }
 
 impl LinkAdaptation {
@@ -52,39 +66,98 @@ impl LinkAdaptation {
         adaptation
     }
 
-    /// Counts `estimate` for `codec`'s encoder until the returned guard is dropped.
+    /// Counts `estimate` for the encoders of `codec` until the returned guard is dropped. The
+    /// guard says which stream of the codec the viewer should watch.
     pub fn watch(self: &Arc<Self>, codec: VideoCodec, estimate: LinkEstimate) -> Watching {
+        let stream = Stream::main(codec);
+        let (told, stream_rx) = watch::channel(stream);
         let mut viewers = self.viewers();
         viewers.next += 1;
         let id = viewers.next;
-        viewers.by_id.insert(id, (codec, estimate));
+        viewers.by_id.insert(
+            id,
+            Viewer {
+                codec,
+                estimate,
+                seat: Seat::new(stream, Instant::now()),
+                told,
+            },
+        );
         Watching {
             adaptation: Arc::downgrade(self),
             id,
+            stream: stream_rx,
         }
     }
 
-    /// Each viewer's codec and estimate, for status.
+    /// Each viewer's codec, rendition and estimate, for status.
     pub fn links(&self) -> Vec<ViewerLink> {
         let mut links: Vec<_> = self
             .viewers()
             .by_id
             .values()
-            .map(|(codec, estimate)| ViewerLink {
-                codec: *codec,
-                estimate_kbps: estimate.bits_per_second().map(|bps| (bps / 1000.0) as u32),
+            .map(|viewer| ViewerLink {
+                codec: viewer.codec,
+                estimate_kbps: viewer
+                    .estimate
+                    .bits_per_second()
+                    .map(|bps| (bps / 1000.0) as u32),
+                rendition: match viewer.seat.stream {
+                    Stream::H264Low => Rendition::Low,
+                    _ => Rendition::Full,
+                },
             })
             .collect();
         links.sort_by_key(|link| link.estimate_kbps);
         links
     }
 
-    fn estimates(&self, codec: VideoCodec) -> Vec<f64> {
+    /// Seats every H.264 viewer on the full or the low stream (all on the full one when the
+    /// camera makes no low stream), and tells those who move.
+    fn place(&self, now: Instant) {
+        let low_exists = self.media.streams().contains(&Stream::H264Low);
+        let ceiling = self.media.plan().bitrate_kbps;
+        let mut viewers = self.viewers();
+        let widest = viewers_of(&viewers, VideoCodec::H264)
+            .filter_map(|v| v.estimate.bits_per_second())
+            .reduce(f64::max);
+        for viewer in viewers.by_id.values_mut() {
+            if viewer.codec != VideoCodec::H264 {
+                continue;
+            }
+            let stream = match widest {
+                Some(widest) if low_exists => placement::choose(
+                    viewer.seat,
+                    viewer.estimate.bits_per_second(),
+                    widest,
+                    ceiling,
+                    now,
+                ),
+                _ => Stream::H264,
+            };
+            if stream != viewer.seat.stream {
+                tracing::info!(
+                    from = viewer.seat.stream.name(),
+                    to = stream.name(),
+                    estimate_kbps = viewer
+                        .estimate
+                        .bits_per_second()
+                        .map(|b| (b / 1000.0) as u32),
+                    "viewer moves to another stream"
+                );
+                viewer.seat = Seat::new(stream, now);
+                viewer.told.send_replace(stream);
+            }
+        }
+    }
+
+    /// The estimates (bit/s) of the viewers seated on `stream`.
+    fn estimates(&self, stream: Stream) -> Vec<f64> {
         self.viewers()
             .by_id
             .values()
-            .filter(|(c, _)| *c == codec)
-            .filter_map(|(_, estimate)| estimate.bits_per_second())
+            .filter(|viewer| viewer.seat.stream == stream)
+            .filter_map(|viewer| viewer.estimate.bits_per_second())
             .collect()
     }
 
@@ -93,10 +166,22 @@ impl LinkAdaptation {
     }
 }
 
+fn viewers_of(viewers: &Viewers, codec: VideoCodec) -> impl Iterator<Item = &Viewer> {
+    viewers.by_id.values().filter(move |v| v.codec == codec)
+}
+
 /// A viewer counted by [`LinkAdaptation::watch`]; dropping it stops counting it.
 pub struct Watching {
     adaptation: Weak<LinkAdaptation>,
     id: u64,
+    stream: watch::Receiver<Stream>,
+}
+
+impl Watching {
+    /// The stream this viewer should watch; changes when the viewer is moved.
+    pub fn stream(&self) -> watch::Receiver<Stream> {
+        self.stream.clone()
+    }
 }
 
 impl Drop for Watching {
@@ -107,9 +192,10 @@ impl Drop for Watching {
     }
 }
 
-/// Until the device lets go of the adaptation: read the estimates, decide, apply.
+/// Until the device lets go of the adaptation: read the estimates, seat the viewers, decide
+/// each stream's rate, apply.
 async fn run(adaptation: Weak<LinkAdaptation>) {
-    let mut governors: HashMap<VideoCodec, Governor> = HashMap::new();
+    let mut governors: HashMap<Stream, Governor> = HashMap::new();
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -118,17 +204,18 @@ async fn run(adaptation: Weak<LinkAdaptation>) {
             return;
         };
         let now = Instant::now();
-        for codec in adaptation.media.codecs() {
-            let estimates = adaptation.estimates(codec);
+        adaptation.place(now);
+        for stream in adaptation.media.streams() {
+            let estimates = adaptation.estimates(stream);
             let limit =
                 governors
-                    .entry(codec)
+                    .entry(stream)
                     .or_default()
                     .decide(now, &estimates, adaptation.limits);
-            if adaptation.media.set_link_kbps(codec, limit) {
+            if adaptation.media.set_link_kbps(stream, limit) {
                 let narrowest = estimates.iter().copied().reduce(f64::min);
                 tracing::debug!(
-                    ?codec,
+                    stream = stream.name(),
                     ?limit,
                     ?narrowest,
                     "encoder follows the viewers' paths"

@@ -8,14 +8,17 @@ use clap::Parser;
 use ferrocam_protocol::DeviceId;
 
 use crate::control::PtzSpec;
-use crate::media::{CaptureFormat, Source, Vp8Size};
+use crate::media::{CaptureFormat, Source};
 
 mod network;
 mod record;
+mod streams;
 
 pub use network::IceTcp;
 use network::{parse_ice_tcp, parse_on_off};
 pub use record::RecordFlags;
+pub use streams::{Fallback, LowBox};
+use streams::{parse_box, parse_fallback};
 
 /// ferrocam device agent: streams this board's camera to browsers over WebRTC.
 #[derive(Debug, Clone, Parser)]
@@ -158,6 +161,13 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_VP8", default_value = "640x360", value_parser = parse_fallback)]
     pub vp8: Fallback,
 
+    /// A second, smaller H.264 stream for viewers whose path carries less than half of what the
+    /// others get (with `--adaptive on`), so they do not drag everyone down: `WIDTHxHEIGHT`, the
+    /// box it fits in (keeping the main stream's shape), or `off`. Encoded only while such a
+    /// viewer watches.
+    #[arg(long, env = "FERROCAM_LOW_RENDITION", default_value = "640x360", value_parser = parse_box)]
+    pub low_rendition: LowBox,
+
     /// Local UDP addresses ICE binds to (repeatable). `0.0.0.0:0` covers every IPv4 interface
     /// except loopback, which browsers on this machine reach too. Loopback (`127.0.0.1:0`) is
     /// used only when it is the only address given: Firefox ignores loopback candidates.
@@ -227,42 +237,6 @@ pub enum GpioChips {
     Kernel,
     /// An in-memory chip (`--gpio-fake`), writing its state to `state` if given.
     Fake { state: Option<PathBuf> },
-}
-
-/// What `--vp8` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
-    Off,
-    Full,
-    Size(u32, u32),
-}
-
-impl Fallback {
-    /// The media plan's fallback: none, or how big it may be beside the main stream.
-    pub fn plan(self) -> Option<Vp8Size> {
-        match self {
-            Self::Off => None,
-            Self::Full => Some(Vp8Size::Full),
-            Self::Size(width, height) => Some(Vp8Size::Within(width, height)),
-        }
-    }
-}
-
-fn parse_fallback(s: &str) -> Result<Fallback, String> {
-    match s.trim() {
-        "off" | "none" => Ok(Fallback::Off),
-        "full" => Ok(Fallback::Full),
-        size => {
-            let (w, h) = size
-                .split_once('x')
-                .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT, full or off"))?;
-            let dimension = |v: &str| match v.parse::<u32>() {
-                Ok(n) if (16..=4096).contains(&n) => Ok(n),
-                _ => Err(format!("{s:?}: each side must be 16 to 4096 pixels")),
-            };
-            Ok(Fallback::Size(dimension(w)?, dimension(h)?))
-        }
-    }
 }
 
 /// A number that must not be 0 (a picture 0 pixels wide, 0 frames per second…).
@@ -388,6 +362,7 @@ mod tests {
     #[test]
     fn the_vp8_flag_reads_a_size_full_or_off() {
         let vp8 = |args: &[&str]| parse(args).map(|c| c.vp8.plan());
+        use crate::media::Vp8Size;
         assert_eq!(vp8(&[]).unwrap(), Some(Vp8Size::Within(640, 360)));
         assert_eq!(vp8(&["--vp8", "off"]).unwrap(), None);
         assert_eq!(vp8(&["--vp8", "full"]).unwrap(), Some(Vp8Size::Full));

@@ -138,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
             keyframe_interval: config.keyframe_interval,
             stamp: config.latency_stamp,
             vp8,
+            low: config.low_rendition.0.filter(|_| config.adaptive),
         },
         audio: audio.clone(),
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),

@@ -18,7 +18,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::adapt::LinkAdaptation;
-use crate::media::{MediaEngine, VideoCodec};
+use crate::media::{MediaEngine, Stream};
 use crate::speaker::Speaker;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,7 +145,7 @@ impl DeviceMetrics {
         self.frame_rate.set(fps);
         // Base units, as Prometheus names want them.
         self.bitrate.set(kbps * 1000.0);
-        let (vp8_fps, vp8_kbps) = self.media.vp8_rates();
+        let (vp8_fps, vp8_kbps) = self.media.stream_rates(Stream::Vp8);
         self.vp8_viewers.set(self.media.vp8_viewers() as i64);
         self.vp8_frame_rate.set(vp8_fps);
         self.vp8_bitrate.set(vp8_kbps * 1000.0);
@@ -187,6 +187,8 @@ fn register_engine_counters(registry: &mut Registry, media: &MediaEngine) {
 struct AdaptationGauges {
     encoder_target: Gauge,
     vp8_encoder_target: Gauge,
+    low_encoder_target: Gauge,
+    low_viewers: Gauge,
     narrowest_link: Gauge,
     adaptation: Option<Arc<LinkAdaptation>>,
 }
@@ -196,6 +198,8 @@ impl AdaptationGauges {
         let gauges = Self {
             encoder_target: Gauge::default(),
             vp8_encoder_target: Gauge::default(),
+            low_encoder_target: Gauge::default(),
+            low_viewers: Gauge::default(),
             narrowest_link: Gauge::default(),
             adaptation,
         };
@@ -210,6 +214,16 @@ impl AdaptationGauges {
             gauges.vp8_encoder_target.clone(),
         );
         registry.register(
+            "low_encoder_target_bits_per_second",
+            "What the low H.264 stream's encoder is set to (0 without a low stream)",
+            gauges.low_encoder_target.clone(),
+        );
+        registry.register(
+            "low_stream_viewers",
+            "Viewers moved to the low H.264 stream because their path is far narrower than the others'",
+            gauges.low_viewers.clone(),
+        );
+        registry.register(
             "narrowest_link_bits_per_second",
             "The lowest path estimate among connected viewers (0 when none has one)",
             gauges.narrowest_link.clone(),
@@ -220,9 +234,12 @@ impl AdaptationGauges {
     fn update(&self, media: &MediaEngine) {
         let bps = |kbps: u32| i64::from(kbps) * 1000;
         self.encoder_target
-            .set(bps(media.encoder_kbps(VideoCodec::H264)));
+            .set(bps(media.encoder_kbps(Stream::H264)));
         self.vp8_encoder_target
-            .set(bps(media.encoder_kbps(VideoCodec::Vp8)));
+            .set(bps(media.encoder_kbps(Stream::Vp8)));
+        self.low_encoder_target
+            .set(bps(media.encoder_kbps(Stream::H264Low)));
+        self.low_viewers.set(media.low_viewers() as i64);
         let narrowest = self.adaptation.as_ref().and_then(|adaptation| {
             adaptation
                 .links()
@@ -315,6 +332,7 @@ mod tests {
                 keyframe_interval: 30,
                 stamp: false,
                 vp8: None,
+                low: None,
             },
             audio: None,
             idle_timeout: Duration::from_secs(5),

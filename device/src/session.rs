@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use ferrocam_mqtt::{Message, Outbox};
 use ferrocam_protocol::{DeviceId, ErrorCode, FromDevice, IceCandidate, Party, Reply, SessionId};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::control::ControlHandler;
-use crate::media::{AudioUnit, KeyframeReason, MediaEngine, VideoFeed};
+use crate::media::{AudioUnit, KeyframeReason, MediaEngine, Stream, VideoFeed};
 use crate::rtc::{
     AnswerError, AudioPlan, AudioSender, ControlChannel, Peer, PeerEvent, RtcSettings, VideoSender,
 };
@@ -179,7 +179,7 @@ pub async fn run(ctx: SessionContext, request: Request, mut inbox: mpsc::Receive
                 Some(PeerEvent::Ended(state)) => Input::Peer(PeerSaid::Ended(state)),
                 // Neither changes the negotiation.
                 Some(PeerEvent::KeyframeRequest) => {
-                    ctx.media.request_keyframe(peer.video_codec(), KeyframeReason::Feedback);
+                    ctx.media.request_keyframe(driver.stream(), KeyframeReason::Feedback);
                     continue;
                 }
                 Some(PeerEvent::DataChannel(channel)) => {
@@ -260,6 +260,16 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
+    /// The stream this viewer is told to watch (its codec's main stream until it streams).
+    fn stream(&self) -> Stream {
+        self.streaming
+            .as_ref()
+            .and_then(|streaming| streaming.stream.as_ref())
+            .map_or(Stream::main(self.peer.video_codec()), |stream| {
+                *stream.borrow()
+            })
+    }
+
     /// Feeds `input` and does what follows, including the inputs those actions produce (they
     /// are handled before anything else arrives). Returns the reason once the session ends.
     async fn apply(&mut self, negotiation: &mut Negotiation, input: Input) -> Option<String> {
@@ -367,6 +377,8 @@ async fn add_candidate(peer: &Peer, session: &SessionId, candidate: IceCandidate
 struct Streaming {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _adapting: Option<crate::adapt::Watching>,
+    /// The stream link adaptation tells this viewer to watch (none without adaptation).
+    stream: Option<watch::Receiver<Stream>>,
 }
 
 impl Streaming {
@@ -377,13 +389,15 @@ impl Streaming {
             .zip(peer.link_estimate())
             .map(|(adaptation, estimate)| adaptation.watch(feed.codec(), estimate));
         let video = peer.video_sender().await?;
-        let mut tasks = vec![tokio::spawn(forward_video(feed, video))];
+        let stream = adapting.as_ref().map(crate::adapt::Watching::stream);
+        let mut tasks = vec![tokio::spawn(forward_video(feed, video, stream.clone()))];
         if let (Some(audio), Some(feed)) = (peer.audio_sender().await?, ctx.media.audio_feed()) {
             tasks.push(tokio::spawn(forward_audio(feed, audio)));
         }
         Ok(Self {
             tasks,
             _adapting: adapting,
+            stream,
         })
     }
 }
@@ -396,11 +410,34 @@ impl Drop for Streaming {
     }
 }
 
-/// Sends the shared encoder's access units to one viewer.
-async fn forward_video(mut feed: VideoFeed, sender: VideoSender) {
-    while let Some(unit) = feed.next().await {
-        if let Err(e) = sender.send(&unit).await {
-            tracing::debug!(error = %e, "video write failed");
+/// Sends the shared encoders' access units to one viewer, moving it to the stream link
+/// adaptation says (the feed makes the move at that stream's next keyframe).
+async fn forward_video(
+    mut feed: VideoFeed,
+    sender: VideoSender,
+    mut stream: Option<watch::Receiver<Stream>>,
+) {
+    loop {
+        let told = async {
+            match stream.as_mut() {
+                Some(stream) => stream.changed().await.map(|()| *stream.borrow_and_update()),
+                None => std::future::pending().await,
+            }
+        };
+        let moved = tokio::select! {
+            unit = feed.next() => {
+                let Some(unit) = unit else { return };
+                if let Err(e) = sender.send(&unit).await {
+                    tracing::debug!(error = %e, "video write failed");
+                }
+                continue;
+            }
+            moved = told => moved,
+        };
+        match moved {
+            Ok(to) => feed.move_to(to),
+            // Adaptation let go of this viewer: it stays where it is.
+            Err(_) => stream = None,
         }
     }
 }

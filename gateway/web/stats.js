@@ -21,9 +21,12 @@ async function updateStats() {
   if (!inbound) return;
   ferrocam.path = describePath(report, pair);
   const codec = inbound.codecId && report.get(inbound.codecId);
+  const codecName = codec ? codec.mimeType.replace(/^video\//i, '') : '–';
+  ferrocam.rendition = rendition(codecName, inbound.frameWidth);
   const rows = {
-    Codec: codec ? codec.mimeType.replace(/^video\//i, '') : '–',
+    Codec: codecName,
     Resolution: inbound.frameWidth ? `${inbound.frameWidth}×${inbound.frameHeight}` : '–',
+    Rendition: ferrocam.rendition ? ferrocam.rendition.text : '–',
     'Frames/s': inbound.framesPerSecond != null ? inbound.framesPerSecond.toFixed(0) : '–',
     Bitrate: '–',
     'Frames decoded': inbound.framesDecoded ?? 0,
@@ -82,4 +85,19 @@ function describePath(report, pair) {
     remote: remote.candidateType,
     text: `${relayed ? 'TURN relay' : 'direct'} · ${protocol.toUpperCase()} (camera ${remote.candidateType}, browser ${local.candidateType})`,
   };
+}
+
+// Which of the camera's streams this page receives. The camera sends H.264 at its full size to
+// every viewer whose link carries it, and a smaller H.264 stream to a viewer whose link is far
+// narrower than the others' (so that one viewer does not lower everyone's picture); VP8 is the
+// fallback for browsers without H.264. Told apart by the size received against the camera's.
+function rendition(codecName, width) {
+  const status = ferrocam.devices && ferrocam.devices.find((d) => d.device === ferrocam.device);
+  const video = status && status.capabilities && status.capabilities.video;
+  if (!width || !video) return null;
+  if (codecName === 'VP8') return { name: 'fallback', text: 'VP8 fallback (this browser has no H.264)' };
+  if (width < video.width) {
+    return { name: 'low', text: "reduced: this link is narrower than other viewers'" };
+  }
+  return { name: 'full', text: 'full' };
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
 pub use crate::record::{MAX_RECORD_SECONDS, RecordingStatus};
-pub use crate::status::{SpeakerStatus, StatusReply, Talker, ViewerLink};
+pub use crate::status::{Rendition, SpeakerStatus, StatusReply, Talker, ViewerLink};
 
 /// Largest control message either side sends or accepts.
 pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;

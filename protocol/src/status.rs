@@ -75,4 +75,17 @@ pub struct ViewerLink {
     /// What the path carries in kbit/s; `None` before the viewer's first feedback, or for a
     /// browser that sends none.
     pub estimate_kbps: Option<u32>,
+    /// Which of the codec's streams the viewer receives.
+    #[serde(default)]
+    pub rendition: Rendition,
+}
+
+/// The stream a viewer receives: the full one, or the smaller one kept for viewers whose path
+/// is far narrower than the others'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Rendition {
+    #[default]
+    Full,
+    Low,
 }

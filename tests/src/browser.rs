@@ -78,6 +78,15 @@ impl Browser {
         Self::start_kind(Kind::Chromium, None, switches, log_dir).await
     }
 
+    /// [`Self::start`] inside `netns`: a browser on another host, whose only network is the
+    /// namespace's link (pages it opens must be served on the link's host end).
+    pub async fn start_in(
+        netns: &crate::netns::NetNs,
+        log_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_kind(Kind::Chromium, Some(netns), &[], log_dir).await
+    }
+
     /// Starts geckodriver and a headless Firefox ESR session. Firefox keeps the preferences
     /// Debian ships (OpenH264 off, so no H.264 over WebRTC): this is the browser as users meet
     /// it. geckodriver makes its own fresh profile.
@@ -104,7 +113,16 @@ impl Browser {
         let profile = TempDir::new("ferrocam-browser")?;
         let (name, driver, capabilities) = match kind {
             Kind::Chromium => {
-                let mut driver = Command::new(which("chromedriver")?);
+                let mut driver = match netns {
+                    None => Command::new(which("chromedriver")?),
+                    Some(ns) => {
+                        let mut inside = Command::new("ip");
+                        inside.args(["netns", "exec", &ns.name, &which("chromedriver")?]);
+                        // Reached from outside the namespace, over its link.
+                        inside.arg(format!("--allowed-ips={}", ns.host_ip));
+                        inside
+                    }
+                };
                 driver.arg(format!("--port={port}"));
                 let mut args = vec![
                     "--headless=new".to_owned(),

@@ -16,6 +16,7 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod nats;
 pub mod netns;
+pub mod playback;
 pub mod process;
 pub mod proxy;
 pub mod recordings;

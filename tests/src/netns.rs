@@ -108,23 +108,30 @@ impl NetNs {
     /// Limits what leaves the namespace to `kbps` with a token bucket (`tc tbf`, 16 kB burst,
     /// at most 150 ms queued): a narrow uplink. Called again, it changes the rate in place.
     pub fn shape_uplink(&self, kbps: u32) -> anyhow::Result<()> {
-        let rate = format!("{kbps}kbit");
-        self.exec(&[
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            &self.ns_if,
-            "root",
-            "tbf",
-            "rate",
-            &rate,
-            "burst",
-            "16kb",
-            "latency",
-            "150ms",
-        ])
+        let shape = tbf(&self.ns_if, kbps);
+        let mut inside = vec!["ip", "netns", "exec", self.name.as_str()];
+        inside.extend(shape.iter().map(String::as_str));
+        run(&inside)
     }
+
+    /// Limits what enters the namespace to `kbps`, the same way on the host's end of the link:
+    /// a narrow downlink for whatever runs inside (a viewer on a weak connection).
+    pub fn shape_downlink(&self, kbps: u32) -> anyhow::Result<()> {
+        let args = tbf(&self.host_if, kbps);
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+}
+
+/// The `tc` command that shapes what leaves `dev` to `kbps`.
+fn tbf(dev: &str, kbps: u32) -> Vec<String> {
+    let rate = format!("{kbps}kbit");
+    [
+        "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", "16kb",
+        "latency", "150ms",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
 }
 
 impl Drop for NetNs {

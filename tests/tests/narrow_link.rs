@@ -10,92 +10,18 @@
 //! to glass is measured on the frames the viewer actually sees. Per-step figures are printed
 //! for BENCHMARKS.md.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use ferrocam_tests::netns::NetNs;
+use ferrocam_tests::playback::{
+    RECORD_PRESENTATIONS, frozen_within, glass_to_glass, n, percentile, presented, sample,
+};
 use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
-use serde_json::Value;
 
 const STEP: Duration = Duration::from_secs(20);
 /// The first seconds after a change are the adaptation itself; the steady-state checks start
 /// after them.
 const SETTLE_SECS: usize = 3;
-
-/// getStats' video counters and the meter's samples so far.
-async fn sample(browser: &Browser) -> anyhow::Result<Value> {
-    browser
-        .js_async(
-            "window.ferrocam.pc.getStats().then((r) => { let s = {};
-               r.forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video') s = x; });
-               const m = window.ferrocam.meter;
-               done({ decoded: s.framesDecoded || 0, bytes: s.bytesReceived || 0,
-                      freeze_s: s.totalFreezesDuration || 0, width: s.frameWidth || 0,
-                      lost: s.packetsLost || 0, nack: s.nackCount || 0, pli: s.pliCount || 0,
-                      g2g: m ? m.samples.length : 0 }); });",
-        )
-        .await
-}
-
-async fn glass_to_glass(browser: &Browser, from: u64, to: u64) -> anyhow::Result<Vec<f64>> {
-    let v = browser
-        .js(&format!(
-            "return window.ferrocam.meter.samples.slice({from}, {to});"
-        ))
-        .await?;
-    Ok(v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default())
-}
-
-fn n(v: &Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or(0.0)
-}
-
-fn percentile(mut samples: Vec<f64>, p: f64) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[((samples.len() - 1) as f64 * p / 100.0) as usize]
-}
-
-/// Starts recording when each frame is presented (performance clock, ms), once per page.
-const RECORD_PRESENTATIONS: &str = "
-    if (!window.__presented) {
-      window.__presented = [];
-      const video = document.getElementById('video');
-      const tick = (now, meta) => {
-        window.__presented.push(meta.presentationTime || now);
-        if (window.__presented.length > 50000) window.__presented.shift();
-        video.requestVideoFrameCallback(tick);
-      };
-      video.requestVideoFrameCallback(tick);
-    }
-    return performance.now();";
-
-/// Seconds frozen between `from` and `to` (performance clock, ms), by Chromium's definition of
-/// a freeze: a gap between presented frames longer than three times the average of the last
-/// 30 gaps, and at least that average plus 150 ms. Only the part of a freeze inside the window
-/// counts, so a freeze that began during a step's first seconds (the adaptation itself) counts
-/// only for the time it lasted after them; getStats' `totalFreezesDuration` adds a freeze only
-/// when it ends, whole.
-fn frozen_within(presented: &[f64], from: f64, to: f64) -> f64 {
-    let mut recent: VecDeque<f64> = VecDeque::new();
-    let mut frozen_ms = 0.0;
-    for pair in presented.windows(2) {
-        let (start, end) = (pair[0], pair[1]);
-        let gap = end - start;
-        if recent.len() >= 5 {
-            let average = recent.iter().sum::<f64>() / recent.len() as f64;
-            if gap > (3.0 * average).max(average + 150.0) {
-                frozen_ms += (end.min(to) - start.max(from)).max(0.0);
-            }
-        }
-        recent.push_back(gap);
-        if recent.len() > 30 {
-            recent.pop_front();
-        }
-    }
-    frozen_ms / 1000.0
-}
 
 /// One second of one step.
 struct Second {
@@ -167,12 +93,7 @@ async fn the_stream_follows_the_link_down_and_back_up() -> anyhow::Result<()> {
             .position(|s| s.kbps < f64::from(link))
             .map(|i| i + 1);
         let stats_frozen: f64 = steady.iter().map(|s| s.frozen_s).sum();
-        let presented: Vec<f64> = browser
-            .js("return window.__presented;")
-            .await?
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
+        let presented = presented(&browser).await?;
         let settled = page_start + (SETTLE_SECS * 1000) as f64;
         let frozen = frozen_within(&presented, settled, page_start + STEP.as_millis() as f64);
         let fps = steady.iter().map(|s| s.frames).sum::<f64>() / steady.len() as f64;

@@ -19,7 +19,7 @@ use ferrocam_protocol::control::{
     SnapshotChunk, SnapshotReply, StatusReply,
 };
 
-use crate::media::{MediaEngine, SnapshotError, SnapshotRequest, VideoCodec};
+use crate::media::{MediaEngine, SnapshotError, SnapshotRequest, Stream};
 use crate::speaker::Speaker;
 pub use camera::CameraControls;
 use ferrocam_protocol::SessionId;
@@ -208,7 +208,7 @@ impl ControlHandler {
             fps,
             bitrate_kbps,
             target_bitrate_kbps: plan.bitrate_kbps,
-            encoder_bitrate_kbps: self.media.encoder_kbps(VideoCodec::H264),
+            encoder_bitrate_kbps: self.media.encoder_kbps(Stream::H264),
             links: self
                 .adaptation
                 .as_ref()

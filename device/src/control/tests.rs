@@ -29,6 +29,7 @@ fn handler() -> ControlHandler {
             keyframe_interval: 30,
             stamp: false,
             vp8: None,
+            low: None,
         },
         audio: None,
         idle_timeout: Duration::from_secs(5),

@@ -12,6 +12,7 @@
 //! to the encoder, so neither waits for a snapshot, a rebuild or a stop.
 
 mod actor;
+mod feed;
 mod rendition;
 mod stills;
 
@@ -29,8 +30,9 @@ use super::audio::{AudioSource, AudioUnit};
 use super::keyframes::{KeyframeReason, Verdict};
 use super::pipeline::{VideoPlan, force_keyframe};
 use super::snapshot::{GstJpeg, JpegEncoder};
-use super::{AccessUnit, VideoCodec};
+use super::{Stream, VideoCodec};
 
+pub use feed::VideoFeed;
 pub use stills::{SnapshotError, SnapshotRequest};
 
 /// Opus packets (20 ms each) a viewer may fall behind.
@@ -57,6 +59,9 @@ struct Shared {
     /// so presence can follow what viewers actually get.
     plan: watch::Sender<VideoPlan>,
     h264: Rendition,
+    /// The low H.264 stream; its encoder runs only while [`Self::low_viewers`] is above zero.
+    low: Rendition,
+    low_viewers: AtomicUsize,
     /// The VP8 fallback; its encoder runs only while [`Self::vp8_viewers`] is above zero.
     vp8: Rendition,
     vp8_viewers: AtomicUsize,
@@ -73,10 +78,20 @@ struct Shared {
 }
 
 impl Shared {
-    fn rendition(&self, codec: VideoCodec) -> &Rendition {
-        match codec {
-            VideoCodec::H264 => &self.h264,
-            VideoCodec::Vp8 => &self.vp8,
+    fn rendition(&self, stream: Stream) -> &Rendition {
+        match stream {
+            Stream::H264 => &self.h264,
+            Stream::H264Low => &self.low,
+            Stream::Vp8 => &self.vp8,
+        }
+    }
+
+    /// The mirror of how many feeds watch a gated stream.
+    fn watchers(&self, stream: Stream) -> Option<&AtomicUsize> {
+        match stream {
+            Stream::H264 => None,
+            Stream::H264Low => Some(&self.low_viewers),
+            Stream::Vp8 => Some(&self.vp8_viewers),
         }
     }
 
@@ -161,6 +176,8 @@ impl MediaEngine {
             audio_enabled: AtomicBool::new(settings.audio.is_some()),
             plan: watch::Sender::new(settings.video.clone()),
             h264: Rendition::new(settings.keyframe_min_interval),
+            low: Rendition::new(settings.keyframe_min_interval),
+            low_viewers: AtomicUsize::new(0),
             vp8: Rendition::new(settings.keyframe_min_interval),
             vp8_viewers: AtomicUsize::new(0),
             settings,
@@ -221,23 +238,13 @@ impl MediaEngine {
         Ok((lease, cold))
     }
 
-    /// A feed of `codec` frames for one viewer, starting at a keyframe. A VP8 feed opens the
-    /// fallback encoder's branch while it lives.
+    /// A feed of `codec` frames for one viewer, starting at a keyframe of the codec's main
+    /// stream. A feed of a gated stream (VP8) opens its encoder's branch while it lives.
     pub fn video_feed(self: &Arc<Self>, codec: VideoCodec) -> anyhow::Result<VideoFeed> {
         if !self.codecs().contains(&codec) {
             return Err(anyhow!("this camera cannot send {codec}"));
         }
-        let feed = VideoFeed {
-            units: self.shared.rendition(codec).units.subscribe(),
-            engine: Arc::clone(self),
-            codec,
-            need_keyframe: true,
-        };
-        if codec == VideoCodec::Vp8 {
-            self.send(Command::Vp8Viewers { joined: true });
-        }
-        self.request_keyframe(codec, KeyframeReason::Join);
-        Ok(feed)
+        Ok(VideoFeed::open(Arc::clone(self), Stream::main(codec)))
     }
 
     /// The codecs this camera can send, preferred first.
@@ -249,9 +256,36 @@ impl MediaEngine {
         codecs
     }
 
+    /// The streams this camera can make (the plan in force decides the low stream: a camera
+    /// already at 640×360 has none).
+    pub fn streams(&self) -> Vec<Stream> {
+        let plan = self.shared.plan.borrow();
+        let mut streams = vec![Stream::H264];
+        if plan.low_size().is_some() {
+            streams.push(Stream::H264Low);
+        }
+        if plan.vp8_size().is_some() {
+            streams.push(Stream::Vp8);
+        }
+        streams
+    }
+
     /// Viewers of the VP8 fallback right now.
     pub fn vp8_viewers(&self) -> usize {
         self.shared.vp8_viewers.load(Ordering::Relaxed)
+    }
+
+    /// Viewers of the low H.264 stream right now.
+    pub fn low_viewers(&self) -> usize {
+        self.shared.low_viewers.load(Ordering::Relaxed)
+    }
+
+    /// A feed started or stopped watching `stream`: a gated stream's encoder runs while any
+    /// feed watches it.
+    fn watching(&self, stream: Stream, joined: bool) {
+        if stream.gated() {
+            self.send(Command::Watchers { stream, joined });
+        }
     }
 
     /// Opus packets for one viewer, if audio is on.
@@ -272,7 +306,7 @@ impl MediaEngine {
 
     /// Every access unit, with no keyframe skipping (for tests that count frames exactly).
     #[cfg(test)]
-    pub fn raw_units(&self) -> broadcast::Receiver<AccessUnit> {
+    pub fn raw_units(&self) -> broadcast::Receiver<super::AccessUnit> {
         self.shared.h264.units.subscribe()
     }
 
@@ -291,9 +325,9 @@ impl MediaEngine {
         self.shared.h264.meter.rates()
     }
 
-    /// (frames per second, kbit/s) leaving the VP8 encoder over the last second.
-    pub fn vp8_rates(&self) -> (f64, f64) {
-        self.shared.vp8.meter.rates()
+    /// (frames per second, kbit/s) leaving `stream`'s encoder over the last second.
+    pub fn stream_rates(&self, stream: Stream) -> (f64, f64) {
+        self.shared.rendition(stream).meter.rates()
     }
 
     /// The plan in force.
@@ -313,11 +347,11 @@ impl MediaEngine {
         done.await.map_err(|_| stopped())?
     }
 
-    /// Limits `codec`'s encoder to what its viewers' paths carry (`None`: no limit, the plan's
-    /// bitrate). The plan stays as it is: it is the ceiling the encoder returns to. Whether
-    /// that changed the limit.
-    pub fn set_link_kbps(&self, codec: VideoCodec, kbps: Option<u32>) -> bool {
-        let rendition = self.shared.rendition(codec);
+    /// Limits `stream`'s encoder to what its viewers' paths carry (`None`: no limit, the
+    /// plan's bitrate). The plan stays as it is: it is the ceiling the encoder returns to.
+    /// Whether that changed the limit.
+    pub fn set_link_kbps(&self, stream: Stream, kbps: Option<u32>) -> bool {
+        let rendition = self.shared.rendition(stream);
         let changed = rendition.link_kbps() != kbps;
         if changed {
             rendition.set_link_kbps(kbps);
@@ -326,9 +360,9 @@ impl MediaEngine {
         changed
     }
 
-    /// What `codec`'s encoder runs at now, in kbit/s (0 when it is not running).
-    pub fn encoder_kbps(&self, codec: VideoCodec) -> u32 {
-        self.shared.rendition(codec).encoder_kbps()
+    /// What `stream`'s encoder runs at now, in kbit/s (0 when it is not running).
+    pub fn encoder_kbps(&self, stream: Stream) -> u32 {
+        self.shared.rendition(stream).encoder_kbps()
     }
 
     /// Changes size or frame rate by rebuilding the pipeline. Viewers keep their feeds; the new
@@ -344,16 +378,16 @@ impl MediaEngine {
         done.await.map_err(|_| stopped())?
     }
 
-    /// Asks `codec`'s encoder for a keyframe, subject to its keyframe gate
+    /// Asks `stream`'s encoder for a keyframe, subject to its keyframe gate
     /// ([`super::keyframes::KeyframeGate`]).
-    pub fn request_keyframe(&self, codec: VideoCodec, reason: KeyframeReason) {
+    pub fn request_keyframe(&self, stream: Stream, reason: KeyframeReason) {
         let verdict = self
             .shared
-            .rendition(codec)
+            .rendition(stream)
             .keyframes()
             .request(Instant::now(), reason);
         match verdict {
-            Verdict::Force => self.force_keyframe(codec),
+            Verdict::Force => self.force_keyframe(stream),
             Verdict::Merged => {}
             Verdict::Deferred(at) => {
                 let me = self.me.clone();
@@ -362,21 +396,21 @@ impl MediaEngine {
                     if let Some(engine) = me.upgrade()
                         && engine
                             .shared
-                            .rendition(codec)
+                            .rendition(stream)
                             .keyframes()
                             .fire_deferred(Instant::now())
                     {
-                        engine.force_keyframe(codec);
+                        engine.force_keyframe(stream);
                     }
                 });
             }
         }
     }
 
-    fn force_keyframe(&self, codec: VideoCodec) {
+    fn force_keyframe(&self, stream: Stream) {
         self.keyframes_forced.inc();
         // Clone under the lock, send outside it: the event travels through GStreamer.
-        let target = self.shared.rendition(codec).target().clone();
+        let target = self.shared.rendition(stream).target().clone();
         if let Some(target) = target {
             force_keyframe(&target);
         }
@@ -390,51 +424,4 @@ impl MediaEngine {
 
 fn stopped() -> anyhow::Error {
     anyhow!("the media engine has stopped")
-}
-
-/// One viewer's view of one rendition's shared frames: starts at a keyframe, and after falling behind
-/// skips to the next keyframe instead of decoding a stream with holes.
-pub struct VideoFeed {
-    units: broadcast::Receiver<AccessUnit>,
-    engine: Arc<MediaEngine>,
-    codec: VideoCodec,
-    need_keyframe: bool,
-}
-
-impl Drop for VideoFeed {
-    fn drop(&mut self) {
-        if self.codec == VideoCodec::Vp8 {
-            self.engine.send(Command::Vp8Viewers { joined: false });
-        }
-    }
-}
-
-impl VideoFeed {
-    /// The codec of the frames this feed gives.
-    pub fn codec(&self) -> VideoCodec {
-        self.codec
-    }
-
-    /// The next access unit to send, or `None` when the engine is gone.
-    pub async fn next(&mut self) -> Option<AccessUnit> {
-        loop {
-            match self.units.recv().await {
-                Ok(unit) => {
-                    if self.need_keyframe && !unit.keyframe {
-                        continue;
-                    }
-                    self.need_keyframe = false;
-                    return Some(unit);
-                }
-                // The frames this viewer missed are gone; only this viewer pays for it.
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "viewer lagged; waiting for a keyframe");
-                    self.need_keyframe = true;
-                    self.engine
-                        .request_keyframe(self.codec, KeyframeReason::Join);
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
 }

@@ -10,11 +10,14 @@ mod keyframes;
 mod pipeline;
 mod snapshot;
 mod source;
+mod stream;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_blocking;
+#[cfg(test)]
+mod tests_low;
 #[cfg(test)]
 mod tests_vp8;
 
@@ -33,6 +36,7 @@ pub use keyframes::KeyframeReason;
 pub use pipeline::{VideoPlan, Vp8Size};
 pub use snapshot::{Jpeg, WIDTHS as SNAPSHOT_WIDTHS, keyframe_jpeg};
 pub use source::{CaptureFormat, Source};
+pub use stream::Stream;
 
 /// One encoded frame: an H.264 access unit in Annex-B byte-stream form, with SPS/PPS in front
 /// of every keyframe, or a VP8 frame from the fallback encoder.

@@ -1,5 +1,8 @@
-//! One run of the video pipeline: capture → (decode) → (encode) → H.264 access units, and a
-//! VP8 branch beside the H.264 encoder that stays shut until a viewer needs it.
+//! One run of the video pipeline: capture → (decode) → (encode) → H.264 access units, and
+//! gated branches beside the H.264 encoder (the VP8 fallback, the low H.264 stream) that stay
+//! shut until a viewer needs them ([`branches`]).
+
+mod branches;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,10 +14,9 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::broadcast;
 
-use super::{AccessUnit, CaptureFormat, Encoder, Source};
-
-/// The least the VP8 fallback is given (kbit/s), unless the main stream has less.
-const VP8_MIN_KBPS: u32 = 300;
+pub use self::branches::Vp8Size;
+use self::branches::{Branch, set_encoder_bitrate};
+use super::{AccessUnit, CaptureFormat, Encoder, Source, Stream};
 
 /// Everything that decides the pipeline's shape.
 #[derive(Debug, Clone)]
@@ -33,15 +35,9 @@ pub struct VideoPlan {
     /// How big the VP8 fallback is, or `None` for no fallback. Ignored when the camera's own
     /// H.264 passes through (there are no raw frames to encode).
     pub vp8: Option<Vp8Size>,
-}
-
-/// How big the VP8 fallback is, beside the main stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Vp8Size {
-    /// The main stream's size.
-    Full,
-    /// The main stream scaled down, keeping its shape, to fit in this box.
-    Within(u32, u32),
+    /// The box the low H.264 stream fits in (for viewers on narrow paths), or `None` for no
+    /// low stream. Ignored when the camera's own H.264 passes through.
+    pub low: Option<(u32, u32)>,
 }
 
 /// Where one encoder's frames go.
@@ -52,67 +48,13 @@ pub struct Output {
     pub meter: Arc<Meter>,
 }
 
-/// The VP8 encoder, tuned for live video on a small CPU: realtime deadline and the fastest
-/// speed, one thread (two spun a second core for nothing in our measurements), constant
-/// bitrate with a short buffer, no frame lag, and partitions that survive a lost packet.
-const VP8_ENCODER: &str = "vp8enc name=vp8enc deadline=1 cpu-used=16 threads=1 end-usage=cbr \
-                           lag-in-frames=0 buffer-size=1000 buffer-initial-size=500 \
-                           buffer-optimal-size=600 error-resilient=partitions";
-
 impl VideoPlan {
-    /// The VP8 fallback's frame size, when this plan has one. Worked out from the size in
-    /// force, so `video.set` resizes it too; even sides, as I420 needs.
-    pub fn vp8_size(&self) -> Option<(u32, u32)> {
-        let encodes = self.format != CaptureFormat::H264 && self.encoder.is_some();
-        let (width, height) = (f64::from(self.width), f64::from(self.height));
-        let scale = match self.vp8.filter(|_| encodes)? {
-            Vp8Size::Full => 1.0,
-            Vp8Size::Within(box_w, box_h) => (f64::from(box_w) / width)
-                .min(f64::from(box_h) / height)
-                .min(1.0),
-        };
-        let even = |side: f64| ((side.round() as u32) & !1).max(2);
-        Some((even(width * scale), even(height * scale)))
-    }
-
-    /// The fallback's bitrate: the main stream's, scaled by frame area (a quarter of the pixels
-    /// get a quarter of the bits), but never below what VP8 needs for a watchable picture.
-    pub fn vp8_bitrate_kbps(&self) -> u32 {
-        let Some((w, h)) = self.vp8_size() else {
-            return 0;
-        };
-        let area = f64::from(w * h) / f64::from((self.width * self.height).max(1));
-        ((f64::from(self.bitrate_kbps) * area.min(1.0)) as u32)
-            .max(VP8_MIN_KBPS.min(self.bitrate_kbps))
-    }
-
-    /// The tee's VP8 branch: a valve that drops every frame until a VP8 viewer arrives (so the
-    /// encoder costs nothing before), scaling to the fallback's size, the encoder, its sink.
-    /// The sink is `async=false`: a sink that never prerolls would otherwise hold the whole
-    /// pipeline in PAUSED, and the H.264 stream with it (measured: two frames, then nothing).
-    fn vp8_branch(&self) -> Option<String> {
-        let (width, height) = self.vp8_size()?;
-        let scale = if (width, height) == (self.width, self.height) {
-            String::new()
-        } else {
-            format!("! videoscale ! video/x-raw,width={width},height={height} ")
-        };
-        Some(format!(
-            " raw. ! valve name=vp8gate drop=true \
-             ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
-             {scale}! {VP8_ENCODER} target-bitrate={bps} keyframe-max-dist={gop} \
-             ! appsink name=vp8units sync=false async=false max-buffers=4 drop=true",
-            bps = self
-                .vp8_bitrate_kbps()
-                .saturating_mul(1000)
-                .min(i32::MAX as u32),
-            gop = self.keyframe_interval,
-        ))
-    }
-
     /// The `gst-launch` description of the whole pipeline.
     pub fn describe(&self) -> String {
-        let vp8 = self.vp8_branch().unwrap_or_default();
+        let branches = [self.vp8_branch(), self.low_branch()]
+            .into_iter()
+            .flatten()
+            .collect::<String>();
         let source = self
             .source
             .launch_fragment(self.format, self.width, self.height, self.fps);
@@ -140,7 +82,7 @@ impl VideoPlan {
              raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
              ! {encoder} ! {tail} \
              raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
-             ! appsink name=frames sync=false max-buffers=1 drop=true{vp8}",
+             ! appsink name=frames sync=false max-buffers=1 drop=true{branches}",
             w = self.width,
             h = self.height,
             fps = self.fps,
@@ -157,15 +99,16 @@ impl VideoPlan {
 pub struct VideoPipeline {
     pipeline: gst::Pipeline,
     appsink: gst_app::AppSink,
-    vp8: Option<Vp8Branch>,
+    vp8: Option<Branch>,
+    low: Option<Branch>,
     _bus: BusWatch,
 }
 
-/// The running pipeline's VP8 branch.
-struct Vp8Branch {
-    gate: gst::Element,
-    encoder: gst::Element,
-    appsink: gst_app::AppSink,
+/// Where each stream's frames go.
+pub struct Outputs {
+    pub h264: Output,
+    pub low: Output,
+    pub vp8: Output,
 }
 
 /// Frames and bytes leaving the encoder over the last second.
@@ -209,12 +152,11 @@ impl Meter {
 }
 
 impl VideoPipeline {
-    /// Builds and starts the pipeline; H.264 access units go to `h264` and VP8 frames (once
-    /// [`Self::set_vp8_flowing`] opens the branch) to `vp8`.
+    /// Builds and starts the pipeline; each stream's frames go to its output (a gated
+    /// branch's once [`Self::set_flowing`] opens it).
     pub fn start(
         plan: &VideoPlan,
-        h264: Output,
-        vp8: Output,
+        outputs: Outputs,
         on_fault: Arc<dyn Fn(String) + Send + Sync>,
     ) -> anyhow::Result<Self> {
         let description = plan.describe();
@@ -229,21 +171,15 @@ impl VideoPipeline {
             .context("pipeline has no appsink")?;
 
         let frame = Duration::from_secs(1) / plan.fps.max(1);
-        deliver(&appsink, h264, frame);
-        let vp8 = match pipeline.by_name("vp8units") {
-            None => None,
-            Some(sink) => {
-                let appsink = sink
-                    .downcast::<gst_app::AppSink>()
-                    .map_err(|_| anyhow!("vp8units is not an appsink"))?;
-                deliver(&appsink, vp8, frame);
-                Some(Vp8Branch {
-                    gate: pipeline.by_name("vp8gate").context("no VP8 valve")?,
-                    encoder: pipeline.by_name("vp8enc").context("no VP8 encoder")?,
-                    appsink,
-                })
-            }
-        };
+        deliver(&appsink, outputs.h264, frame);
+        let vp8 = Branch::find(&pipeline, "vp8")?;
+        if let Some(branch) = &vp8 {
+            deliver(&branch.appsink, outputs.vp8, frame);
+        }
+        let low = Branch::find(&pipeline, "low")?;
+        if let Some(branch) = &low {
+            deliver(&branch.appsink, outputs.low, frame);
+        }
 
         if plan.stamp && plan.format != CaptureFormat::H264 {
             ferrocam_stamp_gst::attach(&pipeline, plan.width)?;
@@ -258,21 +194,51 @@ impl VideoPipeline {
             pipeline,
             appsink,
             vp8,
+            low,
             _bus: bus,
         })
     }
 
-    /// Opens or shuts the VP8 branch. Shut, its encoder sees no frames and costs nothing; on
-    /// opening, the valve passes the stream's caps again before the first frame.
-    pub fn set_vp8_flowing(&self, flowing: bool) {
-        if let Some(vp8) = &self.vp8 {
-            vp8.gate.set_property("drop", !flowing);
+    /// The gated branch of `stream` (`None` for the main stream, or one this plan lacks).
+    fn branch(&self, stream: Stream) -> Option<&Branch> {
+        match stream {
+            Stream::H264 => None,
+            Stream::H264Low => self.low.as_ref(),
+            Stream::Vp8 => self.vp8.as_ref(),
         }
     }
 
-    /// Where VP8 keyframe requests go, if this pipeline has the branch.
-    pub fn vp8_keyframe_target(&self) -> Option<gst_app::AppSink> {
-        self.vp8.as_ref().map(|vp8| vp8.appsink.clone())
+    /// Opens or shuts a gated stream's branch (the main stream always flows).
+    pub fn set_flowing(&self, stream: Stream, flowing: bool) {
+        if let Some(branch) = self.branch(stream) {
+            branch.set_flowing(flowing);
+        }
+    }
+
+    /// Where `stream`'s keyframe requests go, if this pipeline makes that stream. A clone can
+    /// outlive the pipeline: an event sent to a stopped one is simply not handled.
+    pub fn keyframe_target(&self, stream: Stream) -> Option<gst_app::AppSink> {
+        match stream {
+            Stream::H264 => Some(self.appsink.clone()),
+            gated => self.branch(gated).map(|branch| branch.appsink.clone()),
+        }
+    }
+
+    /// Changes `stream`'s encoder bitrate while it runs. An error for the main stream when it
+    /// has no encoder (the camera's own H.264 passes through); nothing for a branch this plan
+    /// lacks.
+    pub fn set_bitrate(&self, stream: Stream, kbps: u32) -> anyhow::Result<()> {
+        match stream {
+            Stream::H264 => {
+                let enc = self.pipeline.by_name("enc").context(
+                    "no encoder in this pipeline (the camera's own H.264 passes through)",
+                )?;
+                set_encoder_bitrate(&enc, kbps)
+            }
+            gated => self
+                .branch(gated)
+                .map_or(Ok(()), |branch| branch.set_bitrate(kbps)),
+        }
     }
 }
 
@@ -313,42 +279,6 @@ pub fn force_keyframe(target: &gst_app::AppSink) {
 }
 
 impl VideoPipeline {
-    /// Changes the H.264 encoder's target bitrate while it runs.
-    pub fn set_h264_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
-        let enc = self
-            .pipeline
-            .by_name("enc")
-            .context("no encoder in this pipeline (the camera's own H.264 passes through)")?;
-        let factory = enc
-            .factory()
-            .map(|f| f.name().to_string())
-            .unwrap_or_default();
-        match factory.as_str() {
-            "x264enc" | "vah264enc" | "vaapih264enc" | "nvh264enc" => {
-                enc.set_property("bitrate", kbps)
-            }
-            "openh264enc" => enc.set_property("bitrate", kbps * 1000),
-            "mpph264enc" => enc.set_property("bps", kbps * 1000),
-            "v4l2h264enc" => enc.set_property(
-                "extra-controls",
-                gst::Structure::builder("controls")
-                    .field("video_bitrate", (kbps * 1000) as i32)
-                    .build(),
-            ),
-            other => anyhow::bail!("changing the bitrate of {other} is not supported"),
-        }
-        Ok(())
-    }
-
-    /// Changes the VP8 fallback's target bitrate while it runs (nothing without a fallback).
-    pub fn set_vp8_bitrate(&self, kbps: u32) {
-        if let Some(vp8) = &self.vp8 {
-            let bps = kbps.saturating_mul(1000);
-            vp8.encoder
-                .set_property("target-bitrate", i32::try_from(bps).unwrap_or(i32::MAX));
-        }
-    }
-
     /// The sink holding the most recent raw frame, for snapshots; `None` when the camera's
     /// own H.264 passes through (there are no raw frames). Pulling from it blocks until a
     /// frame is there, so callers do it off the engine and off the async runtime.
@@ -357,12 +287,6 @@ impl VideoPipeline {
             .by_name("frames")?
             .downcast::<gst_app::AppSink>()
             .ok()
-    }
-
-    /// The element keyframe requests are sent to (they travel upstream to the encoder). A
-    /// clone can outlive the pipeline: an event sent to a stopped one is simply not handled.
-    pub fn keyframe_target(&self) -> gst_app::AppSink {
-        self.appsink.clone()
     }
 }
 

@@ -28,6 +28,7 @@ pub(super) fn plan(
         keyframe_interval: gop,
         stamp: false,
         vp8: None,
+        low: None,
     }
 }
 
@@ -162,7 +163,7 @@ async fn a_joining_viewer_gets_a_keyframe_within_two_frames() {
         next(&mut early).await; // well past the first keyframe
     }
     let mut raw = engine.raw_units();
-    engine.request_keyframe(VideoCodec::H264, KeyframeReason::Join);
+    engine.request_keyframe(Stream::H264, KeyframeReason::Join);
     let mut waited = 0;
     loop {
         let unit = raw.recv().await.unwrap();
@@ -237,7 +238,7 @@ async fn a_storm_of_keyframe_requests_is_rate_limited_on_the_real_encoder() {
     // 2 s of a viewer sending PLI every frame.
     let mut keyframes = 0;
     for _ in 0..60 {
-        engine.request_keyframe(VideoCodec::H264, KeyframeReason::Feedback);
+        engine.request_keyframe(Stream::H264, KeyframeReason::Feedback);
         if next(&mut feed).await.keyframe {
             keyframes += 1;
         }

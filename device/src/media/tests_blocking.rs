@@ -38,7 +38,7 @@ async fn join_and_keyframe(engine: &Arc<MediaEngine>) -> (Duration, Duration) {
 
     let mut units = engine.raw_units();
     let asked = Instant::now();
-    engine.request_keyframe(VideoCodec::H264, KeyframeReason::Feedback);
+    engine.request_keyframe(Stream::H264, KeyframeReason::Feedback);
     let keyframe = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if units.recv().await.expect("engine alive").keyframe {

@@ -20,6 +20,7 @@ fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
 fn with_fallback(gop: u32) -> VideoPlan {
     VideoPlan {
         vp8: Some(Vp8Size::Within(320, 180)),
+        low: None,
         ..plan(
             Source::TestPattern,
             CaptureFormat::Raw,
@@ -44,7 +45,11 @@ async fn the_vp8_encoder_runs_only_while_a_vp8_viewer_watches() {
     let mut h264 = engine.video_feed(VideoCodec::H264).unwrap();
     // A second of H.264 with nobody on VP8: the fallback encoder produced nothing.
     frames(&mut h264, 40).await;
-    assert_eq!(engine.vp8_rates().0, 0.0, "VP8 encoded with no VP8 viewer");
+    assert_eq!(
+        engine.stream_rates(Stream::Vp8).0,
+        0.0,
+        "VP8 encoded with no VP8 viewer"
+    );
 
     let mut vp8 = engine.video_feed(VideoCodec::Vp8).unwrap();
     let first = next(&mut vp8).await;
@@ -65,7 +70,7 @@ async fn the_vp8_encoder_runs_only_while_a_vp8_viewer_watches() {
     frames(&mut h264, 40).await;
     frames(&mut h264, 40).await;
     assert_eq!(
-        engine.vp8_rates().0,
+        engine.stream_rates(Stream::Vp8).0,
         0.0,
         "VP8 still encoding after its last viewer left"
     );
@@ -82,7 +87,7 @@ async fn a_vp8_keyframe_request_gets_a_vp8_keyframe_without_touching_h264() {
     // Past the keyframe gate's minimum interval (500 ms in these tests).
     frames(&mut vp8, 20).await;
     let mut h264 = engine.raw_units();
-    engine.request_keyframe(VideoCodec::Vp8, KeyframeReason::Feedback);
+    engine.request_keyframe(Stream::Vp8, KeyframeReason::Feedback);
     let mut seen = None;
     for i in 0..30 {
         if next(&mut vp8).await.keyframe {
@@ -129,6 +134,7 @@ fn the_fallback_keeps_the_main_streams_shape_and_follows_its_size() {
             width,
             height,
             vp8: Some(vp8),
+            low: None,
             ..plan(Source::TestPattern, CaptureFormat::Raw, Some("x264enc"), 30)
         }
         .vp8_size()
@@ -157,6 +163,7 @@ async fn a_passthrough_camera_has_no_fallback() {
     let engine = engine(
         VideoPlan {
             vp8: Some(Vp8Size::Within(320, 180)),
+            low: None,
             ..plan(h264_camera, CaptureFormat::H264, None, 30)
         },
         None,

@@ -18,7 +18,9 @@ use super::segment::{self, OpenSegment};
 use super::store::Store;
 use super::writer::sync_file;
 use super::{RecordSettings, Request, free_space};
-use crate::media::{AccessUnit, AudioUnit, KeyframeReason, MediaEngine, VideoCodec, VideoFeed};
+use crate::media::{
+    AccessUnit, AudioUnit, KeyframeReason, MediaEngine, Stream, VideoCodec, VideoFeed,
+};
 
 /// Most pre-roll held in memory.
 const PREROLL_BYTES: usize = 32 * 1024 * 1024;
@@ -168,7 +170,7 @@ impl Task {
             if held.is_empty() {
                 // Begin at a keyframe asked for now rather than at the next periodic one.
                 self.media
-                    .request_keyframe(VideoCodec::H264, KeyframeReason::Join);
+                    .request_keyframe(Stream::H264, KeyframeReason::Join);
             } else {
                 // The pre-roll begins with a keyframe: the segment opens at once, seconds back.
                 self.begin(held).await;

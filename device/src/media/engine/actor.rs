@@ -8,6 +8,7 @@
 //! What viewers need in a hurry lives outside it, in [`Shared`]: the fan-out channels, the
 //! keyframe gate and where forced keyframes go, and counters mirrored for quick reads.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -19,8 +20,12 @@ use gstreamer_app as gst_app;
 use tokio::sync::oneshot;
 
 use super::{LeaseKind, Shared};
+use crate::media::Stream;
 use crate::media::audio::AudioPipeline;
-use crate::media::pipeline::{VideoPipeline, VideoPlan};
+use crate::media::pipeline::{Outputs, VideoPipeline, VideoPlan};
+
+/// Every stream a pipeline may make.
+const ALL_STREAMS: [Stream; 3] = [Stream::H264, Stream::H264Low, Stream::Vp8];
 
 /// Wait before rebuilding a pipeline that failed while viewers were watching; doubles with
 /// every failure in a row, up to [`RESTART_DELAY_MAX`].
@@ -51,8 +56,10 @@ pub(super) enum Command {
     Frames(oneshot::Sender<anyhow::Result<Option<gst_app::AppSink>>>),
     /// A rendition's link limit changed: set the encoders to the plan within it.
     ApplyRates,
-    /// A VP8 viewer's feed opened or closed: the fallback encoder runs while any is open.
-    Vp8Viewers {
+    /// A feed started or stopped watching a gated stream (VP8, low H.264): its encoder runs
+    /// while any feed watches it.
+    Watchers {
+        stream: Stream,
         joined: bool,
     },
     /// A pipeline reported an error or end of stream.
@@ -69,7 +76,8 @@ pub(super) struct Actor {
     video: Option<VideoPipeline>,
     audio: Option<AudioPipeline>,
     viewers: usize,
-    vp8_viewers: usize,
+    /// Feeds watching each gated stream.
+    watchers: HashMap<Stream, usize>,
     /// Snapshots of an otherwise idle camera in progress.
     stills: usize,
     /// The recorder (0 or 1).
@@ -93,7 +101,7 @@ impl Actor {
             video: None,
             audio: None,
             viewers: 0,
-            vp8_viewers: 0,
+            watchers: HashMap::new(),
             stills: 0,
             recorders: 0,
             failures: 0,
@@ -165,27 +173,7 @@ impl Actor {
                 };
                 let _ = reply.send(frames);
             }
-            Command::Vp8Viewers { joined } => {
-                let before = self.vp8_viewers;
-                self.vp8_viewers = if joined {
-                    before + 1
-                } else {
-                    before.saturating_sub(1)
-                };
-                self.shared
-                    .vp8_viewers
-                    .store(self.vp8_viewers, Ordering::Relaxed);
-                if (before == 0) != (self.vp8_viewers == 0) {
-                    tracing::info!(
-                        vp8_viewers = self.vp8_viewers,
-                        "VP8 fallback {}",
-                        if joined { "started" } else { "stopped" }
-                    );
-                }
-                if let Some(video) = &self.video {
-                    video.set_vp8_flowing(self.vp8_viewers > 0);
-                }
-            }
+            Command::Watchers { stream, joined } => self.count_watchers(stream, joined),
             Command::Fault(fault) => self.on_fault(fault),
             Command::Stop => {}
         }
@@ -218,6 +206,31 @@ impl Actor {
         self.publish_viewers();
         if self.idle() {
             self.idle_stop_at = Some(Instant::now() + self.shared.settings.idle_timeout);
+        }
+    }
+
+    fn count_watchers(&mut self, stream: Stream, joined: bool) {
+        let count = self.watchers.entry(stream).or_default();
+        let before = *count;
+        *count = if joined {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        let now = *count;
+        if let Some(mirror) = self.shared.watchers(stream) {
+            mirror.store(now, Ordering::Relaxed);
+        }
+        if (before == 0) != (now == 0) {
+            tracing::info!(
+                stream = stream.name(),
+                watchers = now,
+                "encoder {}",
+                if joined { "started" } else { "stopped" }
+            );
+        }
+        if let Some(video) = &self.video {
+            video.set_flowing(stream, now > 0);
         }
     }
 
@@ -267,15 +280,18 @@ impl Actor {
         });
         let plan = self.shared.plan.borrow().clone();
         let shared = &self.shared;
-        let video = VideoPipeline::start(
-            &plan,
-            shared.h264.output(Arc::clone(shared), |s: &Shared| &s.h264),
-            shared.vp8.output(Arc::clone(shared), |s: &Shared| &s.vp8),
-            on_fault,
-        )?;
-        video.set_vp8_flowing(self.vp8_viewers > 0);
-        *self.shared.h264.target() = Some(video.keyframe_target());
-        *self.shared.vp8.target() = video.vp8_keyframe_target();
+        let outputs = Outputs {
+            h264: shared.h264.output(Arc::clone(shared), |s: &Shared| &s.h264),
+            low: shared.low.output(Arc::clone(shared), |s: &Shared| &s.low),
+            vp8: shared.vp8.output(Arc::clone(shared), |s: &Shared| &s.vp8),
+        };
+        let video = VideoPipeline::start(&plan, outputs, on_fault)?;
+        for stream in ALL_STREAMS {
+            if stream.gated() {
+                video.set_flowing(stream, self.watchers.get(&stream).is_some_and(|&n| n > 0));
+            }
+            *self.shared.rendition(stream).target() = video.keyframe_target(stream);
+        }
         self.video = Some(video);
         self.apply_current_rates();
         self.shared.running.store(true, Ordering::Relaxed);
@@ -284,22 +300,33 @@ impl Actor {
         Ok(())
     }
 
-    /// Sets each running encoder to `plan`'s bitrate within its viewers' link limit. The VP8
-    /// fallback follows only once the H.264 encoder took it, so both follow the same plan. An
-    /// error means the H.264 encoder cannot change (a camera whose own H.264 passes through).
+    /// Sets each running encoder to `plan`'s bitrate within its viewers' link limit. The
+    /// branches follow only once the main H.264 encoder took it, so all follow the same plan.
+    /// An error means the main encoder cannot change (a camera whose own H.264 passes through).
     fn apply_rates(&self, plan: &VideoPlan) -> anyhow::Result<()> {
         let Some(video) = &self.video else {
-            self.shared.h264.set_encoder_kbps(0);
-            self.shared.vp8.set_encoder_kbps(0);
+            for stream in ALL_STREAMS {
+                self.shared.rendition(stream).set_encoder_kbps(0);
+            }
             return Ok(());
         };
-        let h264 = self.shared.h264.bitrate_for(plan.bitrate_kbps);
-        video.set_h264_bitrate(h264)?;
-        self.shared.h264.set_encoder_kbps(h264);
-        if plan.vp8_size().is_some() {
-            let vp8 = self.shared.vp8.bitrate_for(plan.vp8_bitrate_kbps());
-            video.set_vp8_bitrate(vp8);
-            self.shared.vp8.set_encoder_kbps(vp8);
+        let planned = [
+            (Stream::H264, Some(plan.bitrate_kbps)),
+            (
+                Stream::H264Low,
+                plan.low_size().map(|_| plan.low_bitrate_kbps()),
+            ),
+            (
+                Stream::Vp8,
+                plan.vp8_size().map(|_| plan.vp8_bitrate_kbps()),
+            ),
+        ];
+        for (stream, planned) in planned {
+            let Some(planned) = planned else { continue };
+            let rendition = self.shared.rendition(stream);
+            let kbps = rendition.bitrate_for(planned);
+            video.set_bitrate(stream, kbps)?;
+            rendition.set_encoder_kbps(kbps);
         }
         Ok(())
     }
@@ -336,8 +363,9 @@ impl Actor {
     }
 
     fn stop_pipelines(&mut self) {
-        *self.shared.h264.target() = None;
-        *self.shared.vp8.target() = None;
+        for stream in ALL_STREAMS {
+            *self.shared.rendition(stream).target() = None;
+        }
         self.shared.running.store(false, Ordering::Relaxed);
         self.started = None;
         // Dropping sets them to NULL, which may block: fine here, nowhere else.

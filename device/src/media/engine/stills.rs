@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 use super::{LeaseKind, MediaEngine};
 use crate::media::snapshot::{self, Jpeg, JpegEncoder};
-use crate::media::{KeyframeReason, VideoCodec};
+use crate::media::{KeyframeReason, Stream};
 
 /// How long an idle camera has to deliver its first usable frame.
 const COLD_LIMIT: Duration = Duration::from_secs(3);
@@ -186,7 +186,7 @@ impl MediaEngine {
         width: Option<u32>,
     ) -> Result<Jpeg, SnapshotError> {
         let limit = if cold { COLD_LIMIT } else { WARM_LIMIT };
-        self.request_keyframe(VideoCodec::H264, KeyframeReason::Join);
+        self.request_keyframe(Stream::H264, KeyframeReason::Join);
         let keyframe = tokio::time::timeout(limit, async {
             loop {
                 match units.recv().await {

@@ -1,0 +1,132 @@
+//! Which H.264 stream each viewer watches: the full one, or the low one kept for viewers whose
+//! path is far narrower than the others'.
+//!
+//! One encoder per stream means a stream can only send what the narrowest of its viewers
+//! carries. Without a second stream, one phone on a weak cell drags every other viewer down to
+//! its rate. So a viewer whose path carries less than half of what the full stream could send
+//! for the widest viewer moves to the low stream (smaller frames, its own encoder and rate), and
+//! comes back once its path carries 70 % of it. The gap between the two, and a minimum stay, keep
+//! a viewer whose estimate wobbles around the line from moving back and forth (each move costs a
+//! keyframe on the stream moved to).
+//!
+//! Pure: estimates and instants in, a stream out. The task in [`super`] feeds it.
+
+use std::time::{Duration, Instant};
+
+use crate::media::Stream;
+
+use super::governor::VIDEO_SHARE;
+
+/// A viewer moves to the low stream when its path carries less than this share of the full
+/// stream's rate.
+pub const SPLIT: f64 = 0.5;
+/// A viewer on the low stream moves back when its path carries this share of the full
+/// stream's rate.
+pub const REJOIN: f64 = 0.7;
+/// The least time between two moves of one viewer.
+pub const MIN_STAY: Duration = Duration::from_secs(3);
+
+/// Where one viewer is, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seat {
+    pub stream: Stream,
+    pub since: Instant,
+}
+
+impl Seat {
+    pub fn new(stream: Stream, now: Instant) -> Self {
+        Self { stream, since: now }
+    }
+}
+
+/// The stream an H.264 viewer should watch, given its path's estimate and the widest one among
+/// the H.264 viewers (bit/s), and the plan's bitrate (the full stream's ceiling, kbit/s). A
+/// viewer without an estimate yet stays where it is.
+pub fn choose(
+    seat: Seat,
+    estimate_bps: Option<f64>,
+    widest_bps: f64,
+    ceiling_kbps: u32,
+    now: Instant,
+) -> Stream {
+    let Some(estimate) = estimate_bps else {
+        return seat.stream;
+    };
+    if now.saturating_duration_since(seat.since) < MIN_STAY {
+        return seat.stream;
+    }
+    let full_kbps = (widest_bps * VIDEO_SHARE / 1000.0).min(f64::from(ceiling_kbps));
+    if full_kbps <= 0.0 {
+        return seat.stream;
+    }
+    let share = estimate * VIDEO_SHARE / 1000.0 / full_kbps;
+    match seat.stream {
+        Stream::H264 if share < SPLIT => Stream::H264Low,
+        Stream::H264Low if share >= REJOIN => Stream::H264,
+        stream => stream,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CEILING: u32 = 2000;
+
+    fn settled(stream: Stream, t0: Instant) -> Seat {
+        Seat::new(stream, t0 - MIN_STAY)
+    }
+
+    #[test]
+    fn a_viewer_far_below_the_widest_moves_down_and_the_widest_never_does() {
+        let t0 = Instant::now();
+        let full = settled(Stream::H264, t0);
+        // The widest viewer is always at a share of 1 (or above, past the ceiling).
+        assert_eq!(choose(full, Some(500e3), 500e3, CEILING, t0), Stream::H264);
+        // 500 kbit/s next to an unshaped viewer: 425 of 2000 kbit/s.
+        assert_eq!(
+            choose(full, Some(500e3), 50e6, CEILING, t0),
+            Stream::H264Low
+        );
+        // 1.5 Mbit/s: 1275 of 2000, stays.
+        assert_eq!(choose(full, Some(1.5e6), 50e6, CEILING, t0), Stream::H264);
+    }
+
+    #[test]
+    fn the_way_back_needs_more_than_the_way_down() {
+        let t0 = Instant::now();
+        let low = settled(Stream::H264Low, t0);
+        let full = settled(Stream::H264, t0);
+        // 60 % of the full rate: too much to move down, too little to come back.
+        let sixty = 0.6 * f64::from(CEILING) * 1000.0 / VIDEO_SHARE;
+        assert_eq!(choose(full, Some(sixty), 50e6, CEILING, t0), Stream::H264);
+        assert_eq!(choose(low, Some(sixty), 50e6, CEILING, t0), Stream::H264Low);
+        let seventy_five = 0.75 * f64::from(CEILING) * 1000.0 / VIDEO_SHARE;
+        assert_eq!(
+            choose(low, Some(seventy_five), 50e6, CEILING, t0),
+            Stream::H264
+        );
+    }
+
+    #[test]
+    fn no_estimate_or_a_recent_move_keeps_the_viewer_where_it_is() {
+        let t0 = Instant::now();
+        let full = settled(Stream::H264, t0);
+        assert_eq!(choose(full, None, 50e6, CEILING, t0), Stream::H264);
+        let just_moved = Seat::new(Stream::H264Low, t0);
+        assert_eq!(
+            choose(
+                just_moved,
+                Some(50e6),
+                50e6,
+                CEILING,
+                t0 + Duration::from_secs(1)
+            ),
+            Stream::H264Low
+        );
+        assert_eq!(
+            choose(just_moved, Some(50e6), 50e6, CEILING, t0 + MIN_STAY),
+            Stream::H264
+        );
+    }
+}

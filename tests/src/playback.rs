@@ -1,0 +1,95 @@
+//! What a page's viewer sees, read from the page: getStats' video counters, when frames were
+//! presented (for freezes by Chromium's own definition) and the glass-to-glass meter's samples.
+//! Shared by the link tests and the network benchmark.
+
+use std::collections::VecDeque;
+
+use serde_json::Value;
+
+use crate::Browser;
+
+/// getStats' video counters and the meter's samples so far.
+pub async fn sample(browser: &Browser) -> anyhow::Result<Value> {
+    browser
+        .js_async(
+            "window.ferrocam.pc.getStats().then((r) => { let s = {};
+               r.forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video') s = x; });
+               const m = window.ferrocam.meter;
+               done({ decoded: s.framesDecoded || 0, bytes: s.bytesReceived || 0,
+                      freeze_s: s.totalFreezesDuration || 0, width: s.frameWidth || 0,
+                      lost: s.packetsLost || 0, nack: s.nackCount || 0, pli: s.pliCount || 0,
+                      g2g: m ? m.samples.length : 0 }); });",
+        )
+        .await
+}
+
+pub async fn glass_to_glass(browser: &Browser, from: u64, to: u64) -> anyhow::Result<Vec<f64>> {
+    let v = browser
+        .js(&format!(
+            "return window.ferrocam.meter.samples.slice({from}, {to});"
+        ))
+        .await?;
+    Ok(v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default())
+}
+
+pub fn n(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(0.0)
+}
+
+pub fn percentile(mut samples: Vec<f64>, p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() - 1) as f64 * p / 100.0) as usize]
+}
+
+/// Starts recording when each frame is presented (performance clock, ms), once per page.
+pub const RECORD_PRESENTATIONS: &str = "
+    if (!window.__presented) {
+      window.__presented = [];
+      const video = document.getElementById('video');
+      const tick = (now, meta) => {
+        window.__presented.push(meta.presentationTime || now);
+        if (window.__presented.length > 50000) window.__presented.shift();
+        video.requestVideoFrameCallback(tick);
+      };
+      video.requestVideoFrameCallback(tick);
+    }
+    return performance.now();";
+
+/// Seconds frozen between `from` and `to` (performance clock, ms), by Chromium's definition of
+/// a freeze: a gap between presented frames longer than three times the average of the last
+/// 30 gaps, and at least that average plus 150 ms. Only the part of a freeze inside the window
+/// counts, so a freeze that began during a step's first seconds (the adaptation itself) counts
+/// only for the time it lasted after them; getStats' `totalFreezesDuration` adds a freeze only
+/// when it ends, whole.
+pub fn frozen_within(presented: &[f64], from: f64, to: f64) -> f64 {
+    let mut recent: VecDeque<f64> = VecDeque::new();
+    let mut frozen_ms = 0.0;
+    for pair in presented.windows(2) {
+        let (start, end) = (pair[0], pair[1]);
+        let gap = end - start;
+        if recent.len() >= 5 {
+            let average = recent.iter().sum::<f64>() / recent.len() as f64;
+            if gap > (3.0 * average).max(average + 150.0) {
+                frozen_ms += (end.min(to) - start.max(from)).max(0.0);
+            }
+        }
+        recent.push_back(gap);
+        if recent.len() > 30 {
+            recent.pop_front();
+        }
+    }
+    frozen_ms / 1000.0
+}
+
+/// When each frame was presented so far (performance clock, ms), once
+/// [`RECORD_PRESENTATIONS`] ran in the page.
+pub async fn presented(browser: &Browser) -> anyhow::Result<Vec<f64>> {
+    Ok(browser
+        .js("return window.__presented;")
+        .await?
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default())
+}
