@@ -27,7 +27,7 @@ mod governor;
 mod placement;
 
 pub use governor::{Governor, Limits};
-use placement::Seat;
+use placement::{FullStream, Seat};
 
 /// How often the encoders are brought in line with the estimates: often, because every moment
 /// the encoder runs above a path that just narrowed is lost packets.
@@ -113,10 +113,14 @@ impl LinkAdaptation {
     }
 
     /// Seats every H.264 viewer on the full or the low stream (all on the full one when the
-    /// camera makes no low stream), and tells those who move.
-    fn place(&self, now: Instant) {
+    /// camera makes no low stream). Returns the moves, for the caller to tell once the
+    /// encoders' rates are set: a viewer's first frames on its new stream should already be
+    /// at that stream's rate for it.
+    fn place(&self, now: Instant) -> Vec<(watch::Sender<Stream>, Stream)> {
         let low_exists = self.media.streams().contains(&Stream::H264Low);
-        let ceiling = self.media.plan().bitrate_kbps;
+        let ceiling_kbps = self.media.plan().bitrate_kbps;
+        let sending_kbps = self.media.rates().1;
+        let mut moves = Vec::new();
         let mut viewers = self.viewers();
         let widest = viewers_of(&viewers, VideoCodec::H264)
             .filter_map(|v| v.estimate.bits_per_second())
@@ -126,11 +130,14 @@ impl LinkAdaptation {
                 continue;
             }
             let stream = match widest {
-                Some(widest) if low_exists => placement::choose(
+                Some(widest_bps) if low_exists => placement::choose(
                     viewer.seat,
                     viewer.estimate.bits_per_second(),
-                    widest,
-                    ceiling,
+                    FullStream {
+                        widest_bps,
+                        ceiling_kbps,
+                        sending_kbps,
+                    },
                     now,
                 ),
                 _ => Stream::H264,
@@ -146,9 +153,10 @@ impl LinkAdaptation {
                     "viewer moves to another stream"
                 );
                 viewer.seat = Seat::new(stream, now);
-                viewer.told.send_replace(stream);
+                moves.push((viewer.told.clone(), stream));
             }
         }
+        moves
     }
 
     /// The estimates (bit/s) of the viewers seated on `stream`.
@@ -204,7 +212,7 @@ async fn run(adaptation: Weak<LinkAdaptation>) {
             return;
         };
         let now = Instant::now();
-        adaptation.place(now);
+        let moves = adaptation.place(now);
         for stream in adaptation.media.streams() {
             let estimates = adaptation.estimates(stream);
             let limit =
@@ -212,6 +220,12 @@ async fn run(adaptation: Weak<LinkAdaptation>) {
                     .entry(stream)
                     .or_default()
                     .decide(now, &estimates, adaptation.limits);
+            // The low stream, with nobody seated on it, keeps its last limit: a viewer leaving
+            // it still receives it until the full stream's keyframe, and the next to arrive is
+            // most likely on a link like the last one's.
+            if limit.is_none() && stream == Stream::H264Low {
+                continue;
+            }
             if adaptation.media.set_link_kbps(stream, limit) {
                 let narrowest = estimates.iter().copied().reduce(f64::min);
                 tracing::debug!(
@@ -221,6 +235,9 @@ async fn run(adaptation: Weak<LinkAdaptation>) {
                     "encoder follows the viewers' paths"
                 );
             }
+        }
+        for (told, stream) in moves {
+            told.send_replace(stream);
         }
     }
 }

@@ -260,13 +260,12 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
-    /// The stream this viewer is told to watch (its codec's main stream until it streams).
+    /// The stream this viewer receives (its codec's main stream until it streams).
     fn stream(&self) -> Stream {
         self.streaming
             .as_ref()
-            .and_then(|streaming| streaming.stream.as_ref())
-            .map_or(Stream::main(self.peer.video_codec()), |stream| {
-                *stream.borrow()
+            .map_or(Stream::main(self.peer.video_codec()), |streaming| {
+                *streaming.receiving.borrow()
             })
     }
 
@@ -377,8 +376,8 @@ async fn add_candidate(peer: &Peer, session: &SessionId, candidate: IceCandidate
 struct Streaming {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _adapting: Option<crate::adapt::Watching>,
-    /// The stream link adaptation tells this viewer to watch (none without adaptation).
-    stream: Option<watch::Receiver<Stream>>,
+    /// The stream the viewer receives, where its keyframe requests go.
+    receiving: watch::Receiver<Stream>,
 }
 
 impl Streaming {
@@ -389,15 +388,16 @@ impl Streaming {
             .zip(peer.link_estimate())
             .map(|(adaptation, estimate)| adaptation.watch(feed.codec(), estimate));
         let video = peer.video_sender().await?;
-        let stream = adapting.as_ref().map(crate::adapt::Watching::stream);
-        let mut tasks = vec![tokio::spawn(forward_video(feed, video, stream.clone()))];
+        let told = adapting.as_ref().map(crate::adapt::Watching::stream);
+        let receiving = feed.receiving();
+        let mut tasks = vec![tokio::spawn(forward_video(feed, video, told))];
         if let (Some(audio), Some(feed)) = (peer.audio_sender().await?, ctx.media.audio_feed()) {
             tasks.push(tokio::spawn(forward_audio(feed, audio)));
         }
         Ok(Self {
             tasks,
             _adapting: adapting,
-            stream,
+            receiving,
         })
     }
 }

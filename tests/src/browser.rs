@@ -324,14 +324,28 @@ impl Browser {
         // Find and click in one retried step: should the page replace the button between the
         // two (a device that went offline and came back), the click fails as "stale element"
         // and the next attempt finds the new one.
-        crate::eventually("the device button", Duration::from_secs(15), || async {
+        let clicked = crate::eventually("the device button", Duration::from_secs(15), || async {
             let Ok(button) = self.client.find(fantoccini::Locator::Css(&selector)).await else {
                 return Ok(None);
             };
             button.click().await?;
             Ok(Some(()))
         })
-        .await
+        .await;
+        if let Err(e) = clicked {
+            // Say what the page shows instead: the list it has, its socket, any error.
+            let page = self
+                .js("return { url: location.href,
+                          socket: window.ferrocam && window.ferrocam.ws
+                                  ? window.ferrocam.ws.readyState : null,
+                          devices: window.ferrocam ? window.ferrocam.devices : null,
+                          list: (document.getElementById('devices') || {}).outerHTML,
+                          error: (document.getElementById('error') || {}).textContent };")
+                .await
+                .unwrap_or_default();
+            return Err(e.context(format!("the page: {page}")));
+        }
+        Ok(())
     }
 
     /// Ends the WebDriver session (closing the browser).

@@ -9,6 +9,7 @@
 pub mod audio;
 pub mod blip;
 pub mod browser;
+pub mod coturn;
 pub mod creds;
 pub mod files_page;
 pub mod gateway_bench;

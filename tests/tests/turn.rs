@@ -2,47 +2,18 @@
 //! each viewer; Chromium streams with `iceTransportPolicy: "relay"` through a real coturn on
 //! loopback; credentials past their expiry are refused by coturn.
 
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use ferrocam_tests::{Browser, Process, Stack, StackOptions, eventually, free_port};
+use ferrocam_tests::coturn::{self, SECRET};
+use ferrocam_tests::{Browser, Stack, StackOptions, eventually, free_port};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-
-const SECRET: &str = "test-turn-secret";
 
 fn password(username: &str) -> String {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
-fn start_coturn(port: u16, log_dir: &std::path::Path) -> anyhow::Result<Process> {
-    let relay_min = free_port();
-    let mut cmd = Command::new("turnserver");
-    cmd.args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
-        .arg(format!("--listening-port={port}"))
-        .arg(format!("--min-port={relay_min}"))
-        .arg(format!("--max-port={}", relay_min.saturating_add(50)))
-        .args([
-            "--use-auth-secret",
-            &format!("--static-auth-secret={SECRET}"),
-        ])
-        .args([
-            "--realm=ferrocam.test",
-            "--no-tls",
-            "--no-dtls",
-            "--no-cli",
-            "--fingerprint",
-        ])
-        // The test's peers are all on loopback, which coturn refuses by default.
-        .args([
-            "--allow-loopback-peers",
-            "--log-file=stdout",
-            "--simple-log",
-        ]);
-    Process::spawn("coturn", cmd, log_dir)
 }
 
 /// Relay candidates a fresh peer connection gathers with `ice_servers` and relay-only policy.
@@ -73,7 +44,7 @@ async fn chromium_streams_through_coturn_with_minted_credentials() -> anyhow::Re
         "600",
     ]))
     .await?;
-    let _coturn = start_coturn(turn_port, &stack.log_dir)?;
+    let _coturn = coturn::start("127.0.0.1".parse()?, turn_port, &stack.log_dir)?;
     let browser = Browser::start(&stack.log_dir).await?;
     stack.open_viewer(&browser, 0).await?;
 

@@ -1,14 +1,18 @@
 //! A camera on a network that drops all UDP still plays in the browser, over ICE-TCP (RFC 6544:
 //! the device listens on TCP and the browser connects to it), and the page says so. With UDP
-//! open the same device and browser use UDP: TCP is the fallback, never the first choice.
+//! open the same device and browser use UDP: TCP is the fallback, never the first choice. And a
+//! viewer whose own network drops UDP, with no direct way to the camera, plays through a real
+//! coturn over TCP, with the credentials the gateway mints.
 //!
-//! The device runs in a network namespace the test makes; the firewall is two iptables rules in
-//! it (UDP dropped in and out), so MQTT over TCP still reaches the broker.
+//! The blocked side runs in a network namespace the test makes; the firewall is two iptables
+//! rules in it (UDP dropped in and out), so MQTT, HTTP and TURN over TCP still get through.
 
 use std::time::Duration;
 
+use ferrocam_tests::coturn::{self, SECRET};
 use ferrocam_tests::netns::NetNs;
-use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
+use ferrocam_tests::proxy::FrontDoor;
+use ferrocam_tests::{Browser, Stack, StackOptions, eventually, free_port};
 use serde_json::Value;
 
 /// Frames decoded so far and the page's own description of the path (stats.js).
@@ -81,5 +85,42 @@ async fn the_page_plays_over_tcp_when_udp_is_blocked_and_says_so() -> anyhow::Re
         },
     )
     .await?;
+    browser.close().await
+}
+
+#[tokio::test]
+async fn a_viewer_whose_network_drops_udp_plays_through_turn_over_tcp() -> anyhow::Result<()> {
+    // Apart from the other test's namespace when both run at once.
+    let ns = NetNs::create((std::process::id() % 10_000 + 10_000) as u16)?;
+    let host_ip: std::net::IpAddr = ns.host_ip.parse()?;
+    let turn_port = free_port();
+    let turn_url = format!("turn:{}:{turn_port}?transport=tcp", ns.host_ip);
+    // The camera on this host, reachable over UDP only (no ICE-TCP): from the viewer's network
+    // the one way to it is the relay.
+    let ice = format!("{}:0", ns.host_ip);
+    let stack = Stack::start(
+        StackOptions::new("turn_over_tcp")
+            .device_args(&["--audio", "off", "--ice-udp", &ice, "--ice-tcp", "off"])
+            .gateway_args(&["--turn-url", &turn_url, "--turn-secret", SECRET]),
+    )
+    .await?;
+    let _coturn = coturn::start(host_ip, turn_port, &stack.log_dir)?;
+    ns.block_udp()?;
+    let front = FrontDoor::start_on(host_ip, stack.gateways[0].http_port).await?;
+    let browser = Browser::start_in(&ns, &stack.log_dir).await?;
+    browser
+        .login(&front.url(""), &stack.creds.user, &stack.creds.password)
+        .await?;
+
+    let (path, shown) = watch_and_report_path(&browser, &stack.device_id).await?;
+    assert_eq!(path["kind"], "relay", "through coturn: {path}");
+    assert_eq!(
+        path["protocol"], "tcp",
+        "the browser's leg to the relay: {path}"
+    );
+    assert!(
+        shown.contains("TURN relay · TCP"),
+        "the stats panel names the path: {shown:?}"
+    );
     browser.close().await
 }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::MediaEngine;
 use crate::media::{AccessUnit, KeyframeReason, Stream, VideoCodec};
@@ -18,6 +18,8 @@ use crate::media::{AccessUnit, KeyframeReason, Stream, VideoCodec};
 pub struct VideoFeed {
     units: broadcast::Receiver<AccessUnit>,
     stream: Stream,
+    /// The stream the frames come from, for whoever routes the viewer's keyframe requests.
+    receiving: watch::Sender<Stream>,
     /// The stream being moved to, until its first keyframe.
     moving_to: Option<(Stream, broadcast::Receiver<AccessUnit>)>,
     engine: Arc<MediaEngine>,
@@ -33,6 +35,7 @@ impl VideoFeed {
         Self {
             units,
             stream,
+            receiving: watch::Sender::new(stream),
             moving_to: None,
             engine,
             need_keyframe: true,
@@ -48,6 +51,12 @@ impl VideoFeed {
     #[cfg(test)]
     pub fn stream(&self) -> Stream {
         self.stream
+    }
+
+    /// The stream the frames come from, and its changes: a viewer's keyframe requests belong
+    /// there (during a move, the viewer still decodes the stream it is leaving).
+    pub fn receiving(&self) -> watch::Receiver<Stream> {
+        self.receiving.subscribe()
     }
 
     /// Moves to `stream` at its next keyframe (asked for now). Ignored for a stream of another
@@ -95,7 +104,9 @@ impl VideoFeed {
                     // this viewer can decode.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => {
-                        self.move_to(self.stream);
+                        if let Some((abandoned, _)) = self.moving_to.take() {
+                            self.engine.watching(abandoned, false);
+                        }
                         continue;
                     }
                 }
@@ -125,6 +136,7 @@ impl VideoFeed {
         let (stream, units) = self.moving_to.take().expect("a move in progress");
         let left = std::mem::replace(&mut self.stream, stream);
         self.units = units;
+        self.receiving.send_replace(stream);
         self.need_keyframe = false;
         self.engine.watching(left, false);
         tracing::debug!(from = left.name(), to = stream.name(), "viewer moved");
