@@ -318,10 +318,12 @@ impl Browser {
         self.viewer_started().await
     }
 
-    /// Waits for the viewer's scripts to have run (its WebSocket opened). Now and then, in
-    /// clean-clone CI runs, a freshly logged-in page showed its HTML but never ran app.js (no
-    /// `window.ferrocam` 15 s later); the cause is not known yet. Such a page is reloaded once,
-    /// as a user would, and what it had loaded is printed, so the event stays visible.
+    /// Waits for the viewer's scripts to have run (its WebSocket opened). Now and then a
+    /// freshly logged-in page showed its HTML but never ran app.js (no `window.ferrocam` 15 s
+    /// later). Seen only in tests that had just made a network namespace and veth pair, so the
+    /// likely cause is Chromium aborting requests in flight on a network change
+    /// (`ERR_NETWORK_CHANGED`), not yet confirmed. Such a page is reloaded once, as a user
+    /// would, and what it had loaded is printed, so the event stays visible.
     async fn viewer_started(&self) -> anyhow::Result<()> {
         let started = || async {
             let open = self
