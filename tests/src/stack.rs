@@ -436,6 +436,22 @@ impl Stack {
             .await
     }
 
+    /// Logs `browser`, running inside `ns`, in to gateway 0 through a front door on the link's
+    /// host end (the only address such a browser reaches); keep the door while the page is used.
+    pub async fn open_viewer_in(
+        &self,
+        ns: &crate::netns::NetNs,
+        browser: &crate::Browser,
+    ) -> anyhow::Result<crate::proxy::FrontDoor> {
+        let front =
+            crate::proxy::FrontDoor::start_on(ns.host_ip.parse()?, self.gateways[0].http_port)
+                .await?;
+        browser
+            .login(&front.url(""), &self.creds.user, &self.creds.password)
+            .await?;
+        Ok(front)
+    }
+
     /// The device's status as the gateway's REST API gives it (`/api/devices/<id>`).
     pub fn device_status(&self) -> anyhow::Result<serde_json::Value> {
         Ok(

@@ -108,11 +108,8 @@ async fn sessions(stack: &Stack, browser: &Browser) -> anyhow::Result<usize> {
 /// Firefox inside `ns` (its own host, as far as it can tell), logged in to the stack's page
 /// through a front door on the link's host end.
 async fn firefox_in(ns: &NetNs, stack: &Stack) -> anyhow::Result<(Browser, FrontDoor)> {
-    let front = FrontDoor::start_on(ns.host_ip.parse()?, stack.gateways[0].http_port).await?;
     let browser = Browser::start_firefox_in(ns, &stack.log_dir).await?;
-    browser
-        .login(&front.url(""), &stack.creds.user, &stack.creds.password)
-        .await?;
+    let front = stack.open_viewer_in(ns, &browser).await?;
     assert_default_firefox(&browser).await?;
     Ok((browser, front))
 }

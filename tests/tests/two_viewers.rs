@@ -13,7 +13,6 @@ use ferrocam_tests::playback::{
     RECORD_PRESENTATIONS, frozen_within, glass_to_glass, n, percentile, presented, sample,
 };
 use ferrocam_tests::process::cpu_seconds;
-use ferrocam_tests::proxy::FrontDoor;
 use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
 use serde_json::json;
 
@@ -141,11 +140,8 @@ async fn a_narrow_viewer_gets_the_low_stream_and_the_other_keeps_the_full_one() 
     let pid = stack.device.as_ref().expect("device started").pid();
     let one_viewer = cpu_share(pid, Duration::from_secs(10)).await?;
 
-    let front = FrontDoor::start_on(ns.host_ip.parse()?, stack.gateways[0].http_port).await?;
     let narrow = Browser::start_in(&ns, &stack.log_dir).await?;
-    narrow
-        .login(&front.url(""), &stack.creds.user, &stack.creds.password)
-        .await?;
+    let _front = stack.open_viewer_in(&ns, &narrow).await?;
     narrow.click_device(&stack.device_id).await?;
     playing(&narrow, "shaped").await?;
     for page in [&wide, &narrow] {

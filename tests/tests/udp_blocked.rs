@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use ferrocam_tests::coturn::{self, SECRET};
 use ferrocam_tests::netns::NetNs;
-use ferrocam_tests::proxy::FrontDoor;
 use ferrocam_tests::{Browser, Stack, StackOptions, eventually, free_port};
 use serde_json::Value;
 
@@ -106,11 +105,8 @@ async fn a_viewer_whose_network_drops_udp_plays_through_turn_over_tcp() -> anyho
     .await?;
     let _coturn = coturn::start(host_ip, turn_port, &stack.log_dir)?;
     ns.block_udp()?;
-    let front = FrontDoor::start_on(host_ip, stack.gateways[0].http_port).await?;
     let browser = Browser::start_in(&ns, &stack.log_dir).await?;
-    browser
-        .login(&front.url(""), &stack.creds.user, &stack.creds.password)
-        .await?;
+    let _front = stack.open_viewer_in(&ns, &browser).await?;
 
     let (path, shown) = watch_and_report_path(&browser, &stack.device_id).await?;
     assert_eq!(path["kind"], "relay", "through coturn: {path}");

@@ -2,10 +2,9 @@
 //! low stream's first keyframe (smaller frames from there on), a move back at the full stream's
 //! keyframe, and the low encoder shut again once nobody watches it.
 
-use std::time::Duration;
-
 use super::snapshot::decode_keyframe;
 use super::tests::{engine, next, plan};
+use super::tests_vp8::until;
 use super::*;
 
 /// A 640×360 main stream with a low stream that fits in 320×180.
@@ -34,16 +33,6 @@ async fn until_on(feed: &mut VideoFeed, stream: Stream) -> (AccessUnit, usize) {
         }
     }
     panic!("the feed did not reach {stream:?} within 90 frames");
-}
-
-async fn until(mut ok: impl FnMut() -> bool) {
-    for _ in 0..100 {
-        if ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("condition not met within 2 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

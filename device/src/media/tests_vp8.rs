@@ -174,7 +174,7 @@ async fn a_passthrough_camera_has_no_fallback() {
 }
 
 /// Waits (up to 5 s) for `done`, which the engine's thread makes true.
-async fn until(done: impl Fn() -> bool) {
+pub(super) async fn until(done: impl Fn() -> bool) {
     tokio::time::timeout(Duration::from_secs(5), async {
         while !done() {
             tokio::time::sleep(Duration::from_millis(5)).await;
