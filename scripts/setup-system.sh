@@ -53,7 +53,7 @@ esac
 
 missing=()
 for pkg in "${wanted[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+  if [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true) != *"install ok installed"* ]]; then
     missing+=("$pkg")
   fi
 done
@@ -101,7 +101,11 @@ echo "setup: installing ${missing[*]}"
 "${sudo[@]}" apt-get update -qq || echo "setup: apt-get update reported errors; installing anyway" >&2
 # Ubuntu ships Firefox as a snap and has no firefox-esr package: the Firefox tests then say
 # they were skipped for that reason (tests/tests/browsers.rs); Debian and Raspberry Pi OS have it.
-if [[ " ${missing[*]} " == *" firefox-esr "* ]] && ! apt-cache policy firefox-esr 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+# The policy is read whole before it is searched: with pipefail, `apt-cache … | grep -q` fails
+# whenever grep stops reading early and apt-cache dies of SIGPIPE, which once dropped Firefox
+# from a fresh machine that had it.
+firefox_policy=$(apt-cache policy firefox-esr 2>/dev/null || true)
+if [[ " ${missing[*]} " == *" firefox-esr "* ]] && [[ $firefox_policy != *"Candidate: "[0-9]* ]]; then
   echo "setup: no firefox-esr package on this distribution; the Firefox tests will be skipped" >&2
   kept=()
   for pkg in "${missing[@]}"; do

@@ -26,13 +26,50 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Held while a slot is chosen and claimed, so two test binaries never pick the same one.
+const SLOT_LOCK: &str = "/tmp/ferrocam-netns.lock";
+
+/// Output of a command, or empty when it fails (a missing namespace list, say).
+fn output(args: &[&str]) -> String {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// The first free slot at or after `1 + tag % 250`. A slot `s` is the namespace `fcam{s}`, its
+/// links `fcam{s}h`/`fcam{s}n` and the subnet 10.231.s.0/24; it is free only when none of those
+/// exists. Something left behind by a killed run is skipped, never reused: a namespace whose
+/// subnet is still routed on the host would swallow the new one's traffic.
+fn free_slot(tag: u16) -> anyhow::Result<u16> {
+    let namespaces = output(&["ip", "netns", "list"]);
+    let links = output(&["ip", "-o", "link", "show"]);
+    let addresses = output(&["ip", "-o", "-4", "addr", "show"]);
+    let first = 1 + tag % 250;
+    (0..250)
+        .map(|step| 1 + (first - 1 + step) % 250)
+        .find(|slot| {
+            let name = format!("fcam{slot}");
+            let in_use = |text: &str, needle: &str| text.split_whitespace().any(|w| w == needle);
+            !in_use(&namespaces, &name)
+                && !in_use(&links, &format!("{name}h:"))
+                && !links.contains(&format!(" {name}h@"))
+                && !addresses.contains(&format!(" 10.231.{slot}."))
+        })
+        .context("all 250 test network slots are in use (stale fcam* namespaces?)")
+}
+
 impl NetNs {
-    /// Creates the namespace and link; `tag` keeps concurrent runs apart.
+    /// Creates the namespace and link in a free slot; `tag` spreads concurrent runs so they
+    /// rarely even meet on the lock.
     pub fn create(tag: u16) -> anyhow::Result<Self> {
-        let name = format!("fcam{tag}");
-        let (host_if, ns_if) = (format!("fcam{tag}h"), format!("fcam{tag}n"));
-        let subnet = 1 + (tag % 250);
-        let (host_ip, ns_ip) = (format!("10.231.{subnet}.1"), format!("10.231.{subnet}.2"));
+        let lock = std::fs::File::create(SLOT_LOCK).context("creating the slot lock")?;
+        lock.lock().context("taking the slot lock")?;
+        let slot = free_slot(tag)?;
+        let name = format!("fcam{slot}");
+        let (host_if, ns_if) = (format!("fcam{slot}h"), format!("fcam{slot}n"));
+        let (host_ip, ns_ip) = (format!("10.231.{slot}.1"), format!("10.231.{slot}.2"));
         let ns = Self {
             name: name.clone(),
             host_ip: host_ip.clone(),

@@ -89,8 +89,7 @@ async fn the_page_plays_over_tcp_when_udp_is_blocked_and_says_so() -> anyhow::Re
 
 #[tokio::test]
 async fn a_viewer_whose_network_drops_udp_plays_through_turn_over_tcp() -> anyhow::Result<()> {
-    // Apart from the other test's namespace when both run at once.
-    let ns = NetNs::create((std::process::id() % 10_000 + 10_000) as u16)?;
+    let ns = NetNs::create((std::process::id() % 10_000) as u16)?;
     let host_ip: std::net::IpAddr = ns.host_ip.parse()?;
     let turn_port = free_port();
     let turn_url = format!("turn:{}:{turn_port}?transport=tcp", ns.host_ip);
