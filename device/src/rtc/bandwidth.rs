@@ -46,11 +46,27 @@ const NEAR_GROWTH_PER_SECOND: f64 = 1.08;
 /// the ceiling is stale (a link that widened again) and the camera should get back its picture
 /// within seconds, not half a minute.
 const FAR_GROWTH_PER_SECOND: f64 = 1.3;
-/// Deliveries this far above the last ceiling mean the ceiling no longer holds.
+/// "Near" the ceiling is this band around it. At 1.15× the estimate, the video (85 % of it)
+/// plus its headers already fill what the path carried when it queued.
+const NEAR_CEILING_FROM: f64 = 0.9;
+const NEAR_CEILING_TO: f64 = 1.15;
+/// Growth per second above the band while the ceiling still stands.
+const PAST_CEILING_GROWTH_PER_SECOND: f64 = 1.15;
+/// Deliveries this far above the last ceiling, for this long, mean the ceiling no longer holds.
+/// One moment above proves nothing: a token bucket that sat below its rate for a while lets its
+/// burst through at once (16 kB in `narrow_link`'s 500 kbit/s step: deliveries measured at 620,
+/// 1.3× the ceiling), and forgetting on that ran the estimate to 1.5× the link.
 const CEILING_FORGOTTEN_ABOVE: f64 = 1.2;
+const CEILING_FORGOTTEN_AFTER: Duration = Duration::from_millis(1500);
 /// Growth is capped at this multiple of what actually arrives (plus a packet's worth), so an
 /// encoder that sends less than it may (a still scene) does not let the estimate run away.
 const MAX_ABOVE_RECEIVED: f64 = 1.5;
+/// The same cap while the path's ceiling is known. A token bucket passes its burst before any
+/// queue shows, so near its rate the delay signal comes late: at 1.5× the estimate climbed to
+/// 1.3× a 500 kbit/s link before each cut, and every climb refilled the 150 ms queue (glass to
+/// glass p95 near 200 ms in `narrow_link`). At 1.2× the video (85 % of the estimate) can still
+/// grow 2 % a step, more than the gentle growth near a ceiling asks.
+const MAX_ABOVE_RECEIVED_NEAR_CEILING: f64 = 1.2;
 const RECEIVED_SLACK_BPS: f64 = 10_000.0;
 /// One increase per this interval, so each acts on fresh evidence.
 const RATE_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
@@ -188,6 +204,8 @@ struct DelayRate {
     bounds: RateBounds,
     /// What the path delivered the last time it queued, until it clearly carries more.
     ceiling: Option<f64>,
+    /// Since when deliveries have stayed clearly above the ceiling.
+    above_ceiling_since: Option<Instant>,
     last_change: Option<Instant>,
     last_decrease: Option<Instant>,
 }
@@ -199,17 +217,40 @@ impl DelayRate {
             target: start,
             bounds,
             ceiling: None,
+            above_ceiling_since: None,
             last_change: None,
             last_decrease: None,
         }
     }
 
-    /// Lowers the rate to `to` after loss, and remembers what arrived as where the path filled.
+    /// Lowers the rate to `to` after loss, and remembers what arrived as where the path filled,
+    /// unless the path already showed it fills higher: loss often comes right after a delay
+    /// decrease, while what arrives is still falling from it. Taking that dip as the ceiling
+    /// made the path's ordinary rate look like "clearly more", and the fast growth meant for a
+    /// widened link then ran to 1.8× a 500 kbit/s link (measured in `narrow_link`).
     fn cut(&mut self, now: Instant, to: f64, received: Option<f64>) {
         self.target = to.clamp(self.bounds.min, self.bounds.max);
-        self.ceiling = Some(received.unwrap_or(self.target));
+        let filled_at = received.unwrap_or(self.target);
+        self.ceiling = Some(self.ceiling.map_or(filled_at, |c| c.max(filled_at)));
         self.last_change = Some(now);
         self.last_decrease = Some(now);
+    }
+
+    /// Drops the ceiling once deliveries have stayed clearly above it (see
+    /// [`CEILING_FORGOTTEN_AFTER`]).
+    fn forget_a_stale_ceiling(&mut self, now: Instant, received: Option<f64>) {
+        let Some(ceiling) = self.ceiling else {
+            return;
+        };
+        if received.is_none_or(|r| r <= ceiling * CEILING_FORGOTTEN_ABOVE) {
+            self.above_ceiling_since = None;
+            return;
+        }
+        let since = *self.above_ceiling_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= CEILING_FORGOTTEN_AFTER {
+            self.ceiling = None;
+            self.above_ceiling_since = None;
+        }
     }
 
     /// `may_grow`: whether loss allows an increase (it holds the rate at a few per cent).
@@ -238,6 +279,7 @@ impl DelayRate {
                 self.target = (received * DECREASE_FACTOR).min(self.target);
                 tracing::debug!(received, target = self.target, "path queueing: rate down");
                 self.ceiling = Some(received);
+                self.above_ceiling_since = None;
                 self.last_change = Some(now);
             }
             RateControlState::Increase if !may_grow => {}
@@ -245,20 +287,29 @@ impl DelayRate {
                 // Only what actually arrived shows that the path carries more: an estimate that
                 // has merely grown past the ceiling proves nothing (measured: it ran on to 1.6×
                 // a 1 Mbit/s link before the queue showed, and the viewer froze).
-                if let (Some(ceiling), Some(received)) = (self.ceiling, received)
-                    && received > ceiling * CEILING_FORGOTTEN_ABOVE
-                {
-                    self.ceiling = None;
-                }
-                let per_second = if self.ceiling.is_some() {
-                    NEAR_GROWTH_PER_SECOND
-                } else {
-                    FAR_GROWTH_PER_SECOND
+                self.forget_a_stale_ceiling(now, received);
+                // Gentle only near the ceiling: well below it (after a deep cut for loss) the
+                // path is known to carry more, and every second spent there is a worse picture.
+                // Past the band, no queue has shown although the video alone now fills what the
+                // path carried: likely a wider link, so climb faster towards the proof of it
+                // (the cap on what arrives still bounds the climb).
+                let per_second = match self.ceiling {
+                    Some(ceiling) if self.target < ceiling * NEAR_CEILING_FROM => {
+                        FAR_GROWTH_PER_SECOND
+                    }
+                    Some(ceiling) if self.target < ceiling * NEAR_CEILING_TO => {
+                        NEAR_GROWTH_PER_SECOND
+                    }
+                    Some(_) => PAST_CEILING_GROWTH_PER_SECOND,
+                    None => FAR_GROWTH_PER_SECOND,
                 };
                 let grown = self.target * per_second.powf(since.as_secs_f64().min(1.0));
-                let cap = received.map_or(f64::INFINITY, |r| {
-                    r * MAX_ABOVE_RECEIVED + RECEIVED_SLACK_BPS
-                });
+                let above = if self.ceiling.is_some() {
+                    MAX_ABOVE_RECEIVED_NEAR_CEILING
+                } else {
+                    MAX_ABOVE_RECEIVED
+                };
+                let cap = received.map_or(f64::INFINITY, |r| r * above + RECEIVED_SLACK_BPS);
                 // Never lowered by the cap: that is the delay signal's job, not this one's.
                 self.target = grown.min(cap).max(self.target);
                 self.last_change = Some(now);

@@ -226,3 +226,91 @@ fn the_estimate_is_published() {
     assert_eq!(published.bits_per_second(), Some(estimator.estimate()));
     assert_eq!(estimator.target_bitrate(), estimator.estimate());
 }
+
+#[test]
+fn loss_right_after_a_queue_does_not_lower_the_ceiling() {
+    let bounds = RateBounds {
+        start: 500e3,
+        min: 100e3,
+        max: 8e6,
+    };
+    let t0 = Instant::now();
+    let mut rate = DelayRate::new(bounds.start, bounds);
+    // The path queued while 517 kbit/s arrived: that is where it fills.
+    rate.update(t0, Usage::Over, Some(517e3), true);
+    assert_eq!(rate.ceiling, Some(517e3));
+    // Loss a moment later, while what arrives is still falling from the decrease.
+    rate.cut(t0 + Duration::from_millis(800), 330e3, Some(390e3));
+    assert_eq!(
+        rate.ceiling,
+        Some(517e3),
+        "the dip is not the path's ceiling"
+    );
+    // The path's ordinary rate (480 kbit/s, above 1.2 × the dip) for seconds proves nothing
+    // new: the ceiling holds, so growth stays gentle near it.
+    let mut now = t0 + Duration::from_millis(800);
+    for _ in 0..3 {
+        now += Duration::from_secs(1);
+        rate.update(now, Usage::Normal, Some(480e3), true);
+        rate.update(now, Usage::Normal, Some(480e3), true);
+    }
+    assert_eq!(rate.ceiling, Some(517e3));
+}
+
+#[test]
+fn a_burst_above_the_ceiling_is_not_a_wider_link_but_a_sustained_rise_is() {
+    let bounds = RateBounds {
+        start: 500e3,
+        min: 100e3,
+        max: 8e6,
+    };
+    let t0 = Instant::now();
+    let mut rate = DelayRate::new(bounds.start, bounds);
+    rate.update(t0, Usage::Over, Some(500e3), true);
+    let step = Duration::from_millis(250);
+    let mut now = t0;
+    let mut deliver = |rate: &mut DelayRate, received: f64, steps: u32| {
+        for _ in 0..steps {
+            now += step;
+            rate.update(now, Usage::Normal, Some(received), true);
+        }
+    };
+    // A token bucket's burst: 0.75 s at 620 kbit/s, then the link's rate again.
+    deliver(&mut rate, 620e3, 3);
+    deliver(&mut rate, 500e3, 4);
+    assert_eq!(rate.ceiling, Some(500e3), "a burst is not a wider link");
+    // The link widened: deliveries stay above 1.2× the ceiling.
+    deliver(&mut rate, 700e3, 8);
+    assert_eq!(rate.ceiling, None, "two seconds above it is");
+}
+
+#[test]
+fn far_below_the_ceiling_the_rate_climbs_fast_and_slows_near_it() {
+    let bounds = RateBounds {
+        start: 500e3,
+        min: 100e3,
+        max: 8e6,
+    };
+    let t0 = Instant::now();
+    let mut rate = DelayRate::new(bounds.start, bounds);
+    rate.update(t0, Usage::Over, Some(500e3), true);
+    // A deep cut for loss, to 60 % of where the path filled.
+    rate.cut(t0, 300e3, Some(300e3));
+    let mut now = t0;
+    let mut climb = |rate: &mut DelayRate, secs: u64| {
+        for _ in 0..secs * 5 {
+            now += Duration::from_millis(200);
+            rate.update(now, Usage::Normal, Some(rate.target * 0.9), true);
+        }
+        rate.target
+    };
+    // 30 %/s until 90 % of the ceiling: past 450 kbit/s within two seconds.
+    let after_two = climb(&mut rate, 2);
+    assert!(after_two >= 450e3, "{after_two}");
+    // Then 8 %/s: the next second adds at most 8 %.
+    let after_three = climb(&mut rate, 1);
+    assert!(
+        after_three <= after_two * 1.081,
+        "{after_three} after {after_two}"
+    );
+}
