@@ -70,7 +70,9 @@ const PTZ_PAD = [['up', '▲'], ['left', '◀'], ['right', '▶'], ['down', '▼
 async function sessionRole() {
   if (!window.ferrocam.me) {
     try {
-      const response = await fetch('/api/me');
+      // Bounded, like every other request the panel waits on.
+      const signal = AbortSignal.timeout ? AbortSignal.timeout(5000) : undefined;
+      const response = await fetch('/api/me', { signal });
       if (response.ok) window.ferrocam.me = await response.json();
     } catch { /* the gateway is restarting */ }
   }
@@ -140,7 +142,15 @@ function select(id, options, current, onChange) {
 async function buildPanel(capabilities) {
   const panel = document.getElementById('panel');
   const control = window.ferrocam.control;
-  const canControl = (await sessionRole()) === 'control';
+  // Asked all at once: each answer may take up to its timeout, and one slow answer must not
+  // hold the others' sections back. (Caught here so that a refusal is not "unhandled" before
+  // its turn below comes.)
+  const role = sessionRole();
+  const controlsAsked = control.request('controls.list');
+  const gpioAsked = control.request('gpio.list');
+  controlsAsked.catch(() => {});
+  gpioAsked.catch(() => {});
+  const canControl = (await role) === 'control';
   panel.replaceChildren();
   panel.hidden = false;
   const video = (capabilities && capabilities.video) || {};
@@ -159,7 +169,7 @@ async function buildPanel(capabilities) {
   panel.append(stream);
 
   try {
-    const controls = await control.request('controls.list');
+    const controls = await controlsAsked;
     if (controls.length) {
       const box = el('fieldset', {}, el('legend', { textContent: 'Camera' }));
       // A view session sees the settings but cannot move them.
@@ -185,7 +195,7 @@ async function buildPanel(capabilities) {
   } catch (e) { panelMessage(`Camera controls unavailable — ${e.message}`, false); }
 
   try {
-    const lines = await control.request('gpio.list');
+    const lines = await gpioAsked;
     if (lines.length) {
       const box = el('fieldset', {}, el('legend', { textContent: 'GPIO' }));
       for (const line of lines) {

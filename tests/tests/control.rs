@@ -27,7 +27,7 @@ fn options(test: &str, state: &std::path::Path) -> StackOptions {
 async fn open_panel(stack: &Stack, browser: &Browser) -> anyhow::Result<()> {
     stack.open_viewer(browser, 0).await?;
     browser.click_device(&stack.device_id).await?;
-    eventually(
+    let shown = eventually(
         "the control panel with its GPIO toggle",
         Duration::from_secs(20),
         || async {
@@ -39,7 +39,21 @@ async fn open_panel(stack: &Stack, browser: &Browser) -> anyhow::Result<()> {
                 .map(|_| ()))
         },
     )
-    .await
+    .await;
+    if shown.is_err() {
+        // Which of the three ways it fails (seen once in CI): SCTP never up (`sctp` stays
+        // `connecting`), the channel open but its requests unanswered (`control` set), or the
+        // page's peer connection replaced under it (`restarts`).
+        let page = browser
+            .js("const f = window.ferrocam || {}; const p = f.pc;
+                 const m = document.getElementById('panel-message');
+                 return { connection: p && p.connectionState, sctp: p && p.sctp && p.sctp.state,
+                          control: !!f.control, panel_hidden: document.getElementById('panel').hidden,
+                          message: m && m.textContent, restarts: f.restarts, ice_restarts: f.iceRestarts };")
+            .await;
+        eprintln!("CONTROL PANEL MISSING: {page:?}");
+    }
+    shown
 }
 
 async fn page_bitrate(browser: &Browser) -> anyhow::Result<Option<f64>> {

@@ -48,6 +48,12 @@ impl ControlChannel {
                     return Some(ChannelEvent::Binary(msg.data.freeze()));
                 }
                 DataChannelEvent::OnClose => return None,
+                // Logged because a channel that never opens is otherwise invisible here: the
+                // viewer's page just never shows its controls.
+                DataChannelEvent::OnOpen => {
+                    let label = self.dc.label().await.unwrap_or_default();
+                    tracing::debug!(%label, "data channel open");
+                }
                 _ => continue,
             }
         }
