@@ -227,8 +227,8 @@ fn the_estimate_is_published() {
     assert_eq!(estimator.target_bitrate(), estimator.estimate());
 }
 
-#[test]
-fn loss_right_after_a_queue_does_not_lower_the_ceiling() {
+/// The delay-based rate just after the path queued while `received` bit/s arrived.
+fn queued_at(received: f64) -> (DelayRate, Instant) {
     let bounds = RateBounds {
         start: 500e3,
         min: 100e3,
@@ -236,8 +236,14 @@ fn loss_right_after_a_queue_does_not_lower_the_ceiling() {
     };
     let t0 = Instant::now();
     let mut rate = DelayRate::new(bounds.start, bounds);
+    rate.update(t0, Usage::Over, Some(received), true);
+    (rate, t0)
+}
+
+#[test]
+fn loss_right_after_a_queue_does_not_lower_the_ceiling() {
     // The path queued while 517 kbit/s arrived: that is where it fills.
-    rate.update(t0, Usage::Over, Some(517e3), true);
+    let (mut rate, t0) = queued_at(517e3);
     assert_eq!(rate.ceiling, Some(517e3));
     // Loss a moment later, while what arrives is still falling from the decrease.
     rate.cut(t0 + Duration::from_millis(800), 330e3, Some(390e3));
@@ -259,14 +265,7 @@ fn loss_right_after_a_queue_does_not_lower_the_ceiling() {
 
 #[test]
 fn a_burst_above_the_ceiling_is_not_a_wider_link_but_a_sustained_rise_is() {
-    let bounds = RateBounds {
-        start: 500e3,
-        min: 100e3,
-        max: 8e6,
-    };
-    let t0 = Instant::now();
-    let mut rate = DelayRate::new(bounds.start, bounds);
-    rate.update(t0, Usage::Over, Some(500e3), true);
+    let (mut rate, t0) = queued_at(500e3);
     let step = Duration::from_millis(250);
     let mut now = t0;
     let mut deliver = |rate: &mut DelayRate, received: f64, steps: u32| {
@@ -286,14 +285,7 @@ fn a_burst_above_the_ceiling_is_not_a_wider_link_but_a_sustained_rise_is() {
 
 #[test]
 fn far_below_the_ceiling_the_rate_climbs_fast_and_slows_near_it() {
-    let bounds = RateBounds {
-        start: 500e3,
-        min: 100e3,
-        max: 8e6,
-    };
-    let t0 = Instant::now();
-    let mut rate = DelayRate::new(bounds.start, bounds);
-    rate.update(t0, Usage::Over, Some(500e3), true);
+    let (mut rate, t0) = queued_at(500e3);
     // A deep cut for loss, to 60 % of where the path filled.
     rate.cut(t0, 300e3, Some(300e3));
     let mut now = t0;
