@@ -61,8 +61,8 @@ fn free_slot(tag: u16) -> anyhow::Result<u16> {
 }
 
 impl NetNs {
-    /// Creates the namespace and link in a free slot; `tag` spreads concurrent runs so they
-    /// rarely even meet on the lock.
+    /// Creates the namespace and link in a free slot; `tag` is where the search for one starts,
+    /// so concurrent runs usually find theirs at the first try.
     pub fn create(tag: u16) -> anyhow::Result<Self> {
         let lock = std::fs::File::create(SLOT_LOCK).context("creating the slot lock")?;
         lock.lock().context("taking the slot lock")?;
