@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench bench-peers bench-gateway bench-gateway-runs screenshots pi pi-armv7 pi-check deb clean fuzz-smoke fuzz
+.PHONY: demo test setup setup-test build release lint unit e2e all-tests bench bench-peers bench-network bench-gateway bench-gateway-runs screenshots pi pi-armv7 pi-check deb clean fuzz-smoke fuzz
 
 ## demo: install system packages, build, run gateway + embedded broker + a `demo` device
 demo: setup release
@@ -62,9 +62,10 @@ fuzz:
 ## through Janus and aiortc (bench-peers), gateway scale with 1k/10k simulated devices
 ## (bench-gateway), mouth-to-speaker latency of talkback beside a Chromium ↔ Chromium loopback
 ## and the device's CPU while someone talks (bench-talk), data-channel file transfer beside a
-## Chromium ↔ Chromium channel and the device's CPU while recording (bench-files), then
+## Chromium ↔ Chromium channel and the device's CPU while recording (bench-files), a narrow
+## uplink's steps beside libwebrtc's own adaptation and Janus (bench-network), then
 ## docs/bench/*.png.
-## Results: target/bench/*.json and the tables printed on the way. About 15 minutes.
+## Results: target/bench/*.json and the tables printed on the way. About 20 minutes.
 bench:
 	scripts/setup-system.sh bench
 	$(CARGO) build --release --locked --workspace --bins
@@ -74,6 +75,7 @@ bench:
 	FERROCAM_BIN_DIR=target/release target/release/bench-talk
 	FERROCAM_BIN_DIR=target/release target/release/bench-files
 	target/release/bench-peers
+	FERROCAM_BIN_DIR=target/release target/release/bench-network
 	$(MAKE) --no-print-directory bench-gateway-runs
 	target/bench/venv/bin/pip install --quiet matplotlib==3.9.2
 	target/bench/venv/bin/python scripts/plot-bench.py
@@ -85,6 +87,19 @@ bench-peers:
 	scripts/setup-system.sh bench
 	$(CARGO) build --release --locked -p ferrocam-tests --bins
 	target/release/bench-peers
+
+## bench-network: the uplink steps 3000 → 1000 → 500 → 3000 kbit/s (tc tbf in a network
+## namespace, 20 s each) under ferrocam, a Chromium → Chromium call (libwebrtc's own
+## adaptation: the anchor) and Janus relaying a fixed 2 Mbit/s, one viewer each in headless
+## Chromium: time to adapt, freezes, rate, width and glass to glass per step;
+## target/bench/network.json and docs/bench/network.png. Needs root. About 6 minutes.
+bench-network:
+	scripts/setup-system.sh bench
+	$(CARGO) build --release --locked --workspace --bins
+	FERROCAM_BIN_DIR=target/release target/release/bench-network
+	test -x target/bench/venv/bin/python || python3 -m venv target/bench/venv
+	target/bench/venv/bin/pip install --quiet matplotlib==3.9.2
+	target/bench/venv/bin/python scripts/plot-bench.py
 
 ## bench-gateway: one gateway with 1k and 10k simulated devices (MQTT clients answering with a
 ## canned SDP) on the embedded broker and on Mosquitto: time to all online, RSS, WHEP sessions/s,

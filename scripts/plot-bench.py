@@ -4,8 +4,10 @@
     target/bench/ferrocam-latency.json   bench-latency (glass to glass, first frame)
     target/bench/viewers.json            bench-viewers (device CPU/RSS by viewers)
     target/bench/peers.json              bench-peers (Janus, aiortc: same measures)
+    target/bench/network.json            bench-network (a narrow uplink's steps, three senders)
 
-Writes docs/bench/latency-cdf.png, cpu-vs-viewers.png and ttff-breakdown.png. Needs matplotlib
+Writes docs/bench/latency-cdf.png, cpu-vs-viewers.png, ttff-breakdown.png and network.png
+(each from whichever of those files exist). Needs matplotlib
 (`make bench` installs it into target/bench/venv).
 """
 import json
@@ -23,7 +25,7 @@ OUT = ROOT / "docs" / "bench"
 STEPS = ["answer", "ice_connected", "dtls_connected", "first_packet", "first_frame"]
 # The page's mark "answer" is the server's SDP arriving, whichever side offered.
 LABELS = {"answer": "server's SDP received"}
-COLORS = {"ferrocam": "#d9480f", "janus": "#1c7ed6", "aiortc": "#2b8a3e"}
+COLORS = {"ferrocam": "#d9480f", "janus": "#1c7ed6", "aiortc": "#2b8a3e", "chromium": "#7048e8"}
 
 
 def load(name):
@@ -118,14 +120,45 @@ def ttff_breakdown(results):
     fig.savefig(OUT / "ttff-breakdown.png", dpi=110)
 
 
+def network(run):
+    """Received bitrate and decoded width, second by second, against the link's rate."""
+    fig, (rate, width) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [2, 1]})
+    step_s = run["step_s"]
+    link = []
+    for kbps in run["links_kbps"]:
+        link += [kbps] * step_s
+    seconds = range(1, len(link) + 1)
+    rate.step(seconds, link, where="pre", color="black", linestyle="--", label="link (tc tbf)")
+    for sender in run["senders"]:
+        kbps = [k for step in sender["steps"] for k in step["kbps_per_second"]]
+        widths = [w for step in sender["steps"] for w in step["width_per_second"]]
+        color = COLORS.get(sender["name"])
+        rate.plot(range(1, len(kbps) + 1), kbps, label=sender["name"], color=color)
+        width.plot(range(1, len(widths) + 1), widths, label=sender["name"], color=color)
+    rate.set_ylabel("received kbit/s")
+    rate.set_title("A narrow uplink: 3000 → 1000 → 500 → 3000 kbit/s, one viewer in Chromium")
+    rate.grid(alpha=0.3)
+    rate.legend(fontsize=8)
+    width.set_ylabel("decoded width (px)")
+    width.set_xlabel("seconds")
+    width.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(OUT / "network.png", dpi=110)
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     results = peers()
-    if not results:
+    run = load("network.json")
+    if not results and not run:
         sys.exit("no results in target/bench: run make bench first")
-    latency_cdf(results)
-    cpu_vs_viewers(results)
-    ttff_breakdown(results)
+    if results:
+        latency_cdf(results)
+        cpu_vs_viewers(results)
+        ttff_breakdown(results)
+    if run:
+        network(run)
     print("wrote", ", ".join(str(p.relative_to(ROOT)) for p in sorted(OUT.glob("*.png"))))
 
 

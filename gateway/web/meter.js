@@ -92,20 +92,33 @@ class FerrocamMeter {
     return !ahead;
   }
 
-  // The capture time in the presented frame, or null.
+  // The capture time in the presented frame, or null. The strip's cells are sized for the
+  // encoded width (protocol/src/stamp.rs); a sender that scales frames after stamping them
+  // (libwebrtc lowering the resolution of a 1280-wide canvas) shrinks them with the frame, so
+  // that size is tried second.
   read(width) {
     if (!width) return null;
     const cell = width >= 1024 ? 16 : width >= 512 ? 8 : 4;
-    const w = 64 * cell;
-    if (this.canvas.width !== w || this.canvas.height !== cell) {
+    const scaled = (16 * width) / 1280;
+    const captured = this.readCells(cell);
+    if (captured != null || Math.abs(scaled - cell) < 0.5) return captured;
+    return this.readCells(scaled);
+  }
+
+  // Reads 64 cells of `cell` px (fractional when scaled) from the top-left corner.
+  readCells(cell) {
+    const w = Math.ceil(64 * cell);
+    const h = Math.max(1, Math.ceil(cell));
+    if (this.canvas.width !== w || this.canvas.height !== h) {
       this.canvas.width = w;
-      this.canvas.height = cell;
+      this.canvas.height = h;
     }
-    this.ctx.drawImage(this.video, 0, 0, w, cell, 0, 0, w, cell);
-    const px = this.ctx.getImageData(0, 0, w, cell).data;
+    this.ctx.drawImage(this.video, 0, 0, w, h, 0, 0, w, h);
+    const px = this.ctx.getImageData(0, 0, w, h).data;
+    const y = Math.floor(cell / 2);
     const bits = [];
     for (let i = 0; i < 64; i++) {
-      const at = ((cell >> 1) * w + i * cell + (cell >> 1)) * 4;
+      const at = (y * w + Math.floor((i + 0.5) * cell)) * 4;
       const luma = 0.299 * px[at] + 0.587 * px[at + 1] + 0.114 * px[at + 2];
       bits.push(luma > 128 ? 1 : 0);
     }

@@ -14,7 +14,9 @@
 //!
 //! A cell is 16 px wide for frames ≥ 1024 px wide, 8 px for ≥ 512, else 4 ("white" is luma
 //! 235, "black" 16). `gateway/web/meter.js` is the reader in the browser; it must agree with
-//! this file.
+//! this file. It also reads a strip that was scaled with its frame after painting (cells of
+//! 16 × width / 1280 px): `make bench-network`'s Chromium sender paints at 1280 wide and
+//! libwebrtc lowers the resolution under a narrow link.
 //!
 //! Pure functions; the `ferrocam-stamp-gst` crate (`stamp-gst/`) wires them into GStreamer
 //! pipelines: the device's capture and the benchmarks' `stamp-source`.

@@ -87,6 +87,15 @@ impl Browser {
         Self::start_kind(Kind::Chromium, Some(netns), &[], log_dir).await
     }
 
+    /// [`Self::start_in`] with more Chromium switches.
+    pub async fn start_in_with(
+        netns: &crate::netns::NetNs,
+        log_dir: &std::path::Path,
+        switches: &[String],
+    ) -> anyhow::Result<Self> {
+        Self::start_kind(Kind::Chromium, Some(netns), switches, log_dir).await
+    }
+
     /// Starts geckodriver and a headless Firefox ESR session. Firefox keeps the preferences
     /// Debian ships (OpenH264 off, so no H.264 over WebRTC): this is the browser as users meet
     /// it. geckodriver makes its own fresh profile.

@@ -13,6 +13,8 @@ pub mod coturn;
 pub mod creds;
 pub mod files_page;
 pub mod gateway_bench;
+pub mod janus;
+pub mod link_steps;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod nats;

@@ -21,7 +21,7 @@ mod tests_low;
 #[cfg(test)]
 mod tests_vp8;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -50,4 +50,6 @@ pub struct AccessUnit {
     pub keyframe: bool,
     /// When the frame left the encoder.
     pub encoded_at: Instant,
+    /// When the frame was captured, on the wall clock (RTP's abs-capture-time extension).
+    pub captured_at: SystemTime,
 }

@@ -5,7 +5,7 @@
 mod branches;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
@@ -253,7 +253,7 @@ fn deliver(sink: &gst_app::AppSink, output: Output, frame: Duration) {
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let Some(unit) = to_access_unit(&sample, frame) {
+                if let Some(unit) = to_access_unit(sink, &sample, frame) {
                     meter.record(unit.data.len());
                     if unit.keyframe {
                         on_keyframe();
@@ -296,7 +296,11 @@ impl Drop for VideoPipeline {
     }
 }
 
-fn to_access_unit(sample: &gst::Sample, frame: Duration) -> Option<AccessUnit> {
+fn to_access_unit(
+    sink: &gst_app::AppSink,
+    sample: &gst::Sample,
+    frame: Duration,
+) -> Option<AccessUnit> {
     let buffer = sample.buffer()?;
     let map = buffer.map_readable().ok()?;
     Some(AccessUnit {
@@ -308,7 +312,25 @@ fn to_access_unit(sample: &gst::Sample, frame: Duration) -> Option<AccessUnit> {
             .unwrap_or(frame),
         keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
         encoded_at: Instant::now(),
+        captured_at: captured_at(sink, sample),
     })
+}
+
+/// When the frame in `sample` was captured, on the wall clock: its running time (the pipeline
+/// clock when the source made it) is as old as the pipeline's running time says. Now, for a
+/// buffer without a timestamp.
+fn captured_at(sink: &gst_app::AppSink, sample: &gst::Sample) -> SystemTime {
+    let now = SystemTime::now();
+    let age = || {
+        let pts = sample.buffer()?.pts()?;
+        let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+        let captured = segment.to_running_time(pts)?;
+        let current = sink.current_running_time()?;
+        Some(Duration::from_nanos(
+            current.saturating_sub(captured).nseconds(),
+        ))
+    };
+    age().and_then(|age| now.checked_sub(age)).unwrap_or(now)
 }
 
 /// Watches a pipeline's bus on a thread of its own and reports the first error or EOS. Stops

@@ -117,6 +117,7 @@ mod tests {
             duration: Duration::from_millis(100),
             keyframe,
             encoded_at: at,
+            captured_at: std::time::SystemTime::now(),
         })
     }
 

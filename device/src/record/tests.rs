@@ -30,6 +30,7 @@ fn video(frames: u32, start: Instant) -> Vec<AccessUnit> {
             duration: FRAME,
             keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
             encoded_at: start + FRAME * i,
+            captured_at: std::time::SystemTime::now(),
         },
     )
 }

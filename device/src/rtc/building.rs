@@ -22,6 +22,7 @@ use super::RtcSettings;
 use super::bandwidth::LinkEstimate;
 use super::codecs::{opus_codec, video_codecs};
 use super::events::{Events, PeerEvent};
+use super::extensions;
 use super::interceptors::interceptors;
 use super::rtcp;
 use super::track::LocalTrack;
@@ -69,6 +70,7 @@ impl Building {
         media_engine
             .register_codec(opus_codec(), RtpCodecKind::Audio)
             .context("registering Opus")?;
+        extensions::register(&mut media_engine)?;
         let (registry, estimate) = interceptors(&mut media_engine, settings.congestion)?;
 
         let mut ice_servers: Vec<RTCIceServer> = settings

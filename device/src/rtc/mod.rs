@@ -10,6 +10,7 @@ mod building;
 mod channel;
 mod codecs;
 mod events;
+mod extensions;
 mod incoming;
 mod interceptors;
 mod peer;

@@ -8,7 +8,7 @@
 //! once the codec and its payload type are known.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
 use rtc::media_stream::MediaStreamTrack;
@@ -23,6 +23,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::extensions::FrameExtensions;
 use crate::media::{AccessUnit, AudioUnit};
 
 /// Largest RTP packet we send (the crate's own sample track uses the same): leaves room for
@@ -112,11 +113,8 @@ impl LocalTrack {
     /// A writer that packetizes `codec` with the payload type the viewer's side chose for it
     /// (Chromium picks its own numbers, not ours); valid once negotiated.
     pub(super) async fn sample_sender(&self, codec: &RTCRtpCodec) -> anyhow::Result<SampleSender> {
-        let payload_type = self
-            .sender
-            .get_parameters()
-            .await?
-            .rtp_parameters
+        let parameters = self.sender.get_parameters().await?.rtp_parameters;
+        let payload_type = parameters
             .codecs
             .iter()
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
@@ -135,6 +133,7 @@ impl LocalTrack {
             track: Arc::clone(&self.track),
             packetizer: Mutex::new(Box::new(packetizer)),
             clock_rate: codec.clock_rate,
+            extensions: FrameExtensions::negotiated(&parameters.header_extensions),
         })
     }
 }
@@ -185,6 +184,8 @@ pub(super) struct SampleSender {
     /// sequence numbers and one timestamp.
     packetizer: Mutex<Box<dyn Packetizer>>,
     clock_rate: u32,
+    /// The header extensions this viewer agreed to (video: playout-delay, abs-capture-time).
+    extensions: FrameExtensions,
 }
 
 impl SampleSender {
@@ -193,14 +194,16 @@ impl SampleSender {
         data: &bytes::Bytes,
         duration: Duration,
         at: Instant,
+        captured_at: SystemTime,
     ) -> anyhow::Result<()> {
         let samples = (duration.as_secs_f64() * f64::from(self.clock_rate)).round() as u32;
-        let packets = self
+        let mut packets = self
             .packetizer
             .lock()
             .expect("packetizer lock")
             .packetize(at, data, samples)
             .map_err(|e| anyhow!("packetizing: {e}"))?;
+        self.extensions.apply(&mut packets, captured_at);
         // Every packet is offered even after one fails: their sequence numbers are taken, and a
         // hole the receiver can NACK beats a frame cut short.
         let mut failed = None;
@@ -223,7 +226,7 @@ impl VideoSender {
     /// Packetizes and sends one frame.
     pub async fn send(&self, unit: &AccessUnit) -> anyhow::Result<()> {
         self.0
-            .send(&unit.data, unit.duration, unit.encoded_at)
+            .send(&unit.data, unit.duration, unit.encoded_at, unit.captured_at)
             .await
     }
 }
@@ -232,10 +235,15 @@ impl VideoSender {
 pub struct AudioSender(pub(super) SampleSender);
 
 impl AudioSender {
-    /// Sends one Opus packet.
+    /// Sends one Opus packet. Audio negotiates no capture-time extension: the time is unused.
     pub async fn send(&self, unit: &AudioUnit) -> anyhow::Result<()> {
         self.0
-            .send(&unit.data, unit.duration, unit.encoded_at)
+            .send(
+                &unit.data,
+                unit.duration,
+                unit.encoded_at,
+                SystemTime::now(),
+            )
             .await
     }
 }

@@ -36,7 +36,8 @@ use ferrocam_tests::{Browser, Process, free_port};
 use serde_json::{Value, json};
 
 use cost::cpu_per_viewer;
-use peers::{Peer, python_venv, start_aiortc, start_janus, wait_http};
+use ferrocam_tests::janus::wait_http;
+use peers::{Peer, python_venv, start_aiortc, start_janus};
 
 /// Meter samples dropped at the start of the glass-to-glass run (the first second: jitter
 /// buffer and decoder warming up).
@@ -301,7 +302,7 @@ async fn main() -> anyhow::Result<()> {
     for name in which.split(',').map(str::trim) {
         let peer_logs = logs.join(name);
         let peer = match name {
-            "janus" => start_janus(&root, &peer_logs).await?,
+            "janus" => start_janus(&peer_logs).await?,
             "aiortc" => start_aiortc(&root, &peer_logs, &python).await?,
             other => anyhow::bail!("unknown peer {other} (janus, aiortc)"),
         };

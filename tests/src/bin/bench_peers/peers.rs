@@ -9,32 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
-use ferrocam_tests::process::workspace_root;
+use ferrocam_tests::janus::{Janus, urlencode, wait_http};
 use ferrocam_tests::{Process, free_port};
-
-/// Blocking HTTP GET, for readiness checks.
-fn http_ok(url: &str) -> bool {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .new_agent();
-    agent.get(url).call().is_ok()
-}
-
-/// Polls `url` until a GET succeeds (used for every server the benchmark starts); `what` names
-/// it in the timeout error.
-pub async fn wait_http(what: &str, url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let url = url.to_owned();
-    ferrocam_tests::eventually(what, timeout, || {
-        let url = url.clone();
-        async move {
-            Ok(tokio::task::spawn_blocking(move || http_ok(&url))
-                .await?
-                .then_some(()))
-        }
-    })
-    .await
-}
 
 /// The venv with aiortc, made (or brought up to date with `requirements.txt`) on first use.
 pub fn python_venv(root: &Path) -> anyhow::Result<PathBuf> {
@@ -73,19 +49,6 @@ pub fn python_venv(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
-fn release_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::var_os("FERROCAM_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release"));
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: cargo build --release -p ferrocam-tests --bins (make bench-peers does)",
-        path.display()
-    );
-    Ok(path)
-}
-
 /// A running peer: its processes and where a browser and the load generator reach it.
 pub struct Peer {
     pub name: &'static str,
@@ -99,54 +62,16 @@ pub struct Peer {
     pub receiver_args: Vec<String>,
 }
 
-pub async fn start_janus(root: &Path, logs: &Path) -> anyhow::Result<Peer> {
-    let janus = ["/usr/bin/janus", "/usr/local/bin/janus"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .context("janus not installed: run scripts/setup-system.sh bench")?;
-    let conf = root.join("target/bench/janus/conf");
-    std::fs::create_dir_all(&conf)?;
-    let http_port = free_port();
-    let rtp_port = free_port();
-    for name in [
-        "janus.jcfg",
-        "janus.transport.http.jcfg",
-        "janus.plugin.streaming.jcfg",
-    ] {
-        let template = std::fs::read_to_string(root.join("bench/peers/janus").join(name))?;
-        let text = template
-            .replace("@CONF_DIR@", &conf.display().to_string())
-            .replace("@HTTP_PORT@", &http_port.to_string())
-            .replace("@RTP_PORT@", &rtp_port.to_string());
-        std::fs::write(conf.join(name), text)?;
-    }
-    let mut cmd = Command::new(janus);
-    cmd.arg("-F")
-        .arg(&conf)
-        .arg("-L")
-        .arg(logs.join("janus-internal.log"))
-        .args(["-N", "-o"]);
-    let server = Process::spawn("janus", cmd, logs)?;
-    let base = format!("http://127.0.0.1:{http_port}/janus");
-    wait_http(
-        "janus's REST API",
-        &format!("{base}/info"),
-        Duration::from_secs(15),
-    )
-    .await?;
-
-    let mut src = Command::new(release_bin("stamp-source")?);
-    src.args(["--port", &rtp_port.to_string(), "--bitrate-kbps", "2000"]);
-    let source = Process::spawn("stamp-source", src, logs)?;
+pub async fn start_janus(logs: &Path) -> anyhow::Result<Peer> {
+    let janus = Janus::start(logs, None, 2000).await?;
+    let page = janus.page();
+    let api = janus.api.clone();
     Ok(Peer {
         name: "janus",
-        server,
-        source: Some(source),
-        page: format!(
-            "/bench/peers/janus.html?janus={}&mountpoint=1",
-            urlencode(&base)
-        ),
-        receiver_args: vec!["--peer".into(), "janus".into(), "--url".into(), base],
+        server: janus.server,
+        source: Some(janus.source),
+        page,
+        receiver_args: vec!["--peer".into(), "janus".into(), "--url".into(), api],
     })
 }
 
@@ -174,15 +99,4 @@ pub async fn start_aiortc(root: &Path, logs: &Path, python: &Path) -> anyhow::Re
         page: format!("/bench/peers/aiortc.html?server={}", urlencode(&base)),
         receiver_args: vec!["--peer".into(), "aiortc".into(), "--url".into(), base],
     })
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
