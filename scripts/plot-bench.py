@@ -25,7 +25,8 @@ OUT = ROOT / "docs" / "bench"
 STEPS = ["answer", "ice_connected", "dtls_connected", "first_packet", "first_frame"]
 # The page's mark "answer" is the server's SDP arriving, whichever side offered.
 LABELS = {"answer": "server's SDP received"}
-COLORS = {"ferrocam": "#d9480f", "janus": "#1c7ed6", "aiortc": "#2b8a3e", "chromium": "#7048e8"}
+COLORS = {"ferrocam": "#d9480f", "janus": "#1c7ed6", "aiortc": "#2b8a3e", "chromium": "#7048e8",
+          "ferrocam-buffered": "#f59f00"}
 
 
 def load(name):
@@ -135,12 +136,18 @@ def network(run):
         widths = [w for step in sender["steps"] for w in step["width_per_second"]]
         color = COLORS.get(sender["name"])
         rate.plot(range(1, len(kbps) + 1), kbps, label=sender["name"], color=color)
+        # Bits that arrive are not a picture: say where a sender showed none.
+        for i, step in enumerate(sender["steps"]):
+            if step["fps"] < 1:
+                rate.text((i + 0.5) * step_s, step["link_kbps"] + 80,
+                          f'{sender["name"]}: no picture', color=color, ha="center", fontsize=8)
         width.plot(range(1, len(widths) + 1), widths, label=sender["name"], color=color)
     rate.set_ylabel("received kbit/s")
     rate.set_title("A narrow uplink: 3000 → 1000 → 500 → 3000 kbit/s, one viewer in Chromium")
     rate.grid(alpha=0.3)
     rate.legend(fontsize=8)
     width.set_ylabel("decoded width (px)")
+    width.set_title("decoded width (lines at the same width lie on top of each other)", fontsize=9)
     width.set_xlabel("seconds")
     width.grid(alpha=0.3)
     fig.tight_layout()

@@ -137,8 +137,14 @@ pub struct Config {
     /// Follow each viewer's path: the encoder's bitrate drops to what the narrowest viewer's
     /// path carries (estimated from its congestion feedback) and climbs back when it widens.
     /// `--bitrate-kbps` (and `video.set`) is the ceiling. `off`: always the set bitrate.
-    #[arg(long, env = "FERROCAM_ADAPTIVE", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, env = "FERROCAM_ADAPTIVE", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub adaptive: bool,
+
+    /// Ask viewers to show each frame as soon as it is decoded (the playout-delay RTP extension
+    /// at 0 ms, which Chromium honours): the lowest glass to glass, but no jitter buffer to
+    /// hide a late retransmission on a lossy link. `off`: the viewer's player decides.
+    #[arg(long, env = "FERROCAM_ZERO_PLAYOUT_DELAY", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub zero_playout_delay: bool,
 
     /// The lowest bitrate adaptation goes to, in kbit/s.
     #[arg(long, env = "FERROCAM_MIN_BITRATE_KBPS", default_value_t = 150, value_parser = at_least_one)]
@@ -373,6 +379,18 @@ mod tests {
         for bad in ["640", "0x360", "x", "99999x2", "big"] {
             assert!(parse(&["--vp8", bad]).is_err(), "{bad}");
         }
+    }
+
+    /// Once `--adaptive off` was refused ("unexpected argument 'off'"): clap takes a `bool`
+    /// field for a switch without a value unless told otherwise.
+    #[test]
+    fn on_off_switches_take_a_value() {
+        let on = parse(&[]).unwrap();
+        assert!(on.adaptive && on.zero_playout_delay);
+        let off = parse(&["--adaptive", "off", "--zero-playout-delay", "off"]).unwrap();
+        assert!(!off.adaptive && !off.zero_playout_delay);
+        assert!(parse(&["--adaptive", "on"]).unwrap().adaptive);
+        assert!(parse(&["--adaptive", "sometimes"]).is_err());
     }
 
     #[test]

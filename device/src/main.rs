@@ -284,7 +284,8 @@ async fn main() -> anyhow::Result<()> {
                     start: f64::from(config.bitrate_kbps) * 1000.0,
                     min: f64::from(limits.min_kbps) * 1000.0,
                     max: f64::from(limits.max_kbps) * 1000.0,
-                })),
+                }))
+                .with_zero_playout_delay(config.zero_playout_delay),
             ),
             adaptation,
             out: Arc::new(publisher),

@@ -70,7 +70,7 @@ impl Building {
         media_engine
             .register_codec(opus_codec(), RtpCodecKind::Audio)
             .context("registering Opus")?;
-        extensions::register(&mut media_engine)?;
+        extensions::register(&mut media_engine, settings.zero_playout_delay)?;
         let (registry, estimate) = interceptors(&mut media_engine, settings.congestion)?;
 
         let mut ice_servers: Vec<RTCIceServer> = settings

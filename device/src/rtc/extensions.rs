@@ -9,7 +9,8 @@
 //!   knows the sender's clock (one machine, or NTP-synced hosts) can compute capture →
 //!   display latency without our stamp in the picture.
 //!
-//! Both are negotiated like any extension (a viewer that does not list them gets neither) and
+//! Both are negotiated like any extension (a viewer that does not list them gets neither;
+//! `--zero-playout-delay off` stops the device agreeing to playout-delay) and
 //! written here into the packets the packetizer makes: playout-delay on every packet (4 bytes,
 //! so the frame's first packet to arrive carries it, whichever that is), abs-capture-time on
 //! each frame's first packet (receivers interpolate between frames by the RTP clock).
@@ -31,9 +32,18 @@ pub(super) const ABS_CAPTURE_TIME_URI: &str =
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 
-/// Lets both extensions be negotiated on video.
-pub(super) fn register(media_engine: &mut MediaEngine) -> anyhow::Result<()> {
-    for uri in [PLAYOUT_DELAY_URI, ABS_CAPTURE_TIME_URI] {
+/// Lets the extensions be negotiated on video: abs-capture-time always, playout-delay when
+/// `zero_playout_delay` (`--zero-playout-delay`). A viewer is never sent an extension it was
+/// not offered or did not offer.
+pub(super) fn register(
+    media_engine: &mut MediaEngine,
+    zero_playout_delay: bool,
+) -> anyhow::Result<()> {
+    let playout_delay = zero_playout_delay.then_some(PLAYOUT_DELAY_URI);
+    for uri in [Some(ABS_CAPTURE_TIME_URI), playout_delay]
+        .into_iter()
+        .flatten()
+    {
         media_engine
             .register_header_extension(
                 RTCRtpHeaderExtensionCapability {

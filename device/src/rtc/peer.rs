@@ -40,6 +40,9 @@ pub struct RtcSettings {
     /// Estimate each viewer's path from its transport-wide feedback, within these rates
     /// (`None`: no congestion control; the encoder runs at its plan's rate).
     pub congestion: Option<RateBounds>,
+    /// Offer the playout-delay extension at 0 ms: Chromium then shows each frame as soon as it
+    /// is decoded, with no jitter buffer to hide a retransmission (`rtc/extensions.rs`).
+    pub zero_playout_delay: bool,
 }
 
 impl RtcSettings {
@@ -63,6 +66,15 @@ impl RtcSettings {
             ice_servers,
             codecs,
             congestion: None,
+            zero_playout_delay: true,
+        }
+    }
+
+    /// The same, asking viewers for zero playout delay or not.
+    pub fn with_zero_playout_delay(self, on: bool) -> Self {
+        Self {
+            zero_playout_delay: on,
+            ..self
         }
     }
 

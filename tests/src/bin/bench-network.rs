@@ -6,6 +6,9 @@
 //! through 3000 → 1000 → 500 → 3000 kbit/s, 20 s each. The viewer is on the host.
 //! - **ferrocam**: the device (test pattern with the glass-to-glass stamp, x264, a 2800 kbit/s
 //!   ceiling) and the gateway's page, as `narrow_link` runs them.
+//! - **ferrocam-buffered**: the same with `--zero-playout-delay off`, so the viewer's jitter
+//!   buffer may grow (our page still asks for the smallest): what zero playout delay costs in
+//!   freezes and saves in latency.
 //! - **chromium**: libwebrtc's own adaptation, the anchor. Chromium inside the namespace
 //!   paints the same picture and stamp into a canvas at 720p30 and sends it as H.264 with
 //!   the same 2800 kbit/s ceiling (`bench/network/sender.html`); a Chromium page on the host
@@ -73,18 +76,21 @@ async fn steps(viewer: &Browser, ns: &NetNs) -> anyhow::Result<Vec<StepReport>> 
     link_steps::run(viewer, &LINKS, STEP, |kbps| ns.shape_uplink(kbps)).await
 }
 
-async fn ferrocam(ns: &NetNs) -> anyhow::Result<Vec<StepReport>> {
+/// ferrocam's device with `extra` arguments.
+async fn ferrocam(ns: &NetNs, extra: &[&str]) -> anyhow::Result<Vec<StepReport>> {
     let ceiling = CEILING_KBPS.to_string();
+    let mut args = vec![
+        "--audio",
+        "off",
+        "--latency-stamp",
+        "--bitrate-kbps",
+        &ceiling,
+    ];
+    args.extend_from_slice(extra);
     let stack = Stack::start(
         StackOptions::new("bench_network")
             .device_in_netns(&ns.name, &ns.ns_ip, &ns.host_ip)
-            .device_args(&[
-                "--audio",
-                "off",
-                "--latency-stamp",
-                "--bitrate-kbps",
-                &ceiling,
-            ]),
+            .device_args(&args),
     )
     .await?;
     let viewer = Browser::start(&stack.log_dir).await?;
@@ -234,7 +240,8 @@ async fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     let logs = root.join("target/bench/network-logs");
     std::fs::create_dir_all(&logs)?;
-    let which = std::env::var("BENCH_NETWORK").unwrap_or_else(|_| "ferrocam,chromium,janus".into());
+    let which = std::env::var("BENCH_NETWORK")
+        .unwrap_or_else(|_| "ferrocam,ferrocam-buffered,chromium,janus".into());
     let ns = NetNs::create((std::process::id() % 10_000) as u16)?;
     let (_pages, pages) = serve_pages(&root, &ns, &logs).await?;
 
@@ -245,10 +252,13 @@ async fn main() -> anyhow::Result<()> {
         ns.shape_uplink(LINKS[0])?;
         eprintln!("bench-network: {name}");
         let steps = match name {
-            "ferrocam" => ferrocam(&ns).await,
+            "ferrocam" => ferrocam(&ns, &[]).await,
+            "ferrocam-buffered" => ferrocam(&ns, &["--zero-playout-delay", "off"]).await,
             "chromium" => chromium(&ns, &pages, &own_logs).await,
             "janus" => janus(&ns, &pages, &own_logs).await,
-            other => anyhow::bail!("unknown sender {other} (ferrocam, chromium, janus)"),
+            other => anyhow::bail!(
+                "unknown sender {other} (ferrocam, ferrocam-buffered, chromium, janus)"
+            ),
         }
         .with_context(|| format!("{name} (logs in {})", own_logs.display()))?;
         results.push((name.to_owned(), steps));
