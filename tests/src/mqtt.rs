@@ -72,8 +72,16 @@ impl TestMqtt {
                 }
             }
         });
-        let refused_subscriptions =
-            tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
+        let ready = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
+        let refused_subscriptions = match ready {
+            Ok(Ok(refused)) => refused,
+            // The polling task would go on reconnecting under this client id and take over
+            // the session of the caller's next attempt.
+            Ok(Err(_)) | Err(_) => {
+                task.abort();
+                anyhow::bail!("{client_id}: not subscribed on port {port} within 10 s");
+            }
+        };
         Ok(Self {
             client,
             received,

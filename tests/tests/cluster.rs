@@ -286,10 +286,19 @@ async fn a_nats_cluster_shares_retained_presence_and_last_wills_across_nodes() -
         if node == 0 {
             cluster.restart(0).await?;
         }
-        let mut late = TestMqtt::connect(
-            cluster.mqtt_port(node),
-            &format!("sem-late-{node}"),
-            &["ferrocam/v1/devices/sem/status"],
+        // The dead node may have led the JetStream stream that holds MQTT sessions: until the
+        // survivors elect another leader (8.3 s in one CI run), nats-server refuses new
+        // sessions ("loading session record … timeout"). Clients retry, as ours do.
+        let port = cluster.mqtt_port(node);
+        let id = format!("sem-late-{node}");
+        let mut late = eventually(
+            &format!("an MQTT session on node {}", node + 1),
+            Duration::from_secs(45),
+            || async {
+                let client =
+                    TestMqtt::connect(port, &id, &["ferrocam/v1/devices/sem/status"]).await?;
+                Ok(Some(client))
+            },
         )
         .await?;
         let (_, retained) = late

@@ -76,8 +76,8 @@ async fn steps(viewer: &Browser, ns: &NetNs) -> anyhow::Result<Vec<StepReport>> 
     link_steps::run(viewer, &LINKS, STEP, |kbps| ns.shape_uplink(kbps)).await
 }
 
-/// ferrocam's device with `extra` arguments.
-async fn ferrocam(ns: &NetNs, extra: &[&str]) -> anyhow::Result<Vec<StepReport>> {
+/// ferrocam's device with `extra` arguments; its logs go to `target/e2e-logs/<stack>`.
+async fn ferrocam(ns: &NetNs, stack: &str, extra: &[&str]) -> anyhow::Result<Vec<StepReport>> {
     let ceiling = CEILING_KBPS.to_string();
     let mut args = vec![
         "--audio",
@@ -88,7 +88,7 @@ async fn ferrocam(ns: &NetNs, extra: &[&str]) -> anyhow::Result<Vec<StepReport>>
     ];
     args.extend_from_slice(extra);
     let stack = Stack::start(
-        StackOptions::new("bench_network")
+        StackOptions::new(stack)
             .device_in_netns(&ns.name, &ns.ns_ip, &ns.host_ip)
             .device_args(&args),
     )
@@ -252,8 +252,11 @@ async fn main() -> anyhow::Result<()> {
         ns.shape_uplink(LINKS[0])?;
         eprintln!("bench-network: {name}");
         let steps = match name {
-            "ferrocam" => ferrocam(&ns, &[]).await,
-            "ferrocam-buffered" => ferrocam(&ns, &["--zero-playout-delay", "off"]).await,
+            "ferrocam" => ferrocam(&ns, "bench_network_ferrocam", &[]).await,
+            "ferrocam-buffered" => {
+                let off = ["--zero-playout-delay", "off"];
+                ferrocam(&ns, "bench_network_ferrocam_buffered", &off).await
+            }
             "chromium" => chromium(&ns, &pages, &own_logs).await,
             "janus" => janus(&ns, &pages, &own_logs).await,
             other => anyhow::bail!(
