@@ -316,21 +316,26 @@ fn to_access_unit(
     })
 }
 
-/// When the frame in `sample` was captured, on the wall clock: its running time (the pipeline
-/// clock when the source made it) is as old as the pipeline's running time says. Now, for a
-/// buffer without a timestamp.
+/// When the frame in `sample` was captured, on the wall clock: now, less its [`frame_age`].
+/// Now, for a buffer without a timestamp.
 fn captured_at(sink: &gst_app::AppSink, sample: &gst::Sample) -> SystemTime {
     let now = SystemTime::now();
-    let age = || {
-        let pts = sample.buffer()?.pts()?;
-        let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
-        let captured = segment.to_running_time(pts)?;
-        let current = sink.current_running_time()?;
-        Some(Duration::from_nanos(
-            current.saturating_sub(captured).nseconds(),
-        ))
-    };
-    age().and_then(|age| now.checked_sub(age)).unwrap_or(now)
+    frame_age(sink, sample)
+        .and_then(|age| now.checked_sub(age))
+        .unwrap_or(now)
+}
+
+/// How long ago `sample` was captured, by the running time of the pipeline it came from (the
+/// pipeline clock when the source made the frame, against the clock now); `None` when either
+/// is unknown.
+pub(crate) fn frame_age(sink: &gst_app::AppSink, sample: &gst::Sample) -> Option<Duration> {
+    let pts = sample.buffer()?.pts()?;
+    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+    let captured = segment.to_running_time(pts)?;
+    let now = sink.current_running_time()?;
+    Some(Duration::from_nanos(
+        now.saturating_sub(captured).nseconds(),
+    ))
 }
 
 /// Watches a pipeline's bus on a thread of its own and reports the first error or EOS. Stops

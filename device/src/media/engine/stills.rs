@@ -11,6 +11,7 @@ use gstreamer_app as gst_app;
 use tokio::sync::broadcast;
 
 use super::{LeaseKind, MediaEngine};
+use crate::media::pipeline::frame_age;
 use crate::media::snapshot::{self, Jpeg, JpegEncoder};
 use crate::media::{KeyframeReason, Stream};
 
@@ -214,19 +215,6 @@ impl MediaEngine {
         })
         .await
     }
-}
-
-/// How long ago `sample` was captured, by the running time of the pipeline it came from;
-/// `None` when either is unknown.
-fn frame_age(sink: &gst_app::AppSink, sample: &gstreamer::Sample) -> Option<Duration> {
-    use gstreamer::prelude::ElementExtManual;
-    let pts = sample.buffer()?.pts()?;
-    let segment = sample.segment()?.downcast_ref::<gstreamer::ClockTime>()?;
-    let captured = segment.to_running_time(pts)?;
-    let now = sink.current_running_time()?;
-    Some(Duration::from_nanos(
-        now.saturating_sub(captured).nseconds(),
-    ))
 }
 
 /// Runs `work` on Tokio's blocking pool.
