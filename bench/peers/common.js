@@ -4,6 +4,18 @@
 // whose video is read by ferrocam's glass-to-glass meter (`meter`, from meter.js).
 'use strict';
 
+// Resolves when `pc` has gathered all its candidates (or after 5 s): for pages whose SDP is
+// carried whole, without trickle (make bench-network's sender and viewer).
+function iceGathered(pc) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'complete') resolve();
+    });
+    setTimeout(resolve, 5000);
+  });
+}
+
 function makeBench() {
   const bench = { timing: {}, meter: null, pc: null, error: null, setup_ms: null };
   bench.begin = function begin() {

@@ -3,6 +3,7 @@
 //! Shared by the link tests and the network benchmark.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -23,6 +24,29 @@ pub async fn sample(browser: &Browser) -> anyhow::Result<Value> {
                       qp: s.qpSum || 0, g2g: m ? m.samples.length : 0 }); });",
         )
         .await
+}
+
+/// Waits up to 30 s until the page's peer connection (`window.ferrocam.pc`) is connected.
+pub async fn wait_connected(browser: &Browser) -> anyhow::Result<()> {
+    crate::eventually("the page's peer connection", Duration::from_secs(30), || async {
+        Ok(browser
+            .js("return !!(window.ferrocam.pc && window.ferrocam.pc.connectionState === 'connected');")
+            .await?
+            .as_bool()
+            .unwrap_or(false)
+            .then_some(()))
+    })
+    .await
+}
+
+/// Waits up to 30 s until the page has decoded at least `frames` video frames.
+pub async fn wait_decoded(browser: &Browser, frames: f64) -> anyhow::Result<()> {
+    crate::eventually(
+        &format!("{frames} decoded frames"),
+        Duration::from_secs(30),
+        || async { Ok((n(&sample(browser).await?, "decoded") >= frames).then_some(())) },
+    )
+    .await
 }
 
 pub async fn glass_to_glass(browser: &Browser, from: u64, to: u64) -> anyhow::Result<Vec<f64>> {

@@ -3,10 +3,8 @@
 //! capture time reaches the browser (`getSynchronizationSources`) on the right clock. The
 //! bytes in the packets are unit-tested in `device/src/rtc/extensions.rs`.
 
-use std::time::Duration;
-
-use ferrocam_tests::playback::n;
-use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
+use ferrocam_tests::playback::{n, wait_decoded};
+use ferrocam_tests::{Browser, Stack, StackOptions};
 
 const PLAYOUT_DELAY: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 const ABS_CAPTURE_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
@@ -24,11 +22,7 @@ async fn a_chromium_viewer_gets_zero_playout_delay_and_the_capture_time() -> any
     let browser = Browser::start(&stack.log_dir).await?;
     stack.open_viewer(&browser, 0).await?;
     browser.click_device(&stack.device_id).await?;
-    eventually("30 decoded frames", Duration::from_secs(30), || async {
-        let s = ferrocam_tests::playback::sample(&browser).await?;
-        Ok((n(&s, "decoded") >= 30.0).then_some(()))
-    })
-    .await?;
+    wait_decoded(&browser, 30.0).await?;
 
     let sdp = browser
         .js("return window.ferrocam.pc.remoteDescription.sdp;")

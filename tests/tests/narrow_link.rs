@@ -12,9 +12,9 @@
 
 use std::time::Duration;
 
-use ferrocam_tests::link_steps;
 use ferrocam_tests::netns::NetNs;
-use ferrocam_tests::{Browser, Stack, StackOptions, eventually};
+use ferrocam_tests::{Browser, Stack, StackOptions};
+use ferrocam_tests::{link_steps, playback};
 
 const STEP: Duration = Duration::from_secs(20);
 const LINKS: [u32; 4] = [3000, 1000, 500, 3000];
@@ -40,15 +40,7 @@ async fn the_stream_follows_the_link_down_and_back_up() -> anyhow::Result<()> {
     stack.open_viewer(&browser, 0).await?;
     browser.click_device(&stack.device_id).await?;
     // Sampling starts once connected: the first step's settling seconds cover the start.
-    eventually("a peer connection", Duration::from_secs(30), || async {
-        Ok(browser
-            .js("return !!(window.ferrocam.pc && window.ferrocam.pc.connectionState === 'connected');")
-            .await?
-            .as_bool()
-            .unwrap_or(false)
-            .then_some(()))
-    })
-    .await?;
+    playback::wait_connected(&browser).await?;
 
     let steps = link_steps::run(&browser, &LINKS, STEP, |kbps| ns.shape_uplink(kbps)).await?;
     let mut failures = Vec::new();

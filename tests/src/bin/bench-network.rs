@@ -32,6 +32,7 @@ use anyhow::Context;
 use ferrocam_tests::janus::{Janus, wait_http};
 use ferrocam_tests::link_steps::{self, StepReport};
 use ferrocam_tests::netns::NetNs;
+use ferrocam_tests::playback::{wait_connected, wait_decoded};
 use ferrocam_tests::process::workspace_root;
 use ferrocam_tests::{Browser, Process, Stack, StackOptions, eventually, free_port};
 use serde_json::json;
@@ -45,32 +46,6 @@ const JANUS_SOURCE_KBPS: u32 = 2000;
 /// Chromium hides host addresses behind mDNS names unless told not to, and nothing resolves
 /// them across the namespace's link.
 const NO_MDNS: &str = "--disable-features=WebRtcHideLocalIpsWithMdns";
-
-/// Waits until the page's peer connection (`window.ferrocam.pc`) is connected.
-async fn connected(viewer: &Browser) -> anyhow::Result<()> {
-    eventually("the viewer's peer connection", Duration::from_secs(30), || async {
-        Ok(viewer
-            .js("return !!(window.ferrocam.pc && window.ferrocam.pc.connectionState === 'connected');")
-            .await?
-            .as_bool()
-            .unwrap_or(false)
-            .then_some(()))
-    })
-    .await
-}
-
-/// Waits until the page has decoded a frame, so every contestant's first step starts playing.
-async fn playing(viewer: &Browser) -> anyhow::Result<()> {
-    eventually(
-        "the first decoded frame",
-        Duration::from_secs(30),
-        || async {
-            let sample = ferrocam_tests::playback::sample(viewer).await?;
-            Ok((ferrocam_tests::playback::n(&sample, "decoded") > 0.0).then_some(()))
-        },
-    )
-    .await
-}
 
 async fn steps(viewer: &Browser, ns: &NetNs) -> anyhow::Result<Vec<StepReport>> {
     link_steps::run(viewer, &LINKS, STEP, |kbps| ns.shape_uplink(kbps)).await
@@ -96,8 +71,9 @@ async fn ferrocam(ns: &NetNs, stack: &str, extra: &[&str]) -> anyhow::Result<Vec
     let viewer = Browser::start(&stack.log_dir).await?;
     stack.open_viewer(&viewer, 0).await?;
     viewer.click_device(&stack.device_id).await?;
-    connected(&viewer).await?;
-    playing(&viewer).await?;
+    // Every sender's first step starts with the picture playing.
+    wait_connected(&viewer).await?;
+    wait_decoded(&viewer, 1.0).await?;
     let reports = steps(&viewer, ns).await?;
     viewer.close().await?;
     Ok(reports)
@@ -140,8 +116,9 @@ async fn chromium(ns: &NetNs, pages: &str, logs: &Path) -> anyhow::Result<Vec<St
             &format!("await window.sender.accept({answer});"),
         )
         .await?;
-    connected(&viewer).await?;
-    playing(&viewer).await?;
+    // Every sender's first step starts with the picture playing.
+    wait_connected(&viewer).await?;
+    wait_decoded(&viewer, 1.0).await?;
     let reports = steps(&viewer, ns).await?;
     viewer.close().await?;
     sender.close().await?;
@@ -172,8 +149,9 @@ async fn janus(ns: &NetNs, pages: &str, logs: &Path) -> anyhow::Result<Vec<StepR
         },
     )
     .await?;
-    connected(&viewer).await?;
-    playing(&viewer).await?;
+    // Every sender's first step starts with the picture playing.
+    wait_connected(&viewer).await?;
+    wait_decoded(&viewer, 1.0).await?;
     let reports = steps(&viewer, ns).await?;
     viewer.close().await?;
     drop(janus);
