@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use ferrocam_protocol::SessionId;
 use ferrocam_protocol::control::{Rendition, ViewerLink};
 use tokio::sync::watch;
 
@@ -24,9 +25,11 @@ use crate::media::{MediaEngine, Stream, VideoCodec};
 use crate::rtc::LinkEstimate;
 
 mod governor;
+mod ladder;
 mod placement;
 
 pub use governor::{Governor, Limits};
+use ladder::{Ladder, Planned};
 use placement::{FullStream, Seat};
 
 /// How often the encoders are brought in line with the estimates: often, because every moment
@@ -48,6 +51,7 @@ struct Viewers {
 
 /// One streaming viewer: its codec, its path's estimate, and the stream it is told to watch.
 struct Viewer {
+    session: SessionId,
     codec: VideoCodec,
     estimate: LinkEstimate,
     seat: Seat,
@@ -68,7 +72,12 @@ impl LinkAdaptation {
 
     /// Counts `estimate` for the encoders of `codec` until the returned guard is dropped. The
     /// guard says which stream of the codec the viewer should watch.
-    pub fn watch(self: &Arc<Self>, codec: VideoCodec, estimate: LinkEstimate) -> Watching {
+    pub fn watch(
+        self: &Arc<Self>,
+        session: SessionId,
+        codec: VideoCodec,
+        estimate: LinkEstimate,
+    ) -> Watching {
         let stream = Stream::main(codec);
         let (told, stream_rx) = watch::channel(stream);
         let mut viewers = self.viewers();
@@ -77,6 +86,7 @@ impl LinkAdaptation {
         viewers.by_id.insert(
             id,
             Viewer {
+                session,
                 codec,
                 estimate,
                 seat: Seat::new(stream, Instant::now()),
@@ -90,22 +100,30 @@ impl LinkAdaptation {
         }
     }
 
-    /// Each viewer's codec, rendition and estimate, for status.
-    pub fn links(&self) -> Vec<ViewerLink> {
+    /// Each viewer's codec, rendition, frame and estimate, for status; `asking` is told which
+    /// is its own.
+    pub fn links(&self, asking: Option<&SessionId>) -> Vec<ViewerLink> {
         let mut links: Vec<_> = self
             .viewers()
             .by_id
             .values()
-            .map(|viewer| ViewerLink {
-                codec: viewer.codec,
-                estimate_kbps: viewer
-                    .estimate
-                    .bits_per_second()
-                    .map(|bps| (bps / 1000.0) as u32),
-                rendition: match viewer.seat.stream {
-                    Stream::H264Low => Rendition::Low,
-                    _ => Rendition::Full,
-                },
+            .map(|viewer| {
+                let frame = self.media.frame(viewer.seat.stream);
+                ViewerLink {
+                    codec: viewer.codec,
+                    estimate_kbps: viewer
+                        .estimate
+                        .bits_per_second()
+                        .map(|bps| (bps / 1000.0) as u32),
+                    rendition: match viewer.seat.stream {
+                        Stream::H264Low => Rendition::Low,
+                        _ => Rendition::Full,
+                    },
+                    width: frame.width,
+                    height: frame.height,
+                    fps: frame.fps,
+                    you: asking == Some(&viewer.session),
+                }
             })
             .collect();
         links.sort_by_key(|link| link.estimate_kbps);
@@ -201,9 +219,10 @@ impl Drop for Watching {
 }
 
 /// Until the device lets go of the adaptation: read the estimates, seat the viewers, decide
-/// each stream's rate, apply.
+/// each stream's rate (and the main stream's rung of the ladder), apply.
 async fn run(adaptation: Weak<LinkAdaptation>) {
     let mut governors: HashMap<Stream, Governor> = HashMap::new();
+    let mut ladder = Ladder::default();
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -234,6 +253,25 @@ async fn run(adaptation: Weak<LinkAdaptation>) {
                     ?narrowest,
                     "encoder follows the viewers' paths"
                 );
+            }
+            if stream == Stream::H264 {
+                let plan = adaptation.media.plan();
+                let planned = Planned {
+                    frame: plan.frame(),
+                    ceiling_kbps: plan.bitrate_kbps,
+                };
+                let rung = ladder.decide(now, limit, planned);
+                if adaptation.media.set_rung(stream, rung) {
+                    let frame = rung.frame(planned.frame);
+                    tracing::info!(
+                        rung = rung.name(),
+                        width = frame.width,
+                        height = frame.height,
+                        fps = frame.fps,
+                        ?limit,
+                        "main stream steps to another size"
+                    );
+                }
             }
         }
         for (told, stream) in moves {

@@ -190,6 +190,8 @@ struct AdaptationGauges {
     low_encoder_target: Gauge,
     low_viewers: Gauge,
     narrowest_link: Gauge,
+    main_width: Gauge,
+    main_fps: Gauge,
     adaptation: Option<Arc<LinkAdaptation>>,
 }
 
@@ -201,8 +203,20 @@ impl AdaptationGauges {
             low_encoder_target: Gauge::default(),
             low_viewers: Gauge::default(),
             narrowest_link: Gauge::default(),
+            main_width: Gauge::default(),
+            main_fps: Gauge::default(),
             adaptation,
         };
+        registry.register(
+            "main_stream_width_pixels",
+            "The width the main H.264 stream is encoded at: the camera's, or less where link adaptation stepped it down",
+            gauges.main_width.clone(),
+        );
+        registry.register(
+            "main_stream_frames_per_second",
+            "The frame rate the main H.264 stream is encoded at (halved on the ladder's last rung)",
+            gauges.main_fps.clone(),
+        );
         registry.register(
             "encoder_target_bits_per_second",
             "What the H.264 encoder is set to: the configured bitrate, or less when a viewer's path carries less",
@@ -240,9 +254,12 @@ impl AdaptationGauges {
         self.low_encoder_target
             .set(bps(media.encoder_kbps(Stream::H264Low)));
         self.low_viewers.set(media.low_viewers() as i64);
+        let main = media.frame(Stream::H264);
+        self.main_width.set(i64::from(main.width));
+        self.main_fps.set(i64::from(main.fps));
         let narrowest = self.adaptation.as_ref().and_then(|adaptation| {
             adaptation
-                .links()
+                .links(None)
                 .iter()
                 .filter_map(|link| link.estimate_kbps)
                 .min()

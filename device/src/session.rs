@@ -321,7 +321,7 @@ impl Driver<'_> {
                         _ => self.ctx.media.video_feed(codec),
                     };
                     let started = match feed {
-                        Ok(feed) => Streaming::start(self.ctx, self.peer, feed).await,
+                        Ok(feed) => Streaming::start(self.ctx, self.session, self.peer, feed).await,
                         Err(e) => Err(e),
                     };
                     match started {
@@ -381,12 +381,19 @@ struct Streaming {
 }
 
 impl Streaming {
-    async fn start(ctx: &SessionContext, peer: &Peer, feed: VideoFeed) -> anyhow::Result<Self> {
+    async fn start(
+        ctx: &SessionContext,
+        session: &SessionId,
+        peer: &Peer,
+        feed: VideoFeed,
+    ) -> anyhow::Result<Self> {
         let adapting = ctx
             .adaptation
             .as_ref()
             .zip(peer.link_estimate())
-            .map(|(adaptation, estimate)| adaptation.watch(feed.codec(), estimate));
+            .map(|(adaptation, estimate)| {
+                adaptation.watch(session.clone(), feed.codec(), estimate)
+            });
         let video = peer.video_sender().await?;
         let told = adapting.as_ref().map(crate::adapt::Watching::stream);
         let receiving = feed.receiving();

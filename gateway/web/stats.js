@@ -8,7 +8,7 @@ let stalledFor = 0;
 async function updateStats() {
   const pc = ferrocam.pc;
   const dl = $('stats');
-  if (!pc) { dl.replaceChildren(); previous = null; return; }
+  if (!pc) { dl.replaceChildren(); previous = null; linkAskedFor = null; ferrocam.link = null; return; }
   const report = await pc.getStats();
   let inbound = null;
   let pair = null;
@@ -22,6 +22,7 @@ async function updateStats() {
   ferrocam.path = describePath(report, pair);
   const codec = inbound.codecId && report.get(inbound.codecId);
   const codecName = codec ? codec.mimeType.replace(/^video\//i, '') : '–';
+  if (inbound.frameWidth) refreshLink(`${inbound.frameWidth}×${inbound.frameHeight}`);
   ferrocam.rendition = rendition(codecName, inbound.frameWidth);
   const rows = {
     Codec: codecName,
@@ -87,17 +88,46 @@ function describePath(report, pair) {
   };
 }
 
+// What the camera says about this page's own stream (the `status` link marked `you`): which
+// stream it is and the size and rate it is sent at. Asked again whenever the received size
+// changes, which is when the camera moved this viewer or stepped its stream.
+let linkAskedFor = null;
+async function refreshLink(size) {
+  const control = ferrocam.control;
+  if (linkAskedFor === size || !control) return;
+  linkAskedFor = size;
+  try {
+    const status = await control.request('status', {}, 3000);
+    ferrocam.link = (status.links || []).find((l) => l.you) || null;
+  } catch {
+    linkAskedFor = null; // asked again on the next tick
+  }
+}
+
 // Which of the camera's streams this page receives. The camera sends H.264 at its full size to
-// every viewer whose link carries it, and a smaller H.264 stream to a viewer whose link is far
-// narrower than the others' (so that one viewer does not lower everyone's picture); VP8 is the
-// fallback for browsers without H.264. Told apart by the size received against the camera's.
+// every viewer whose link carries it; steps that stream down (960×540, 640×360, then half the
+// frame rate) while the narrowest of its viewers' links cannot carry the full size; and sends a
+// separate smaller stream to a viewer whose link is far narrower than the others' (so that one
+// viewer does not lower everyone's picture). VP8 is the fallback for browsers without H.264.
+// The camera's status tells them apart; without it (an older camera), the size received
+// against the camera's.
 function rendition(codecName, width) {
   const status = ferrocam.devices && ferrocam.devices.find((d) => d.device === ferrocam.device);
   const video = status && status.capabilities && status.capabilities.video;
   if (!width || !video) return null;
   if (codecName === 'VP8') return { name: 'fallback', text: 'VP8 fallback (this browser has no H.264)' };
-  if (width < video.width) {
-    return { name: 'low', text: "reduced: this link is narrower than other viewers'" };
+  const link = ferrocam.link;
+  if (link && link.rendition === 'low') {
+    return { name: 'low', text: "low stream: this link is far narrower than other viewers'" };
+  }
+  if (link && link.width && link.width < video.width) {
+    return {
+      name: 'stepped',
+      text: `stepped down to ${link.width}×${link.height} at ${link.fps} fps: the link carries less than the full picture needs`,
+    };
+  }
+  if (!link && width < video.width) {
+    return { name: 'low', text: 'reduced to fit this link' };
   }
   return { name: 'full', text: 'full' };
 }

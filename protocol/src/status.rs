@@ -78,6 +78,17 @@ pub struct ViewerLink {
     /// Which of the codec's streams the viewer receives.
     #[serde(default)]
     pub rendition: Rendition,
+    /// The frame size and rate that stream is sent at now: the camera's own, or smaller where
+    /// link adaptation stepped it down a rung (0 from a device that does not say).
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
+    #[serde(default)]
+    pub fps: u32,
+    /// This is the session that asked for the status.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub you: bool,
 }
 
 /// The stream a viewer receives: the full one, or the smaller one kept for viewers whose path

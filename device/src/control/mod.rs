@@ -212,7 +212,7 @@ impl ControlHandler {
             links: self
                 .adaptation
                 .as_ref()
-                .map(|adaptation| adaptation.links())
+                .map(|adaptation| adaptation.links(caller.session.as_ref()))
                 .unwrap_or_default(),
             width: plan.width,
             height: plan.height,

@@ -30,6 +30,7 @@ use super::audio::{AudioSource, AudioUnit};
 use super::keyframes::{KeyframeReason, Verdict};
 use super::pipeline::{VideoPlan, force_keyframe};
 use super::snapshot::{GstJpeg, JpegEncoder};
+use super::rung::{Frame, Rung};
 use super::{Stream, VideoCodec};
 
 pub use feed::VideoFeed;
@@ -358,6 +359,33 @@ impl MediaEngine {
             self.send(Command::ApplyRates);
         }
         changed
+    }
+
+    /// Moves `stream` to `rung` of the ladder (only the main H.264 stream has one; see
+    /// [`super::Rung`]). Whether that changed its rung.
+    pub fn set_rung(&self, stream: Stream, rung: Rung) -> bool {
+        let changed = stream == Stream::H264 && self.shared.rendition(stream).set_rung(rung);
+        if changed {
+            self.send(Command::ApplyRates);
+        }
+        changed
+    }
+
+    /// The frame `stream` is sent at now: its rung of the ladder applied to the plan (the
+    /// main stream), or its planned size (the low stream and VP8).
+    pub fn frame(&self, stream: Stream) -> Frame {
+        let plan = self.shared.plan.borrow();
+        let planned = plan.frame();
+        let size = match stream {
+            Stream::H264 => return self.shared.h264.rung().frame(planned),
+            Stream::H264Low => plan.low_size(),
+            Stream::Vp8 => plan.vp8_size(),
+        };
+        size.map_or(planned, |(width, height)| Frame {
+            width,
+            height,
+            fps: planned.fps,
+        })
     }
 
     /// What `stream`'s encoder runs at now, in kbit/s (0 when it is not running).

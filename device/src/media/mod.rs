@@ -8,6 +8,7 @@ mod encoder;
 mod engine;
 mod keyframes;
 mod pipeline;
+mod rung;
 mod snapshot;
 mod source;
 mod stream;
@@ -16,6 +17,8 @@ mod stream;
 mod tests;
 #[cfg(test)]
 mod tests_blocking;
+#[cfg(test)]
+mod tests_ladder;
 #[cfg(test)]
 mod tests_low;
 #[cfg(test)]
@@ -34,6 +37,7 @@ pub use engine::{
 pub use ferrocam_protocol::VideoCodec;
 pub use keyframes::KeyframeReason;
 pub use pipeline::{VideoPlan, Vp8Size};
+pub use rung::{Frame, Rung};
 pub use snapshot::{Jpeg, WIDTHS as SNAPSHOT_WIDTHS, keyframe_jpeg};
 pub use source::{CaptureFormat, Source};
 pub use stream::Stream;

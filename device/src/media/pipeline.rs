@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 
 pub use self::branches::Vp8Size;
 use self::branches::{Branch, set_encoder_bitrate};
+use super::rung::{Frame, Rung};
 use super::{AccessUnit, CaptureFormat, Encoder, Source, Stream};
 
 /// Everything that decides the pipeline's shape.
@@ -74,12 +75,16 @@ impl VideoPlan {
             _ => "",
         };
         // The leaky one-frame queue before the encoder: a slow encoder drops frames instead of
-        // building latency. The tee's second branch keeps the latest raw frame for snapshots
-        // (no copy: the appsink just holds a reference to one buffer).
+        // building latency. Then the ladder's scaler (`rung`): passthrough, at no cost, until
+        // link adaptation asks for smaller frames; `drop-only` so that rate never holds a frame
+        // back to choose between it and the next. The tee's second branch keeps the latest raw
+        // frame for snapshots (no copy: the appsink just holds a reference to one buffer).
         format!(
             "{source} ! {decode}videoconvert ! videoscale ! videorate \
              ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 {stamp}! tee name=raw \
              raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
+             ! videorate drop-only=true ! videoscale ! capsfilter name={RUNG_FILTER} \
+               caps=video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 \
              ! {encoder} ! {tail} \
              raw. ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
              ! appsink name=frames sync=false max-buffers=1 drop=true{branches}",
@@ -92,6 +97,33 @@ impl VideoPlan {
                 ""
             },
         )
+    }
+}
+
+/// The main stream's scaler's caps filter, whose caps pick the rung.
+const RUNG_FILTER: &str = "rungframe";
+
+/// The caps of raw frames of `frame`'s size and rate.
+fn raw_caps(frame: Frame) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", i32::try_from(frame.width).unwrap_or(i32::MAX))
+        .field("height", i32::try_from(frame.height).unwrap_or(i32::MAX))
+        .field(
+            "framerate",
+            gst::Fraction::new(i32::try_from(frame.fps).unwrap_or(i32::MAX), 1),
+        )
+        .build()
+}
+
+impl VideoPlan {
+    /// The planned frame size and rate: the main stream's full rung.
+    pub fn frame(&self) -> Frame {
+        Frame {
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+        }
     }
 }
 
@@ -222,6 +254,23 @@ impl VideoPipeline {
             Stream::H264 => Some(self.appsink.clone()),
             gated => self.branch(gated).map(|branch| branch.appsink.clone()),
         }
+    }
+
+    /// Moves the main stream to `rung` of the ladder while it runs: the scaler in front of its
+    /// encoder makes frames of that size and rate, and the encoder, seeing new caps, starts
+    /// again from a keyframe carrying the new size. An error when the main stream has no
+    /// encoder (the camera's own H.264 passes through: nothing to scale). Only the main stream
+    /// has a ladder: the low stream is already small, and the VP8 fallback has its own size.
+    pub fn set_rung(&self, plan: &VideoPlan, rung: Rung) -> anyhow::Result<()> {
+        let filter = self.pipeline.by_name(RUNG_FILTER).context(
+            "no scaler in this pipeline (the camera's own H.264 passes through)",
+        )?;
+        let caps = raw_caps(rung.frame(plan.frame()));
+        let current = filter.property::<Option<gst::Caps>>("caps");
+        if current.as_ref() != Some(&caps) {
+            filter.set_property("caps", &caps);
+        }
+        Ok(())
     }
 
     /// Changes `stream`'s encoder bitrate while it runs. An error for the main stream when it

@@ -16,7 +16,7 @@ fn with_low() -> VideoPlan {
 }
 
 /// The picture size a keyframe decodes to.
-fn decoded_size(unit: &AccessUnit) -> (i32, i32) {
+pub(super) fn decoded_size(unit: &AccessUnit) -> (i32, i32) {
     let sample = decode_keyframe(&unit.data).expect("the keyframe decodes");
     let caps = sample.caps().expect("decoded caps");
     let s = caps.structure(0).expect("a structure");

@@ -300,8 +300,9 @@ impl Actor {
         Ok(())
     }
 
-    /// Sets each running encoder to `plan`'s bitrate within its viewers' link limit. The
-    /// branches follow only once the main H.264 encoder took it, so all follow the same plan.
+    /// Sets each running encoder to `plan`'s bitrate within its viewers' link limit, and the
+    /// main stream's scaler to its rung of the ladder. The branches follow only once the main
+    /// H.264 encoder took it, so all follow the same plan.
     /// An error means the main encoder cannot change (a camera whose own H.264 passes through).
     fn apply_rates(&self, plan: &VideoPlan) -> anyhow::Result<()> {
         let Some(video) = &self.video else {
@@ -327,6 +328,9 @@ impl Actor {
             let kbps = rendition.bitrate_for(planned);
             video.set_bitrate(stream, kbps)?;
             rendition.set_encoder_kbps(kbps);
+            if stream == Stream::H264 {
+                video.set_rung(plan, rendition.rung())?;
+            }
         }
         Ok(())
     }

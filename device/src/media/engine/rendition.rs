@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::media::AccessUnit;
 use crate::media::keyframes::KeyframeGate;
+use crate::media::rung::Rung;
 use crate::media::pipeline::{Meter, Output};
 
 /// Access units a viewer may fall behind before it skips to the next keyframe: two seconds at
@@ -29,6 +30,8 @@ pub(super) struct Rendition {
     link_kbps: AtomicU32,
     /// What the encoder was last set to, in kbit/s (0: not running).
     encoder_kbps: AtomicU32,
+    /// The ladder's rung the stream stands on, set by link adaptation (the main stream only).
+    rung: Mutex<Rung>,
 }
 
 impl Rendition {
@@ -40,6 +43,7 @@ impl Rendition {
             meter: Arc::default(),
             link_kbps: AtomicU32::new(0),
             encoder_kbps: AtomicU32::new(0),
+            rung: Mutex::default(),
         }
     }
 
@@ -64,6 +68,15 @@ impl Rendition {
 
     pub(super) fn set_encoder_kbps(&self, kbps: u32) {
         self.encoder_kbps.store(kbps, Ordering::Relaxed);
+    }
+
+    pub(super) fn rung(&self) -> Rung {
+        *self.rung.lock().expect("rung")
+    }
+
+    /// Whether that changed the rung.
+    pub(super) fn set_rung(&self, rung: Rung) -> bool {
+        std::mem::replace(&mut *self.rung.lock().expect("rung"), rung) != rung
     }
 
     pub(super) fn keyframes(&self) -> MutexGuard<'_, KeyframeGate> {
