@@ -177,13 +177,14 @@ impl LinkAdaptation {
         moves
     }
 
-    /// The estimates (bit/s) of the viewers seated on `stream`.
-    fn estimates(&self, stream: Stream) -> Vec<f64> {
+    /// What the paths of the viewers seated on `stream` have for new media (bit/s): each
+    /// estimate less its recent retransmissions.
+    fn estimates(&self, stream: Stream, now: Instant) -> Vec<f64> {
         self.viewers()
             .by_id
             .values()
             .filter(|viewer| viewer.seat.stream == stream)
-            .filter_map(|viewer| viewer.estimate.bits_per_second())
+            .filter_map(|viewer| viewer.estimate.for_media_bps(now))
             .collect()
     }
 
@@ -233,7 +234,7 @@ async fn run(adaptation: Weak<LinkAdaptation>) {
         let now = Instant::now();
         let moves = adaptation.place(now);
         for stream in adaptation.media.streams() {
-            let estimates = adaptation.estimates(stream);
+            let estimates = adaptation.estimates(stream, now);
             let limit =
                 governors
                     .entry(stream)

@@ -44,6 +44,9 @@ pub struct StepReport {
     pub g2g_p50_ms: f64,
     pub g2g_p95_ms: f64,
     pub g2g_frames: usize,
+    /// The worst glass to glass of each second after the settling seconds (NaN for a second
+    /// without samples): when in the step the latency peaks, beside what the device logged.
+    pub g2g_worst_per_second: Vec<f64>,
     /// The receiver's mean jitter-buffer delay over the step (ms per frame): how much of the
     /// glass to glass is the viewer waiting rather than the path.
     pub jitter_buffer_ms: f64,
@@ -67,7 +70,7 @@ impl StepReport {
             "step {step} at {} kbit/s: below the link after {:?} s, {:.1} fps, {:.2} s frozen \
              ({:.2} s by getStats), glass to glass p50 {:.0} p95 {:.0} ms ({} frames), jitter \
              buffer {:.0} ms, QP {:.1}; lost {}, NACKs {}, PLIs {}; width at the end {:.0}; \
-             kbit/s per second: {}",
+             kbit/s per second: {}; worst glass to glass per settled second: {}",
             self.link_kbps,
             self.below_link_after_s,
             self.fps,
@@ -82,7 +85,12 @@ impl StepReport {
             self.nacks,
             self.plis,
             self.width_per_second.last().copied().unwrap_or(0.0),
-            kbps.join(" ")
+            kbps.join(" "),
+            self.g2g_worst_per_second
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         )
     }
 }
@@ -169,6 +177,16 @@ async fn measure_step(browser: &Browser, link: u32, step: Duration) -> anyhow::R
         g2g_p50_ms,
         g2g_p95_ms,
         g2g_frames: g2g.len(),
+        g2g_worst_per_second: steady
+            .iter()
+            .map(|s| {
+                let from = (s.g2g.0 - steady[0].g2g.0) as usize;
+                let to = (s.g2g.1 - steady[0].g2g.0) as usize;
+                g2g.get(from..to.min(g2g.len()))
+                    .and_then(|second| second.iter().copied().reduce(f64::max))
+                    .unwrap_or(f64::NAN)
+            })
+            .collect(),
         jitter_buffer_ms: per(counted("jitter_s") * 1000.0, counted("emitted")),
         qp: per(counted("qp"), counted("decoded")),
         lost: counted("lost"),

@@ -11,6 +11,11 @@
 //! Dropping the frame rate is the last resort: the half-size rung is left only at half the
 //! usual mark, since a smooth small picture tells a viewer more than a sharp slide show.
 //!
+//! A step down waits [`DOWN_HOLD`]: when a link narrows under a running stream its queue is
+//! full for the first second, and the keyframe a step costs would go straight into it and be
+//! lost (measured in `narrow_link`: a step taken at once left a frame 1.8 s late at the 500
+//! kbit/s step). The encoder's rate comes down at once anyway; only the size waits.
+//!
 //! The ladder acts only while the link binds: an encoder held below its ceiling by nothing but
 //! the plan (`video.set bitrate_kbps`) keeps the size the user chose.
 //!
@@ -26,6 +31,8 @@ pub const DOWN_BELOW_BPP: f64 = 0.033;
 pub const UP_FROM_BPP: f64 = 0.05;
 /// How long the link must have allowed the bigger frame before the stream climbs to it.
 pub const UP_HOLD: Duration = Duration::from_secs(3);
+/// How long the link must have been too narrow for the frame before the stream steps down.
+pub const DOWN_HOLD: Duration = Duration::from_secs(1);
 
 /// The main stream's planned frame and bitrate: where the ladder starts.
 #[derive(Debug, Clone, Copy)]
@@ -34,11 +41,12 @@ pub struct Planned {
     pub ceiling_kbps: u32,
 }
 
-/// The rung the stream stands on, and since when a higher one would do.
+/// The rung the stream stands on, and since when a higher or a lower one would do.
 #[derive(Debug, Default)]
 pub struct Ladder {
     rung: Rung,
     higher_since: Option<Instant>,
+    lower_since: Option<Instant>,
 }
 
 impl Ladder {
@@ -52,18 +60,21 @@ impl Ladder {
         let binds = limit_kbps < planned.ceiling_kbps;
         let bps = f64::from(limit_kbps.min(planned.ceiling_kbps)) * 1000.0;
         let bpp = |rung: Rung| bps / rung.frame(planned.frame).pixel_rate().max(1.0);
-        let mut stepped_down = false;
-        while binds && bpp(self.rung) < DOWN_BELOW_BPP * weight(self.rung) {
-            let Some(below) = self.rung.below() else {
-                break;
-            };
-            self.rung = below;
-            stepped_down = true;
-        }
-        if stepped_down {
+        let too_big = |rung: Rung| binds && bpp(rung) < DOWN_BELOW_BPP * weight(rung);
+        if too_big(self.rung) && self.rung.below().is_some() {
             self.higher_since = None;
+            let since = *self.lower_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= DOWN_HOLD {
+                while too_big(self.rung)
+                    && let Some(below) = self.rung.below()
+                {
+                    self.rung = below;
+                }
+                self.lower_since = None;
+            }
             return self.rung;
         }
+        self.lower_since = None;
         let climb = self
             .rung
             .above()
@@ -102,10 +113,29 @@ mod tests {
         ceiling_kbps: 2000,
     };
 
+    /// The rung a fresh ladder settles on for `kbps`, once the step down's wait is over.
+    fn settled(kbps: u32, planned: Planned) -> Rung {
+        let t0 = Instant::now();
+        let mut ladder = Ladder::default();
+        ladder.decide(t0, Some(kbps), planned);
+        ladder.decide(t0 + DOWN_HOLD, Some(kbps), planned)
+    }
+
     #[test]
-    fn a_narrowing_link_steps_down_at_once_as_far_as_it_must() {
-        let now = Instant::now();
-        let decide = |kbps| Ladder::default().decide(now, Some(kbps), HD);
+    fn a_narrowing_link_steps_down_as_far_as_it_must_after_a_second() {
+        let t0 = Instant::now();
+        let mut ladder = Ladder::default();
+        assert_eq!(ladder.decide(t0, Some(360), HD), Rung::Full);
+        let half_a_second = t0 + DOWN_HOLD / 2;
+        assert_eq!(ladder.decide(half_a_second, Some(360), HD), Rung::Full);
+        assert_eq!(ladder.decide(t0 + DOWN_HOLD, Some(360), HD), Rung::Half);
+        // A dip that passes in time changes nothing.
+        let mut dipped = Ladder::default();
+        assert_eq!(dipped.decide(t0, Some(360), HD), Rung::Full);
+        assert_eq!(dipped.decide(half_a_second, Some(2000), HD), Rung::Full);
+        assert_eq!(dipped.decide(t0 + DOWN_HOLD, Some(360), HD), Rung::Full);
+
+        let decide = |kbps| settled(kbps, HD);
         assert_eq!(decide(2000), Rung::Full);
         assert_eq!(decide(950), Rung::Full);
         // `narrow_link`'s 1000 kbit/s step: about 720 kbit/s of video.
@@ -121,6 +151,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |secs| t0 + Duration::from_secs(secs);
         let mut ladder = Ladder::default();
+        ladder.decide(t0 - DOWN_HOLD, Some(700), HD);
         assert_eq!(ladder.decide(t0, Some(700), HD), Rung::ThreeQuarters);
         // 1200 kbit/s would have kept 720p (above 912) but is not enough to climb back (1382).
         assert_eq!(ladder.decide(at(1), Some(1200), HD), Rung::ThreeQuarters);
@@ -139,6 +170,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |secs| t0 + Duration::from_secs(secs);
         let mut ladder = Ladder::default();
+        ladder.decide(t0 - DOWN_HOLD, Some(100), HD);
         assert_eq!(ladder.decide(t0, Some(100), HD), Rung::HalfAtHalfRate);
         assert_eq!(ladder.decide(at(1), Some(5000), HD), Rung::HalfAtHalfRate);
         assert_eq!(ladder.decide(at(4), Some(5000), HD), Rung::Half);
@@ -149,25 +181,22 @@ mod tests {
 
     #[test]
     fn a_low_ceiling_the_user_chose_keeps_the_size() {
-        let now = Instant::now();
         let modest = Planned {
             ceiling_kbps: 500,
             ..HD
         };
         // The link carries more than the plan: the plan binds, not the link.
-        assert_eq!(
-            Ladder::default().decide(now, Some(3000), modest),
-            Rung::Full
-        );
+        assert_eq!(settled(3000, modest), Rung::Full);
         // Once the link binds, the ladder acts as usual.
-        assert_eq!(Ladder::default().decide(now, Some(400), modest), Rung::Half);
+        assert_eq!(settled(400, modest), Rung::Half);
     }
 
     #[test]
     fn nobody_with_an_estimate_means_the_full_picture() {
         let now = Instant::now();
         let mut ladder = Ladder::default();
-        assert_eq!(ladder.decide(now, Some(300), HD), Rung::Half);
-        assert_eq!(ladder.decide(now, None, HD), Rung::Full);
+        ladder.decide(now, Some(300), HD);
+        assert_eq!(ladder.decide(now + DOWN_HOLD, Some(300), HD), Rung::Half);
+        assert_eq!(ladder.decide(now + DOWN_HOLD, None, HD), Rung::Full);
     }
 }

@@ -25,8 +25,9 @@
 //! Nothing here reads a clock: every instant is a parameter, so the tests drive it through a
 //! simulated link with exact timing.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -34,6 +35,7 @@ use rtc::interceptor::{
     RateControlState, Usage,
 };
 
+use super::queue_delay::QueueDelay;
 use super::trendline::Trendline;
 
 /// A decrease goes to this share of what the path delivered while it was queueing, so the queue
@@ -68,6 +70,13 @@ const MAX_ABOVE_RECEIVED: f64 = 1.5;
 /// grow 2 % a step, more than the gentle growth near a ceiling asks.
 const MAX_ABOVE_RECEIVED_NEAR_CEILING: f64 = 1.2;
 const RECEIVED_SLACK_BPS: f64 = 10_000.0;
+/// A queue standing this high is drained: the rate comes down as if the delay were growing.
+/// Well under `tc tbf`'s 150 ms, so the queue never sits full, and above what a keyframe (at
+/// most 200 ms of the encoder's rate, queued behind at 85 % of the link) leaves standing for
+/// a moment.
+const DRAIN_ABOVE: Duration = Duration::from_millis(100);
+/// While a queue stands this high the rate does not grow: growing into it refills it.
+const GROW_BELOW: Duration = Duration::from_millis(50);
 /// One increase per this interval, so each acts on fresh evidence.
 const RATE_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
 /// One decrease per this interval. A decrease goes to a share of what arrived, and what arrives
@@ -88,20 +97,62 @@ const LOSS_MIN_PACKETS: usize = 20;
 const LOSS_DECREASE_HOLD: Duration = Duration::from_millis(1000);
 
 /// The estimate as the rest of the device sees it: shared with the estimator inside the
-/// connection's interceptor chain, where nothing else can reach.
+/// connection's interceptor chain, where nothing else can reach. It also counts what was
+/// resent on the path lately ([`super::retransmissions`]), since that comes out of the same
+/// capacity as the video.
 #[derive(Clone, Default)]
-pub struct LinkEstimate(Arc<AtomicU64>);
+pub struct LinkEstimate {
+    bps: Arc<AtomicU64>,
+    resent: Arc<Mutex<VecDeque<(Instant, f64)>>>,
+}
+
+/// Resends are counted over this long.
+const RESENT_WINDOW: Duration = Duration::from_secs(1);
+/// What resends may take from the media's share, at most: the budget for them is a quarter of
+/// the estimate, so this is never reached unless the budget changes.
+const RESENT_MAX_SHARE: f64 = 0.5;
 
 impl LinkEstimate {
     /// The current estimate in bit/s, or `None` before the viewer's first feedback (a viewer
     /// whose browser sends no TWCC never has one).
     pub fn bits_per_second(&self) -> Option<f64> {
-        let bps = f64::from_bits(self.0.load(Ordering::Relaxed));
+        let bps = f64::from_bits(self.bps.load(Ordering::Relaxed));
         (bps > 0.0).then_some(bps)
     }
 
+    /// What the path has for new media now: the estimate less what retransmissions took over
+    /// the last second. After a link narrows, the viewer asks for everything the full queue
+    /// dropped, and those resends share the queue with the video; an encoder that kept its
+    /// whole share kept the queue full and the loss going for seconds (measured: loss above
+    /// 10 % for 3.3 s after a 3 → 1 Mbit/s drop). libwebrtc takes its retransmission rate off
+    /// the encoder's target for the same reason.
+    pub fn for_media_bps(&self, now: Instant) -> Option<f64> {
+        let bps = self.bits_per_second()?;
+        let mut resent = self.resent.lock().expect("resent window");
+        while resent
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RESENT_WINDOW)
+        {
+            resent.pop_front();
+        }
+        let resent_bps = resent.iter().map(|(_, bits)| bits).sum::<f64>()
+            / RESENT_WINDOW.as_secs_f64();
+        Some(bps - resent_bps.min(bps * RESENT_MAX_SHARE))
+    }
+
     pub(super) fn publish(&self, bits_per_second: f64) {
-        self.0.store(bits_per_second.to_bits(), Ordering::Relaxed);
+        self.bps.store(bits_per_second.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Counts a retransmission of `bits` that left at `now`.
+    pub(super) fn resent(&self, now: Instant, bits: f64) {
+        let mut resent = self.resent.lock().expect("resent window");
+        // Bounded by the budget (a few hundred a second at most), and pruned on every read;
+        // this bound only matters if nothing reads.
+        if resent.len() >= 4096 {
+            resent.pop_front();
+        }
+        resent.push_back((now, bits));
     }
 }
 
@@ -117,6 +168,7 @@ pub struct RateBounds {
 pub struct LinkEstimator {
     groups: ArrivalGroupAccumulator,
     trendline: Trendline,
+    queue: QueueDelay,
     received: RateCalculator,
     loss: LossRate,
     rate: DelayRate,
@@ -133,6 +185,7 @@ impl LinkEstimator {
         let estimator = Self {
             groups: ArrivalGroupAccumulator::default(),
             trendline: Trendline::default(),
+            queue: QueueDelay::default(),
             received: RateCalculator::default(),
             loss: LossRate::default(),
             rate: DelayRate::new(start, bounds),
@@ -164,6 +217,13 @@ impl BandwidthEstimator for LinkEstimator {
             }
         }
         let received = self.received.rate_bits_per_second(now);
+        // A queue that stands full grows no more, so the trend calls it normal: the standing
+        // queue decides then (see `queue_delay`).
+        self.queue.on_reports(reports);
+        let standing = self.queue.standing();
+        if standing > DRAIN_ABOVE {
+            usage = Usage::Over;
+        }
         // Loss acts on the same rate the delay signal drives, as libwebrtc's sender does: a
         // drop-tail queue that is full shows no growing delay at all, only loss, so the two
         // halves must not drift apart.
@@ -176,7 +236,7 @@ impl BandwidthEstimator for LinkEstimator {
             self.rate
                 .cut(now, (self.rate.target * factor).min(delivered), received);
         }
-        let may_grow = verdict == LossVerdict::Grow;
+        let may_grow = verdict == LossVerdict::Grow && standing < GROW_BELOW;
         self.target = self
             .rate
             .update(now, usage, received, may_grow)

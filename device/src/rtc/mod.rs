@@ -14,6 +14,7 @@ mod extensions;
 mod incoming;
 mod interceptors;
 mod peer;
+mod queue_delay;
 mod retransmissions;
 mod rtcp;
 mod sdp;

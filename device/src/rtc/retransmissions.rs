@@ -125,12 +125,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RetransmissionBudget {
                 .or_default()
                 .again(rtp.header.sequence_number);
             let bits = (rtp.marshal_size() * 8) as f64;
-            if again && !self.affords(msg.now, bits) {
-                tracing::trace!(
-                    seq = rtp.header.sequence_number,
-                    "retransmission over budget"
-                );
-                return Ok(());
+            if again {
+                if !self.affords(msg.now, bits) {
+                    tracing::trace!(
+                        seq = rtp.header.sequence_number,
+                        "retransmission over budget"
+                    );
+                    return Ok(());
+                }
+                self.estimate.resent(msg.now, bits);
             }
         }
         self.write_queue.push_back(msg);
@@ -182,5 +185,23 @@ mod tests {
         let later = t0 + Duration::from_millis(100);
         let passed = (0..20).filter(|_| budget.affords(later, packet)).count();
         assert_eq!(passed, 2);
+    }
+
+    #[test]
+    fn what_was_resent_comes_off_the_media_share_for_a_second() {
+        let estimate = LinkEstimate::default();
+        let t0 = Instant::now();
+        assert_eq!(estimate.for_media_bps(t0), None);
+        estimate.publish(1_000_000.0);
+        assert_eq!(estimate.for_media_bps(t0), Some(1_000_000.0));
+        // 200 kbit resent within the last second: 800 kbit/s are left for new media.
+        for ms in [0, 300, 600] {
+            estimate.resent(t0 + Duration::from_millis(ms), 200_000.0 / 3.0);
+        }
+        let media = estimate.for_media_bps(t0 + Duration::from_millis(700)).unwrap();
+        assert!((media - 800_000.0).abs() < 1.0, "{media}");
+        // A second after the last resend, all of it is the media's again.
+        let clear = estimate.for_media_bps(t0 + Duration::from_millis(1700));
+        assert_eq!(clear, Some(1_000_000.0));
     }
 }
