@@ -90,12 +90,17 @@ function describePath(report, pair) {
 
 // What the camera says about this page's own stream (the `status` link marked `you`): which
 // stream it is and the size and rate it is sent at. Asked again whenever the received size
-// changes, which is when the camera moved this viewer or stepped its stream.
+// changes, and every few seconds besides: a move between two streams of the same size (the
+// main one stepped down, and the low one) changes nothing the page can see.
+const LINK_EVERY_MS = 5000;
 let linkAskedFor = null;
+let linkAskedAt = 0;
 async function refreshLink(size) {
   const control = ferrocam.control;
-  if (linkAskedFor === size || !control) return;
+  const due = performance.now() - linkAskedAt >= LINK_EVERY_MS;
+  if ((linkAskedFor === size && !due) || !control) return;
   linkAskedFor = size;
+  linkAskedAt = performance.now();
   try {
     const status = await control.request('status', {}, 3000);
     ferrocam.link = (status.links || []).find((l) => l.you) || null;

@@ -2,7 +2,8 @@
 //! 500 → 3000 kbit/s, 20 s each (`tc tbf` with a 150 ms queue on the device's side of a veth
 //! pair, as in the field test that found no picture at all at 1000 and 500). After each drop the
 //! stream must be below the link within 3 s, freeze at most 1 s, keep 24 fps and a glass to
-//! glass p95 of 200 ms; after the rise it must use 70 % of the link within 15 s.
+//! glass p95 of 200 ms; after the rise it must use 70 % of the link within 15 s. The picture
+//! must step down the resolution ladder on the narrow links and come back to full size.
 //!
 //! `--nocapture` prints the per-step figures (BENCHMARKS.md, "Narrow uplinks").
 //!
@@ -66,6 +67,23 @@ async fn the_stream_follows_the_link_down_and_back_up() -> anyhow::Result<()> {
         if step.fps < 24.0 {
             failures.push(format!("step {i}: {:.1} fps", step.fps));
         }
+    }
+    // The resolution ladder: a smaller picture on each narrower link (960×540 fits 1000 kbit/s,
+    // 640×360 fits 500), and the full one again once the link widens.
+    let width_at_end = |step: usize| steps[step].width_per_second.last().copied().unwrap_or(0.0);
+    for (step, widest) in [(1, 960.0), (2, 640.0)] {
+        if width_at_end(step) > widest {
+            failures.push(format!(
+                "step {step}: still {:.0} px wide at the end, not stepped down to {widest:.0}",
+                width_at_end(step)
+            ));
+        }
+    }
+    if width_at_end(3) != 1280.0 {
+        failures.push(format!(
+            "step 3: {:.0} px wide at the end, not back to the full 1280",
+            width_at_end(3)
+        ));
     }
     let widened = &steps[3].kbps_per_second[..15];
     if !widened.iter().any(|&k| k >= 0.7 * 3000.0) {

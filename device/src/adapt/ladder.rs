@@ -11,10 +11,13 @@
 //! Dropping the frame rate is the last resort: the half-size rung is left only at half the
 //! usual mark, since a smooth small picture tells a viewer more than a sharp slide show.
 //!
-//! A step down waits [`DOWN_HOLD`]: when a link narrows under a running stream its queue is
-//! full for the first second, and the keyframe a step costs would go straight into it and be
-//! lost (measured in `narrow_link`: a step taken at once left a frame 1.8 s late at the 500
-//! kbit/s step). The encoder's rate comes down at once anyway; only the size waits.
+//! A step down waits [`DOWN_HOLD`], for two reasons. When a link narrows under a running stream
+//! its queue is full for the first seconds, and the keyframe a step costs would go straight into
+//! it and be lost (measured in `narrow_link`: a step taken at once left a frame 1.8 s late at
+//! the 500 kbit/s step). And a narrow viewer that joins beside wider ones moves to the low
+//! stream once it has stayed [`placement::MIN_STAY`]: stepping sooner would shrink every other
+//! viewer's picture for those seconds (measured in `two_viewers`). The encoder's rate comes down
+//! at once anyway; only the size waits.
 //!
 //! The ladder acts only while the link binds: an encoder held below its ceiling by nothing but
 //! the plan (`video.set bitrate_kbps`) keeps the size the user chose.
@@ -23,6 +26,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::placement;
 use crate::media::{Frame, Rung};
 
 /// A rung is left downwards when its frame gets fewer bits per pixel than this.
@@ -32,7 +36,7 @@ pub const UP_FROM_BPP: f64 = 0.05;
 /// How long the link must have allowed the bigger frame before the stream climbs to it.
 pub const UP_HOLD: Duration = Duration::from_secs(3);
 /// How long the link must have been too narrow for the frame before the stream steps down.
-pub const DOWN_HOLD: Duration = Duration::from_secs(1);
+pub const DOWN_HOLD: Duration = placement::MIN_STAY;
 
 /// The main stream's planned frame and bitrate: where the ladder starts.
 #[derive(Debug, Clone, Copy)]
