@@ -387,13 +387,13 @@ impl Streaming {
         peer: &Peer,
         feed: VideoFeed,
     ) -> anyhow::Result<Self> {
-        let adapting = ctx
-            .adaptation
-            .as_ref()
-            .zip(peer.link_estimate())
-            .map(|(adaptation, estimate)| {
-                adaptation.watch(session.clone(), feed.codec(), estimate)
-            });
+        let adapting =
+            ctx.adaptation
+                .as_ref()
+                .zip(peer.link_estimate())
+                .map(|(adaptation, estimate)| {
+                    adaptation.watch(session.clone(), feed.codec(), estimate)
+                });
         let video = peer.video_sender().await?;
         let told = adapting.as_ref().map(crate::adapt::Watching::stream);
         let receiving = feed.receiving();

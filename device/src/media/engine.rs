@@ -29,8 +29,8 @@ pub use super::audio::MicrophoneGain;
 use super::audio::{AudioSource, AudioUnit};
 use super::keyframes::{KeyframeReason, Verdict};
 use super::pipeline::{VideoPlan, force_keyframe};
-use super::snapshot::{GstJpeg, JpegEncoder};
 use super::rung::{Frame, Rung};
+use super::snapshot::{GstJpeg, JpegEncoder};
 use super::{Stream, VideoCodec};
 
 pub use feed::VideoFeed;

@@ -262,9 +262,10 @@ impl VideoPipeline {
     /// encoder (the camera's own H.264 passes through: nothing to scale). Only the main stream
     /// has a ladder: the low stream is already small, and the VP8 fallback has its own size.
     pub fn set_rung(&self, plan: &VideoPlan, rung: Rung) -> anyhow::Result<()> {
-        let filter = self.pipeline.by_name(RUNG_FILTER).context(
-            "no scaler in this pipeline (the camera's own H.264 passes through)",
-        )?;
+        let filter = self
+            .pipeline
+            .by_name(RUNG_FILTER)
+            .context("no scaler in this pipeline (the camera's own H.264 passes through)")?;
         let caps = raw_caps(rung.frame(plan.frame()));
         let current = filter.property::<Option<gst::Caps>>("caps");
         if current.as_ref() != Some(&caps) {

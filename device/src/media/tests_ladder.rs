@@ -45,7 +45,10 @@ async fn the_running_main_stream_steps_down_the_ladder_and_back() {
     assert_eq!((frame.width, frame.height, frame.fps), (320, 180, 30));
     for _ in 0..10 {
         let unit = next(&mut feed).await;
-        assert!(!unit.keyframe, "a keyframe with no reason: the encoder restarted");
+        assert!(
+            !unit.keyframe,
+            "a keyframe with no reason: the encoder restarted"
+        );
     }
 
     // Half the frame rate: each frame lasts twice as long (RTP timestamps follow it), and the

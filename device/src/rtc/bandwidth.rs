@@ -142,8 +142,8 @@ impl LinkEstimate {
         {
             resent.pop_front();
         }
-        let resent_bps = resent.iter().map(|(_, bits)| bits).sum::<f64>()
-            / RESENT_WINDOW.as_secs_f64();
+        let resent_bps =
+            resent.iter().map(|(_, bits)| bits).sum::<f64>() / RESENT_WINDOW.as_secs_f64();
         Some(bps - resent_bps.min(bps * RESENT_MAX_SHARE))
     }
 

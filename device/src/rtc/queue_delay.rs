@@ -65,24 +65,27 @@ impl QueueDelay {
             }
             _ => self.base.push_back((departure, delay)),
         }
-        while self.base.front().is_some_and(|(start, _)| {
-            departure.saturating_duration_since(*start) > BASE_WINDOW
-        }) {
+        while self
+            .base
+            .front()
+            .is_some_and(|(start, _)| departure.saturating_duration_since(*start) > BASE_WINDOW)
+        {
             self.base.pop_front();
         }
         self.recent.push_back((departure, delay));
-        while self.recent.front().is_some_and(|(at, _)| {
-            departure.saturating_duration_since(*at) > STANDING_WINDOW
-        }) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _)| departure.saturating_duration_since(*at) > STANDING_WINDOW)
+        {
             self.recent.pop_front();
         }
     }
 
     /// The queue every recent packet stood in; zero before there is anything to compare.
     pub fn standing(&self) -> Duration {
-        let least = |delays: &VecDeque<(Instant, f64)>| {
-            delays.iter().map(|(_, d)| *d).reduce(f64::min)
-        };
+        let least =
+            |delays: &VecDeque<(Instant, f64)>| delays.iter().map(|(_, d)| *d).reduce(f64::min);
         match (least(&self.recent), least(&self.base)) {
             (Some(recent), Some(base)) => Duration::from_secs_f64((recent - base).max(0.0)),
             _ => Duration::ZERO,

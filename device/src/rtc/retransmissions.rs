@@ -198,7 +198,9 @@ mod tests {
         for ms in [0, 300, 600] {
             estimate.resent(t0 + Duration::from_millis(ms), 200_000.0 / 3.0);
         }
-        let media = estimate.for_media_bps(t0 + Duration::from_millis(700)).unwrap();
+        let media = estimate
+            .for_media_bps(t0 + Duration::from_millis(700))
+            .unwrap();
         assert!((media - 800_000.0).abs() < 1.0, "{media}");
         // A second after the last resend, all of it is the media's again.
         let clear = estimate.for_media_bps(t0 + Duration::from_millis(1700));

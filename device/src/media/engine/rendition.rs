@@ -12,8 +12,8 @@ use tokio::sync::broadcast;
 
 use crate::media::AccessUnit;
 use crate::media::keyframes::KeyframeGate;
-use crate::media::rung::Rung;
 use crate::media::pipeline::{Meter, Output};
+use crate::media::rung::Rung;
 
 /// Access units a viewer may fall behind before it skips to the next keyframe: two seconds at
 /// 30 fps, enough to ride out a scheduling hiccup, small enough to bound memory.
