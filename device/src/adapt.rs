@@ -233,6 +233,9 @@ async fn run(adaptation: Weak<LinkAdaptation>) {
         };
         let now = Instant::now();
         let moves = adaptation.place(now);
+        if !moves.is_empty() {
+            ladder.seating_changed();
+        }
         for stream in adaptation.media.streams() {
             let estimates = adaptation.estimates(stream, now);
             let limit =
@@ -257,9 +260,10 @@ async fn run(adaptation: Weak<LinkAdaptation>) {
             }
             if stream == Stream::H264 {
                 let plan = adaptation.media.plan();
+                // The encoder's real ceiling: a plan above `--max-bitrate-kbps` never gets more.
                 let planned = Planned {
                     frame: plan.frame(),
-                    ceiling_kbps: plan.bitrate_kbps,
+                    ceiling_kbps: plan.bitrate_kbps.min(adaptation.limits.max_kbps),
                 };
                 let rung = ladder.decide(now, limit, planned);
                 if adaptation.media.set_rung(stream, rung) {

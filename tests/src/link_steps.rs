@@ -180,8 +180,8 @@ async fn measure_step(browser: &Browser, link: u32, step: Duration) -> anyhow::R
         g2g_worst_per_second: steady
             .iter()
             .map(|s| {
-                let from = (s.g2g.0 - steady[0].g2g.0) as usize;
-                let to = (s.g2g.1 - steady[0].g2g.0) as usize;
+                let from = s.g2g.0.saturating_sub(steady[0].g2g.0) as usize;
+                let to = s.g2g.1.saturating_sub(steady[0].g2g.0) as usize;
                 g2g.get(from..to.min(g2g.len()))
                     .and_then(|second| second.iter().copied().reduce(f64::max))
                     .unwrap_or(f64::NAN)

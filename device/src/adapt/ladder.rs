@@ -51,14 +51,24 @@ pub struct Ladder {
     rung: Rung,
     higher_since: Option<Instant>,
     lower_since: Option<Instant>,
+    /// The planned frame the rung was chosen for: a new plan (`video.set`) starts again at
+    /// its full size.
+    planned: Option<Frame>,
 }
 
 impl Ladder {
     /// The rung for a stream whose viewers' paths allow `limit_kbps` (`None`: no viewer has an
     /// estimate, so nothing limits it).
     pub fn decide(&mut self, now: Instant, limit_kbps: Option<u32>, planned: Planned) -> Rung {
+        if self.planned != Some(planned.frame) {
+            *self = Self {
+                planned: Some(planned.frame),
+                ..Self::default()
+            };
+        }
         let Some(limit_kbps) = limit_kbps else {
-            *self = Self::default();
+            self.rung = Rung::Full;
+            self.seating_changed();
             return self.rung;
         };
         let binds = limit_kbps < planned.ceiling_kbps;
@@ -98,6 +108,17 @@ impl Ladder {
     }
 }
 
+impl Ladder {
+    /// Viewers moved between streams: the limit about to come is for the new seating, so any
+    /// wait begun under the old one starts again. (The governor raises a stream's rate only
+    /// after holding it, so for half a second after a narrow viewer leaves the main stream its
+    /// limit still looks like that viewer's.)
+    pub fn seating_changed(&mut self) {
+        self.higher_since = None;
+        self.lower_since = None;
+    }
+}
+
 /// How much of the usual mark a rung needs to hold: half for the half-size rung, whose only
 /// step down is to half the frame rate.
 fn weight(rung: Rung) -> f64 {
@@ -126,17 +147,17 @@ mod tests {
     }
 
     #[test]
-    fn a_narrowing_link_steps_down_as_far_as_it_must_after_a_second() {
+    fn a_narrowing_link_steps_down_as_far_as_it_must_after_the_hold() {
         let t0 = Instant::now();
         let mut ladder = Ladder::default();
         assert_eq!(ladder.decide(t0, Some(360), HD), Rung::Full);
-        let half_a_second = t0 + DOWN_HOLD / 2;
-        assert_eq!(ladder.decide(half_a_second, Some(360), HD), Rung::Full);
+        let halfway = t0 + DOWN_HOLD / 2;
+        assert_eq!(ladder.decide(halfway, Some(360), HD), Rung::Full);
         assert_eq!(ladder.decide(t0 + DOWN_HOLD, Some(360), HD), Rung::Half);
         // A dip that passes in time changes nothing.
         let mut dipped = Ladder::default();
         assert_eq!(dipped.decide(t0, Some(360), HD), Rung::Full);
-        assert_eq!(dipped.decide(half_a_second, Some(2000), HD), Rung::Full);
+        assert_eq!(dipped.decide(halfway, Some(2000), HD), Rung::Full);
         assert_eq!(dipped.decide(t0 + DOWN_HOLD, Some(360), HD), Rung::Full);
 
         let decide = |kbps| settled(kbps, HD);
@@ -193,6 +214,34 @@ mod tests {
         assert_eq!(settled(3000, modest), Rung::Full);
         // Once the link binds, the ladder acts as usual.
         assert_eq!(settled(400, modest), Rung::Half);
+    }
+
+    #[test]
+    fn a_new_seating_or_a_new_plan_starts_the_wait_again() {
+        let t0 = Instant::now();
+        let mut ladder = Ladder::default();
+        ladder.decide(t0, Some(360), HD);
+        ladder.seating_changed();
+        // The wait began again at the move: no step at t0 + DOWN_HOLD.
+        ladder.decide(t0 + DOWN_HOLD / 2, Some(360), HD);
+        assert_eq!(ladder.decide(t0 + DOWN_HOLD, Some(360), HD), Rung::Full);
+        assert_eq!(
+            ladder.decide(t0 + DOWN_HOLD * 3 / 2, Some(360), HD),
+            Rung::Half
+        );
+        // `video.set` to 640×360: its own full size, whatever rung the old plan stood on.
+        let small = Planned {
+            frame: Frame {
+                width: 640,
+                height: 360,
+                fps: 30,
+            },
+            ..HD
+        };
+        assert_eq!(
+            ladder.decide(t0 + DOWN_HOLD * 2, Some(360), small),
+            Rung::Full
+        );
     }
 
     #[test]

@@ -361,10 +361,12 @@ impl MediaEngine {
         changed
     }
 
-    /// Moves `stream` to `rung` of the ladder (only the main H.264 stream has one; see
+    /// Moves `stream` to `rung` of the ladder (only the main H.264 stream has one, and only
+    /// when it is encoded here: a camera's own H.264 passes through at its size; see
     /// [`super::Rung`]). Whether that changed its rung.
     pub fn set_rung(&self, stream: Stream, rung: Rung) -> bool {
-        let changed = stream == Stream::H264 && self.shared.rendition(stream).set_rung(rung);
+        let scaled = stream == Stream::H264 && self.shared.plan.borrow().encodes();
+        let changed = scaled && self.shared.rendition(stream).set_rung(rung);
         if changed {
             self.send(Command::ApplyRates);
         }

@@ -38,7 +38,7 @@ pub use ferrocam_protocol::VideoCodec;
 pub use keyframes::KeyframeReason;
 pub use pipeline::{VideoPlan, Vp8Size};
 pub use rung::{Frame, Rung};
-pub use snapshot::{Jpeg, WIDTHS as SNAPSHOT_WIDTHS, keyframe_jpeg};
+pub use snapshot::{Jpeg, WIDTHS as SNAPSHOT_WIDTHS, keyframe_jpeg, keyframe_size};
 pub use source::{CaptureFormat, Source};
 pub use stream::Stream;
 

@@ -153,6 +153,15 @@ pub fn decode_keyframe(annex_b: &[u8]) -> anyhow::Result<gst::Sample> {
     decoded
 }
 
+/// The picture size an H.264 keyframe decodes to: what a recording was made at, which the
+/// resolution ladder may have made smaller than the plan's. Blocking.
+pub fn keyframe_size(annex_b: &[u8]) -> anyhow::Result<(u32, u32)> {
+    let sample = decode_keyframe(annex_b)?;
+    let caps = sample.caps().context("the decoded frame has no caps")?;
+    let info = gstreamer_video::VideoInfo::from_caps(caps)?;
+    Ok((info.width(), info.height()))
+}
+
 /// A JPEG of one H.264 keyframe, scaled down to `width` if given (recordings' thumbnails).
 /// Blocking.
 pub fn keyframe_jpeg(annex_b: &[u8], width: Option<u32>) -> anyhow::Result<Jpeg> {

@@ -23,6 +23,8 @@ pub(super) struct OpenSegment {
     pub base: Instant,
     /// The sequence parameter set it began with: a new one (a new size) needs a new file.
     pub sps: Option<Bytes>,
+    /// Its first keyframe, for the size it was recorded at.
+    first_keyframe: Bytes,
     pub synced_at: Instant,
 }
 
@@ -56,6 +58,7 @@ impl OpenSegment {
             id,
             base,
             sps: sps(&first.data),
+            first_keyframe: first.data.clone(),
             synced_at: Instant::now(),
         })
     }
@@ -63,15 +66,19 @@ impl OpenSegment {
     /// Finishes the segment in the background: the muxer writes its last fragment, the file is
     /// flushed, renamed into place and described, then retention (`budget`, `max_age`) runs.
     /// A segment that ended badly (a full disk) keeps what plays, as after a crash, and is
-    /// removed if nothing does.
+    /// removed if nothing does. Its size is its first keyframe's (link adaptation may have
+    /// stepped the stream down), or `planned` if that does not decode.
     pub fn close(
         self,
         store: Arc<Store>,
-        (width, height): (u32, u32),
+        planned: (u32, u32),
         (budget, max_age): (Option<u64>, Option<Duration>),
     ) {
         tokio::task::spawn_blocking(move || {
             let id = self.id;
+            let (width, height) = crate::media::keyframe_size(&self.first_keyframe)
+                .inspect_err(|e| tracing::debug!(%id, error = %e, "segment size unknown"))
+                .unwrap_or(planned);
             let audio = self.writer.has_audio();
             let mut info = SegmentInfo {
                 id,

@@ -84,6 +84,11 @@ const RECEIVED_SLACK_BPS: f64 = 10_000.0;
 const DRAIN_ABOVE: Duration = Duration::from_millis(100);
 /// While a queue stands this high the rate does not grow: growing into it refills it.
 const GROW_BELOW: Duration = Duration::from_millis(50);
+/// A "queue" still standing above [`DRAIN_ABOVE`] after this long of draining is no queue: a
+/// cut every 400 ms has more than halved the rate by then, which empties any real one. It is a
+/// longer path (a handover, an ICE restart onto another route), and it becomes the new base;
+/// otherwise the rate would be cut to the floor until the old base aged out (10 s).
+const REBASE_AFTER: Duration = Duration::from_secs(2);
 /// One increase per this interval, so each acts on fresh evidence.
 const RATE_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
 /// One decrease per this interval. A decrease goes to a share of what arrived, and what arrives
@@ -115,8 +120,9 @@ pub struct LinkEstimate {
 
 /// Resends are counted over this long.
 const RESENT_WINDOW: Duration = Duration::from_secs(1);
-/// What resends may take from the media's share, at most: the budget for them is a quarter of
-/// the estimate, so this is never reached unless the budget changes.
+/// What resends may take from the media's share, at most. The budget for them is a quarter of
+/// the estimate, but of the estimate when they were sent: right after the estimate falls, the
+/// last second's resends can be a larger share of the new one.
 const RESENT_MAX_SHARE: f64 = 0.5;
 
 impl LinkEstimate {
@@ -176,6 +182,8 @@ pub struct LinkEstimator {
     groups: ArrivalGroupAccumulator,
     trendline: Trendline,
     queue: QueueDelay,
+    /// Since when the standing queue has been above [`DRAIN_ABOVE`].
+    draining_since: Option<Instant>,
     received: RateCalculator,
     loss: LossRate,
     rate: DelayRate,
@@ -193,6 +201,7 @@ impl LinkEstimator {
             groups: ArrivalGroupAccumulator::default(),
             trendline: Trendline::default(),
             queue: QueueDelay::default(),
+            draining_since: None,
             received: RateCalculator::default(),
             loss: LossRate::default(),
             rate: DelayRate::new(start, bounds),
@@ -229,7 +238,16 @@ impl BandwidthEstimator for LinkEstimator {
         self.queue.on_reports(reports);
         let standing = self.queue.standing();
         if standing > DRAIN_ABOVE {
-            usage = Usage::Over;
+            let since = *self.draining_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= REBASE_AFTER {
+                tracing::debug!(?standing, "delay stayed up while draining: a longer path");
+                self.queue.rebase();
+                self.draining_since = None;
+            } else {
+                usage = Usage::Over;
+            }
+        } else {
+            self.draining_since = None;
         }
         // Loss acts on the same rate the delay signal drives, as libwebrtc's sender does: a
         // drop-tail queue that is full shows no growing delay at all, only loss, so the two

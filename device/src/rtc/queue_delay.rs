@@ -82,6 +82,13 @@ impl QueueDelay {
         }
     }
 
+    /// Forgets the least delay seen: from the next packet on, the path as it is now counts as
+    /// empty (the caller decided a delay that does not drain is a longer path, not a queue).
+    pub fn rebase(&mut self) {
+        self.base.clear();
+        self.recent.clear();
+    }
+
     /// The queue every recent packet stood in; zero before there is anything to compare.
     pub fn standing(&self) -> Duration {
         let least =
@@ -110,12 +117,44 @@ mod tests {
         queue
     }
 
+    /// A report of a packet sent at `departure` that arrived `delay_ms` later on a receiver
+    /// clock `offset_s` ahead of ours.
+    fn report(t0: Instant, departure: Instant, delay_ms: f64, offset_s: f64) -> PacketReport {
+        let arrival = (departure - t0).as_secs_f64() + offset_s + delay_ms / 1000.0;
+        PacketReport {
+            ssrc: 1,
+            id: 0,
+            rtp_sequence_number: 0,
+            is_twcc: true,
+            twcc_sequence_number: 0,
+            size: 1200,
+            arrived: true,
+            departure,
+            arrival: Some(Duration::from_secs_f64(arrival)),
+            ecn: Default::default(),
+        }
+    }
+
     #[test]
     fn a_queue_that_stands_is_measured_whatever_the_clock_offset() {
         let t0 = Instant::now();
+        for offset_s in [0.0, 3600.0] {
+            let mut queue = QueueDelay::default();
+            let reports: Vec<_> = (0..300)
+                .map(|i| {
+                    let delay = if i < 200 { 20.0 } else { 170.0 };
+                    report(t0, t0 + Duration::from_millis(10 * i), delay, offset_s)
+                })
+                .collect();
+            queue.on_reports(&reports);
+            assert_eq!(queue.standing().as_millis(), 150, "offset {offset_s} s");
+            // Lost packets say nothing about delay.
+            let mut lost = report(t0, t0 + Duration::from_secs(3), 900.0, offset_s);
+            lost.arrived = false;
+            queue.on_reports(&[lost]);
+            assert_eq!(queue.standing().as_millis(), 150);
+        }
         // Two seconds at 20 ms, then the link narrows and packets wait 150 ms more.
-        let full = fed(t0, 300, |i| if i < 200 { 20.0 } else { 170.0 });
-        assert_eq!(full.standing().as_millis(), 150);
         // Draining: the last 200 ms of packets waited 40 to 44 ms above the base.
         let draining = fed(t0, 300, |i| {
             if i < 200 {
@@ -125,6 +164,19 @@ mod tests {
             }
         });
         assert_eq!(draining.standing().as_millis(), 40);
+    }
+
+    #[test]
+    fn after_a_rebase_the_path_as_it_is_counts_as_empty() {
+        let t0 = Instant::now();
+        let mut longer = fed(t0, 300, |i| if i < 100 { 20.0 } else { 150.0 });
+        assert_eq!(longer.standing().as_millis(), 130);
+        longer.rebase();
+        assert_eq!(longer.standing(), Duration::ZERO);
+        for i in 300..320 {
+            longer.add(t0 + Duration::from_millis(10 * i), 1000.150);
+        }
+        assert_eq!(longer.standing(), Duration::ZERO);
     }
 
     #[test]

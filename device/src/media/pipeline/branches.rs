@@ -46,9 +46,9 @@ fn sink(name: &str) -> String {
 }
 
 impl VideoPlan {
-    /// Whether this plan encodes raw frames (and so can have branches): not when the camera's
-    /// own H.264 passes through.
-    fn encodes(&self) -> bool {
+    /// Whether this plan encodes raw frames (and so can have branches and a ladder): not when
+    /// the camera's own H.264 passes through.
+    pub(crate) fn encodes(&self) -> bool {
         self.format != CaptureFormat::H264 && self.encoder.is_some()
     }
 
