@@ -155,8 +155,10 @@ pub struct Config {
     #[arg(long, env = "FERROCAM_MAX_BITRATE_KBPS", default_value_t = 8000, value_parser = at_least_one)]
     pub max_bitrate_kbps: u32,
 
-    /// Frames between periodic keyframes (joining viewers get one at once regardless).
-    #[arg(long, env = "FERROCAM_KEYFRAME_INTERVAL", default_value_t = 60, value_parser = at_least_one)]
+    /// Frames between periodic keyframes (joining viewers get one at once regardless); 0 for
+    /// keyframes only when something asks: a viewer joins or reports loss (PLI/FIR), a
+    /// recording's segment or pre-roll begins, a snapshot is taken.
+    #[arg(long, env = "FERROCAM_KEYFRAME_INTERVAL", default_value_t = 60)]
     pub keyframe_interval: u32,
 
     /// The VP8 fallback for viewers that cannot decode H.264 (Firefox without OpenH264, VP8-only
@@ -429,17 +431,18 @@ mod tests {
 
     #[test]
     fn pictures_and_rates_of_zero_are_refused() {
-        for flag in [
-            "--width",
-            "--height",
-            "--fps",
-            "--bitrate-kbps",
-            "--keyframe-interval",
-        ] {
+        for flag in ["--width", "--height", "--fps", "--bitrate-kbps"] {
             let error = parse(&[flag, "0"]).unwrap_err().to_string();
             assert!(error.contains("must be at least 1"), "{flag}: {error}");
             assert!(parse(&[flag, "2"]).is_ok(), "{flag}");
         }
+        // 0 is meaningful there: keyframes only when asked.
+        assert_eq!(
+            parse(&["--keyframe-interval", "0"])
+                .unwrap()
+                .keyframe_interval,
+            0
+        );
     }
 
     #[test]

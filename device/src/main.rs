@@ -79,7 +79,11 @@ async fn main() -> anyhow::Result<()> {
     let selection = if forced_format == Some(CaptureFormat::H264) {
         None
     } else {
-        Some(Encoder::select(config.encoder.as_deref(), &GstProbe)?)
+        Some(Encoder::select(
+            config.encoder.as_deref(),
+            config.keyframe_interval,
+            &GstProbe,
+        )?)
     };
     let hardware = selection.as_ref().is_some_and(|s| s.encoder.hardware);
     let format =

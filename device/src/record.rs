@@ -24,6 +24,8 @@
 //! - recording pauses before the filesystem fills (`--record-min-free-mb`), says why in
 //!   `status`, and resumes by itself once there is room again; streaming never stops for it.
 
+mod feeds;
+mod keyframe_need;
 mod preroll;
 pub mod probe;
 mod segment;

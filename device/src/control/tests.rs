@@ -16,7 +16,9 @@ use crate::media::{CaptureFormat, Encoder, EngineSettings, GstProbe, Source, Vid
 
 fn handler() -> ControlHandler {
     gstreamer::init().unwrap();
-    let encoder = Encoder::select(Some("x264enc"), &GstProbe).unwrap().encoder;
+    let encoder = Encoder::select(Some("x264enc"), 30, &GstProbe)
+        .unwrap()
+        .encoder;
     let media = crate::media::MediaEngine::new(EngineSettings {
         video: VideoPlan {
             source: Source::TestPattern,

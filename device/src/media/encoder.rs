@@ -68,8 +68,15 @@ pub struct Selection {
 }
 
 impl Encoder {
-    /// Probes the candidates (or only the forced one) and returns the first that works.
-    pub fn select(forced: Option<&str>, probe: &dyn EncoderProbe) -> anyhow::Result<Selection> {
+    /// Probes the candidates (or only the forced one) and returns the first that works, set for
+    /// `keyframe_interval` (a hardware encoder may refuse a GOP setting; then the next one is
+    /// tried).
+    pub fn select(
+        forced: Option<&str>,
+        keyframe_interval: u32,
+        probe: &dyn EncoderProbe,
+    ) -> anyhow::Result<Selection> {
+        let test_fragment = |enc: Encoder| enc.launch_fragment(1000, keyframe_interval);
         if let Some(name) = forced {
             let Some(enc) = CANDIDATES.into_iter().find(|e| e.element == name) else {
                 let known: Vec<_> = CANDIDATES.iter().map(|e| e.element).collect();
@@ -78,7 +85,7 @@ impl Encoder {
             if !probe.exists(name) {
                 bail!("encoder {name} was requested but its GStreamer plugin is not installed");
             }
-            if !probe.encodes(&enc.launch_fragment(1000, 30)) {
+            if !probe.encodes(&test_fragment(enc)) {
                 bail!("encoder {name} was requested but failed a test encode");
             }
             return Ok(Selection {
@@ -91,7 +98,7 @@ impl Encoder {
             if !probe.exists(enc.element) {
                 continue;
             }
-            if !probe.encodes(&enc.launch_fragment(1000, 30)) {
+            if !probe.encodes(&test_fragment(enc)) {
                 skipped.push(format!("{} failed a test encode", enc.element));
                 continue;
             }
@@ -119,12 +126,34 @@ impl Encoder {
         )
     }
 
+    /// The encoder's setting for a keyframe every `keyframe_interval` frames, where 0 means
+    /// only when asked (a viewer joins, a PLI or FIR, a recording's segment begins): each
+    /// encoder spells "never" its own way, and some spell it 0 and others read 0 as "choose".
+    fn gop_setting(self, keyframe_interval: u32) -> i64 {
+        if keyframe_interval > 0 {
+            return keyframe_interval.into();
+        }
+        match self.element {
+            // X264_KEYINT_MAX_INFINITE; 0 would be x264's own choice (250).
+            "x264enc" => 1 << 30,
+            // uiIntraPeriod 0: the first frame only (checked here: one IDR in 300 frames).
+            "openh264enc" => 0,
+            // Documented as "-1 = infinite".
+            "nvh264enc" => -1,
+            // The property's maximum; 0 is "auto-calculate".
+            "vah264enc" => 1024,
+            // The Pi's bcm2835-codec takes up to 2^31-1 frames (over two years at 30 fps), as
+            // do mpph264enc's and vaapih264enc's properties.
+            _ => i32::MAX.into(),
+        }
+    }
+
     /// The encoder's launch fragment, from raw video to H.264 constrained baseline (what every
-    /// browser decodes) with no B-frames.
+    /// browser decodes) with no B-frames; `keyframe_interval` as in [`Self::gop_setting`].
     pub fn launch_fragment(self, bitrate_kbps: u32, keyframe_interval: u32) -> String {
         let kbps = bitrate_kbps;
         let bps = bitrate_kbps * 1000;
-        let gop = keyframe_interval;
+        let gop = self.gop_setting(keyframe_interval);
         match self.element {
             // The Pi's encoder needs the level pinned downstream (raspberrypi/linux#3974);
             // level 4 covers 1080p30. SPS/PPS are repeated before every IDR.
@@ -233,7 +262,7 @@ mod tests {
             installed: vec!["v4l2h264enc", "x264enc", "openh264enc"],
             broken: vec![],
         };
-        let sel = Encoder::select(None, &pi4).unwrap();
+        let sel = Encoder::select(None, 30, &pi4).unwrap();
         assert_eq!(sel.encoder.element, "v4l2h264enc");
         assert_eq!(sel.reason, "hardware encoder");
         let fragment = sel.encoder.launch_fragment(2000, 60);
@@ -248,7 +277,7 @@ mod tests {
             installed: vec!["x264enc", "openh264enc"],
             broken: vec![],
         };
-        let sel = Encoder::select(None, &pi5).unwrap();
+        let sel = Encoder::select(None, 30, &pi5).unwrap();
         assert_eq!(sel.encoder.element, "x264enc");
         assert!(sel.reason.contains("software fallback"));
     }
@@ -259,7 +288,7 @@ mod tests {
             installed: vec!["v4l2h264enc", "openh264enc"],
             broken: vec!["v4l2h264enc"],
         };
-        let sel = Encoder::select(None, &odd).unwrap();
+        let sel = Encoder::select(None, 30, &odd).unwrap();
         assert_eq!(sel.encoder.element, "openh264enc");
         assert!(
             sel.reason.contains("v4l2h264enc failed a test encode"),
@@ -275,7 +304,10 @@ mod tests {
             broken: vec![],
         };
         assert_eq!(
-            Encoder::select(None, &rockchip).unwrap().encoder.element,
+            Encoder::select(None, 30, &rockchip)
+                .unwrap()
+                .encoder
+                .element,
             "mpph264enc"
         );
     }
@@ -286,18 +318,18 @@ mod tests {
             installed: vec!["v4l2h264enc", "x264enc"],
             broken: vec![],
         };
-        let sel = Encoder::select(Some("x264enc"), &pi4).unwrap();
+        let sel = Encoder::select(Some("x264enc"), 30, &pi4).unwrap();
         assert_eq!(
             (sel.encoder.element, sel.reason.as_str()),
             ("x264enc", "forced by configuration")
         );
-        assert!(Encoder::select(Some("openh264enc"), &pi4).is_err());
-        assert!(Encoder::select(Some("ffmpeg"), &pi4).is_err());
+        assert!(Encoder::select(Some("openh264enc"), 30, &pi4).is_err());
+        assert!(Encoder::select(Some("ffmpeg"), 30, &pi4).is_err());
         let broken = FakeBoard {
             installed: vec!["x264enc"],
             broken: vec!["x264enc"],
         };
-        assert!(Encoder::select(Some("x264enc"), &broken).is_err());
+        assert!(Encoder::select(Some("x264enc"), 30, &broken).is_err());
     }
 
     #[test]
@@ -306,19 +338,19 @@ mod tests {
             installed: vec![],
             broken: vec![],
         };
-        let err = Encoder::select(None, &bare).unwrap_err().to_string();
+        let err = Encoder::select(None, 30, &bare).unwrap_err().to_string();
         assert!(err.contains("gstreamer1.0-plugins-ugly"), "{err}");
     }
 
     #[test]
     fn the_real_probe_finds_a_working_software_encoder_here() {
         gst::init().unwrap();
-        let sel = Encoder::select(None, &GstProbe).unwrap();
+        let sel = Encoder::select(None, 30, &GstProbe).unwrap();
         assert!(GstProbe.encodes(&sel.encoder.launch_fragment(500, 30)));
         for forced in ["x264enc", "openh264enc"] {
             if GstProbe.exists(forced) {
                 assert_eq!(
-                    Encoder::select(Some(forced), &GstProbe)
+                    Encoder::select(Some(forced), 30, &GstProbe)
                         .unwrap()
                         .encoder
                         .element,

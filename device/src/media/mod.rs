@@ -20,6 +20,8 @@ mod tests_blocking;
 #[cfg(test)]
 mod tests_ladder;
 #[cfg(test)]
+mod tests_long_gop;
+#[cfg(test)]
 mod tests_low;
 #[cfg(test)]
 mod tests_vp8;

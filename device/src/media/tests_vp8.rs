@@ -17,7 +17,7 @@ fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
     Some((width, height))
 }
 
-fn with_fallback(gop: u32) -> VideoPlan {
+pub(super) fn with_fallback(gop: u32) -> VideoPlan {
     VideoPlan {
         vp8: Some(Vp8Size::Within(320, 180)),
         low: None,

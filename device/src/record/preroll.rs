@@ -99,6 +99,20 @@ impl Preroll {
         self.bytes = 0;
     }
 
+    /// The encode time of the newest keyframe held.
+    pub fn newest_keyframe(&self) -> Option<Instant> {
+        self.units
+            .iter()
+            .rev()
+            .find(|u| u.is_keyframe())
+            .map(Unit::encoded_at)
+    }
+
+    /// How far back the ring should reach.
+    pub fn keep(&self) -> Duration {
+        self.keep
+    }
+
     /// How far back the ring reaches from `now`.
     pub fn reach(&self, now: Instant) -> Duration {
         self.units.front().map_or(Duration::ZERO, |u| {
@@ -140,9 +154,15 @@ mod tests {
                 );
             }
         }
+        // Frame 100 (10 s in) was the newest keyframe.
+        assert_eq!(
+            ring.newest_keyframe(),
+            Some(start + Duration::from_secs(10))
+        );
         let held = ring.take();
         assert!(held[0].is_keyframe());
         assert_eq!(ring.reach(start), Duration::ZERO);
+        assert_eq!(ring.newest_keyframe(), None);
     }
 
     #[test]

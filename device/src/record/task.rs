@@ -13,6 +13,8 @@ use ferrocam_protocol::control::{ControlError, ControlErrorCode};
 use ferrocam_protocol::record::{RecordMode, RecordingStatus};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::feeds::{next_audio, next_video};
+use super::keyframe_need::{Recording, keyframe_wanted};
 use super::preroll::{Preroll, Unit};
 use super::segment::{self, OpenSegment};
 use super::store::Store;
@@ -365,6 +367,10 @@ impl Task {
         if !self.recording_allowed(now) {
             self.close_segment();
         }
+        if keyframe_wanted(now, self.keyframe_need()) {
+            self.media
+                .request_keyframe(Stream::H264, KeyframeReason::Join);
+        }
         if let Some(open) = &mut self.open
             && now.duration_since(open.synced_at) >= SYNC_EVERY
         {
@@ -379,6 +385,22 @@ impl Task {
                 store.enforce(budget, max_age, SystemTime::now())
             })
             .await;
+        }
+    }
+
+    /// What the recorder needs keyframes for (see [`keyframe_wanted`]).
+    fn keyframe_need(&self) -> Recording {
+        match (&self.open, &self.video) {
+            (Some(open), _) => Recording::Segment {
+                base: open.base,
+                length: self.segment_length,
+                sound_changed: open.writer.has_audio() != self.sound_flowing(Instant::now()),
+            },
+            (None, Some(_)) => Recording::Preroll {
+                newest_keyframe: self.preroll.newest_keyframe(),
+                keep: self.preroll.keep(),
+            },
+            (None, None) => Recording::Idle,
         }
     }
 
@@ -449,26 +471,6 @@ impl Task {
             *old = status;
             changed
         });
-    }
-}
-
-async fn next_video(feed: &mut Option<VideoFeed>) -> Option<AccessUnit> {
-    match feed {
-        Some(feed) => feed.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_audio(feed: &mut Option<broadcast::Receiver<AudioUnit>>) -> Option<AudioUnit> {
-    let Some(feed) = feed else {
-        return std::future::pending().await;
-    };
-    loop {
-        match feed.recv().await {
-            Ok(unit) => return Some(unit),
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return None,
-        }
     }
 }
 

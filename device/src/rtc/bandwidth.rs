@@ -84,14 +84,16 @@ const RECEIVED_SLACK_BPS: f64 = 10_000.0;
 const DRAIN_ABOVE: Duration = Duration::from_millis(100);
 /// While a queue stands this high the rate does not grow: growing into it refills it.
 const GROW_BELOW: Duration = Duration::from_millis(50);
-/// A "queue" that has not come down from its peak after this long of draining is no queue: a
-/// real one shrinks once the cuts (every 400 ms) take effect. It is a longer path (a handover,
-/// an ICE restart onto another route), and it becomes the new base; otherwise the rate would be
-/// cut to the floor until the old base aged out (10 s). Measured for a real queue: `narrow_link`'s
+/// A "queue" that has stood at one level this long while being drained is no queue: a real one
+/// shrinks once the cuts (every 400 ms) take effect, or, on a link narrower than the floor,
+/// keeps growing. One that neither shrinks nor grows is a longer path (a handover, an ICE
+/// restart onto another route), and it becomes the new base; otherwise the rate would be cut
+/// to the floor until the old base aged out (10 s). Measured for a real queue: `narrow_link`'s
 /// 500 kbit/s drop stood above 100 ms for 1.9 s, but fell from its 365 ms peak within 1.2 s.
 const REBASE_AFTER: Duration = Duration::from_secs(2);
-/// "Not come down": still above this share of the peak.
-const REBASE_NEAR_PEAK: f64 = 0.9;
+/// "One level": within this share either way. A rise past it starts a new level (the queue is
+/// still filling), a fall below it shows the queue draining.
+const LEVEL_BAND: f64 = 0.1;
 /// One increase per this interval, so each acts on fresh evidence.
 const RATE_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
 /// One decrease per this interval. A decrease goes to a share of what arrived, and what arrives
@@ -180,10 +182,10 @@ pub struct RateBounds {
     pub max: f64,
 }
 
-/// A drain in progress: since when, and the highest standing queue since.
+/// A drain in progress: the level the standing queue last rose to, and since when.
 struct Draining {
+    level: Duration,
     since: Instant,
-    peak: Duration,
 }
 
 /// The estimator for one connection.
@@ -248,13 +250,21 @@ impl BandwidthEstimator for LinkEstimator {
         let standing = self.queue.standing();
         if standing > DRAIN_ABOVE {
             let drain = self.draining.get_or_insert(Draining {
+                level: standing,
                 since: now,
-                peak: standing,
             });
-            drain.peak = drain.peak.max(standing);
-            let stuck = standing.as_secs_f64() >= drain.peak.as_secs_f64() * REBASE_NEAR_PEAK;
+            if standing > drain.level.mul_f64(1.0 + LEVEL_BAND) {
+                *drain = Draining {
+                    level: standing,
+                    since: now,
+                };
+            }
+            let stuck = standing >= drain.level.mul_f64(1.0 - LEVEL_BAND);
             if stuck && now.saturating_duration_since(drain.since) >= REBASE_AFTER {
-                tracing::debug!(?standing, "delay stayed up while draining: a longer path");
+                tracing::info!(
+                    ?standing,
+                    "delay stayed level while draining: a longer path"
+                );
                 self.queue.rebase();
                 // A new path, so what the old one carried says nothing about it; and the cuts
                 // since the change took the rate's own fall for the ceiling, near which the

@@ -368,3 +368,22 @@ fn a_longer_path_is_not_mistaken_for_a_queue_for_long() {
         "{estimates:.0?}"
     );
 }
+
+#[test]
+fn a_queue_that_keeps_growing_is_not_taken_for_a_longer_path() {
+    // A link narrower than the floor 4 s in: the queue grows 100 ms every second from then on
+    // and never levels off. Its standing delay is always its highest yet, and it must go on
+    // counting as a queue: the rate stays down rather than climbing into it again.
+    let growing = |t: Duration| {
+        let past = t.saturating_sub(Duration::from_secs(4)).as_secs_f64();
+        Duration::from_secs_f64(0.02 + 0.1 * past)
+    };
+    let estimates = on_a_wide_path(growing, 14);
+    eprintln!("estimate each second: {estimates:.0?}");
+    let cut = estimates[6];
+    assert!(cut < estimates[3] * 0.5, "{estimates:.0?}");
+    assert!(
+        estimates[6..].iter().all(|&e| e <= cut),
+        "climbed while the queue grew: {estimates:.0?}"
+    );
+}

@@ -8,20 +8,29 @@ use serde_json::json;
 
 use super::common::{began_ms, command, description, now_ms, options, play, wait_for};
 
-/// Records `length` at 720p30 in one-minute segments, stops, and plays every segment back.
-pub async fn continuous(length: Duration) -> anyhow::Result<()> {
-    let stack = Stack::start(options(
-        "recording_continuous",
-        &[
-            "--record",
-            "continuous",
-            "--record-segment-s",
-            "60",
-            "--record-budget-mb",
-            "0",
-        ],
-    ))
-    .await?;
+/// One continuous recording to make and check.
+pub struct Run {
+    pub name: &'static str,
+    pub length: Duration,
+    pub segment: Duration,
+    /// Extra device arguments.
+    pub args: &'static [&'static str],
+}
+
+/// Records `run.length` at 720p30 in `run.segment`s, stops, and plays every segment back.
+pub async fn continuous(run: Run) -> anyhow::Result<()> {
+    let segment_secs = run.segment.as_secs().to_string();
+    let mut args = vec![
+        "--record",
+        "continuous",
+        "--record-segment-s",
+        &segment_secs,
+        "--record-budget-mb",
+        "0",
+    ];
+    args.extend_from_slice(run.args);
+    let stack = Stack::start(options(run.name, &args)).await?;
+    let length = run.length;
     let dir = stack.recordings_dir();
     wait_for(&stack, "continuous recording to begin", |s| {
         s["recording"] == true
@@ -31,7 +40,7 @@ pub async fn continuous(length: Duration) -> anyhow::Result<()> {
     let (code, body) = command(&stack, json!({"cmd": "record.stop"}))?;
     let stopped_at = now_ms();
     anyhow::ensure!(code == 200, "record.stop: {code} {body}");
-    let expected = length.as_secs() / 60;
+    let expected = length.as_secs() / run.segment.as_secs();
     let status = wait_for(&stack, "the last segment to be filed", |s| {
         s["recording"] == false && s["segments"].as_u64() >= Some(expected)
     })
@@ -74,6 +83,17 @@ pub async fn continuous(length: Duration) -> anyhow::Result<()> {
             described.abs_diff(measured) <= 100,
             "{file:?}: described {described} ms, plays {measured} ms"
         );
+        // A segment ends at the first keyframe once it is long enough, and the recorder asks
+        // for one then (the encoder may make none by itself): only the last, cut by the stop,
+        // is shorter. The slack is the recorder's 1 s tick and the keyframe's way out.
+        let last = Some(file) == files.last();
+        let long_enough = run.segment..=run.segment + Duration::from_millis(1600);
+        anyhow::ensure!(
+            last || long_enough.contains(&played.duration),
+            "{file:?} plays {:?}, for segments of {:?}",
+            played.duration,
+            run.segment
+        );
         // Each segment begins where the one before ended (a frame's worth of slack).
         if let Some(end) = previous_end {
             anyhow::ensure!(
@@ -85,7 +105,8 @@ pub async fn continuous(length: Duration) -> anyhow::Result<()> {
         total += played.duration;
         frames += played.frames;
         eprintln!(
-            "continuous: {} — {:.3} s, {} frames, {} sound buffers, {} bytes",
+            "{}: {} — {:.3} s, {} frames, {} sound buffers, {} bytes",
+            run.name,
             file.file_name().unwrap().to_string_lossy(),
             played.duration.as_secs_f64(),
             played.frames,
@@ -95,7 +116,8 @@ pub async fn continuous(length: Duration) -> anyhow::Result<()> {
     }
     let fps = frames as f64 / total.as_secs_f64();
     eprintln!(
-        "continuous: {} segments, {:.1} s recorded in {:.1} s, {fps:.2} fps",
+        "{}: {} segments, {:.1} s recorded in {:.1} s, {fps:.2} fps",
+        run.name,
         files.len(),
         total.as_secs_f64(),
         recorded_for.as_secs_f64()

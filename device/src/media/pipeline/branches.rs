@@ -117,14 +117,18 @@ impl VideoPlan {
     pub(super) fn vp8_branch(&self) -> Option<String> {
         let size = self.vp8_size()?;
         Some(format!(
-            "{gate}{scale}! {VP8_ENCODER} target-bitrate={bps} keyframe-max-dist={gop} {sink}",
+            "{gate}{scale}! {VP8_ENCODER} target-bitrate={bps} {gop} {sink}",
             gate = gate("vp8"),
             scale = self.scale_to(size),
             bps = self
                 .vp8_bitrate_kbps()
                 .saturating_mul(1000)
                 .min(i32::MAX as u32),
-            gop = self.keyframe_interval,
+            // 0: keyframes only when forced (libvpx's own placement disabled).
+            gop = match self.keyframe_interval {
+                0 => "keyframe-mode=disabled".to_owned(),
+                n => format!("keyframe-max-dist={n}"),
+            },
             sink = sink("vp8"),
         ))
     }
