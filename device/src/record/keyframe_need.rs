@@ -34,7 +34,7 @@ pub(super) enum Recording {
     Idle,
 }
 
-/// Whether the recorder needs a keyframe at `now`.
+/// Whether the recorder needs a keyframe at `now` (the encode time of the latest frame).
 pub(super) fn keyframe_wanted(now: Instant, recording: Recording) -> bool {
     match recording {
         Recording::Segment {

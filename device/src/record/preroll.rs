@@ -43,6 +43,8 @@ pub struct Preroll {
     max_bytes: usize,
     units: VecDeque<Unit>,
     bytes: usize,
+    /// The encode time of the newest keyframe held (trimming never drops it, only clearing).
+    newest_keyframe: Option<Instant>,
 }
 
 impl Preroll {
@@ -53,6 +55,7 @@ impl Preroll {
             max_bytes,
             units: VecDeque::new(),
             bytes: 0,
+            newest_keyframe: None,
         }
     }
 
@@ -63,6 +66,9 @@ impl Preroll {
             return;
         }
         let now = unit.encoded_at();
+        if unit.is_keyframe() {
+            self.newest_keyframe = Some(now);
+        }
         self.bytes += unit.bytes();
         self.units.push_back(unit);
         self.trim(now);
@@ -91,21 +97,19 @@ impl Preroll {
     /// Everything held, oldest first (starting with a keyframe), leaving the ring empty.
     pub fn take(&mut self) -> Vec<Unit> {
         self.bytes = 0;
+        self.newest_keyframe = None;
         self.units.drain(..).collect()
     }
 
     pub fn clear(&mut self) {
         self.units.clear();
         self.bytes = 0;
+        self.newest_keyframe = None;
     }
 
     /// The encode time of the newest keyframe held.
     pub fn newest_keyframe(&self) -> Option<Instant> {
-        self.units
-            .iter()
-            .rev()
-            .find(|u| u.is_keyframe())
-            .map(Unit::encoded_at)
+        self.newest_keyframe
     }
 
     /// How far back the ring should reach.

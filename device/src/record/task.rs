@@ -255,6 +255,12 @@ impl Task {
         if self.open.is_none() {
             self.preroll.push(Unit::Video(unit.clone()));
         }
+        // Asked at the first frame it is due, so a segment ends within a frame or two of its
+        // length (repeats merge into the pending request; a keyframe is what was wanted).
+        if !unit.keyframe && keyframe_wanted(unit.encoded_at, self.keyframe_need()) {
+            self.media
+                .request_keyframe(Stream::H264, KeyframeReason::Join);
+        }
         if !self.recording_allowed(now) {
             self.close_segment();
             return;
@@ -268,6 +274,7 @@ impl Task {
         if rotate {
             self.close_segment();
         }
+
         if self.open.is_none() {
             let mut units = self.preroll.take();
             if units.is_empty() {
@@ -366,10 +373,6 @@ impl Task {
         self.check_space();
         if !self.recording_allowed(now) {
             self.close_segment();
-        }
-        if keyframe_wanted(now, self.keyframe_need()) {
-            self.media
-                .request_keyframe(Stream::H264, KeyframeReason::Join);
         }
         if let Some(open) = &mut self.open
             && now.duration_since(open.synced_at) >= SYNC_EVERY
