@@ -64,8 +64,13 @@ async fn survives_loss(keyframe_interval: &str) -> anyhow::Result<()> {
         / (n(&clean_to, "decoded") - n(&clean_from, "decoded")).max(1.0);
     let keyframes_clean = n(&clean_to, "keyframes") - n(&clean_from, "keyframes");
 
-    // Ten seconds at 5 % loss.
-    ns.drop_outgoing_udp(5)?;
+    // Ten seconds at 5 % loss (`FERROCAM_LOSS_PERCENT` measures other rates by hand; the
+    // floor below holds for 5 %).
+    let percent: u32 = std::env::var("FERROCAM_LOSS_PERCENT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5);
+    ns.drop_outgoing_udp(percent)?;
     let before = video_stats(&browser).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let during = video_stats(&browser).await?;
@@ -77,12 +82,6 @@ async fn survives_loss(keyframe_interval: &str) -> anyhow::Result<()> {
     // Retransmissions usually repair every loss (packetsLost counts only what stayed lost),
     // so the loss shows as the receiver's NACKs.
     let nacks = n(&during, "nack") - n(&before, "nack");
-    assert!(nacks > 0.0, "no loss was induced: {before} → {during}");
-    assert!(
-        decoded >= 150.0,
-        "only {decoded} frames in 10 s at 5 % loss (30 fps nominal): {before} → {during}"
-    );
-
     // Recovery: the first second after the loss stops already runs at (nearly) full rate.
     let start = video_stats(&browser).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -90,13 +89,18 @@ async fn survives_loss(keyframe_interval: &str) -> anyhow::Result<()> {
     let recovered_fps = n(&after, "decoded") - n(&start, "decoded");
     eprintln!(
         "keyframe interval {keyframe_interval}: clean 5 s: QP {qp:.1}, {keyframes_clean} keyframes; \
-         loss: 10 s at 5 %: {received} packets received, {lost} left unrecovered, {decoded} frames decoded, \
+         loss: 10 s at {percent} %: {received} packets received, {lost} left unrecovered, {decoded} frames decoded, \
          NACKs {nacks}, PLIs {}, keyframes {}, freezes {} ({:.2} s frozen); first full second after: \
          {recovered_fps} frames",
         n(&during, "pli") - n(&before, "pli"),
         n(&during, "keyframes") - n(&before, "keyframes"),
         n(&during, "freezes") - n(&before, "freezes"),
         n(&during, "freeze_s") - n(&before, "freeze_s"),
+    );
+    assert!(nacks > 0.0, "no loss was induced: {before} → {during}");
+    assert!(
+        decoded >= 150.0,
+        "only {decoded} frames in 10 s at {percent} % loss (30 fps nominal): {before} → {during}"
     );
     assert!(
         recovered_fps >= 25.0,

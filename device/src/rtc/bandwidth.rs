@@ -32,51 +32,14 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
     ArrivalGroupAccumulator, BandwidthEstimator, EstimatorStats, PacketReport, RateCalculator,
-    RateControlState, Usage,
+    Usage,
 };
 
+pub use super::delay_rate::RateBounds;
+use super::delay_rate::{DECREASE_FACTOR, DelayRate};
 use super::queue_delay::QueueDelay;
 use super::trendline::Trendline;
 
-/// A decrease goes to this share of what the path delivered while it was queueing, so the queue
-/// drains (GCC's β).
-const DECREASE_FACTOR: f64 = 0.85;
-/// Growth per second near the last rate at which the path queued: gentle, as the path is known
-/// to fill around there. A token bucket (`tc tbf`'s 16 kB burst, a DSL shaper) lets a rate
-/// above the link through without queueing until its saved-up tokens run out, so the delay
-/// signal comes a second or more late, and whatever was added meanwhile becomes queue at once:
-/// at 8 % a second (GCC's figure) the estimate reached 1.5× a 500 kbit/s link before the first
-/// sign, and frames waited 200–250 ms (`narrow_link`, with the resolution ladder, whose small
-/// frames follow the rate closely). At 5 % the worst second stayed near 100 ms.
-const NEAR_GROWTH_PER_SECOND: f64 = 1.05;
-/// Growth per second away from it: once the path has carried clearly more than its old ceiling,
-/// the ceiling is stale (a link that widened again) and the camera should get back its picture
-/// within seconds, not half a minute.
-const FAR_GROWTH_PER_SECOND: f64 = 1.3;
-/// "Near" the ceiling is this band around it. At 1.15× the estimate, the video (85 % of it)
-/// plus its headers already fill what the path carried when it queued.
-const NEAR_CEILING_FROM: f64 = 0.9;
-const NEAR_CEILING_TO: f64 = 1.15;
-/// Growth per second above the band while the ceiling still stands: a little faster, towards
-/// the proof that the link widened ([`CEILING_FORGOTTEN_ABOVE`]), but no faster than GCC's own
-/// increase, for the token bucket's sake (above).
-const PAST_CEILING_GROWTH_PER_SECOND: f64 = 1.08;
-/// Deliveries this far above the last ceiling, for this long, mean the ceiling no longer holds.
-/// One moment above proves nothing: a token bucket that sat below its rate for a while lets its
-/// burst through at once (16 kB in `narrow_link`'s 500 kbit/s step: deliveries measured at 620,
-/// 1.3× the ceiling), and forgetting on that ran the estimate to 1.5× the link.
-const CEILING_FORGOTTEN_ABOVE: f64 = 1.2;
-const CEILING_FORGOTTEN_AFTER: Duration = Duration::from_millis(1500);
-/// Growth is capped at this multiple of what actually arrives (plus a packet's worth), so an
-/// encoder that sends less than it may (a still scene) does not let the estimate run away.
-const MAX_ABOVE_RECEIVED: f64 = 1.5;
-/// The same cap while the path's ceiling is known. A token bucket passes its burst before any
-/// queue shows, so near its rate the delay signal comes late: at 1.5× the estimate climbed to
-/// 1.3× a 500 kbit/s link before each cut, and every climb refilled the 150 ms queue (glass to
-/// glass p95 near 200 ms in `narrow_link`). At 1.2× the video (85 % of the estimate) can still
-/// grow 2 % a step, more than the gentle growth near a ceiling asks.
-const MAX_ABOVE_RECEIVED_NEAR_CEILING: f64 = 1.2;
-const RECEIVED_SLACK_BPS: f64 = 10_000.0;
 /// A queue standing this high is drained: the rate comes down as if the delay were growing.
 /// Well under `tc tbf`'s 150 ms, so the queue never sits full, and above what a keyframe (at
 /// most 200 ms of the encoder's rate, queued behind at 85 % of the link) leaves standing for
@@ -94,13 +57,6 @@ const REBASE_AFTER: Duration = Duration::from_secs(2);
 /// "One level": within this share either way. A rise past it starts a new level (the queue is
 /// still filling), a fall below it shows the queue draining.
 const LEVEL_BAND: f64 = 0.1;
-/// One increase per this interval, so each acts on fresh evidence.
-const RATE_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
-/// One decrease per this interval. A decrease goes to a share of what arrived, and what arrives
-/// falls as we send less: deciding again before the last decrease shows in the feedback
-/// ratchets the rate down to the floor (measured: every 60 ms while a queue drained, from 1.4
-/// Mbit/s to 150 kbit/s on a 1 Mbit/s link, then eight seconds to climb back).
-const DECREASE_INTERVAL: Duration = Duration::from_millis(400);
 /// Below this loss the path has room: the delay signal may raise the rate. Above [`LOSS_HIGH`]
 /// the rate is cut in proportion (by half the loss); in between it holds, as a few per cent is
 /// normal on radio.
@@ -172,14 +128,6 @@ impl LinkEstimate {
         }
         resent.push_back((now, bits));
     }
-}
-
-/// Where the rate starts and the bounds it stays in, in bit/s.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateBounds {
-    pub start: f64,
-    pub min: f64,
-    pub max: f64,
 }
 
 /// A drain in progress: the level the standing queue last rose to, and since when.
@@ -291,6 +239,7 @@ impl BandwidthEstimator for LinkEstimator {
                 .cut(now, (self.rate.target * factor).min(delivered), received);
         }
         let may_grow = verdict == LossVerdict::Grow && standing < GROW_BELOW;
+        self.rate.standing = standing;
         self.target = self
             .rate
             .update(now, usage, received, may_grow)
@@ -307,130 +256,6 @@ impl BandwidthEstimator for LinkEstimator {
         stats.delay_based_bitrate = Some(self.rate.target);
         stats.packet_loss = self.loss.fraction;
         stats
-    }
-}
-
-/// The delay-based rate: down to what the path delivered when it queued, back up gently near
-/// that ceiling and quickly away from it.
-struct DelayRate {
-    state: RateControlState,
-    target: f64,
-    bounds: RateBounds,
-    /// What the path delivered the last time it queued, until it clearly carries more.
-    ceiling: Option<f64>,
-    /// Since when deliveries have stayed clearly above the ceiling.
-    above_ceiling_since: Option<Instant>,
-    last_change: Option<Instant>,
-    last_decrease: Option<Instant>,
-}
-
-impl DelayRate {
-    fn new(start: f64, bounds: RateBounds) -> Self {
-        Self {
-            state: RateControlState::default(),
-            target: start,
-            bounds,
-            ceiling: None,
-            above_ceiling_since: None,
-            last_change: None,
-            last_decrease: None,
-        }
-    }
-
-    /// Lowers the rate to `to` after loss, and remembers what arrived as where the path filled,
-    /// unless the path already showed it fills higher: loss often comes right after a delay
-    /// decrease, while what arrives is still falling from it. Taking that dip as the ceiling
-    /// made the path's ordinary rate look like "clearly more", and the fast growth meant for a
-    /// widened link then ran to 1.8× a 500 kbit/s link (measured in `narrow_link`).
-    fn cut(&mut self, now: Instant, to: f64, received: Option<f64>) {
-        self.target = to.clamp(self.bounds.min, self.bounds.max);
-        let filled_at = received.unwrap_or(self.target);
-        self.ceiling = Some(self.ceiling.map_or(filled_at, |c| c.max(filled_at)));
-        self.last_change = Some(now);
-        self.last_decrease = Some(now);
-    }
-
-    /// Drops the ceiling once deliveries have stayed clearly above it (see
-    /// [`CEILING_FORGOTTEN_AFTER`]).
-    fn forget_a_stale_ceiling(&mut self, now: Instant, received: Option<f64>) {
-        let Some(ceiling) = self.ceiling else {
-            return;
-        };
-        if received.is_none_or(|r| r <= ceiling * CEILING_FORGOTTEN_ABOVE) {
-            self.above_ceiling_since = None;
-            return;
-        }
-        let since = *self.above_ceiling_since.get_or_insert(now);
-        if now.saturating_duration_since(since) >= CEILING_FORGOTTEN_AFTER {
-            self.ceiling = None;
-            self.above_ceiling_since = None;
-        }
-    }
-
-    /// `may_grow`: whether loss allows an increase (it holds the rate at a few per cent).
-    fn update(&mut self, now: Instant, usage: Usage, received: Option<f64>, may_grow: bool) -> f64 {
-        self.state = self.state.next(usage);
-        let since = self.last_change.map_or(RATE_CONTROL_INTERVAL, |last| {
-            now.saturating_duration_since(last)
-        });
-        if since < RATE_CONTROL_INTERVAL && self.state != RateControlState::Decrease {
-            return self.target;
-        }
-        match self.state {
-            RateControlState::Hold => {}
-            RateControlState::Decrease => {
-                // From what arrived, not from what we aimed at: that is what the path carries.
-                let Some(received) = received else {
-                    return self.target;
-                };
-                if self
-                    .last_decrease
-                    .is_some_and(|at| now.saturating_duration_since(at) < DECREASE_INTERVAL)
-                {
-                    return self.target;
-                }
-                self.last_decrease = Some(now);
-                self.target = (received * DECREASE_FACTOR).min(self.target);
-                tracing::debug!(received, target = self.target, "path queueing: rate down");
-                self.ceiling = Some(received);
-                self.above_ceiling_since = None;
-                self.last_change = Some(now);
-            }
-            RateControlState::Increase if !may_grow => {}
-            RateControlState::Increase => {
-                // Only what actually arrived shows that the path carries more: an estimate that
-                // has merely grown past the ceiling proves nothing (measured: it ran on to 1.6×
-                // a 1 Mbit/s link before the queue showed, and the viewer froze).
-                self.forget_a_stale_ceiling(now, received);
-                // Gentle only near the ceiling: well below it (after a deep cut for loss) the
-                // path is known to carry more, and every second spent there is a worse picture.
-                // Past the band, no queue has shown although the video alone now fills what the
-                // path carried: likely a wider link, so climb faster towards the proof of it
-                // (the cap on what arrives still bounds the climb).
-                let per_second = match self.ceiling {
-                    Some(ceiling) if self.target < ceiling * NEAR_CEILING_FROM => {
-                        FAR_GROWTH_PER_SECOND
-                    }
-                    Some(ceiling) if self.target < ceiling * NEAR_CEILING_TO => {
-                        NEAR_GROWTH_PER_SECOND
-                    }
-                    Some(_) => PAST_CEILING_GROWTH_PER_SECOND,
-                    None => FAR_GROWTH_PER_SECOND,
-                };
-                let grown = self.target * per_second.powf(since.as_secs_f64().min(1.0));
-                let above = if self.ceiling.is_some() {
-                    MAX_ABOVE_RECEIVED_NEAR_CEILING
-                } else {
-                    MAX_ABOVE_RECEIVED
-                };
-                let cap = received.map_or(f64::INFINITY, |r| r * above + RECEIVED_SLACK_BPS);
-                // Never lowered by the cap: that is the delay signal's job, not this one's.
-                self.target = grown.min(cap).max(self.target);
-                self.last_change = Some(now);
-            }
-        }
-        self.target = self.target.clamp(self.bounds.min, self.bounds.max);
-        self.target
     }
 }
 

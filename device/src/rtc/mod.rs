@@ -9,6 +9,7 @@ mod bandwidth;
 mod building;
 mod channel;
 mod codecs;
+mod delay_rate;
 mod events;
 mod extensions;
 mod incoming;

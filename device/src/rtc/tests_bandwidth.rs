@@ -387,3 +387,16 @@ fn a_queue_that_keeps_growing_is_not_taken_for_a_longer_path() {
         "climbed while the queue grew: {estimates:.0?}"
     );
 }
+
+#[test]
+fn a_deep_queue_is_drained_with_a_deeper_cut() {
+    use super::super::delay_rate::decrease_factor;
+    let ms = Duration::from_millis;
+    // Shallow queues: GCC's 85 %, which drains 150 ms in a second.
+    assert_eq!(decrease_factor(ms(0)), DECREASE_FACTOR);
+    assert_eq!(decrease_factor(ms(150)), DECREASE_FACTOR);
+    // 250 ms: 75 %, which drains it in a second rather than 1.7 s.
+    assert!((decrease_factor(ms(250)) - 0.75).abs() < 1e-9);
+    // Never more than 30 % off at once.
+    assert_eq!(decrease_factor(ms(600)), 0.7);
+}
