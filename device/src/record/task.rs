@@ -274,7 +274,6 @@ impl Task {
         if rotate {
             self.close_segment();
         }
-
         if self.open.is_none() {
             let mut units = self.preroll.take();
             if units.is_empty() {
