@@ -399,4 +399,14 @@ fn a_deep_queue_is_drained_with_a_deeper_cut() {
     assert!((decrease_factor(ms(250)) - 0.75).abs() < 1e-9);
     // Never more than 30 % off at once.
     assert_eq!(decrease_factor(ms(600)), 0.7);
+    // And the rate's decrease uses it: 250 ms standing, 400 kbit/s arriving, down to 300.
+    let bounds = RateBounds {
+        start: 500e3,
+        min: 100e3,
+        max: 8e6,
+    };
+    let mut rate = DelayRate::new(bounds.start, bounds);
+    rate.standing = ms(250);
+    let target = rate.update(Instant::now(), Usage::Over, Some(400e3), true);
+    assert!((target - 300e3).abs() < 1.0, "{target}");
 }
