@@ -58,7 +58,7 @@ impl FullStream {
 
     /// What a viewer's path must carry (in share terms) to come back: what the full stream
     /// could send, or what it sends now if that is less. A still scene sends far below the
-    /// ceiling, and a path estimate only grows on what the viewer receives (at most 1.5× it),
+    /// ceiling, and a path estimate only grows on what the viewer receives (at most 2× it),
     /// so measuring against the ceiling alone would keep a viewer on the low stream for good.
     fn rejoin_kbps(&self) -> f64 {
         let could = self.could_send_kbps();

@@ -4,6 +4,7 @@
 //!
 //! Nothing here reads a clock: every instant is a parameter.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{RateControlState, Usage};
@@ -24,19 +25,25 @@ const DEEPEST_DECREASE: f64 = 0.7;
 /// signal comes a second or more late, and whatever was added meanwhile becomes queue at once:
 /// at 8 % a second (GCC's figure) the estimate reached 1.5× a 500 kbit/s link before the first
 /// sign, and frames waited 200–250 ms (`narrow_link`, with the resolution ladder, whose small
-/// frames follow the rate closely). At 5 % the worst second stayed near 100 ms.
+/// frames follow the rate closely). At 5 % the worst second stayed near 100 ms, but crossing
+/// the band took 6 s, and a link that widened again was back in use only after 15–16 s (the
+/// issue allows 15). 7 % crosses it in 4 s; what let the 8 % overshoot run on, a ceiling set
+/// low by the drain after a decrease, is now averaged out ([`EPISODE`]).
 const NEAR_GROWTH_PER_SECOND: f64 = 1.05;
 /// Growth per second away from it: once the path has carried clearly more than its old ceiling,
 /// the ceiling is stale (a link that widened again) and the camera should get back its picture
-/// within seconds, not half a minute.
-const FAR_GROWTH_PER_SECOND: f64 = 1.3;
+/// within seconds, not half a minute. At 30 % a second the climb from 1 to 2.5 Mbit/s after
+/// `narrow_link`'s widening took 3.7 s of the 15 the issue allows, on top of the 10 s it takes
+/// to prove the old ceiling stale, and the whole rise ended at 15–16 s. The climb cannot
+/// overshoot much: growth is capped at [`MAX_ABOVE_RECEIVED`] times what arrives.
+const FAR_GROWTH_PER_SECOND: f64 = 1.5;
 /// "Near" the ceiling is this band around it. At 1.15× the estimate, the video (85 % of it)
 /// plus its headers already fill what the path carried when it queued.
 const NEAR_CEILING_FROM: f64 = 0.9;
 const NEAR_CEILING_TO: f64 = 1.15;
 /// Growth per second above the band while the ceiling still stands: a little faster, towards
-/// the proof that the link widened ([`CEILING_FORGOTTEN_ABOVE`]), but no faster than GCC's own
-/// increase, for the token bucket's sake (above).
+/// the proof that the link widened ([`CEILING_FORGOTTEN_ABOVE`]), but not much faster than
+/// GCC's own increase (8 %), for the token bucket's sake (above).
 const PAST_CEILING_GROWTH_PER_SECOND: f64 = 1.08;
 /// Deliveries this far above the last ceiling, for this long, mean the ceiling no longer holds.
 /// One moment above proves nothing: a token bucket that sat below its rate for a while lets its
@@ -45,8 +52,11 @@ const PAST_CEILING_GROWTH_PER_SECOND: f64 = 1.08;
 const CEILING_FORGOTTEN_ABOVE: f64 = 1.2;
 const CEILING_FORGOTTEN_AFTER: Duration = Duration::from_millis(1500);
 /// Growth is capped at this multiple of what actually arrives (plus a packet's worth), so an
-/// encoder that sends less than it may (a still scene) does not let the estimate run away.
-const MAX_ABOVE_RECEIVED: f64 = 1.5;
+/// encoder that sends less than it may (a still scene) does not let the estimate run away. What
+/// arrives trails the estimate by the encoder's reaction and the meter's window, about a second
+/// in `narrow_link`, so this cap, not [`FAR_GROWTH_PER_SECOND`], set the pace of the climb after
+/// a widening: at 1.5× it went about 30 % a second (1.2 to 2.55 Mbit/s in 3.1 s).
+const MAX_ABOVE_RECEIVED: f64 = 2.0;
 /// The same cap while the path's ceiling is known. A token bucket passes its burst before any
 /// queue shows, so near its rate the delay signal comes late: at 1.5× the estimate climbed to
 /// 1.3× a 500 kbit/s link before each cut, and every climb refilled the 150 ms queue (glass to
@@ -61,6 +71,22 @@ const RATE_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
 /// ratchets the rate down to the floor (measured: every 60 ms while a queue drained, from 1.4
 /// Mbit/s to 150 kbit/s on a 1 Mbit/s link, then eight seconds to climb back).
 const DECREASE_INTERVAL: Duration = Duration::from_millis(400);
+/// Decreases this close together are one episode of queueing, and what arrived at each is a
+/// noisy reading of where the path fills. Four readings of one episode on `narrow_link`'s 500
+/// kbit/s link: 655, 534, 512, 420. The first still counts the faster rate from before the
+/// link narrowed; the last is our own cut draining the queue (by then it had emptied, and what
+/// arrived was what we sent). Either alone misled: a ceiling 16–20 % low made the link's
+/// ordinary rate look "clearly more", so the ceiling was forgotten and the growth meant for a
+/// widened link refilled the queue (frames 274 ms late); one 15 % high let the fast growth far
+/// below the ceiling run past the link. The ceiling is the median of the episode's readings.
+const EPISODE: Duration = Duration::from_millis(1000);
+/// A reading below this share of the episode's median is no drain but a path that really
+/// narrowed (3.3 → 1.7 → 1.0 Mbit/s when a 3 Mbit/s link became 1), and the episode starts
+/// again from it.
+const NARROWED_BELOW: f64 = 0.6;
+/// An episode remembers at most this many readings (a link narrower than the floor queues
+/// without end).
+const EPISODE_READINGS: usize = 8;
 
 /// Where the rate starts and the bounds it stays in, in bit/s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,6 +106,8 @@ pub(super) struct DelayRate {
     pub(super) ceiling: Option<f64>,
     /// The path's standing queue at the latest report (see `queue_delay`).
     pub(super) standing: Duration,
+    /// What arrived at each decrease of the current episode ([`EPISODE`]).
+    episode: VecDeque<f64>,
     /// Since when deliveries have stayed clearly above the ceiling.
     above_ceiling_since: Option<Instant>,
     last_change: Option<Instant>,
@@ -94,6 +122,7 @@ impl DelayRate {
             bounds,
             ceiling: None,
             standing: Duration::ZERO,
+            episode: VecDeque::with_capacity(EPISODE_READINGS),
             above_ceiling_since: None,
             last_change: None,
             last_decrease: None,
@@ -111,6 +140,19 @@ impl DelayRate {
         self.ceiling = Some(self.ceiling.map_or(filled_at, |c| c.max(filled_at)));
         self.last_change = Some(now);
         self.last_decrease = Some(now);
+    }
+
+    /// Where the path fills, after a decrease at which `received` arrived (see [`EPISODE`]).
+    fn read_ceiling(&mut self, received: f64, same_episode: bool) -> f64 {
+        let narrowed = median(&self.episode).is_none_or(|m| received < m * NARROWED_BELOW);
+        if !same_episode || narrowed {
+            self.episode.clear();
+        }
+        if self.episode.len() == EPISODE_READINGS {
+            self.episode.pop_front();
+        }
+        self.episode.push_back(received);
+        median(&self.episode).unwrap_or(received)
     }
 
     /// Drops the ceiling once deliveries have stayed clearly above it (see
@@ -158,10 +200,13 @@ impl DelayRate {
                 {
                     return self.target;
                 }
+                let same_episode = self
+                    .last_decrease
+                    .is_some_and(|at| now.saturating_duration_since(at) < EPISODE);
                 self.last_decrease = Some(now);
                 self.target = (received * decrease_factor(self.standing)).min(self.target);
                 tracing::debug!(received, target = self.target, "path queueing: rate down");
-                self.ceiling = Some(received);
+                self.ceiling = Some(self.read_ceiling(received, same_episode));
                 self.above_ceiling_since = None;
                 self.last_change = Some(now);
             }
@@ -200,6 +245,18 @@ impl DelayRate {
         }
         self.target = self.target.clamp(self.bounds.min, self.bounds.max);
         self.target
+    }
+}
+
+/// The middle reading, or the mean of the middle two.
+fn median(readings: &VecDeque<f64>) -> Option<f64> {
+    let mut sorted: Vec<f64> = readings.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
     }
 }
 

@@ -106,7 +106,7 @@ impl VideoPlan {
     /// The low stream's ceiling: the main stream's bitrate, not a share by area. Adaptation
     /// keeps it at what its viewers' paths carry, and a viewer earns its way back to the full
     /// stream only by showing its path carries most of the full rate; a path estimate can only
-    /// climb on what actually arrives (at most 1.5× that), so the low stream must be allowed to
+    /// climb on what actually arrives (at most 2× that), so the low stream must be allowed to
     /// send that much. Measured: with an area-scaled ceiling (500 kbit/s for 2 Mbit/s) a viewer
     /// whose link widened stayed on the low stream for good.
     pub fn low_bitrate_kbps(&self) -> u32 {
