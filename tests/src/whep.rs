@@ -14,6 +14,7 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
@@ -311,6 +312,31 @@ impl WhepPlayer {
     /// Sends a Picture Loss Indication for the video track, as a decoder that lost a frame
     /// would.
     pub async fn send_pli(&self) -> anyhow::Result<()> {
+        let (track, media_ssrc) = self.video_ssrc().await?;
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })])
+            .await?;
+        Ok(())
+    }
+
+    /// Sends a Receiver Estimated Maximum Bitrate of `bits_per_second` for the video track, as
+    /// a receiver that estimates its own path would.
+    pub async fn send_remb(&self, bits_per_second: f32) -> anyhow::Result<()> {
+        let (track, media_ssrc) = self.video_ssrc().await?;
+        track
+            .write_rtcp(vec![Box::new(ReceiverEstimatedMaximumBitrate {
+                sender_ssrc: 0,
+                bitrate: bits_per_second,
+                ssrcs: vec![media_ssrc],
+            })])
+            .await?;
+        Ok(())
+    }
+
+    async fn video_ssrc(&self) -> anyhow::Result<(Arc<dyn TrackRemote>, u32)> {
         let track = self
             .video_track
             .lock()
@@ -322,13 +348,7 @@ impl WhepPlayer {
             .await
             .first()
             .context("video track without SSRC")?;
-        track
-            .write_rtcp(vec![Box::new(PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            })])
-            .await?;
-        Ok(())
+        Ok((track, media_ssrc))
     }
 
     /// Waits until `n` frames are decoded.

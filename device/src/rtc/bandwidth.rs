@@ -72,12 +72,20 @@ const LOSS_DECREASE_HOLD: Duration = Duration::from_millis(1000);
 /// The estimate as the rest of the device sees it: shared with the estimator inside the
 /// connection's interceptor chain, where nothing else can reach. It also counts what was
 /// resent on the path lately ([`super::retransmissions`]), since that comes out of the same
-/// capacity as the video.
+/// capacity as the video, and holds the viewer's own figure for its path when it sends one
+/// (REMB, [`super::remb`]).
 #[derive(Clone, Default)]
 pub struct LinkEstimate {
     bps: Arc<AtomicU64>,
     resent: Arc<Mutex<VecDeque<(Instant, f64)>>>,
+    /// The viewer's latest REMB, and when it came.
+    receiver: Arc<Mutex<Option<(Instant, f64)>>>,
 }
+
+/// A viewer's REMB counts for this long after it came. Receivers that send it repeat it about
+/// every second, and at once when their estimate falls; one that stopped (a renegotiation
+/// that dropped `goog-remb`) must not hold the stream down for the rest of the session.
+const RECEIVER_FIGURE_KEPT: Duration = Duration::from_secs(5);
 
 /// Resends are counted over this long.
 const RESENT_WINDOW: Duration = Duration::from_secs(1);
@@ -88,10 +96,35 @@ const RESENT_MAX_SHARE: f64 = 0.5;
 
 impl LinkEstimate {
     /// The current estimate in bit/s, or `None` before the viewer's first feedback (a viewer
-    /// whose browser sends no TWCC never has one).
+    /// that sends neither TWCC nor REMB never has one).
     pub fn bits_per_second(&self) -> Option<f64> {
-        let bps = f64::from_bits(self.bps.load(Ordering::Relaxed));
-        (bps > 0.0).then_some(bps)
+        self.bits_per_second_at(Instant::now())
+    }
+
+    /// The estimate at `now`: ours from the TWCC feedback, lowered to the viewer's own REMB
+    /// figure while that is fresh, or the REMB figure alone for a viewer without TWCC. REMB is
+    /// an extra input, never a reason to send more than our own estimate allows: a receiver
+    /// estimates from arrival times alone and does not see its own loss as we do, and libwebrtc's
+    /// sender caps its estimate with REMB in the same way.
+    pub fn bits_per_second_at(&self, now: Instant) -> Option<f64> {
+        let ours = f64::from_bits(self.bps.load(Ordering::Relaxed));
+        let ours = (ours > 0.0).then_some(ours);
+        let theirs = self
+            .receiver
+            .lock()
+            .expect("receiver figure")
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= RECEIVER_FIGURE_KEPT)
+            .map(|(_, bps)| bps);
+        match (ours, theirs) {
+            (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
+            (ours, theirs) => ours.or(theirs),
+        }
+    }
+
+    /// Takes the viewer's REMB of `bps`, received at `now` (already checked and bounded by
+    /// [`super::remb`]).
+    pub(super) fn receiver_estimate(&self, now: Instant, bps: f64) {
+        *self.receiver.lock().expect("receiver figure") = Some((now, bps));
     }
 
     /// What the path has for new media now: the estimate less what retransmissions took over
@@ -101,7 +134,7 @@ impl LinkEstimate {
     /// 10 % for 3.3 s after a 3 → 1 Mbit/s drop). libwebrtc takes its retransmission rate off
     /// the encoder's target for the same reason.
     pub fn for_media_bps(&self, now: Instant) -> Option<f64> {
-        let bps = self.bits_per_second()?;
+        let bps = self.bits_per_second_at(now)?;
         let mut resent = self.resent.lock().expect("resent window");
         while resent
             .front()

@@ -12,6 +12,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use webrtc::peer_connection::{MediaEngine, Registry, configure_rtcp_reports};
 
 use super::bandwidth::{LinkEstimate, LinkEstimator, RateBounds};
+use super::remb::{self, RembListener};
 use super::retransmissions::{self, RetransmissionBudget};
 use super::rtcp::{self, KeyframeRequestForwarder};
 
@@ -26,7 +27,8 @@ const NACK_BUFFER_PACKETS: u16 = 256;
 /// - the keyframe-request forwarder;
 /// - with `congestion`, transport-wide congestion control: every packet numbered (TWCC) and the
 ///   viewer's feedback turned into an estimate of its path ([`LinkEstimator`]), which comes
-///   back as the [`LinkEstimate`] for the encoder to follow; and a budget that keeps
+///   back as the [`LinkEstimate`] for the encoder to follow; the viewer's own figure (REMB),
+///   where it sends one, as an extra input to it ([`RembListener`]); and a budget that keeps
 ///   retransmissions to a share of that estimate ([`RetransmissionBudget`]).
 ///
 /// No pacer. The crate's paces at exactly its estimate and queues what exceeds it out of the
@@ -81,6 +83,13 @@ pub(super) fn interceptors(
             )
             .context("registering the transport-wide sequence number")?;
     }
+    media_engine.register_feedback(
+        RTCPFeedback {
+            typ: "goog-remb".to_owned(),
+            parameter: String::new(),
+        },
+        RtpCodecKind::Video,
+    );
     let (estimator, estimate) = LinkEstimator::new(bounds);
     let registry = registry
         .with(
@@ -91,6 +100,7 @@ pub(super) fn interceptors(
         .with(
             Slot::from(retransmissions::SLOT),
             RetransmissionBudget::new(estimate.clone()),
-        );
+        )
+        .with(Slot::from(remb::SLOT), RembListener::new(estimate.clone()));
     Ok((registry, Some(estimate)))
 }

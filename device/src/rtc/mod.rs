@@ -16,6 +16,7 @@ mod incoming;
 mod interceptors;
 mod peer;
 mod queue_delay;
+mod remb;
 mod retransmissions;
 mod rtcp;
 mod sdp;

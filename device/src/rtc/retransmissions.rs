@@ -82,7 +82,7 @@ impl RetransmissionBudget {
     /// Whether a retransmission of `bits` may leave at `now`. Before the first estimate there
     /// is no budget to speak of: everything passes.
     fn affords(&mut self, now: Instant, bits: f64) -> bool {
-        let Some(bps) = self.estimate.bits_per_second() else {
+        let Some(bps) = self.estimate.bits_per_second_at(now) else {
             return true;
         };
         let rate = bps * SHARE;
