@@ -20,18 +20,23 @@ use serde_json::json;
 
 const REMB_BPS: f32 = 400_000.0;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewers_remb_lowers_the_encoder_and_its_end_gives_the_rate_back() -> anyhow::Result<()> {
-    let metrics_addr = format!("127.0.0.1:{}", ferrocam_tests::free_port());
-    let stack = Stack::start(StackOptions::new("remb").device_args(&[
+/// The camera both tests run: video only, a 2000 kbit/s plan, metrics at `metrics_addr`.
+fn device_args(metrics_addr: &str) -> [&str; 6] {
+    [
         "--audio",
         "off",
         "--bitrate-kbps",
         "2000",
         "--metrics-listen",
-        &metrics_addr,
-    ]))
-    .await?;
+        metrics_addr,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewers_remb_lowers_the_encoder_and_its_end_gives_the_rate_back() -> anyhow::Result<()> {
+    let metrics_addr = format!("127.0.0.1:{}", ferrocam_tests::free_port());
+    let stack =
+        Stack::start(StackOptions::new("remb").device_args(&device_args(&metrics_addr))).await?;
     let metrics = format!("http://{metrics_addr}/metrics");
     let target = || metric(&metrics, "ferrocam_device_encoder_target_bits_per_second");
 
@@ -127,14 +132,7 @@ async fn chromium_without_twcc_on_a_narrow_uplink_is_followed_by_its_remb() -> a
     let stack = Stack::start(
         StackOptions::new("remb_chromium")
             .device_in_netns(&ns.name, &ns.ns_ip, &ns.host_ip)
-            .device_args(&[
-                "--audio",
-                "off",
-                "--bitrate-kbps",
-                "2000",
-                "--metrics-listen",
-                &metrics_addr,
-            ]),
+            .device_args(&device_args(&metrics_addr)),
     )
     .await?;
     let metrics = format!("http://{metrics_addr}/metrics");
