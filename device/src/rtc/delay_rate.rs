@@ -25,10 +25,11 @@ const DEEPEST_DECREASE: f64 = 0.7;
 /// signal comes a second or more late, and whatever was added meanwhile becomes queue at once:
 /// at 8 % a second (GCC's figure) the estimate reached 1.5× a 500 kbit/s link before the first
 /// sign, and frames waited 200–250 ms (`narrow_link`, with the resolution ladder, whose small
-/// frames follow the rate closely). At 5 % the worst second stayed near 100 ms, but crossing
-/// the band took 6 s, and a link that widened again was back in use only after 15–16 s (the
-/// issue allows 15). 7 % crosses it in 4 s; what let the 8 % overshoot run on, a ceiling set
-/// low by the drain after a decrease, is now averaged out ([`EPISODE`]).
+/// frames follow the rate closely). At 5 % the worst second stayed near 100 ms. Crossing the
+/// band at 5 % takes about 6 s of a widened link's climb; 7 % (and 10 % past the band) was
+/// tried to shorten it and made the climb no faster than the wider cap after the ceiling is
+/// forgotten ([`MAX_ABOVE_RECEIVED`]), while one `narrow_link` run in two went over 200 ms at
+/// p95 on the 500 kbit/s step.
 const NEAR_GROWTH_PER_SECOND: f64 = 1.05;
 /// Growth per second away from it: once the path has carried clearly more than its old ceiling,
 /// the ceiling is stale (a link that widened again) and the camera should get back its picture
